@@ -1,0 +1,159 @@
+"""Organisations, members, API keys, collections and protected images."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from django.conf import settings
+from django.core.validators import validate_email
+from django.db import models
+from django.core.exceptions import ValidationError
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+# Higher rank = more rights. A role may do what any lower role may do.
+ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+def role_at_least(role: str, minimum: str) -> bool:
+    return ROLE_RANK.get(Role(role), -1) >= ROLE_RANK[Role(minimum)]
+
+
+class Organisation(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    created = models.DateTimeField(auto_now_add=True)
+    # Bumped on every index change so matching processes know their in-memory
+    # index is stale without scanning the image table.
+    index_generation = models.BigIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "organisation"], name="uniq_membership")]
+        ordering = ["organisation__slug", "user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.organisation} ({self.role})"
+
+
+def hash_api_secret(secret: str) -> str:
+    # Secrets are 256 random bits, so one SHA-256 is enough (no slow KDF needed,
+    # unlike passwords); it keeps authentication a single indexed lookup.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    prefix = models.CharField(max_length=16, unique=True, help_text="Visible part of the key, to tell keys apart.")
+    hashed_secret = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked is None
+
+
+def validate_email_list(value: str) -> None:
+    for address in split_emails(value):
+        try:
+            validate_email(address)
+        except ValidationError as exc:
+            raise ValidationError(f"{address!r} is not a valid e-mail address.") from exc
+
+
+def split_emails(value: str) -> list[str]:
+    return [part.strip() for part in value.replace("\n", ",").replace(";", ",").split(",") if part.strip()]
+
+
+class Collection(models.Model):
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="collections")
+    slug = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    alert_emails = models.TextField(
+        blank=True, validators=[validate_email_list], help_text="Comma-separated addresses told about new matches."
+    )
+    # Optional tightening of the service's near-duplicate threshold; never loosened.
+    phash_max_distance = models.PositiveSmallIntegerField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organisation", "slug"], name="uniq_collection_slug")]
+        ordering = ["organisation__slug", "slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def alert_recipients(self) -> list[str]:
+        return split_emails(self.alert_emails)
+
+
+def protected_upload_to(instance: "ProtectedImage", filename: str) -> str:
+    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
+    return f"protected/{instance.organisation_id}/{instance.collection_id}/{uuid.uuid4().hex}.{ext[:8]}"
+
+
+class ProtectedImage(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        INDEXED = "indexed", "Indexed"
+        FAILED = "failed", "Failed"
+
+    # Denormalised from the collection so every tenant filter is one indexed column.
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="images")
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="images")
+    key = models.CharField(max_length=1024)
+    file = models.FileField(upload_to=protected_upload_to, max_length=300)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    sha256_bytes = models.CharField(max_length=64, db_index=True)
+    sha256_pixels = models.CharField(max_length=64, db_index=True)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    failure_reason = models.TextField(blank=True)
+    signals = models.JSONField(null=True, blank=True)
+    # pHash as a signed 64-bit integer (the DB has no unsigned type) so the
+    # matcher can load (id, hash) pairs without parsing JSON.
+    phash = models.BigIntegerField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["collection", "key"], name="uniq_image_key")]
+        indexes = [models.Index(fields=["organisation", "status"], name="image_org_status")]
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return self.key

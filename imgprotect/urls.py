@@ -1,0 +1,30 @@
+from django.contrib import admin
+from django.http import JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from catalog.api import CollectionViewSet, OrganisationView, ProtectedImageViewSet
+from imgprotect.views import admin_image_file
+from matching.api import CheckViewSet, MatchViewSet
+
+router = DefaultRouter()
+router.register("collections", CollectionViewSet, basename="collection")
+router.register("images", ProtectedImageViewSet, basename="image")
+router.register("checks", CheckViewSet, basename="check")
+router.register("matches", MatchViewSet, basename="match")
+
+
+def healthz(request):  # type: ignore[no-untyped-def]
+    return JsonResponse({"status": "ok"})
+
+
+urlpatterns = [
+    path("admin/files/<str:kind>/<int:pk>/", admin_image_file, name="admin-image-file"),
+    path("admin/", admin.site.urls),
+    path("api/v1/organisation/", OrganisationView.as_view(), name="organisation"),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("healthz", healthz),
+]

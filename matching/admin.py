@@ -1,0 +1,60 @@
+from django.contrib import admin
+from django.urls import reverse
+
+from catalog.admin import image_thumbnail
+from matching.models import Check, Match
+
+
+class MatchInline(admin.TabularInline):
+    model = Match
+    extra = 0
+    fields = ["protected_image", "verdict", "score", "signal_scores", "created"]
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Check)
+class CheckAdmin(admin.ModelAdmin):
+    list_display = ["id", "thumbnail", "organisation", "original_name", "status", "verdict", "created", "finished"]
+    list_filter = ["status", "organisation", "created"]
+    search_fields = ["original_name", "sha256_bytes"]
+    readonly_fields = ["preview", "organisation", "collection", "file", "original_name", "sha256_bytes", "status",
+                       "failure_code", "failure_reason", "result", "submitted_by", "api_key", "attempts",
+                       "created", "started", "finished"]
+    inlines = [MatchInline]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.display(description="Verdict")
+    def verdict(self, obj: Check) -> str:
+        return (obj.result or {}).get("verdict", "—")
+
+    @admin.display(description="")
+    def thumbnail(self, obj: Check) -> str:
+        return image_thumbnail(reverse("admin-image-file", args=["check", obj.pk]))
+
+    @admin.display(description="Image")
+    def preview(self, obj: Check) -> str:
+        return image_thumbnail(reverse("admin-image-file", args=["check", obj.pk]), 400)
+
+
+@admin.register(Match)
+class MatchAdmin(admin.ModelAdmin):
+    list_display = ["id", "suspect", "reference", "verdict", "score", "organisation", "created", "alerted"]
+    list_filter = ["verdict", "organisation", "created"]
+    search_fields = ["protected_image__key", "source_check__original_name"]
+    readonly_fields = ["source_check", "organisation", "protected_image", "score", "verdict", "signal_scores", "created",
+                       "alerted", "suspect", "reference"]
+    list_select_related = ["source_check", "protected_image", "organisation"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.display(description="Suspect")
+    def suspect(self, obj: Match) -> str:
+        return image_thumbnail(reverse("admin-image-file", args=["check", obj.source_check_id]))
+
+    @admin.display(description="Protected image")
+    def reference(self, obj: Match) -> str:
+        return image_thumbnail(reverse("admin-image-file", args=["catalog", obj.protected_image_id]))

@@ -1,0 +1,129 @@
+"""REST API for checks (submit a suspect image) and match reports."""
+from __future__ import annotations
+
+import time
+
+import django_filters
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+
+from catalog import selectors as catalog_selectors
+from catalog.permissions import resolve_tenant
+from catalog.uploads import read_and_validate
+from matching import selectors, services
+from matching.models import Check, Match, Verdict
+
+
+class MatchSerializer(serializers.ModelSerializer):
+    check_id = serializers.IntegerField(source="source_check_id", read_only=True)
+    image_id = serializers.IntegerField(source="protected_image.id", read_only=True)
+    key = serializers.CharField(source="protected_image.key", read_only=True)
+    collection = serializers.IntegerField(source="protected_image.collection_id", read_only=True)
+    collection_slug = serializers.CharField(source="protected_image.collection.slug", read_only=True)
+
+    class Meta:
+        model = Match
+        fields = ["id", "check_id", "image_id", "key", "collection", "collection_slug", "score", "verdict",
+                  "signal_scores", "created"]
+        read_only_fields = fields
+
+
+class CheckSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    matches = MatchSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Check
+        fields = ["id", "url", "status", "collection", "original_name", "sha256_bytes", "failure_code",
+                  "failure_reason", "result", "matches", "created", "started", "finished"]
+        read_only_fields = fields
+
+    def get_url(self, obj: Check) -> str:
+        return self.context["request"].build_absolute_uri(f"/api/v1/checks/{obj.pk}/")
+
+
+class CheckSubmitSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="The suspect image.")
+    collection = serializers.IntegerField(required=False, help_text="Only match this collection.")
+
+
+class CheckViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = CheckSerializer
+    parser_classes = [MultiPartParser, FormParser]
+    filterset_fields = ["status", "collection"]
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.check_list(organisation=resolve_tenant(self.request).organisation).prefetch_related(
+            "matches__protected_image__collection"
+        )
+
+    @extend_schema(
+        request=CheckSubmitSerializer,
+        parameters=[OpenApiParameter("wait", float, description="Seconds to wait for the result (then 200).")],
+        responses={202: CheckSerializer, 200: CheckSerializer},
+        summary="Check a suspect image against your collections",
+    )
+    def create(self, request):  # type: ignore[no-untyped-def]
+        wait = self._wait_seconds(request)
+        form = CheckSubmitSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        tenant = resolve_tenant(request)
+        collection = None
+        if "collection" in form.validated_data:
+            collection = catalog_selectors.collection_get(
+                organisation=tenant.organisation, collection_id=form.validated_data["collection"]
+            )
+            if collection is None:
+                raise serializers.ValidationError({"collection": ["No such collection in your organisation."]})
+        upload = form.validated_data["file"]
+        data, loaded = read_and_validate(upload)
+        check = services.check_submit(
+            organisation=tenant.organisation, data=data, loaded=loaded, filename=upload.name, collection=collection,
+            submitted_by=request.user, api_key=tenant.api_key,
+        )
+        deadline = time.monotonic() + wait
+        while wait and not check.is_finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+            check.refresh_from_db()
+        check.refresh_from_db()
+        code = status.HTTP_200_OK if wait and check.is_finished else status.HTTP_202_ACCEPTED
+        headers = {"Location": f"/api/v1/checks/{check.pk}/"}
+        return Response(self.get_serializer(check).data, status=code, headers=headers)
+
+    @staticmethod
+    def _wait_seconds(request) -> float:  # type: ignore[no-untyped-def]
+        raw = request.query_params.get("wait")
+        if raw in (None, ""):
+            return 0.0
+        try:
+            value = float(raw)
+        except ValueError:
+            raise serializers.ValidationError({"wait": ["Must be a number of seconds."]}) from None
+        if not 0 <= value <= settings.IMGPROTECT_MAX_CHECK_WAIT_SECONDS:
+            raise serializers.ValidationError(
+                {"wait": [f"Must be between 0 and {settings.IMGPROTECT_MAX_CHECK_WAIT_SECONDS:g} seconds."]}
+            )
+        return value
+
+
+class MatchFilter(django_filters.FilterSet):
+    collection = django_filters.NumberFilter(field_name="protected_image__collection_id")
+    verdict = django_filters.MultipleChoiceFilter(choices=Verdict.choices)
+    created_after = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt")
+    check = django_filters.NumberFilter(field_name="source_check_id")
+
+    class Meta:
+        model = Match
+        fields = ["collection", "verdict", "created_after", "created_before", "check"]
+
+
+class MatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = MatchSerializer
+    filterset_class = MatchFilter
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.match_list(organisation=resolve_tenant(self.request).organisation)

@@ -1,0 +1,176 @@
+"""Writes for checks and match reports: submit, run, alert."""
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from catalog.models import ApiKey, Collection, Organisation
+from catalog.services import _delete_files
+from matching.core.errors import ImageError
+from matching.core.loading import LoadedImage, load_image
+from matching.core.signals import compute_signals
+from matching.engine import find_candidates
+from matching.models import Check, Match
+
+log = logging.getLogger(__name__)
+
+RESULT_TOP_K = 5
+
+
+def check_submit(
+    *,
+    organisation: Organisation,
+    data: bytes,
+    loaded: LoadedImage,
+    filename: str = "",
+    collection: Collection | None = None,
+    submitted_by: AbstractBaseUser | None = None,
+    api_key: ApiKey | None = None,
+) -> Check:
+    """Store a validated suspect image and queue its matching (after commit)."""
+    if collection is not None and collection.organisation_id != organisation.pk:
+        raise ValueError("collection belongs to another organisation")
+    check = Check(
+        organisation=organisation,
+        collection=collection,
+        original_name=filename[:255],
+        sha256_bytes=loaded.sha256_bytes,
+        submitted_by=submitted_by if submitted_by is not None and submitted_by.is_authenticated else None,
+        api_key=api_key,
+    )
+    check.file.save(filename or f"check.{loaded.format.lower()}", ContentFile(data), save=False)
+    try:
+        with transaction.atomic():
+            check.save()
+            from workers.tasks import run_check
+
+            check_id = check.pk
+            transaction.on_commit(lambda: run_check.delay(check_id))
+    except BaseException:
+        _delete_files([check.file.name])
+        raise
+    return check
+
+
+def check_run(*, check_id: int) -> Check | None:
+    """Match a queued check and write its match reports. Idempotent.
+
+    Only the delivery that moves the check from queued to running does the
+    work (STYLE.md habit 3). Image errors are permanent: the check fails with
+    the reason. Other errors put it back to queued and propagate for a retry.
+    """
+    claimed = Check.objects.filter(pk=check_id, status=Check.Status.QUEUED).update(
+        status=Check.Status.RUNNING, started=timezone.now()
+    )
+    if not claimed:
+        return Check.objects.filter(pk=check_id).first()
+    check = Check.objects.select_related("organisation").get(pk=check_id)
+    started = time.perf_counter()
+    try:
+        with default_storage.open(check.file.name, "rb") as fh:
+            data = fh.read()
+        signals = compute_signals(load_image(
+            data, max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES, max_pixels=settings.IMGPROTECT_MAX_PIXELS
+        ))
+        signals_ms = (time.perf_counter() - started) * 1000
+        candidates, timings = find_candidates(
+            organisation_id=check.organisation_id, signals=signals, collection_id=check.collection_id,
+            top_k=RESULT_TOP_K,
+        )
+    except ImageError as exc:
+        Check.objects.filter(pk=check_id).update(
+            status=Check.Status.FAILED, failure_code=exc.code, failure_reason=exc.reason, finished=timezone.now()
+        )
+        raise
+    except BaseException:
+        Check.objects.filter(pk=check_id, status=Check.Status.RUNNING).update(status=Check.Status.QUEUED)
+        raise
+    timings["signals_ms"] = signals_ms
+    positives = [c for c in candidates if c.decision.is_match]
+    shown = positives + [c for c in candidates if not c.decision.is_match][: max(0, RESULT_TOP_K - len(positives))]
+    result = {
+        "verdict": positives[0].decision.verdict if positives else "none",
+        "match": bool(positives),
+        "candidates": [c.as_json() for c in shown],
+        "signals": {"phash": signals["phash"], "sha256_pixels": signals["sha256_pixels"],
+                    "width": signals["width"], "height": signals["height"]},
+        "timings_ms": {k: round(v, 2) for k, v in timings.items()},
+    }
+    with transaction.atomic():
+        for c in positives:
+            Match.objects.get_or_create(
+                source_check=check,
+                protected_image=c.image,
+                defaults={
+                    "organisation_id": check.organisation_id,
+                    "score": c.decision.score,
+                    "verdict": c.decision.verdict,
+                    "signal_scores": c.decision.signal_scores,
+                },
+            )
+        Check.objects.filter(pk=check_id).update(status=Check.Status.DONE, result=result, finished=timezone.now())
+        if positives:
+            from workers.tasks import send_match_alerts
+
+            transaction.on_commit(lambda: send_match_alerts.delay(check_id))
+    log.info(
+        "check %s done: %s positives, stages %s, total %.1f ms",
+        check_id, len(positives), result["timings_ms"], (time.perf_counter() - started) * 1000,
+    )
+    check.refresh_from_db()
+    return check
+
+
+def match_alerts_send(*, check_id: int) -> int:
+    """E-mail each collection's recipients about this check's new matches. Idempotent.
+
+    Matches are claimed (``alerted`` set) before sending, so a redelivered task
+    never sends twice; if sending fails the claim is released for a retry.
+    """
+    now = timezone.now()
+    matches = list(
+        Match.objects.filter(source_check_id=check_id, alerted__isnull=True)
+        .select_related("protected_image__collection", "source_check")
+        .order_by("protected_image__collection_id", "-score")
+    )
+    by_collection: dict[int, list[Match]] = {}
+    for m in matches:
+        by_collection.setdefault(m.protected_image.collection_id, []).append(m)
+    sent = 0
+    for group in by_collection.values():
+        collection = group[0].protected_image.collection
+        ids = [m.pk for m in group]
+        if Match.objects.filter(pk__in=ids, alerted__isnull=True).update(alerted=now) != len(ids):
+            continue  # another delivery claimed them
+        recipients = collection.alert_recipients
+        if not recipients:
+            continue
+        lines = [
+            f"imgprotect found {len(group)} match(es) for collection \"{collection.name}\".",
+            "",
+        ]
+        for m in group:
+            lines.append(f"- {m.get_verdict_display()} of \"{m.protected_image.key}\" (score {m.score:.2f})")
+        check = group[0].source_check
+        lines += ["", f"Suspect image: {check.original_name or 'upload'} (check {check.pk})",
+                  f"Review: {settings.SITE_URL}/api/v1/checks/{check.pk}/"]
+        try:
+            send_mail(
+                subject=f"[imgprotect] {len(group)} match(es) in {collection.name}",
+                message="\n".join(lines),
+                from_email=None,
+                recipient_list=recipients,
+            )
+        except Exception:
+            Match.objects.filter(pk__in=ids, alerted=now).update(alerted=None)
+            raise
+        sent += 1
+    return sent

@@ -1,0 +1,157 @@
+"""Checks end to end on the embedded default: submit, match, report, alert."""
+from __future__ import annotations
+
+import pytest
+from django.core import mail
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from catalog.models import ProtectedImage
+from matching import services
+from matching.models import Check, Match
+from tests.factories import CollectionFactory
+from tests.images import encode, photo, photo_png, resized_jpeg, truncated_jpeg
+
+# Transactional, like production: tasks enqueued on commit run when the request commits.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def protected(org, api):  # type: ignore[no-untyped-def]
+    collection = CollectionFactory(organisation=org, slug="photos", alert_emails="legal@acme.test, ops@acme.test")
+    for name in ("coffee", "chelsea", "rocket", "astronaut"):
+        response = api.post("/api/v1/images/", {"collection": collection.pk, "key": f"{name}.png",
+                                                "file": SimpleUploadedFile(f"{name}.png", photo_png(name))})
+        assert response.status_code == 201
+    assert ProtectedImage.objects.filter(status="indexed").count() == 4
+    return collection
+
+
+def submit(api, data: bytes, name="suspect.jpg", wait=None, **fields):  # type: ignore[no-untyped-def]
+    url = "/api/v1/checks/" + (f"?wait={wait}" if wait is not None else "")
+    return api.post(url, {"file": SimpleUploadedFile(name, data), **fields}, format="multipart")
+
+
+def test_resized_reencoded_copy_is_a_near_duplicate_and_alerts(api, protected):
+    response = submit(api, resized_jpeg("chelsea", 0.5, 60), wait=5)
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["status"] == "done"
+    assert body["result"]["verdict"] == "near_duplicate"
+    best = body["result"]["candidates"][0]
+    assert best["key"] == "chelsea.png" and best["match"] is True
+    assert best["signal_scores"]["phash_distance"] <= 8
+    assert [m["key"] for m in body["matches"]] == ["chelsea.png"]
+    # the alert goes to every recipient of the collection, once
+    assert len(mail.outbox) == 1
+    assert sorted(mail.outbox[0].to) == ["legal@acme.test", "ops@acme.test"]
+    assert "chelsea.png" in mail.outbox[0].body
+    services.match_alerts_send(check_id=body["id"])
+    assert len(mail.outbox) == 1
+
+
+def test_identical_copy_is_exact(api, protected):
+    body = submit(api, photo_png("rocket"), "rocket.png", wait=5).json()
+    assert body["result"]["verdict"] == "exact"
+    assert body["matches"][0]["score"] == 1.0
+    # same pixels in another container is still exact
+    body = submit(api, encode(photo("rocket"), "BMP"), "rocket.bmp", wait=5).json()
+    assert body["result"]["verdict"] == "exact"
+
+
+def test_unrelated_image_matches_nothing(api, protected):
+    body = submit(api, resized_jpeg("horse", 0.8), wait=5).json()
+    assert body["status"] == "done"
+    assert body["result"]["verdict"] == "none" and body["matches"] == []
+    assert all(not c["match"] for c in body["result"]["candidates"])
+    assert Match.objects.count() == 0 and len(mail.outbox) == 0
+
+
+def test_without_wait_the_answer_is_202_with_a_url(api, protected):
+    response = submit(api, resized_jpeg("coffee"))
+    assert response.status_code == 202
+    body = response.json()
+    assert body["url"].endswith(f"/api/v1/checks/{body['id']}/") and response["Location"]
+    assert api.get(f"/api/v1/checks/{body['id']}/").status_code == 200
+
+
+@pytest.mark.parametrize("wait", ["abc", "-1", "9999"])
+def test_bad_wait_is_refused(api, protected, wait):
+    response = submit(api, resized_jpeg("coffee"), wait=wait)
+    assert response.status_code == 400 and "wait" in response.json()["fields"]
+    assert Check.objects.count() == 0
+
+
+def test_bad_check_upload_is_refused_and_stores_nothing(api, protected, media_files):
+    before = media_files()
+    response = submit(api, truncated_jpeg(), "cut.jpg")
+    assert response.status_code == 400 and response.json()["error"] == "corrupt_image"
+    assert Check.objects.count() == 0 and media_files() == before
+
+
+def test_check_limited_to_a_collection(api, org, protected):
+    other = CollectionFactory(organisation=org, slug="empty")
+    body = submit(api, resized_jpeg("chelsea"), wait=5, collection=other.pk).json()
+    assert body["result"]["verdict"] == "none"
+    foreign = CollectionFactory()
+    response = submit(api, resized_jpeg("chelsea"), collection=foreign.pk)
+    assert response.status_code == 400
+
+
+def test_check_run_is_idempotent(api, protected):
+    check_id = submit(api, resized_jpeg("coffee"), wait=5).json()["id"]
+    services.check_run(check_id=check_id)  # a redelivered task
+    assert Match.objects.filter(source_check_id=check_id).count() == 1
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.django_db(transaction=False)  # on_commit never fires: the check stays queued
+def test_corrupt_stored_check_fails_once_with_reason(api, settings):
+    from pathlib import Path
+
+    from matching.core.errors import ImageError
+    from workers.tasks import run_check
+
+    response = submit(api, resized_jpeg("coffee"))
+    check = Check.objects.get(pk=response.json()["id"])
+    Path(settings.MEDIA_ROOT, check.file.name).write_bytes(b"garbage that is not an image")
+    with pytest.raises(ImageError):
+        services.check_run(check_id=check.pk)
+    check.refresh_from_db()
+    assert check.status == "failed" and check.failure_code == "unsupported_format" and check.failure_reason
+    # the task swallows permanent errors (no retry) and a second delivery does nothing
+    run_check.apply(args=[check.pk]).get()
+    check.refresh_from_db()
+    assert check.status == "failed"
+
+
+def test_matches_list_filters(api, org, protected):
+    submit(api, resized_jpeg("coffee"), wait=5)
+    submit(api, photo_png("rocket"), "r.png", wait=5)
+    assert api.get("/api/v1/matches/").json()["count"] == 2
+    exact = api.get("/api/v1/matches/?verdict=exact").json()
+    assert exact["count"] == 1 and exact["results"][0]["key"] == "rocket.png"
+    assert api.get(f"/api/v1/matches/?collection={protected.pk}").json()["count"] == 2
+    other = CollectionFactory(organisation=org, slug="none")
+    assert api.get(f"/api/v1/matches/?collection={other.pk}").json()["count"] == 0
+    assert api.get("/api/v1/matches/?created_after=2999-01-01T00:00:00Z").json()["count"] == 0
+    assert api.get("/api/v1/matches/?verdict=bogus").status_code == 400
+
+
+def test_deleted_image_is_never_matched(api, protected):
+    image = ProtectedImage.objects.get(key="coffee.png")
+    api.delete(f"/api/v1/images/{image.pk}/")
+    body = submit(api, resized_jpeg("coffee"), wait=5).json()
+    assert body["result"]["verdict"] == "none"
+
+
+@pytest.mark.django_db(transaction=False)
+def test_submit_enqueues_matching_only_on_commit(org, django_capture_on_commit_callbacks):
+    from matching.core.loading import load_image
+
+    data = resized_jpeg("coffee")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        check = services.check_submit(organisation=org, data=data, loaded=load_image(data), filename="s.jpg")
+        assert Check.objects.get(pk=check.pk).status == "queued"
+    assert len(callbacks) == 1  # nothing runs before commit; exactly one task after
+    callbacks[0]()
+    assert Check.objects.get(pk=check.pk).status == "done"

@@ -1,0 +1,90 @@
+"""The command-line contract of DESIGN.md §5: index_images and match_images."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from catalog.models import Collection, ProtectedImage
+from tests.images import photo_png, resized_jpeg, truncated_jpeg
+
+pytestmark = pytest.mark.django_db
+
+REFERENCES = ["coffee", "chelsea", "rocket", "astronaut"]
+
+
+def run(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def indexed(tmp_path: Path) -> Path:
+    refs = tmp_path / "refs"
+    (refs / "sub dir").mkdir(parents=True)
+    for name in REFERENCES[:3]:
+        (refs / f"{name}.png").write_bytes(photo_png(name))
+    (refs / "sub dir" / "astronaut (1).png").write_bytes(photo_png("astronaut"))
+    (refs / "broken.jpg").write_bytes(truncated_jpeg())
+    (refs / "notes.txt").write_bytes(b"not an image")
+    out, err = run("index_images", "--org", "acme", "--collection", "Brand photos", str(refs))
+    assert "indexed 4, unchanged 0, failed 2 of 6 files" in out
+    assert "skipped broken.jpg:" in err and "skipped notes.txt:" in err
+    return refs
+
+
+def test_index_images_creates_org_and_collection_and_keys_by_relative_path(indexed):
+    collection = Collection.objects.get(organisation__slug="acme", slug="brand-photos")
+    keys = set(ProtectedImage.objects.filter(collection=collection, status="indexed").values_list("key", flat=True))
+    assert keys == {"coffee.png", "chelsea.png", "rocket.png", "sub dir/astronaut (1).png"}
+    out, _ = run("index_images", "--org", "acme", "--collection", "Brand photos", str(indexed))
+    assert "indexed 0, unchanged 4, failed 2" in out  # a rerun adds nothing twice
+
+
+def test_match_images_jsonl_verdicts(indexed, tmp_path):
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    (queries / "exact.png").write_bytes(photo_png("coffee"))
+    (queries / "resized.jpg").write_bytes(resized_jpeg("chelsea", 0.4, 50))
+    (queries / "unrelated1.jpg").write_bytes(resized_jpeg("horse", 1.0))
+    (queries / "unrelated2.jpg").write_bytes(resized_jpeg("moon", 1.0))
+    (queries / "zz-bad.jpg").write_bytes(truncated_jpeg())
+    out, _ = run("match_images", "--org", "acme", "--format", "jsonl", "--top-k", "3", str(queries))
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["query"] for r in records] == ["exact.png", "resized.jpg", "unrelated1.jpg", "unrelated2.jpg",
+                                             "zz-bad.jpg"]
+    by = {r["query"]: r for r in records}
+    assert by["exact.png"]["matches"][0] == {"key": "coffee.png", "collection": "Brand photos", "score": 1.0,
+                                             "match": True, "verdict": "exact", "region": None}
+    assert by["resized.jpg"]["matches"][0]["key"] == "chelsea.png"
+    assert by["resized.jpg"]["matches"][0]["verdict"] == "near_duplicate"
+    for name in ("unrelated1.jpg", "unrelated2.jpg"):
+        assert not any(m["match"] for m in by[name]["matches"])
+        assert len(by[name]["matches"]) <= 3
+        scores = [m["score"] for m in by[name]["matches"]]
+        assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert "error" in by["zz-bad.jpg"] and "matches" not in by["zz-bad.jpg"]
+    assert all(isinstance(r["elapsed_ms"], float) for r in records)
+
+
+def test_match_images_single_file_query_is_reported_as_given(indexed, tmp_path):
+    query = tmp_path / "one.png"
+    query.write_bytes(photo_png("rocket"))
+    out, _ = run("match_images", "--org", "acme", "--format", "jsonl", str(query), str(tmp_path / "missing.png"))
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["query"] == str(query) and first["matches"][0]["verdict"] == "exact"
+    assert second["query"] == str(tmp_path / "missing.png") and "error" in second
+
+
+def test_match_images_unknown_org_is_an_error():
+    with pytest.raises(CommandError):
+        run("match_images", "--org", "nobody", "x.png")
+
+
+def test_index_images_missing_source_is_an_error(tmp_path):
+    with pytest.raises(CommandError):
+        run("index_images", "--org", "acme", "--collection", "c", str(tmp_path / "nope"))
