@@ -95,6 +95,13 @@ def split_emails(value: str) -> list[str]:
     return [part.strip() for part in value.replace("\n", ",").replace(";", ",").split(",") if part.strip()]
 
 
+class AlertFrequency(models.TextChoices):
+    IMMEDIATE = "immediate", "Immediately"
+    HOURLY = "hourly", "Hourly digest"
+    DAILY = "daily", "Daily digest"
+    NEVER = "never", "Never"
+
+
 class Collection(models.Model):
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="collections")
     slug = models.SlugField(max_length=100)
@@ -103,6 +110,8 @@ class Collection(models.Model):
     alert_emails = models.TextField(
         blank=True, validators=[validate_email_list], help_text="Comma-separated addresses told about new matches."
     )
+    alert_frequency = models.CharField(max_length=16, choices=AlertFrequency.choices,
+                                       default=AlertFrequency.IMMEDIATE)
     # Optional tightening of the service's near-duplicate threshold; never loosened.
     phash_max_distance = models.PositiveSmallIntegerField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)

@@ -59,21 +59,44 @@ class Check(models.Model):
         return self.status in {self.Status.DONE, self.Status.FAILED}
 
 
+def evidence_upload_to(instance: "Match", filename: str) -> str:
+    return f"evidence/{instance.organisation_id}/{uuid.uuid4().hex}.png"
+
+
 class Match(models.Model):
+    """A match report: a suspect image (from a check or a bulk scan) copies a protected image."""
+
+    class Review(models.TextChoices):
+        NEW = "new", "New"
+        CONFIRMED = "confirmed", "Confirmed infringement"
+        DISMISSED = "dismissed", "Dismissed"
+        LICENSED = "licensed", "Licensed"
+
     # Named source_check because Model.check() is Django's system-check hook.
-    source_check = models.ForeignKey(Check, on_delete=models.CASCADE, related_name="matches")
+    # Null for matches found by a bulk scan, which name their suspect in suspect_key.
+    source_check = models.ForeignKey(Check, null=True, blank=True, on_delete=models.CASCADE, related_name="matches")
+    suspect_key = models.CharField(max_length=1024, blank=True, help_text="Where the suspect image came from.")
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="matches")
     protected_image = models.ForeignKey(ProtectedImage, on_delete=models.CASCADE, related_name="matches")
     score = models.FloatField()
     verdict = models.CharField(max_length=32, choices=Verdict.choices, db_index=True)
     signal_scores = models.JSONField(default=dict)
+    # Geometric evidence: the copied region as polygons on both images and what was changed.
+    region = models.JSONField(null=True, blank=True)
+    edit_report = models.JSONField(null=True, blank=True)
+    evidence = models.FileField(upload_to=evidence_upload_to, max_length=300, blank=True)
+    review_status = models.CharField(max_length=16, choices=Review.choices, default=Review.NEW, db_index=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    reviewed = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     alerted = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-score", "-id"]
         constraints = [models.UniqueConstraint(fields=["source_check", "protected_image"], name="uniq_match_pair")]
+        indexes = [models.Index(fields=["organisation", "review_status", "-created"], name="match_org_review")]
         verbose_name_plural = "matches"
 
     def __str__(self) -> str:
-        return f"{self.verdict} {self.score:.2f}: check {self.source_check_id} ~ {self.protected_image_id}"
+        return f"{self.verdict} {self.score:.2f}: {self.source_check_id or self.suspect_key} ~ {self.protected_image_id}"

@@ -12,7 +12,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.models import ApiKey, Collection, Organisation
+from catalog.models import AlertFrequency, ApiKey, Collection, Organisation
 from catalog.services import _delete_files
 from matching.core.errors import ImageError
 from matching.core.loading import LoadedImage, load_image
@@ -147,6 +147,8 @@ def match_alerts_send(*, check_id: int) -> int:
     sent = 0
     for group in by_collection.values():
         collection = group[0].protected_image.collection
+        if collection.alert_frequency != AlertFrequency.IMMEDIATE:
+            continue  # left unalerted for the digest (or never sent)
         ids = [m.pk for m in group]
         if Match.objects.filter(pk__in=ids, alerted__isnull=True).update(alerted=now) != len(ids):
             continue  # another delivery claimed them

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import OrganisationFactory, api_key_for
-
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
@@ -43,21 +41,21 @@ def media_files(settings):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def org(db):  # type: ignore[no-untyped-def]
+    from tests.factories import OrganisationFactory
+
     return OrganisationFactory(slug="acme", name="Acme")
 
 
 @pytest.fixture
 def api(org):  # type: ignore[no-untyped-def]
     """An APIClient authenticated with an admin API key of ``org``."""
-    from rest_framework.test import APIClient
-
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key_for(org)}")
-    return client
+    return client_for(org)
 
 
 def client_for(organisation, role: str = "admin"):  # type: ignore[no-untyped-def]
     from rest_framework.test import APIClient
+
+    from tests.factories import api_key_for
 
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key_for(organisation, role)}")

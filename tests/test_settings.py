@@ -1,0 +1,48 @@
+"""Configuration: typed env helpers fail loudly, and .env.example documents every variable."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from imgprotect.env import ConfigError, env_bool, env_int, env_list, env_str
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_env_helpers_parse_and_refuse(monkeypatch, tmp_path):
+    monkeypatch.setenv("X_BOOL", "yes")
+    monkeypatch.setenv("X_INT", "12")
+    monkeypatch.setenv("X_LIST", "a, b,,c")
+    assert env_bool("X_BOOL") is True and env_int("X_INT", 0) == 12 and env_list("X_LIST") == ["a", "b", "c"]
+    monkeypatch.setenv("X_BOOL", "maybe")
+    with pytest.raises(ConfigError, match="X_BOOL"):
+        env_bool("X_BOOL")
+    monkeypatch.setenv("X_INT", "twelve")
+    with pytest.raises(ConfigError, match="X_INT"):
+        env_int("X_INT", 0)
+    monkeypatch.setenv("X_INT", "5")
+    with pytest.raises(ConfigError, match=">= 100"):
+        env_int("X_INT", 0, minimum=100)
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t\n")
+    monkeypatch.setenv("X_SECRET_FILE", str(secret))
+    assert env_str("X_SECRET") == "s3cr3t"
+    monkeypatch.setenv("X_SECRET_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="X_SECRET_FILE"):
+        env_str("X_SECRET")
+
+
+def test_env_example_lists_every_variable_the_settings_read():
+    source = (ROOT / "imgprotect" / "settings.py").read_text()
+    used = set(re.findall(r'env_(?:str|bool|int|float|list)\("([A-Z0-9_]+)"', source))
+    documented = set(re.findall(r"^([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert used, "the settings read no variables?"
+    assert used - documented == set()
+
+
+def test_embedded_default_needs_no_service(settings):
+    assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+    assert settings.CELERY_TASK_ALWAYS_EAGER is True
+    assert settings.STORAGES["default"]["BACKEND"] == "django.core.files.storage.FileSystemStorage"
