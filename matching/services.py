@@ -8,17 +8,17 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.models import AlertFrequency, ApiKey, Collection, Organisation
+from catalog.models import ApiKey, Collection, Organisation
 from catalog.services import _delete_files
 from matching.core.errors import ImageError
 from matching.core.loading import LoadedImage, load_image
 from matching.core.signals import compute_signals
 from matching.engine import find_candidates
 from matching.models import Check, Match
+from matching.review import review_auto_resolve
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ def check_run(*, check_id: int) -> Check | None:
                 },
             )
         Check.objects.filter(pk=check_id).update(status=Check.Status.DONE, result=result, finished=timezone.now())
+        new_matches = list(Match.objects.filter(source_check=check))
+        review_auto_resolve(matches=new_matches)
         if positives:
             from workers.tasks import send_match_alerts
 
@@ -127,52 +129,3 @@ def check_run(*, check_id: int) -> Check | None:
     )
     check.refresh_from_db()
     return check
-
-
-def match_alerts_send(*, check_id: int) -> int:
-    """E-mail each collection's recipients about this check's new matches. Idempotent.
-
-    Matches are claimed (``alerted`` set) before sending, so a redelivered task
-    never sends twice; if sending fails the claim is released for a retry.
-    """
-    now = timezone.now()
-    matches = list(
-        Match.objects.filter(source_check_id=check_id, alerted__isnull=True)
-        .select_related("protected_image__collection", "source_check")
-        .order_by("protected_image__collection_id", "-score")
-    )
-    by_collection: dict[int, list[Match]] = {}
-    for m in matches:
-        by_collection.setdefault(m.protected_image.collection_id, []).append(m)
-    sent = 0
-    for group in by_collection.values():
-        collection = group[0].protected_image.collection
-        if collection.alert_frequency != AlertFrequency.IMMEDIATE:
-            continue  # left unalerted for the digest (or never sent)
-        ids = [m.pk for m in group]
-        if Match.objects.filter(pk__in=ids, alerted__isnull=True).update(alerted=now) != len(ids):
-            continue  # another delivery claimed them
-        recipients = collection.alert_recipients
-        if not recipients:
-            continue
-        lines = [
-            f"imgprotect found {len(group)} match(es) for collection \"{collection.name}\".",
-            "",
-        ]
-        for m in group:
-            lines.append(f"- {m.get_verdict_display()} of \"{m.protected_image.key}\" (score {m.score:.2f})")
-        check = group[0].source_check
-        lines += ["", f"Suspect image: {check.original_name or 'upload'} (check {check.pk})",
-                  f"Review: {settings.SITE_URL}/api/v1/checks/{check.pk}/"]
-        try:
-            send_mail(
-                subject=f"[imgprotect] {len(group)} match(es) in {collection.name}",
-                message="\n".join(lines),
-                from_email=None,
-                recipient_list=recipients,
-            )
-        except Exception:
-            Match.objects.filter(pk__in=ids, alerted=now).update(alerted=None)
-            raise
-        sent += 1
-    return sent

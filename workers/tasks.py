@@ -42,7 +42,7 @@ def run_check(check_id: int) -> None:
 
 @shared_task(acks_late=True, **RETRY)
 def send_match_alerts(check_id: int) -> None:
-    from matching.services import match_alerts_send
+    from matching.alerts import match_alerts_send
 
     match_alerts_send(check_id=check_id)
 

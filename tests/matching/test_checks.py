@@ -7,6 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from catalog.models import ProtectedImage
 from matching import services
+from matching.alerts import match_alerts_send
 from matching.models import Check, Match
 from tests.factories import CollectionFactory
 from tests.images import encode, photo, photo_png, resized_jpeg, truncated_jpeg
@@ -45,7 +46,7 @@ def test_resized_reencoded_copy_is_a_near_duplicate_and_alerts(api, protected):
     assert len(mail.outbox) == 1
     assert sorted(mail.outbox[0].to) == ["legal@acme.test", "ops@acme.test"]
     assert "chelsea.png" in mail.outbox[0].body
-    services.match_alerts_send(check_id=body["id"])
+    match_alerts_send(check_id=body["id"])
     assert len(mail.outbox) == 1
 
 
