@@ -10,14 +10,19 @@ from matching.models import Match
 
 
 def match_alerts_send(*, check_id: int) -> int:
-    """E-mail each collection's recipients about this check's new matches. Idempotent.
+    """E-mail each collection's recipients about this check's new matches. Idempotent."""
+    return match_alerts_send_for(match_ids=list(Match.objects.filter(source_check_id=check_id).values_list("id", flat=True)))
+
+
+def match_alerts_send_for(*, match_ids: list[int]) -> int:
+    """E-mail each collection's recipients about these new matches (from a check or a scan). Idempotent.
 
     Matches are claimed (``alerted`` set) before sending, so a redelivered task
     never sends twice; if sending fails the claim is released for a retry.
     """
     now = timezone.now()
     matches = list(
-        Match.objects.filter(source_check_id=check_id, alerted__isnull=True)
+        Match.objects.filter(pk__in=match_ids, alerted__isnull=True)
         .select_related("protected_image__collection", "source_check")
         .order_by("protected_image__collection_id", "-score")
     )
@@ -42,8 +47,11 @@ def match_alerts_send(*, check_id: int) -> int:
         for m in group:
             lines.append(f"- {m.get_verdict_display()} of \"{m.protected_image.key}\" (score {m.score:.2f})")
         check = group[0].source_check
-        lines += ["", f"Suspect image: {check.original_name or 'upload'} (check {check.pk})",
-                  f"Review: {settings.SITE_URL}/api/v1/checks/{check.pk}/"]
+        if check is not None:
+            lines += ["", f"Suspect image: {check.original_name or 'upload'} (check {check.pk})",
+                      f"Review: {settings.SITE_URL}/api/v1/checks/{check.pk}/"]
+        else:
+            lines += ["", f"Suspect image: {group[0].suspect_key}"]
         try:
             send_mail(
                 subject=f"[imgprotect] {len(group)} match(es) in {collection.name}",
