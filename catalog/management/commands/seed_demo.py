@@ -12,8 +12,9 @@ from catalog import services
 from catalog.models import ApiKey, Organisation, ProtectedImage, Role
 from matching.core.loading import load_image
 
-DEMO_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "horse", "hubble_deep_field",
-               "immunohistochemistry", "motorcycle_left", "retina", "page", "moon", "text"]
+# Photos bundled inside scikit-image's wheel (no download).
+DEMO_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
+               "immunohistochemistry", "retina", "page", "moon", "text", "logo", "clock"]
 
 
 def _photo_bytes(name: str) -> bytes:
