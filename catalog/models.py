@@ -133,6 +133,10 @@ def protected_upload_to(instance: "ProtectedImage", filename: str) -> str:
     return f"protected/{instance.organisation_id}/{instance.collection_id}/{uuid.uuid4().hex}.{ext[:8]}"
 
 
+def features_upload_to(instance: "ProtectedImage", filename: str) -> str:
+    return f"features/{instance.organisation_id}/{uuid.uuid4().hex}.npz"
+
+
 class ProtectedImage(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -156,6 +160,12 @@ class ProtectedImage(models.Model):
     # pHash as a signed 64-bit integer (the DB has no unsigned type) so the
     # matcher can load (id, hash) pairs without parsing JSON.
     phash = models.BigIntegerField(null=True, blank=True)
+    pdq = models.CharField(max_length=64, blank=True)  # 256-bit PDQ as hex; "" when too flat to use
+    pdq_quality = models.PositiveSmallIntegerField(default=0)
+    # L2-normalised CNN embedding as float16 bytes (512 bytes for 256-d).
+    embedding = models.BinaryField(null=True, blank=True, editable=False)
+    # Local features for geometric verification (npz bytes), computed once at indexing.
+    features = models.FileField(upload_to=features_upload_to, max_length=300, blank=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     indexed_at = models.DateTimeField(null=True, blank=True)
 

@@ -15,7 +15,7 @@ from django.utils.text import slugify
 from catalog.models import ApiKey, Collection, Membership, Organisation, ProtectedImage, Role, hash_api_secret
 from matching.core.errors import ImageError
 from matching.core.loading import LoadedImage
-from matching.core.signals import compute_signals, from_hex64
+from matching.core.signals import PDQ_MIN_QUALITY, compute_signals, from_hex64
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def collection_get_or_create(*, organisation: Organisation, name: str) -> Collec
 
 @transaction.atomic
 def collection_update(*, collection: Collection, **fields: object) -> Collection:
-    allowed = {"name", "description", "alert_emails", "phash_max_distance", "slug"}
+    allowed = {"name", "description", "alert_emails", "alert_frequency", "phash_max_distance", "slug"}
     unknown = set(fields) - allowed
     if unknown:
         raise ServiceError(f"Cannot update {', '.join(sorted(unknown))}.")
@@ -159,7 +159,8 @@ def collection_update(*, collection: Collection, **fields: object) -> Collection
 
 @transaction.atomic
 def collection_delete(*, collection: Collection) -> None:
-    files = list(ProtectedImage.objects.filter(collection=collection).values_list("file", flat=True))
+    files = [name for pair in ProtectedImage.objects.filter(collection=collection).values_list("file", "features")
+             for name in pair]
     organisation_id = collection.organisation_id
     collection.delete()
     _bump_generation(organisation_id)
@@ -227,7 +228,7 @@ def protected_image_add(
         format=loaded.format,
     )
     if index_now:
-        _apply_signals(image, compute_signals(loaded))
+        _apply_signals(image, reference_signals(loaded))
     name = filename or f"upload.{loaded.format.lower()}"
     # The file is written before the row; if the row fails, the file is removed,
     # so a failed upload leaves nothing behind.
@@ -243,19 +244,50 @@ def protected_image_add(
                 image_id = image.pk
                 transaction.on_commit(lambda: index_protected_image.delay(image_id))
     except IntegrityError as exc:
-        _delete_files([image.file.name])
+        _delete_files([image.file.name, image.features.name])
         raise Conflict(f"The collection already holds an image with key {key!r}.", code="duplicate_key") from exc
     except BaseException:
-        _delete_files([image.file.name])
+        _delete_files([image.file.name, image.features.name])
         raise
     return image
 
 
-def _apply_signals(image: ProtectedImage, signals: dict) -> None:
+@dataclass(frozen=True)
+class ReferenceSignals:
+    """Everything indexing computes for one protected image."""
+
+    signals: dict
+    embedding: bytes | None
+    features: bytes | None
+
+
+def reference_signals(loaded: LoadedImage) -> ReferenceSignals:
+    """Hashes, the CNN embedding (when enabled) and local features for verification."""
+    from matching.core.geometry import extract_features, features_to_bytes
+    from matching.engine import get_embedder
+    from matching.index_registry import embedding_to_bytes
+
+    embedder = get_embedder()
+    embedding = embedding_to_bytes(embedder.embed_one(loaded.image)) if embedder is not None else None
+    return ReferenceSignals(
+        signals=compute_signals(loaded),
+        embedding=embedding,
+        features=features_to_bytes(extract_features(loaded.image)),
+    )
+
+
+def _apply_signals(image: ProtectedImage, computed: ReferenceSignals) -> None:
+    """Set the computed signals on an unsaved or about-to-be-updated row (stores the features file)."""
     from matching.index_registry import to_signed64
 
+    signals = computed.signals
     image.signals = signals
     image.phash = to_signed64(from_hex64(signals["phash"]))
+    image.pdq = signals.get("pdq", "") if signals.get("pdq_quality", 0) >= PDQ_MIN_QUALITY else ""
+    image.pdq_quality = signals.get("pdq_quality", 0)
+    image.embedding = computed.embedding
+    if computed.features is not None:
+        image.features.save("features.npz", ContentFile(computed.features), save=False)
     image.status = ProtectedImage.Status.INDEXED
     image.failure_reason = ""
     image.indexed_at = timezone.now()
@@ -277,30 +309,34 @@ def protected_image_index(*, image_id: int) -> ProtectedImage | None:
     with default_storage.open(image.file.name, "rb") as fh:
         data = fh.read()
     try:
-        signals = compute_signals(load_image(data))
+        computed = reference_signals(load_image(data))
     except ImageError as exc:
         ProtectedImage.objects.filter(pk=image_id, status=ProtectedImage.Status.PENDING).update(
             status=ProtectedImage.Status.FAILED, failure_reason=exc.reason
         )
         raise
-    _apply_signals(image, signals)
+    _apply_signals(image, computed)
     with transaction.atomic():
         # Claim: only the delivery that moves pending -> indexed bumps the index.
         changed = ProtectedImage.objects.filter(pk=image_id, status=ProtectedImage.Status.PENDING).update(
-            status=image.status, signals=image.signals, phash=image.phash, indexed_at=image.indexed_at,
-            failure_reason="",
+            status=image.status, signals=image.signals, phash=image.phash, pdq=image.pdq,
+            pdq_quality=image.pdq_quality, embedding=image.embedding, features=image.features.name,
+            indexed_at=image.indexed_at, failure_reason="",
         )
         if changed:
             _bump_generation(image.organisation_id)
+        else:
+            name = image.features.name
+            transaction.on_commit(lambda: _delete_files([name]))  # an earlier delivery won
     image.refresh_from_db()
     return image
 
 
 @transaction.atomic
 def protected_image_delete(*, image: ProtectedImage) -> None:
-    """Remove the row, its index entry (via the generation) and, after commit, its file."""
-    name = image.file.name
+    """Remove the row, its index entries (via the generation) and, after commit, its files."""
+    names = [image.file.name, image.features.name]
     organisation_id = image.organisation_id
     image.delete()
     _bump_generation(organisation_id)
-    transaction.on_commit(lambda: _delete_files([name]))
+    transaction.on_commit(lambda: _delete_files(names))

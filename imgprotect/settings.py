@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 
 from imgprotect.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
 
@@ -42,6 +43,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "catalog",
     "matching",
+    "matching.bulk",
+    "matching.portal",
 ]
 
 MIDDLEWARE = [
@@ -67,6 +70,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "matching.portal.context_processors.portal",
             ],
         },
     },
@@ -141,8 +145,10 @@ IMGPROTECT_INDEX_DIR = DATA_DIR / "indexes"
 # --- matching thresholds (defaults; collections may tighten them) -----------
 # pHash Hamming distance at or under which a copy is a near duplicate. See docs/benchmarks.md.
 IMGPROTECT_PHASH_NEAR_DUPLICATE = env_int("IMGPROTECT_PHASH_NEAR_DUPLICATE", 8, minimum=0)
-# Candidates worse than this are never reported (keeps `similar` noise out of lists).
+# pHash radius searched for candidates (all flip/rotation variants of the query).
 IMGPROTECT_PHASH_CANDIDATE_RADIUS = env_int("IMGPROTECT_PHASH_CANDIDATE_RADIUS", 16, minimum=0)
+# The CNN embedding stage (TensorFlow). Off: hashes and geometric verification only.
+IMGPROTECT_CNN_ENABLED = env_bool("IMGPROTECT_CNN_ENABLED", True)
 
 # --- Celery: in-process unless a broker is configured -----------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
@@ -159,11 +165,34 @@ CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-work": {"task": "workers.tasks.sweep_stale_work", "schedule": 300.0},
+    # Portal: alert digests and webhook retries (workers/portal.py).
+    "alert-digest-hourly": {"task": "workers.portal.send_alert_digests", "schedule": crontab(minute=0),
+                            "args": ["hourly"]},
+    "alert-digest-daily": {"task": "workers.portal.send_alert_digests",
+                           "schedule": crontab(minute=0, hour=env_int("IMGPROTECT_DIGEST_HOUR", 8, minimum=0)),
+                           "args": ["daily"]},
+    "webhook-retries": {"task": "workers.portal.retry_webhook_deliveries", "schedule": 30.0},
 }
 # Work stuck in "running" longer than this is reset by the sweeper.
 IMGPROTECT_STALE_AFTER_SECONDS = env_int("IMGPROTECT_STALE_AFTER_SECONDS", 900, minimum=60)
 # How long `POST /checks?wait=` may block at most.
 IMGPROTECT_MAX_CHECK_WAIT_SECONDS = env_float("IMGPROTECT_MAX_CHECK_WAIT_SECONDS", 30.0)
+
+# --- bulk work on Spark (matching/bulk, spark/; docs/bulk.md) ----------------
+SPARK_MASTER = env_str("SPARK_MASTER", "local[*]")  # or spark://host:7077 (driver in client mode here)
+SPARK_DRIVER_MEMORY = env_str("SPARK_DRIVER_MEMORY", "1g")
+SPARK_EXECUTOR_MEMORY = env_str("SPARK_EXECUTOR_MEMORY")
+# Bulk sources must lie under one of these (local directories and/or s3://bucket/prefix).
+# Unset: the command line may read any source, the API none.
+IMGPROTECT_SOURCE_ROOTS = env_list("IMGPROTECT_SOURCE_ROOTS")
+IMGPROTECT_SOURCE_S3_ENDPOINT_URL = env_str("IMGPROTECT_SOURCE_S3_ENDPOINT_URL") or env_str("AWS_S3_ENDPOINT_URL")
+IMGPROTECT_BULK_VIA_SPARK = env_bool("IMGPROTECT_BULK_VIA_SPARK", False)  # index_images uses Spark by default
+# Spark output and logs; on a cluster this must be a directory every executor mounts at the same path.
+IMGPROTECT_BULK_WORK_DIR = Path(env_str("IMGPROTECT_BULK_WORK_DIR", str(DATA_DIR / "bulk"))).resolve()
+IMGPROTECT_BULK_PARTITION_SIZE = env_int("IMGPROTECT_BULK_PARTITION_SIZE", 200, minimum=1)
+IMGPROTECT_BULK_STALE_AFTER_SECONDS = env_int("IMGPROTECT_BULK_STALE_AFTER_SECONDS", 300, minimum=30)
+IMGPROTECT_BULK_TIME_LIMIT_SECONDS = env_int("IMGPROTECT_BULK_TIME_LIMIT_SECONDS", 24 * 3600, minimum=60)
+CELERY_BEAT_SCHEDULE["sweep-stale-bulk-jobs"] = {"task": "workers.bulk.sweep_stale_bulk_jobs", "schedule": 60.0}
 
 # --- e-mail: console unless SMTP is configured ------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST")
@@ -211,7 +240,20 @@ SPECTACULAR_SETTINGS = {
     "SECURITY": [{"ApiKeyAuth": []}],
 }
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+# --- portal ---------------------------------------------------------------------
+# Webhooks may not target private, loopback or link-local addresses unless this is on
+# (so the service cannot be turned against its own network).
+IMGPROTECT_WEBHOOK_ALLOW_PRIVATE = env_bool("IMGPROTECT_WEBHOOK_ALLOW_PRIVATE", False)
+IMGPROTECT_WEBHOOK_TIMEOUT_SECONDS = env_float("IMGPROTECT_WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# Attempts per delivery; the wait doubles from 30 s after each failure (30 s, 1 min, 2 min, ...).
+IMGPROTECT_WEBHOOK_MAX_ATTEMPTS = env_int("IMGPROTECT_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+IMGPROTECT_WEBHOOK_RETRY_BASE_SECONDS = env_int("IMGPROTECT_WEBHOOK_RETRY_BASE_SECONDS", 30, minimum=1)
+IMGPROTECT_INVITATION_DAYS = env_int("IMGPROTECT_INVITATION_DAYS", 7, minimum=1)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

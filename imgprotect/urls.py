@@ -7,12 +7,14 @@ from rest_framework.routers import DefaultRouter
 from catalog.api import CollectionViewSet, OrganisationView, ProtectedImageViewSet
 from imgprotect.views import admin_image_file
 from matching.api import CheckViewSet, MatchViewSet
+from matching.bulk.api import BulkJobViewSet
 
 router = DefaultRouter()
 router.register("collections", CollectionViewSet, basename="collection")
 router.register("images", ProtectedImageViewSet, basename="image")
 router.register("checks", CheckViewSet, basename="check")
 router.register("matches", MatchViewSet, basename="match")
+router.register("bulk-jobs", BulkJobViewSet, basename="bulk-job")
 
 
 def healthz(request):  # type: ignore[no-untyped-def]
@@ -27,4 +29,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz),
+    # The portal, at the site root (login, /o/<org>/...); /admin/ and /api/ above keep precedence.
+    path("", include("matching.portal.urls")),
 ]

@@ -41,18 +41,29 @@ class CheckAdmin(admin.ModelAdmin):
 
 @admin.register(Match)
 class MatchAdmin(admin.ModelAdmin):
-    list_display = ["id", "suspect", "reference", "verdict", "score", "organisation", "created", "alerted"]
-    list_filter = ["verdict", "organisation", "created"]
+    list_display = ["id", "suspect", "reference", "verdict", "score", "review_status", "organisation", "created",
+                    "alerted"]
+    list_filter = ["verdict", "review_status", "organisation", "created"]
     search_fields = ["protected_image__key", "source_check__original_name"]
-    readonly_fields = ["source_check", "organisation", "protected_image", "score", "verdict", "signal_scores", "created",
-                       "alerted", "suspect", "reference"]
+    readonly_fields = ["evidence_image", "source_check", "suspect_key", "organisation", "protected_image", "score",
+                       "verdict", "signal_scores", "region", "edit_report", "review_status", "reviewed_by", "reviewed",
+                       "created", "alerted", "suspect", "reference"]
+    exclude = ["evidence"]
     list_select_related = ["source_check", "protected_image", "organisation"]
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False
 
+    @admin.display(description="Evidence")
+    def evidence_image(self, obj: Match) -> str:
+        if not obj.evidence:
+            return "—"
+        return image_thumbnail(reverse("admin-image-file", args=["evidence", obj.pk]), 900)
+
     @admin.display(description="Suspect")
     def suspect(self, obj: Match) -> str:
+        if obj.source_check_id is None:
+            return obj.suspect_key  # found by a bulk scan: the crawled key
         return image_thumbnail(reverse("admin-image-file", args=["check", obj.source_check_id]))
 
     @admin.display(description="Protected image")

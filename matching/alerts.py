@@ -1,66 +1,148 @@
-"""Telling owners about new matches: immediate e-mails (digests and webhooks build on this)."""
+"""Telling owners about new matches: immediate e-mails, hourly/daily digests, webhooks.
+
+Each collection chooses how its recipients hear about matches
+(``Collection.alert_frequency``): immediately, in an hourly or a daily digest
+(Celery beat runs ``workers.portal.send_alert_digests``), or never. Webhooks
+fire immediately whatever the e-mail frequency. Only matches still ``new`` are
+ever announced: a match resolved by an earlier decision (a dismissed pair, a
+licence) stays silent.
+
+Matches are claimed (``alerted`` set to this run's timestamp) before sending,
+so a redelivered task never sends twice; if sending fails the claim is released
+for a retry.
+"""
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
 from django.conf import settings
-from django.core.mail import send_mail
+from django.core.mail import EmailMultiAlternatives
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
-from catalog.models import AlertFrequency
+from catalog.models import AlertFrequency, Collection
 from matching.models import Match
+
+# A digest only covers recent matches, so switching a collection from "never" to a
+# digest does not mail its whole history.
+DIGEST_LOOKBACK = timedelta(days=7)
+# Beyond this many, an e-mail lists the best ones and links to the review desk for the rest.
+EMAIL_LIST_LIMIT = 50
+
+DIGEST_FREQUENCIES = (AlertFrequency.HOURLY, AlertFrequency.DAILY)
 
 
 def match_alerts_send(*, check_id: int) -> int:
-    """E-mail each collection's recipients about this check's new matches. Idempotent."""
+    """Announce this check's new matches. Idempotent."""
     return match_alerts_send_for(match_ids=list(Match.objects.filter(source_check_id=check_id).values_list("id", flat=True)))
 
 
 def match_alerts_send_for(*, match_ids: list[int]) -> int:
-    """E-mail each collection's recipients about these new matches (from a check or a scan). Idempotent.
+    """Announce new matches (from a check or a scan): webhooks now, e-mail now for "immediate" collections.
 
-    Matches are claimed (``alerted`` set) before sending, so a redelivered task
-    never sends twice; if sending fails the claim is released for a retry.
+    Returns the number of e-mails sent. Idempotent.
     """
-    now = timezone.now()
-    matches = list(
-        Match.objects.filter(pk__in=match_ids, alerted__isnull=True)
-        .select_related("protected_image__collection", "source_check")
-        .order_by("protected_image__collection_id", "-score")
+    from matching.portal.webhooks import webhook_matches_created
+
+    webhook_matches_created(match_ids=match_ids)
+    due = Match.objects.filter(
+        pk__in=match_ids, alerted__isnull=True, review_status=Match.Review.NEW,
+        protected_image__collection__alert_frequency=AlertFrequency.IMMEDIATE,
+    ).values_list("id", flat=True)
+    return _claim_and_send(list(due), digest=None)
+
+
+def match_digest_send(*, frequency: str, now: datetime | None = None) -> int:
+    """Send each collection on this digest frequency one e-mail with its unannounced new matches."""
+    if frequency not in DIGEST_FREQUENCIES:
+        raise ValueError(f"not a digest frequency: {frequency!r}")
+    now = now or timezone.now()
+    due = Match.objects.filter(
+        alerted__isnull=True, review_status=Match.Review.NEW, created__lte=now, created__gte=now - DIGEST_LOOKBACK,
+        protected_image__collection__alert_frequency=frequency,
+    ).values_list("id", flat=True)
+    return _claim_and_send(list(due), digest=frequency)
+
+
+def _claim_and_send(ids: list[int], *, digest: str | None) -> int:
+    if not ids:
+        return 0
+    claim = timezone.now()  # microsecond timestamp: doubles as this run's claim token
+    Match.objects.filter(pk__in=ids, alerted__isnull=True).update(alerted=claim)
+    claimed = list(
+        Match.objects.filter(pk__in=ids, alerted=claim)
+        .select_related("organisation", "protected_image__collection", "source_check")
+        .order_by("protected_image__collection_id", "-score", "-id")
     )
-    by_collection: dict[int, list[Match]] = {}
-    for m in matches:
-        by_collection.setdefault(m.protected_image.collection_id, []).append(m)
+    groups: dict[int, list[Match]] = {}
+    for m in claimed:
+        groups.setdefault(m.protected_image.collection_id, []).append(m)
     sent = 0
-    for group in by_collection.values():
+    pending = list(groups.values())
+    for i, group in enumerate(pending):
         collection = group[0].protected_image.collection
-        if collection.alert_frequency != AlertFrequency.IMMEDIATE:
-            continue  # left unalerted for the digest (or never sent)
-        ids = [m.pk for m in group]
-        if Match.objects.filter(pk__in=ids, alerted__isnull=True).update(alerted=now) != len(ids):
-            continue  # another delivery claimed them
-        recipients = collection.alert_recipients
-        if not recipients:
-            continue
-        lines = [
-            f"imgprotect found {len(group)} match(es) for collection \"{collection.name}\".",
-            "",
-        ]
-        for m in group:
-            lines.append(f"- {m.get_verdict_display()} of \"{m.protected_image.key}\" (score {m.score:.2f})")
-        check = group[0].source_check
-        if check is not None:
-            lines += ["", f"Suspect image: {check.original_name or 'upload'} (check {check.pk})",
-                      f"Review: {settings.SITE_URL}/api/v1/checks/{check.pk}/"]
-        else:
-            lines += ["", f"Suspect image: {group[0].suspect_key}"]
+        if not collection.alert_recipients:
+            continue  # claimed anyway: nobody to tell, and a later recipient should not get old news
         try:
-            send_mail(
-                subject=f"[imgprotect] {len(group)} match(es) in {collection.name}",
-                message="\n".join(lines),
-                from_email=None,
-                recipient_list=recipients,
-            )
+            _send(collection, group, digest=digest)
         except Exception:
-            Match.objects.filter(pk__in=ids, alerted=now).update(alerted=None)
+            unsent = [m.pk for g in pending[i:] for m in g]
+            Match.objects.filter(pk__in=unsent, alerted=claim).update(alerted=None)
             raise
         sent += 1
     return sent
+
+
+def _match_url(match: Match) -> str:
+    return settings.SITE_URL + reverse("portal:match", args=[match.organisation.slug, match.pk])
+
+
+def _send(collection: Collection, matches: list[Match], *, digest: str | None) -> None:
+    organisation = matches[0].organisation
+    shown = matches[:EMAIL_LIST_LIMIT]
+    context = {
+        "collection": collection,
+        "organisation": organisation,
+        "digest": digest,
+        "digest_label": dict(AlertFrequency.choices).get(digest, "") if digest else "",
+        "items": [{"match": m, "url": _match_url(m), "suspect": _suspect_label(m)} for m in shown],
+        "count": len(matches),
+        "more": len(matches) - len(shown),
+        "desk_url": settings.SITE_URL + reverse("portal:desk", args=[organisation.slug])
+        + f"?status=new&collection={collection.pk}",
+        "settings_url": settings.SITE_URL + reverse("portal:settings-alerts", args=[organisation.slug]),
+        "site_url": settings.SITE_URL,
+    }
+    noun = "match" if len(matches) == 1 else "matches"
+    if digest:
+        subject = f"[imgprotect] {context['digest_label']}: {len(matches)} new {noun} in {collection.name}"
+    else:
+        subject = f"[imgprotect] {len(matches)} new {noun} in {collection.name}"
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string("portal/email/matches.txt", context),
+        to=collection.alert_recipients,
+    )
+    message.attach_alternative(render_to_string("portal/email/matches.html", context), "text/html")
+    message.send()
+
+
+def _suspect_label(match: Match) -> str:
+    check = match.source_check
+    if check is None:
+        return match.suspect_key or "scanned image"
+    return check.original_name or f"check {check.pk}"
+
+
+def pending_digest_counts(collections: Iterable[Collection]) -> dict[int, int]:
+    """How many new matches each digest collection will announce next (for the settings page)."""
+    ids = [c.pk for c in collections if c.alert_frequency in DIGEST_FREQUENCIES]
+    counts: dict[int, int] = {}
+    for cid in Match.objects.filter(
+        alerted__isnull=True, review_status=Match.Review.NEW, protected_image__collection_id__in=ids,
+        created__gte=timezone.now() - DIGEST_LOOKBACK,
+    ).values_list("protected_image__collection_id", flat=True):
+        counts[cid] = counts.get(cid, 0) + 1
+    return counts

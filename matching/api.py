@@ -5,8 +5,10 @@ import time
 
 import django_filters
 from django.conf import settings
+from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
@@ -23,12 +25,18 @@ class MatchSerializer(serializers.ModelSerializer):
     key = serializers.CharField(source="protected_image.key", read_only=True)
     collection = serializers.IntegerField(source="protected_image.collection_id", read_only=True)
     collection_slug = serializers.CharField(source="protected_image.collection.slug", read_only=True)
+    evidence_url = serializers.SerializerMethodField()
 
     class Meta:
         model = Match
-        fields = ["id", "check_id", "image_id", "key", "collection", "collection_slug", "score", "verdict",
-                  "signal_scores", "created"]
+        fields = ["id", "check_id", "suspect_key", "image_id", "key", "collection", "collection_slug", "score",
+                  "verdict", "signal_scores", "region", "edit_report", "evidence_url", "review_status", "created"]
         read_only_fields = fields
+
+    def get_evidence_url(self, obj: Match) -> str | None:
+        if not obj.evidence:
+            return None
+        return self.context["request"].build_absolute_uri(f"/api/v1/matches/{obj.pk}/evidence/")
 
 
 class CheckSerializer(serializers.ModelSerializer):
@@ -127,3 +135,11 @@ class MatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return selectors.match_list(organisation=resolve_tenant(self.request).organisation)
+
+    @extend_schema(responses={(200, "image/png"): bytes}, summary="The evidence image: both pictures, region outlined")
+    @action(detail=True, methods=["get"])
+    def evidence(self, request, pk=None):  # type: ignore[no-untyped-def]
+        match = self.get_object()
+        if not match.evidence:
+            raise Http404
+        return FileResponse(match.evidence.open("rb"), content_type="image/png")

@@ -1,22 +1,28 @@
-"""Find and judge candidates for one query image within an organisation.
+"""The service's matcher: ``matching.core.matcher.Matcher`` over the database and the registry's indexes.
 
-Candidates come from the exact digests (database indexes) and the pHash
-VP-tree; every candidate is re-read from the database, so an image deleted a
-moment ago can never be reported, whatever an index still holds.
+Candidates come from the exact digests (database indexes), the hash indexes
+and the CNN vector index; every candidate is re-read from the database, so an
+image deleted a moment ago can never be reported, whatever an index holds.
 """
 from __future__ import annotations
 
-import time
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db.models import Q
 
 from catalog.models import ProtectedImage
-from matching.core.cascade import Decision, Reference, Thresholds, decide, rank
-from matching.core.signals import from_hex64
-from matching.index_registry import registry
+from matching.core.loading import LoadedImage
+from matching.core.matcher import Decision, Matcher, MatchOutcome, RefRecord, Thresholds
+from matching.index_registry import registry, to_unsigned64
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,61 +40,114 @@ class Candidate:
             "match": self.decision.is_match,
             "verdict": self.decision.verdict,
             "signal_scores": self.decision.signal_scores,
-            "region": None,
+            "region": self.decision.region["query"] if self.decision.region else None,
+            "edit": self.decision.edit,
         }
 
 
 def default_thresholds() -> Thresholds:
-    return Thresholds(phash_near_duplicate=settings.IMGPROTECT_PHASH_NEAR_DUPLICATE)
+    """Calibrated values (matching/core/thresholds.json), then settings that override them."""
+    return Thresholds.load(
+        phash_near_duplicate=settings.IMGPROTECT_PHASH_NEAR_DUPLICATE,
+        phash_candidate=settings.IMGPROTECT_PHASH_CANDIDATE_RADIUS,
+    )
+
+
+class _FeatureCache:
+    """Reference local features, read from storage once per process (LRU)."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Any | None:
+        with self._lock:
+            if name in self._items:
+                self._items.move_to_end(name)
+                return self._items[name]
+        from matching.core.geometry import features_from_bytes
+
+        try:
+            with default_storage.open(name, "rb") as fh:
+                features = features_from_bytes(fh.read())
+        except Exception as exc:  # noqa: BLE001 - a missing/corrupt cache file only disables verification
+            log.warning("reference features %s unusable: %s", name, exc)
+            return None
+        with self._lock:
+            self._items[name] = features
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return features
+
+
+feature_cache = _FeatureCache()
+
+
+class DatabaseStore:
+    """``ReferenceStore`` over one organisation's indexed images."""
+
+    def __init__(self, organisation_id: int, collection_id: int | None = None) -> None:
+        self.organisation_id = organisation_id
+        self.collection_id = collection_id
+        self.rows: dict[int, ProtectedImage] = {}
+        self._base = default_thresholds()
+
+    def _scope(self):  # type: ignore[no-untyped-def]
+        rows = ProtectedImage.objects.filter(organisation_id=self.organisation_id,
+                                             status=ProtectedImage.Status.INDEXED)
+        return rows.filter(collection_id=self.collection_id) if self.collection_id else rows
+
+    def records(self, ids: Collection[int]) -> dict[int, RefRecord]:
+        out: dict[int, RefRecord] = {}
+        for row in self._scope().filter(pk__in=list(ids)).select_related("collection"):
+            self.rows[row.pk] = row
+            out[row.pk] = RefRecord(
+                id=row.pk, sha256_bytes=row.sha256_bytes, sha256_pixels=row.sha256_pixels,
+                phash=to_unsigned64(row.phash) if row.phash is not None else None,
+                pdq=int(row.pdq, 16) if row.pdq else None, pdq_quality=row.pdq_quality,
+                thresholds=self._base.tightened(phash_near_duplicate=row.collection.phash_max_distance)
+                if row.collection.phash_max_distance is not None else None,
+            )
+        return out
+
+    def exact(self, *, sha256_bytes: str, sha256_pixels: str) -> list[int]:
+        return list(self._scope().filter(Q(sha256_bytes=sha256_bytes) | Q(sha256_pixels=sha256_pixels))
+                    .values_list("id", flat=True))
+
+    def features(self, ref_id: int) -> Any | None:
+        row = self.rows.get(ref_id)
+        return feature_cache.get(row.features.name) if row is not None and row.features else None
+
+
+def cnn_enabled() -> bool:
+    return settings.IMGPROTECT_CNN_ENABLED
+
+
+def get_embedder() -> Any | None:
+    if not cnn_enabled():
+        return None
+    from matching.core.cnn.embedder import get_embedder as load
+
+    return load()
 
 
 def find_candidates(
-    *, organisation_id: int, signals: dict[str, Any], collection_id: int | None = None, top_k: int = 5
-) -> tuple[list[Candidate], dict[str, float]]:
-    """Every candidate the indexes propose (all positives among them), ranked best first.
+    *,
+    organisation_id: int,
+    loaded: LoadedImage | None = None,
+    signals: dict[str, Any] | None = None,
+    collection_id: int | None = None,
+    top_k: int = 5,
+) -> tuple[list[Candidate], MatchOutcome]:
+    """Every candidate the stages propose (all positives among them), ranked best first.
 
-    ``top_k`` sets how many nearest neighbours are gathered beyond the positives.
-    Returns the ranked candidates and per-stage timings in milliseconds.
+    Give the decoded image (all stages) or only its signals (digests and hashes).
     """
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    ids: set[int] = set(
-        ProtectedImage.objects.filter(
-            organisation_id=organisation_id, status=ProtectedImage.Status.INDEXED
-        ).filter(Q(sha256_bytes=signals["sha256_bytes"]) | Q(sha256_pixels=signals["sha256_pixels"]))
-        .values_list("id", flat=True)
-    )
-    timings["exact_ms"] = (time.perf_counter() - started) * 1000
-
-    started = time.perf_counter()
-    tree = registry.get(organisation_id)
-    timings["index_load_ms"] = (time.perf_counter() - started) * 1000
-    started = time.perf_counter()
-    if len(tree):
-        code = from_hex64(signals["phash"])
-        radius = max(settings.IMGPROTECT_PHASH_CANDIDATE_RADIUS, settings.IMGPROTECT_PHASH_NEAR_DUPLICATE)
-        ids.update(i for i, _ in tree.query_radius(code, radius))
-        # A collection filter may discard neighbours from other collections, so look further.
-        ids.update(i for i, _ in tree.query_knn(code, top_k * (4 if collection_id else 1)))
-    timings["phash_ms"] = (time.perf_counter() - started) * 1000
-
-    started = time.perf_counter()
-    rows = ProtectedImage.objects.filter(
-        pk__in=ids, organisation_id=organisation_id, status=ProtectedImage.Status.INDEXED
-    ).select_related("collection")
-    if collection_id is not None:
-        rows = rows.filter(collection_id=collection_id)
-    base = default_thresholds()
-    decided: list[Candidate] = []
-    by_id = {row.pk: row for row in rows}
-    for decision in rank([
-        decide(
-            signals,
-            Reference(row.pk, row.sha256_bytes, row.sha256_pixels, row.phash),
-            base.tightened(phash_max_distance=row.collection.phash_max_distance),
-        )
-        for row in by_id.values()
-    ]):
-        decided.append(Candidate(decision, by_id[decision.reference_id]))
-    timings["decide_ms"] = (time.perf_counter() - started) * 1000
-    return decided, timings
+    store = DatabaseStore(organisation_id, collection_id)
+    matcher = Matcher(store=store, indexes=registry.get(organisation_id), thresholds=store._base,
+                      embedder=get_embedder())
+    outcome = matcher.match(loaded, top_k=top_k, signals=signals)
+    candidates = [Candidate(d, store.rows[d.reference_id]) for d in outcome.decisions
+                  if d.reference_id in store.rows]
+    return candidates, outcome

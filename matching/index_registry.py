@@ -1,11 +1,13 @@
-"""One in-memory pHash index per organisation, kept in step with the database.
+"""Each matching process's in-memory indexes, one set per organisation, kept in step with the database.
 
-Each matching process (a Celery worker, the web process on the embedded
-default, the command line) holds its own registry. An index is loaded from its
-snapshot file when present, then reconciled with the database whenever the
-organisation's ``index_generation`` moved, so a process never serves a stale
-index and never rebuilds an unchanged one (STYLE.md habit 8). The database stays
-the source of truth: candidates are re-read from it before any verdict.
+A process (a Celery worker, the web process on the embedded default, the
+command line) holds, per organisation, a pHash index, a PDQ index and a CNN
+vector index. They are loaded from snapshot files when present, then
+reconciled with the database whenever the organisation's ``index_generation``
+moved, so a process never serves a stale index and never rebuilds an
+unchanged one (STYLE.md habit 8). The database stays the source of truth:
+candidates are re-read from it before any verdict, so an index that still
+holds a deleted image cannot produce a match.
 """
 from __future__ import annotations
 
@@ -16,16 +18,20 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.conf import settings
 
 from catalog.models import Organisation, ProtectedImage
-from matching.core.vptree import SnapshotError, VPTree
+from matching.core.hashindex import make_hash_index
+from matching.core.matcher import Indexes
+from matching.core.vptree import SnapshotError
 
 log = logging.getLogger(__name__)
 
 U64 = 1 << 64
+EMBEDDING_DTYPE = np.float16
 
 
 def to_signed64(value: int) -> int:
@@ -36,99 +42,183 @@ def to_unsigned64(value: int) -> int:
     return value & (U64 - 1)
 
 
+def embedding_to_bytes(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=EMBEDDING_DTYPE).tobytes()
+
+
+def embedding_from_bytes(data: bytes | memoryview) -> np.ndarray:
+    vector = np.frombuffer(bytes(data), dtype=EMBEDDING_DTYPE).astype(np.float32)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)  # float16 rounding
+
+
+def _pdq_words(hex_codes: list[str]) -> np.ndarray:
+    if not hex_codes:
+        return np.zeros((0, 4), np.uint64)
+    raw = np.frombuffer(bytes.fromhex("".join(hex_codes)), dtype=">u8").astype(np.uint64)
+    return raw.reshape(-1, 4)
+
+
 @dataclass
-class OrgIndex:
+class OrgIndexes:
     generation: int
-    tree: VPTree
+    indexes: Indexes
 
 
 class IndexRegistry:
+    """Thread-safe; one per process (``registry`` below)."""
+
     def __init__(self, directory: Path | None = None) -> None:
         self._directory = directory
-        self._indexes: dict[int, OrgIndex] = {}
+        self._orgs: dict[int, OrgIndexes] = {}
         self._lock = threading.Lock()
 
     @property
     def directory(self) -> Path:
         return Path(self._directory or settings.IMGPROTECT_INDEX_DIR)
 
-    def _paths(self, organisation_id: int) -> tuple[Path, Path]:
-        base = self.directory / f"org-{organisation_id}"
-        return base / "phash.npz", base / "checkpoint.json"
-
-    def get(self, organisation_id: int) -> VPTree:
-        """The organisation's pHash index, current with the database."""
+    def get(self, organisation_id: int) -> Indexes:
+        """The organisation's indexes, current with the database."""
         generation = Organisation.objects.filter(pk=organisation_id).values_list("index_generation", flat=True).first()
         if generation is None:
-            return VPTree(words=1)
+            return Indexes(phash=make_hash_index(1), pdq=make_hash_index(4), vectors=None)
         with self._lock:
-            current = self._indexes.get(organisation_id)
-            if current is None:
-                current = self._load_snapshot(organisation_id)
+            current = self._orgs.get(organisation_id) or self._load_snapshot(organisation_id)
             if current is None or current.generation != generation:
                 current = self._reconcile(organisation_id, generation, current)
-            self._indexes[organisation_id] = current
-            return current.tree
+            self._orgs[organisation_id] = current
+            return current.indexes
 
     def forget(self, organisation_id: int | None = None) -> None:
         with self._lock:
             if organisation_id is None:
-                self._indexes.clear()
+                self._orgs.clear()
             else:
-                self._indexes.pop(organisation_id, None)
+                self._orgs.pop(organisation_id, None)
 
-    def _load_snapshot(self, organisation_id: int) -> OrgIndex | None:
-        tree_path, checkpoint_path = self._paths(organisation_id)
-        if not tree_path.exists() or not checkpoint_path.exists():
+    # -- snapshots ------------------------------------------------------------
+    def _dir(self, organisation_id: int) -> Path:
+        return self.directory / f"org-{organisation_id}"
+
+    def _load_snapshot(self, organisation_id: int) -> OrgIndexes | None:
+        base = self._dir(organisation_id)
+        checkpoint_path = base / "checkpoint.json"
+        if not checkpoint_path.exists():
             return None
         try:
             checkpoint = json.loads(checkpoint_path.read_text())
-            tree = VPTree.load(tree_path)
-        except (SnapshotError, OSError, ValueError) as exc:
+            indexes = Indexes(
+                phash=_hash_class(checkpoint["phash_kind"]).load(base / "phash.npz"),
+                pdq=_hash_class(checkpoint["pdq_kind"]).load(base / "pdq.npz"),
+                vectors=_load_vectors(base) if checkpoint.get("vectors") else None,
+            )
+        except (SnapshotError, OSError, ValueError, KeyError) as exc:
             # A damaged snapshot is rebuilt from the database, never half-used.
             log.warning("index snapshot for org %s unusable (%s); rebuilding", organisation_id, exc)
             return None
-        if checkpoint.get("count") != len(tree):
+        if checkpoint.get("count") != len(indexes.phash):
             log.warning("index snapshot for org %s disagrees with its checkpoint; rebuilding", organisation_id)
             return None
-        return OrgIndex(generation=int(checkpoint["generation"]), tree=tree)
+        return OrgIndexes(generation=int(checkpoint["generation"]), indexes=indexes)
 
-    def _reconcile(self, organisation_id: int, generation: int, current: OrgIndex | None) -> OrgIndex:
-        started = time.perf_counter()
-        rows = ProtectedImage.objects.filter(
-            organisation_id=organisation_id, status=ProtectedImage.Status.INDEXED, phash__isnull=False
-        ).values_list("id", "phash")
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64)
-        hashes = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(ids)).view(np.uint64)
-        tree = current.tree if current is not None else VPTree(words=1)
-        have = tree.ids() if len(tree) else np.empty(0, dtype=np.int64)
-        gone = np.setdiff1d(have, ids, assume_unique=True)
-        new_mask = ~np.isin(ids, have, assume_unique=True)
-        if current is None or len(gone) + int(new_mask.sum()) > max(1024, len(ids) // 5):
-            tree = VPTree.build(hashes.reshape(-1, 1), ids)
-        else:
-            if len(gone):
-                tree.remove(gone)
-            if new_mask.any():
-                tree.add(ids[new_mask], hashes[new_mask].reshape(-1, 1))
-        index = OrgIndex(generation=generation, tree=tree)
-        self._save_snapshot(organisation_id, index)
-        log.info(
-            "index org=%s generation=%s size=%s reconciled in %.1f ms",
-            organisation_id, generation, len(tree), (time.perf_counter() - started) * 1000,
-        )
-        return index
-
-    def _save_snapshot(self, organisation_id: int, index: OrgIndex) -> None:
-        tree_path, checkpoint_path = self._paths(organisation_id)
+    def _save_snapshot(self, organisation_id: int, current: OrgIndexes) -> None:
+        base = self._dir(organisation_id)
         try:
-            tree_path.parent.mkdir(parents=True, exist_ok=True)
-            index.tree.save(tree_path)
-            tmp = checkpoint_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"generation": index.generation, "count": len(index.tree)}))
-            os.replace(tmp, checkpoint_path)
+            base.mkdir(parents=True, exist_ok=True)
+            idx = current.indexes
+            idx.phash.save(base / "phash.npz")
+            idx.pdq.save(base / "pdq.npz")
+            if idx.vectors is not None:
+                idx.vectors.save(base / "vectors.faiss")
+            checkpoint = {
+                "generation": current.generation, "count": len(idx.phash),
+                "phash_kind": type(idx.phash).__name__, "pdq_kind": type(idx.pdq).__name__,
+                "vectors": idx.vectors is not None,
+            }
+            tmp = base / "checkpoint.json.tmp"
+            tmp.write_text(json.dumps(checkpoint))
+            os.replace(tmp, base / "checkpoint.json")
         except OSError as exc:  # a snapshot is an optimisation; matching goes on without it
             log.warning("could not save index snapshot for org %s: %s", organisation_id, exc)
+
+    # -- reconciliation ---------------------------------------------------------
+    def _reconcile(self, organisation_id: int, generation: int, current: OrgIndexes | None) -> OrgIndexes:
+        started = time.perf_counter()
+        rows = list(
+            ProtectedImage.objects.filter(
+                organisation_id=organisation_id, status=ProtectedImage.Status.INDEXED, phash__isnull=False
+            ).values_list("id", "phash", "pdq", "embedding")
+        )
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        indexes = current.indexes if current is not None else Indexes(
+            phash=make_hash_index(1), pdq=make_hash_index(4), vectors=None
+        )
+        have = indexes.phash.ids() if len(indexes.phash) else np.zeros(0, np.int64)
+        gone = np.setdiff1d(have, ids, assume_unique=True)
+        new = ~np.isin(ids, have, assume_unique=True)
+        rebuild = current is None or len(gone) + int(new.sum()) > max(1024, len(ids) // 5)
+        chosen = rows if rebuild else [r for r, is_new in zip(rows, new) if is_new]
+
+        phash_ids = np.fromiter((r[0] for r in chosen), dtype=np.int64, count=len(chosen))
+        phash_codes = np.fromiter((r[1] for r in chosen), dtype=np.int64, count=len(chosen)).view(np.uint64)
+        with_pdq = [r for r in chosen if r[2]]
+        pdq_ids = np.fromiter((r[0] for r in with_pdq), dtype=np.int64, count=len(with_pdq))
+        pdq_codes = _pdq_words([r[2] for r in with_pdq])
+        with_vec = [r for r in chosen if r[3]]
+        vec_ids = np.fromiter((r[0] for r in with_vec), dtype=np.int64, count=len(with_vec))
+        vectors = (np.stack([embedding_from_bytes(r[3]) for r in with_vec]) if with_vec
+                   else np.zeros((0, 0), np.float32))
+
+        if rebuild:
+            indexes = Indexes(
+                phash=make_hash_index(1, codes=phash_codes.reshape(-1, 1), ids=phash_ids),
+                pdq=make_hash_index(4, codes=pdq_codes, ids=pdq_ids),
+                vectors=_new_vectors(vec_ids, vectors),
+            )
+        else:
+            if len(gone):
+                indexes.phash.remove(gone)
+                indexes.pdq.remove(gone)
+                if indexes.vectors is not None:
+                    indexes.vectors.remove(gone)
+            if len(phash_ids):
+                indexes.phash.add(phash_ids, phash_codes.reshape(-1, 1))
+            if len(pdq_ids):
+                indexes.pdq.add(pdq_ids, pdq_codes)
+            if len(vec_ids):
+                if indexes.vectors is None:
+                    indexes.vectors = _new_vectors(vec_ids, vectors)
+                else:
+                    indexes.vectors.add(vec_ids, vectors)
+        result = OrgIndexes(generation=generation, indexes=indexes)
+        self._save_snapshot(organisation_id, result)
+        log.info("indexes org=%s generation=%s size=%s %s in %.1f ms", organisation_id, generation, len(ids),
+                 "rebuilt" if rebuild else "updated", (time.perf_counter() - started) * 1000)
+        return result
+
+
+def _hash_class(name: str) -> Any:
+    from matching.core import hashindex, vptree
+
+    classes = {"MIHIndex": hashindex.MIHIndex, "VPTree": vptree.VPTree, "FaissBinaryIndex": hashindex.FaissBinaryIndex}
+    if name not in classes:
+        raise ValueError(f"unknown hash index kind {name!r}")
+    return classes[name]
+
+
+def _new_vectors(ids: np.ndarray, vectors: np.ndarray) -> Any:
+    if not len(ids):
+        return None
+    from matching.core.vectorindex import VectorIndex
+
+    index = VectorIndex(dim=vectors.shape[1])
+    index.add(ids, vectors)
+    return index
+
+
+def _load_vectors(base: Path) -> Any:
+    from matching.core.vectorindex import VectorIndex
+
+    return VectorIndex.load(base / "vectors.faiss")
 
 
 registry = IndexRegistry()

@@ -15,8 +15,8 @@ from catalog.models import ApiKey, Collection, Organisation
 from catalog.services import _delete_files
 from matching.core.errors import ImageError
 from matching.core.loading import LoadedImage, load_image
-from matching.core.signals import compute_signals
-from matching.engine import find_candidates
+from matching.core.matcher import MatchOutcome
+from matching.engine import Candidate, find_candidates
 from matching.models import Check, Match
 from matching.review import review_auto_resolve
 
@@ -77,12 +77,10 @@ def check_run(*, check_id: int) -> Check | None:
     try:
         with default_storage.open(check.file.name, "rb") as fh:
             data = fh.read()
-        signals = compute_signals(load_image(
-            data, max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES, max_pixels=settings.IMGPROTECT_MAX_PIXELS
-        ))
-        signals_ms = (time.perf_counter() - started) * 1000
-        candidates, timings = find_candidates(
-            organisation_id=check.organisation_id, signals=signals, collection_id=check.collection_id,
+        loaded = load_image(data, max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES,
+                            max_pixels=settings.IMGPROTECT_MAX_PIXELS)
+        candidates, outcome = find_candidates(
+            organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
             top_k=RESULT_TOP_K,
         )
     except ImageError as exc:
@@ -93,20 +91,22 @@ def check_run(*, check_id: int) -> Check | None:
     except BaseException:
         Check.objects.filter(pk=check_id, status=Check.Status.RUNNING).update(status=Check.Status.QUEUED)
         raise
-    timings["signals_ms"] = signals_ms
     positives = [c for c in candidates if c.decision.is_match]
     shown = positives + [c for c in candidates if not c.decision.is_match][: max(0, RESULT_TOP_K - len(positives))]
+    signals = outcome.signals
     result = {
         "verdict": positives[0].decision.verdict if positives else "none",
         "match": bool(positives),
         "candidates": [c.as_json() for c in shown],
-        "signals": {"phash": signals["phash"], "sha256_pixels": signals["sha256_pixels"],
-                    "width": signals["width"], "height": signals["height"]},
-        "timings_ms": {k: round(v, 2) for k, v in timings.items()},
+        "signals": {key: signals.get(key) for key in ("phash", "pdq", "pdq_quality", "sha256_pixels", "width",
+                                                     "height")},
+        "notes": outcome.notes,
+        "timings_ms": outcome.timings_ms,
     }
+    evidence = {c.image.pk: _render_evidence(loaded, c, outcome) for c in positives}
     with transaction.atomic():
         for c in positives:
-            Match.objects.get_or_create(
+            match, created = Match.objects.get_or_create(
                 source_check=check,
                 protected_image=c.image,
                 defaults={
@@ -114,8 +114,12 @@ def check_run(*, check_id: int) -> Check | None:
                     "score": c.decision.score,
                     "verdict": c.decision.verdict,
                     "signal_scores": c.decision.signal_scores,
+                    "region": c.decision.region,
+                    "edit_report": c.decision.edit,
                 },
             )
+            if created and evidence.get(c.image.pk):
+                match.evidence.save("evidence.png", ContentFile(evidence[c.image.pk]), save=True)
         Check.objects.filter(pk=check_id).update(status=Check.Status.DONE, result=result, finished=timezone.now())
         new_matches = list(Match.objects.filter(source_check=check))
         review_auto_resolve(matches=new_matches)
@@ -129,3 +133,20 @@ def check_run(*, check_id: int) -> Check | None:
     )
     check.refresh_from_db()
     return check
+
+
+def _render_evidence(loaded: LoadedImage, candidate: Candidate, outcome: MatchOutcome) -> bytes | None:
+    """The side-by-side evidence PNG for one positive match (None when the reference cannot be read)."""
+    from matching.core.evidence import render_evidence
+
+    try:
+        with default_storage.open(candidate.image.file.name, "rb") as fh:
+            reference = load_image(fh.read(), max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES,
+                                   max_pixels=settings.IMGPROTECT_MAX_PIXELS)
+    except (ImageError, OSError) as exc:
+        log.warning("no evidence for protected image %s: %s", candidate.image.pk, exc)
+        return None
+    decision = candidate.decision
+    title = f"{decision.verdict.replace('_', ' ')} · score {decision.score:.2f} · {candidate.image.key}"
+    return render_evidence(loaded.image, reference.image, outcome.verifications.get(candidate.image.pk),
+                           title=title)

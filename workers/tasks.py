@@ -68,3 +68,6 @@ def sweep_stale_work() -> int:
             )
     return requeued
 
+
+from workers import portal as _portal_tasks  # noqa: E402,F401  (registers the portal tasks with Celery)
+from workers import bulk as _bulk_tasks  # noqa: E402,F401  (registers the bulk-job tasks with Celery)

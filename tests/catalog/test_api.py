@@ -25,7 +25,8 @@ def collection(org):  # type: ignore[no-untyped-def]
     return CollectionFactory(organisation=org, slug="logos", name="Logos")
 
 
-def test_upload_stores_and_indexes_on_commit(api, collection, django_capture_on_commit_callbacks, media_files):
+def test_upload_stores_and_indexes_on_commit(api, collection, django_capture_on_commit_callbacks, media_files,
+                                             settings):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = upload(api, collection.pk, photo_png("coffee"), "coffee.png")
     assert response.status_code == 201, response.json()
@@ -36,7 +37,9 @@ def test_upload_stores_and_indexes_on_commit(api, collection, django_capture_on_
     assert image.status == "indexed"
     assert len(image.signals["phash"]) == 16
     assert (image.width, image.height) == photo("coffee").size
-    assert len(media_files()) == 1
+    assert image.pdq and image.features  # PDQ and local features for verification are stored too
+    stored = [p.relative_to(settings.MEDIA_ROOT).parts[0] for p in media_files()]
+    assert sorted(stored) == ["features", "protected"]
     fetched = api.get(f"/api/v1/images/{image.pk}/file/")
     assert fetched.status_code == 200
     assert b"".join(fetched.streaming_content) == photo_png("coffee")
@@ -125,7 +128,7 @@ def test_viewer_can_read_but_not_upload_or_delete(org, collection, django_captur
     assert response.status_code == 403 and response.json()["error"] == "permission_denied"
     assert viewer.delete(f"/api/v1/images/{image_id}/").status_code == 403
     assert viewer.post("/api/v1/collections/", {"name": "x"}).status_code == 403
-    assert ProtectedImage.objects.count() == 1 and len(media_files()) == 1
+    assert ProtectedImage.objects.count() == 1 and len(media_files()) == 2  # the image and its features
 
 
 def test_member_uploads_but_cannot_manage_collections(org, collection, django_capture_on_commit_callbacks):
@@ -155,11 +158,12 @@ def test_delete_removes_file_and_index_entry(api, collection, django_capture_on_
 
     with django_capture_on_commit_callbacks(execute=True):
         image_id = upload(api, collection.pk, photo_png("coffee")).json()["id"]
-    assert image_id in registry.get(collection.organisation_id)
+    assert image_id in registry.get(collection.organisation_id).phash
     with django_capture_on_commit_callbacks(execute=True):
         assert api.delete(f"/api/v1/images/{image_id}/").status_code == 204
     assert media_files() == []
-    assert image_id not in registry.get(collection.organisation_id)
+    indexes = registry.get(collection.organisation_id)
+    assert image_id not in indexes.phash and image_id not in indexes.pdq
     assert api.get(f"/api/v1/images/{image_id}/").status_code == 404
 
 

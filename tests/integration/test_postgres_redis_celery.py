@@ -159,7 +159,8 @@ def test_upload_index_check_match_and_email(stack, smtp):
     recipients, message = inbox.messages[0]
     assert recipients == ["legal@it.test"]
     assert "Cats" in message["Subject"]
-    assert "chelsea.png" in message.get_payload(decode=True).decode()
+    text = next(part for part in message.walk() if part.get_content_type() == "text/plain")
+    assert "chelsea.png" in text.get_payload(decode=True).decode()
     worker_log = (stack["logs"] / "worker.log").read_text()
     assert "workers.tasks.run_check" in worker_log and "succeeded" in worker_log
 

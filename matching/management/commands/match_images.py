@@ -13,7 +13,6 @@ from catalog.models import Collection, Organisation
 from catalog.sources import iter_source
 from matching.core.errors import ImageError
 from matching.core.loading import load_image
-from matching.core.signals import compute_signals
 from matching.engine import find_candidates
 
 
@@ -47,7 +46,7 @@ class Command(BaseCommand):
             try:
                 loaded = load_image(read(), max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES,
                                     max_pixels=settings.IMGPROTECT_MAX_PIXELS)
-                candidates, _ = find_candidates(organisation_id=organisation.pk, signals=compute_signals(loaded),
+                candidates, _ = find_candidates(organisation_id=organisation.pk, loaded=loaded,
                                                 collection_id=collection_id, top_k=opts["top_k"])
                 record["matches"] = [
                     {k: v for k, v in c.as_json().items() if k in {"key", "collection", "score", "match", "verdict",

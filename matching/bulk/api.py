@@ -1,0 +1,99 @@
+"""REST API for bulk jobs: create (index or scan), list, get, cancel, resume, and per-file errors."""
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from catalog import selectors as catalog_selectors
+from catalog.models import Role
+from catalog.permissions import resolve_tenant
+from matching.bulk import selectors, services
+from matching.bulk.models import BulkJob, BulkJobError
+
+
+class BulkJobSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    embed = serializers.BooleanField(read_only=True)
+    progress = serializers.FloatField(read_only=True, allow_null=True, help_text="Share of the source handled, 0..1.")
+    eta_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    elapsed_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    error_count = serializers.IntegerField(source="failed", read_only=True)
+
+    class Meta:
+        model = BulkJob
+        fields = ["id", "url", "kind", "status", "source", "collection", "embed", "total", "done", "failed",
+                  "error_count", "skipped", "matched", "match_reports", "progress", "rate", "eta_seconds",
+                  "elapsed_seconds", "spark_app_id", "attempts", "error", "log_tail", "created", "started",
+                  "finished"]
+        read_only_fields = fields
+
+    def get_url(self, obj: BulkJob) -> str:
+        return self.context["request"].build_absolute_uri(f"/api/v1/bulk-jobs/{obj.pk}/")
+
+
+class BulkJobCreateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=BulkJob.Kind.choices)
+    source = serializers.CharField(max_length=2048, help_text="A directory under the allowed roots, or s3://bucket/prefix.")
+    collection = serializers.IntegerField(required=False, help_text="Index: the target collection (required). "
+                                                                    "Scan: only match this collection.")
+    embed = serializers.BooleanField(required=False, allow_null=True, default=None,
+                                     help_text="Compute CNN embeddings (default: when the CNN stage is enabled).")
+
+
+class BulkJobErrorSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = BulkJobError
+        fields = ["key", "code", "reason"]
+        read_only_fields = fields
+
+
+class BulkJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = BulkJobSerializer
+    filterset_fields = ["status", "kind", "collection"]
+    # Bulk work is heavy and reads whole sources: admins only.
+    write_roles = {"create": Role.ADMIN, "cancel": Role.ADMIN, "resume": Role.ADMIN}
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.bulkjob_list(organisation=resolve_tenant(self.request).organisation)
+
+    @extend_schema(request=BulkJobCreateSerializer, responses={201: BulkJobSerializer},
+                   summary="Index a source into a collection, or scan it for copies")
+    def create(self, request):  # type: ignore[no-untyped-def]
+        form = BulkJobCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        organisation = resolve_tenant(request).organisation
+        collection = None
+        if "collection" in form.validated_data:
+            collection = catalog_selectors.collection_get(organisation=organisation,
+                                                          collection_id=form.validated_data["collection"])
+            if collection is None:
+                raise serializers.ValidationError({"collection": ["No such collection in your organisation."]})
+        job = services.bulkjob_create(
+            organisation=organisation, kind=form.validated_data["kind"], source=form.validated_data["source"],
+            collection=collection, embed=form.validated_data["embed"], created_by=request.user, trusted=False,
+        )
+        job.refresh_from_db()
+        return Response(self.get_serializer(job).data, status=status.HTTP_201_CREATED,
+                        headers={"Location": f"/api/v1/bulk-jobs/{job.pk}/"})
+
+    @extend_schema(request=None, responses=BulkJobSerializer, summary="Cancel a queued or running job")
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):  # type: ignore[no-untyped-def]
+        job = services.bulkjob_cancel(job=self.get_object())
+        return Response(self.get_serializer(job).data)
+
+    @extend_schema(request=None, responses=BulkJobSerializer,
+                   summary="Resume a failed or cancelled job (only missing keys are computed)")
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):  # type: ignore[no-untyped-def]
+        job = services.bulkjob_resume(job=self.get_object())
+        return Response(self.get_serializer(job).data)
+
+    @extend_schema(responses=BulkJobErrorSerializer(many=True), summary="Files the job skipped, with reasons")
+    @action(detail=True, methods=["get"])
+    def errors(self, request, pk=None):  # type: ignore[no-untyped-def]
+        rows = selectors.bulkjob_errors(job=self.get_object())
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(BulkJobErrorSerializer(page, many=True).data)

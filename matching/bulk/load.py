@@ -1,0 +1,238 @@
+"""Loading a bulk job's Parquet output into the database, in batches, idempotently.
+
+Index jobs insert ``ProtectedImage`` rows: on PostgreSQL with ``COPY`` into a
+temporary table and one ``INSERT ... ON CONFLICT (collection_id, key) DO
+NOTHING``; elsewhere with ``bulk_create(ignore_conflicts=True)``. The
+(collection, key) unique constraint is what makes a second load of the same
+output a no-op. Scan jobs match every scanned image with the engine and write
+match reports, skipping (suspect, protected image) pairs already reported.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.db import connection, models, transaction
+from django.db.models import F
+
+from catalog.models import Collection, Organisation, ProtectedImage
+from catalog.services import ReferenceSignals, _apply_signals, _delete_files
+from matching.bulk.models import BulkJob, BulkJobError
+from matching.engine import find_candidates
+from matching.index_registry import embedding_to_bytes
+from matching.models import Match
+from matching.review import review_auto_resolve
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 2000
+SCAN_TOP_K = 5
+
+
+def output_files(work_dir: Path) -> list[Path]:
+    """Committed Parquet files of every run (a killed run's unfinished tasks sit under ``_temporary``)."""
+    return sorted(f for run in sorted((work_dir / "output").glob("run-*")) for f in run.glob("*.parquet"))
+
+
+def output_batches(work_dir: Path, batch_rows: int = BATCH_ROWS) -> Iterator[list[dict[str, Any]]]:
+    import pyarrow.dataset as ds  # lazy: only loaders need Arrow
+
+    files = output_files(work_dir)
+    if not files:
+        return
+    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    for batch in dataset.to_batches(batch_size=batch_rows):
+        if batch.num_rows:
+            yield batch.to_pylist()
+
+
+def suspect_key(source: str, key: str) -> str:
+    """Where a scanned image came from: the source joined with its key, the key kept exactly."""
+    return f"{source.rstrip('/')}/{key}"
+
+
+def _record_errors(job: BulkJob, errors: list[tuple[str, str, str]]) -> None:
+    if errors:
+        BulkJobError.objects.bulk_create(
+            [BulkJobError(job=job, key=key, code=code, reason=reason) for key, code, reason in errors],
+            ignore_conflicts=True, batch_size=1000,
+        )
+
+
+def _split(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
+    ok, errors, seen = [], [], set()
+    for row in rows:
+        if row["key"] in seen:  # a task retried after committing; the first copy counts
+            continue
+        seen.add(row["key"])
+        if row["error_code"] is None:
+            ok.append(row)
+        else:
+            errors.append((row["key"], row["error_code"], row["error_reason"] or row["error_code"]))
+    return ok, errors
+
+
+# --- index jobs ----------------------------------------------------------------------------
+
+def _copy_text(field: models.Field, obj: ProtectedImage) -> str:  # type: ignore[type-arg]
+    """One value in PostgreSQL COPY text format."""
+    if isinstance(field, models.JSONField):
+        value = getattr(obj, field.attname)
+        text = None if value is None else json.dumps(value, cls=field.encoder)
+    elif isinstance(field, models.BinaryField):
+        value = getattr(obj, field.attname)
+        text = None if value is None else "\\x" + bytes(value).hex()
+    else:
+        value = field.get_db_prep_save(field.pre_save(obj, add=True), connection)
+        text = None if value is None else str(value)
+    if text is None:
+        return "\\N"
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _insert_postgresql(images: list[ProtectedImage]) -> int:
+    fields = [f for f in ProtectedImage._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    table = quote(ProtectedImage._meta.db_table)
+    buffer = io.StringIO()
+    for image in images:
+        buffer.write("\t".join(_copy_text(f, image) for f in fields))
+        buffer.write("\n")
+    buffer.seek(0)
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE bulk_stage ON COMMIT DROP AS SELECT {columns} FROM {table} WITH NO DATA")
+        cursor.cursor.copy_expert(f"COPY bulk_stage ({columns}) FROM STDIN", buffer)
+        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM bulk_stage "
+                       f"ON CONFLICT (collection_id, key) DO NOTHING")
+        return max(cursor.rowcount, 0)
+
+
+def _insert(collection: Collection, images: list[ProtectedImage]) -> int:
+    """Insert what is not there yet; returns how many rows were new. Call inside a transaction."""
+    if not images:
+        return 0
+    if connection.vendor == "postgresql":
+        return _insert_postgresql(images)
+    keys = [image.key for image in images]
+    before = ProtectedImage.objects.filter(collection=collection, key__in=keys).count()
+    ProtectedImage.objects.bulk_create(images, ignore_conflicts=True, batch_size=500)
+    return ProtectedImage.objects.filter(collection=collection, key__in=keys).count() - before
+
+
+def _image(collection: Collection, row: dict[str, Any]) -> ProtectedImage:
+    image = ProtectedImage(
+        organisation_id=collection.organisation_id, collection=collection, key=row["key"],
+        size_bytes=row["size"], sha256_bytes=row["sha256_bytes"], sha256_pixels=row["sha256_pixels"],
+        width=row["width"], height=row["height"], format=row["format"],
+    )
+    image.file.name = row["stored_name"]
+    signals = json.loads(row["signals"])
+    # The vector has its own column, in the matcher's byte format, not a JSON list in ``signals``.
+    vector = signals.pop("embedding", None)
+    embedding = embedding_to_bytes(np.asarray(vector, dtype=np.float32)) if vector is not None else None
+    # The same columns the in-process path fills; the executors already stored the features file.
+    _apply_signals(image, ReferenceSignals(signals=signals, embedding=embedding, features=None))
+    if row.get("features_name"):
+        image.features.name = row["features_name"]
+    return image
+
+
+def _delete_unreferenced(names: set[str]) -> None:
+    used = set(ProtectedImage.objects.filter(file__in=names).values_list("file", flat=True))
+    used |= set(ProtectedImage.objects.filter(features__in=names).values_list("features", flat=True))
+    _delete_files(sorted(names - used))
+
+
+def load_index(job: BulkJob, heartbeat: Callable[[], None]) -> int:
+    """Insert the job's images into its collection; returns how many rows were new."""
+    collection = job.collection
+    assert collection is not None
+    inserted = 0
+    for rows in output_batches(job.work_dir):
+        heartbeat()
+        ok, errors = _split(rows)
+        present = set(ProtectedImage.objects.filter(collection=collection, key__in=[r["key"] for r in ok])
+                      .values_list("key", flat=True))
+        ok = [r for r in ok if r["key"] not in present]  # loaded by an earlier attempt
+        # As protected_image_add: one picture is protected once per collection, under its first key.
+        digests = {r["sha256_pixels"] for r in ok}
+        owner = dict(ProtectedImage.objects.filter(collection=collection, sha256_pixels__in=digests)
+                     .values_list("sha256_pixels", "key"))
+        images, orphans = [], set()
+        for row in ok:
+            first = owner.setdefault(row["sha256_pixels"], row["key"])
+            if first != row["key"]:
+                errors.append((row["key"], "duplicate_image",
+                               f"The same picture is already protected in this collection as {first!r}."))
+                orphans.update(name for name in (row["stored_name"], row["features_name"]) if name)
+                continue
+            images.append(_image(collection, row))
+        with transaction.atomic():
+            new = _insert(collection, images)
+            _record_errors(job, errors)
+            if orphans:
+                transaction.on_commit(lambda names=orphans: _delete_unreferenced(names))
+        inserted += new
+    # One index generation for the whole load, not one per batch: every matching process reconciles
+    # with the database when the generation moves, and a load of millions should cost them one pass.
+    # Bumped even when this attempt inserted nothing, for rows an interrupted attempt left unannounced.
+    Organisation.objects.filter(pk=collection.organisation_id).update(index_generation=F("index_generation") + 1)
+    return inserted
+
+
+# --- scan jobs -------------------------------------------------------------------------------
+
+def _match(job: BulkJob, suspect: str, candidate: Any) -> Match:
+    decision = candidate.decision
+    return Match(
+        source_check=None, suspect_key=suspect, organisation_id=job.organisation_id,
+        protected_image=candidate.image, score=decision.score, verdict=decision.verdict,
+        signal_scores=decision.signal_scores,
+        # Evidence, when the engine provides it.
+        region=getattr(candidate, "region", None) or getattr(decision, "region", None),
+        edit_report=getattr(candidate, "edit_report", None) or getattr(decision, "edit_report", None),
+    )
+
+
+def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
+    """Match every scanned image against the organisation's collections and write match reports."""
+    from workers.bulk import send_scan_alerts
+
+    for rows in output_batches(job.work_dir):
+        heartbeat()
+        ok, errors = _split(rows)
+        found: list[tuple[str, list[Any]]] = []
+        for row in ok:
+            suspect = suspect_key(job.source, row["key"])
+            if len(suspect) > Match._meta.get_field("suspect_key").max_length:
+                errors.append((row["key"], "invalid_key", "The image's location is longer than 1024 characters."))
+                continue
+            candidates, _ = find_candidates(organisation_id=job.organisation_id, signals=json.loads(row["signals"]),
+                                            collection_id=job.collection_id, top_k=SCAN_TOP_K)
+            positives = [c for c in candidates if c.decision.is_match]
+            if positives:
+                found.append((suspect, positives))
+        reported = set(
+            Match.objects.filter(organisation_id=job.organisation_id, source_check__isnull=True,
+                                 suspect_key__in=[s for s, _ in found])
+            .values_list("suspect_key", "protected_image_id")
+        )
+        new = [_match(job, suspect, c) for suspect, positives in found for c in positives
+               if (suspect, c.image.pk) not in reported]
+        with transaction.atomic():
+            created = Match.objects.bulk_create(new)
+            _record_errors(job, errors)
+            review_auto_resolve(matches=created)
+            suspects = {m.suspect_key for m in created}
+            BulkJob.objects.filter(pk=job.pk).update(matched=F("matched") + len(suspects),
+                                                     match_reports=F("match_reports") + len(created))
+            ids = [m.pk for m in created]
+            if ids:
+                transaction.on_commit(lambda ids=ids: send_scan_alerts.delay(ids))
+

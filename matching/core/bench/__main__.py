@@ -1,0 +1,7 @@
+"""``python -m matching.core.bench`` is ``python -m matching.core.bench.run``."""
+from __future__ import annotations
+
+if __name__ == "__main__":
+    from .run import main
+
+    raise SystemExit(main())

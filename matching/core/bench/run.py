@@ -1,0 +1,158 @@
+"""Run the copy-detection benchmark and write its report.
+
+    python -m matching.core.bench.run [--dataset PATH] [--systems service,phash,pdq]
+        [--attacks a,b,...] [--refs N] [--distractors M] [--seed 0] [--top-k 5] [--out docs/]
+        [--raw PATH]
+
+Every system indexes the same references (timed), then answers every attacked
+copy and every unrelated image (each query timed); each copy is made once and
+shown to all systems in turn. Writes ``benchmark-matching.md``,
+``benchmark-pr.png`` and (unless ``--raw`` says elsewhere) ``benchmark-raw.json.gz``
+into ``--out``. A system that cannot run here (``service`` before
+``matching.core.matcher.benchmark_system`` exists) is reported and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from .attacks import ATTACK_NAMES
+from .dataset import Benchmark, build_benchmark, default_dataset_root
+from .metrics import SystemResult, outcome
+from .report import MARKDOWN_NAME, PLOT_NAME, RAW_NAME, write_raw, write_report
+from .systems import SYSTEM_NAMES, System, SystemUnavailable, load_system
+
+__all__ = ["main", "run_benchmark"]
+
+DEFAULT_SYSTEMS = ("service", "phash", "pdq")
+
+
+def _kinds(items: Sequence[Any]) -> str:
+    photos = sum(i.kind == "photo" for i in items)
+    return f"{photos} photos, {len(items) - photos} logos"
+
+
+def _describe(system: System) -> str:
+    """A system's ``description`` if it has one, else the first paragraph of its class docstring."""
+    if isinstance(getattr(system, "description", None), str):
+        return str(getattr(system, "description"))
+    doc = (type(system).__doc__ or "").strip()
+    return " ".join(doc.split("\n\n")[0].split()) if doc else type(system).__name__
+
+
+def run_benchmark(bench: Benchmark, systems: Sequence[System], *, attacks: Sequence[str],
+                  top_k: int = 5, log: TextIO | None = sys.stderr) -> list[SystemResult]:
+    """Index, query every copy and unrelated image, and return the outcomes per system."""
+    refs = bench.reference_images()
+    results = []
+    for system in systems:
+        start = time.perf_counter()
+        system.index(refs)
+        elapsed = time.perf_counter() - start
+        results.append(SystemResult(system.name, 1000 * elapsed / max(1, len(refs))))
+        if log:
+            print(f"[bench] {system.name}: indexed {len(refs)} references in {elapsed:.1f} s", file=log)
+    del refs  # the references are decoded again per attack; do not hold them all
+
+    total = bench.count_attacked(attacks) + len(bench.unrelated)
+    done, started = 0, time.perf_counter()
+    queries = (q for stream in (bench.attacked_queries(attacks), bench.unrelated_queries())
+               for q in stream)
+    for query in queries:
+        for system, result in zip(systems, results, strict=True):
+            start = time.perf_counter()
+            hits = system.query(query.image, top_k)
+            ms = 1000 * (time.perf_counter() - start)
+            result.outcomes.append(outcome(attack=query.attack, ref_id=query.ref_id,
+                                           region=query.region, size=query.image.size,
+                                           hits=hits[:top_k], ms=ms, kind=query.kind))
+        done += 1
+        if log and (done % 500 == 0 or done == total):
+            print(f"[bench] {done}/{total} queries, {time.perf_counter() - started:.0f} s", file=log)
+    return results
+
+
+def _names(value: str, known: Sequence[str] | None = None) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if known is not None:
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown: {', '.join(unknown)} (known: {', '.join(known)})")
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m matching.core.bench.run",
+                                     description="Copy-detection benchmark: service beside baselines.")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help=f"dataset folder (default {default_dataset_root()})")
+    parser.add_argument("--systems", type=lambda v: _names(v, SYSTEM_NAMES), default=list(DEFAULT_SYSTEMS),
+                        help="comma-separated: service, phash, pdq, cnn (default service,phash,pdq)")
+    parser.add_argument("--attacks", type=lambda v: _names(v, ATTACK_NAMES), default=list(ATTACK_NAMES),
+                        help="comma-separated attack names (default: all)")
+    parser.add_argument("--refs", type=int, default=None, help="number of references (default 460)")
+    parser.add_argument("--distractors", type=int, default=600, help="unrelated logos (default 600)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--raw", type=Path, default=None, help=f"raw JSON (default OUT/{RAW_NAME})")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
+    try:
+        bench = build_benchmark(args.dataset, refs=args.refs, distractors=args.distractors, seed=args.seed)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
+    systems: list[System] = []
+    unavailable: dict[str, str] = {}
+    for name in args.systems:
+        try:
+            systems.append(load_system(name))
+        except SystemUnavailable as exc:
+            unavailable[name] = str(exc)
+            print(f"[bench] {name} unavailable: {exc}", file=sys.stderr)
+    if not systems:
+        print("[bench] no system can run", file=sys.stderr)
+        return 2
+
+    results = run_benchmark(bench, systems, attacks=args.attacks, top_k=args.top_k)
+    meta: dict[str, Any] = {
+        "command": "python -m matching.core.bench.run "
+                   + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "dataset": str(args.dataset) if args.dataset else "../shared/datasets",
+        "seed": args.seed,
+        "top_k": args.top_k,
+        "attacks": list(args.attacks),
+        "n_refs": len(bench.references),
+        "refs_by_kind": _kinds(bench.references),
+        "n_unrelated": len(bench.unrelated),
+        "unrelated_by_kind": _kinds(bench.unrelated),
+        "n_attacked": bench.count_attacked(args.attacks),
+        "references": [item.key for item in bench.references],
+        "unavailable": unavailable,
+        "systems": {system.name: _describe(system) for system in systems},
+    }
+    raw = args.raw or args.out / RAW_NAME
+    write_raw(raw, meta=meta, results=results)
+    summaries = write_report(args.out, meta, results)
+    def f(x: float | None, scale: float = 1.0) -> str:
+        return "n/a" if x is None else f"{scale * x:.3f}"
+
+    for s in summaries:
+        o = s["overall"]
+        print(f"[bench] {s['system']}: rank-1 {f(o['rank1'])}, verdict recall {f(o['verdict_recall'])}, "
+              f"µAP {f(o['micro_ap'])}, R@99P {f(o['recall_at_99p'])}, FPR {f(o['fpr'], 100)} %, "
+              f"query p50 {f(o['query_ms']['p50'])} ms", file=sys.stderr)
+    print(f"wrote {args.out / MARKDOWN_NAME}, {args.out / PLOT_NAME} and {raw}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

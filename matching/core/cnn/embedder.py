@@ -1,0 +1,282 @@
+"""Image -> 256-d L2-normalised embedding for copy detection (DESIGN §4 item 3).
+
+One :class:`Embedder` per process and per (backbone weights, head) pair, built
+under a lock by :func:`get_embedder`; inference is one cached ``tf.function``
+(EfficientNet-Lite0 cut at ``block15_project_conv``, then the trained head of
+:mod:`.head`). TensorFlow is imported on first use; its thread pools are set
+from ``IMGPROTECT_TF_THREADS`` (default 1: a worker process per core scales
+better than threads inside one) before the first model is built.
+
+Inputs are RGB PIL images of any size: the whole frame is resized to 224x224
+(``backbone.preprocess``), so a tiny image is simply upscaled. An aspect ratio
+beyond 1:8 is padded first (mean colour, centred) so a 1x400 strip does not
+become a 224-pixel smear; an image with no pixels raises ``ImageTooSmall``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ImageTooSmall
+from .backbone import preprocess
+from .efficientnet_lite import INPUT_SHAPE
+from .head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, HeadWeights, head_tf, read_head
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+__all__ = [
+    "CROP_WINDOWS",
+    "MAX_ASPECT",
+    "THREADS_ENV",
+    "Embedder",
+    "configure_tf_threads",
+    "crop_boxes",
+    "feature_maps",
+    "get_embedder",
+    "prepare",
+]
+
+log = logging.getLogger(__name__)
+
+THREADS_ENV = "IMGPROTECT_TF_THREADS"
+MAX_ASPECT = 8.0
+DEFAULT_BATCH_SIZE = 32
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), pixels of the image given
+
+# Windows of embed_crops as (x0, y0, x1, y1) shares of width and height, the
+# whole image first. Chosen by measurement (docs/training/report.md, "Partial
+# copies"): a 3x3 grid of overlapping half-size tiles puts a logo pasted at
+# 15-25 % of the width at 30-50 % of some tile's width, where the head
+# (trained on such windows) finds it.
+_HALF_GRID = tuple((x / 4, y / 4, x / 4 + 0.5, y / 4 + 0.5) for y in range(3) for x in range(3))
+CROP_WINDOWS: tuple[tuple[float, float, float, float], ...] = ((0.0, 0.0, 1.0, 1.0), *_HALF_GRID)
+
+_threads_lock = threading.Lock()
+_threads_set: int | None = None
+_lock = threading.Lock()  # guards _truncated
+_embedders_lock = threading.Lock()  # guards _embedders (held while an Embedder builds, which takes _lock)
+_embedders: dict[tuple[str, str], "Embedder"] = {}
+_truncated: dict[str, Callable[[np.ndarray], Any]] = {}
+
+
+def _threads_from_env() -> int:
+    raw = os.environ.get(THREADS_ENV, "1").strip() or "1"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
+    return value
+
+
+def configure_tf_threads(threads: int | None = None) -> int:
+    """Fix TensorFlow's intra- and inter-op pools (``IMGPROTECT_TF_THREADS``, default 1).
+
+    Must run before TensorFlow executes its first op; when something else in
+    the process got there first the pools cannot change any more, which is
+    logged, not raised (the embedding is the same, only the speed differs).
+    """
+    global _threads_set
+    with _threads_lock:
+        if _threads_set is not None:
+            return _threads_set
+        wanted = threads if threads is not None else _threads_from_env()
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(wanted)
+            tf.config.threading.set_inter_op_parallelism_threads(wanted)
+        except RuntimeError as exc:
+            log.warning("TensorFlow thread pools already initialised, keeping them (%s)", exc)
+        _threads_set = wanted
+        return wanted
+
+
+def prepare(image: "Image.Image") -> "Image.Image":
+    """RGB (alpha composited over white), padded to an aspect ratio of at most 1:8."""
+    from PIL import Image
+
+    w, h = image.size
+    if w < 1 or h < 1:
+        raise ImageTooSmall(f"The image is {w}x{h}; it has no pixels to embed.")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        rgb = Image.new("RGB", image.size, (255, 255, 255))
+        rgb.paste(rgba, mask=rgba.getchannel("A"))
+    else:
+        rgb = image.convert("RGB")
+    tw, th = max(w, math.ceil(h / MAX_ASPECT)), max(h, math.ceil(w / MAX_ASPECT))
+    if (tw, th) == (w, h):
+        return rgb
+    fill = tuple(int(c) for c in np.asarray(rgb, dtype=np.float32).reshape(-1, 3).mean(axis=0))
+    canvas = Image.new("RGB", (tw, th), fill)
+    canvas.paste(rgb, ((tw - w) // 2, (th - h) // 2))
+    return canvas
+
+
+def crop_boxes(size: tuple[int, int],
+               windows: Sequence[tuple[float, float, float, float]] = CROP_WINDOWS) -> list[Box]:
+    """Pixel boxes of ``windows`` (shares) on an image of ``size``; every box at least 1x1."""
+    w, h = size
+    boxes = []
+    for fx0, fy0, fx1, fy1 in windows:
+        x0, y0 = round(fx0 * w), round(fy0 * h)
+        boxes.append((x0, y0, max(x0 + 1, round(fx1 * w)), max(y0 + 1, round(fy1 * h))))
+    return boxes
+
+
+def _batches(images: Sequence["Image.Image"], batch_size: int) -> Any:
+    for start in range(0, len(images), batch_size):
+        yield np.stack([preprocess(prepare(im)) for im in images[start : start + batch_size]])
+
+
+def _truncated_backbone(weights_path: str | Path | None) -> Callable[[np.ndarray], Any]:
+    """EfficientNet-Lite0 up to ``FEATURE_LAYER``: batch (n, 224, 224, 3) -> (n, 7, 7, 320)."""
+    from .weights import default_weights_path
+
+    key = str(Path(weights_path or default_weights_path()).resolve())
+    with _lock:
+        run = _truncated.get(key)
+        if run is None:
+            configure_tf_threads()
+            import keras
+            import tensorflow as tf
+
+            from .backbone import load_backbone
+
+            full = load_backbone(weights_path, fused=True)
+            cut = keras.Model(full.input, full.get_layer(FEATURE_LAYER).output)
+            run = tf.function(lambda batch: cut(batch, training=False),
+                              input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)])
+            _truncated[key] = run
+    return run
+
+
+def feature_maps(batch: np.ndarray, *, weights_path: str | Path | None = None) -> np.ndarray:
+    """The head's input for a preprocessed batch: ``(n, 7, 7, 320)`` float32 (training uses it)."""
+    return np.asarray(_truncated_backbone(weights_path)(batch.astype(np.float32, copy=False)))
+
+
+class Embedder:
+    """Backbone + trained head, built once; use :func:`get_embedder` rather than constructing one."""
+
+    dim = EMBEDDING_DIM
+
+    def __init__(self, head_path: str | Path | None = None, weights_path: str | Path | None = None) -> None:
+        # Read the head first: a missing or corrupt file fails before TensorFlow starts.
+        self.head: HeadWeights = read_head(Path(head_path) if head_path else None)
+        cut = _truncated_backbone(weights_path)
+        import tensorflow as tf
+
+        head = self.head
+
+        @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)])
+        def run(batch: Any) -> Any:
+            return head_tf(cut(batch), head)
+
+        self._run = run
+
+    def embed(self, images: Sequence["Image.Image"], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """``(n, 256)`` float32, rows L2-normalised; the same image always gives the same row."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        out = [np.asarray(self._run(batch)) for batch in _batches(list(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed_one(self, image: "Image.Image") -> np.ndarray:
+        """``(256,)`` float32 for one image (a check's latency path)."""
+        return self.embed([image])[0]
+
+    def embed_crops(self, image: "Image.Image") -> tuple[list[Box], np.ndarray]:
+        """The whole image and ``CROP_WINDOWS`` tiles: boxes (pixels, whole image first) and
+        ``(len(boxes), 256)`` vectors, for partial-copy search (a logo pasted into a photo,
+        a corner crop): query the index with every row and merge candidates by best score."""
+        w, h = image.size
+        if w < 1 or h < 1:
+            raise ImageTooSmall(f"The image is {w}x{h}; it has no pixels to embed.")
+        # Boxes on the image as given; each crop is prepared (RGB, padding) like any image.
+        boxes = crop_boxes(image.size)
+        return boxes, self.embed([image.crop(box) for box in boxes], batch_size=len(boxes))
+
+
+def get_embedder(head_path: str | Path | None = None, weights_path: str | Path | None = None) -> Embedder:
+    """The process-wide :class:`Embedder` for these files, built on first call (thread-safe)."""
+    from .weights import default_weights_path
+
+    key = (str(Path(head_path or DEFAULT_HEAD_PATH).resolve()),
+           str(Path(weights_path or default_weights_path()).resolve()))
+    embedder = _embedders.get(key)
+    if embedder is None:
+        with _embedders_lock:
+            embedder = _embedders.get(key)
+            if embedder is None:
+                embedder = _embedders[key] = Embedder(head_path, weights_path)
+    return embedder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m matching.core.cnn.embedder [--threads 1] [--seconds 5]``: time the embedding.
+
+    Bulk: ``embed`` on batches of 32 decoded photos (preprocessing included);
+    check path: ``embed_one`` and ``embed_crops`` on one photo at a time.
+    """
+    import argparse
+    import time
+
+    from PIL import Image
+
+    parser = argparse.ArgumentParser(prog="python -m matching.core.cnn.embedder")
+    parser.add_argument("--threads", type=int, default=None, help=f"default: ${THREADS_ENV} or 1")
+    parser.add_argument("--seconds", type=float, default=5.0, help="time spent on each measurement")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_SIZE)
+    args = parser.parse_args(argv)
+    threads = configure_tf_threads(args.threads)
+    datasets = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "photos"
+    paths = sorted(datasets.rglob("*.png"))[:64]
+    if paths:
+        images = [Image.open(p).convert("RGB") for p in paths]
+    else:  # no shared datasets: scikit-image's photos
+        from skimage import data
+
+        images = [Image.fromarray(getattr(data, n)()).convert("RGB")
+                  for n in ("astronaut", "chelsea", "coffee", "rocket")] * 16
+    embedder = get_embedder()
+
+    def timed(fn: Callable[[], object]) -> list[float]:
+        fn()
+        fn()
+        times: list[float] = []
+        deadline = time.perf_counter() + args.seconds
+        while time.perf_counter() < deadline or len(times) < 5:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return times
+
+    batch = images[: args.batch]
+    bulk = timed(lambda: embedder.embed(batch, batch_size=args.batch))
+    rotation = iter(range(10**9))
+    one = timed(lambda: embedder.embed_one(images[next(rotation) % len(images)]))
+    crops = timed(lambda: embedder.embed_crops(images[next(rotation) % len(images)]))
+    size = f"{images[0].width}x{images[0].height}"
+    print(f"threads={threads}, images like {size} (decoded; preprocessing included)")
+    print(f"bulk, batch {len(batch)}: {len(batch) / np.median(bulk):.0f} images/s "
+          f"(median {1e3 * np.median(bulk):.0f} ms per batch, {len(bulk)} runs)")
+    print(f"embed_one: median {1e3 * np.median(one):.1f} ms, p95 {1e3 * np.percentile(one, 95):.1f} ms")
+    print(f"embed_crops ({len(CROP_WINDOWS)} windows): median {1e3 * np.median(crops):.1f} ms, "
+          f"p95 {1e3 * np.percentile(crops, 95):.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,735 @@
+"""Geometric verification of a candidate copy with OpenCV local features.
+
+``extract_features`` turns a picture into keypoints and descriptors (cache the
+protected images' features: ``features_to_bytes`` / ``features_from_bytes``);
+``verify`` matches a suspect image's features against one reference's, fits a
+RANSAC homography (falling back to a similarity transform) and either rejects
+the pair with a reason or returns where the copy sits in both images and what
+was done to it (:class:`EditReport`).
+
+Coordinates are original image pixels with the corner convention: a W x H
+image spans [0, W] x [0, H], pixel (i, j) has its centre at (i + 0.5, j + 0.5),
+y points down. ``Verification.transform`` maps reference to query coordinates.
+
+Local descriptors are not mirror-invariant, so mirrored copies are found by
+also matching mirrored features: descriptors computed on the horizontally
+flipped picture, keypoints mapped back into the unflipped frame. A transform
+fitted through them has a negative determinant, which is how ``verify`` knows
+the copy is mirrored. Compute them on the query side (``with_mirror=True``)
+or, to keep query latency down, store them with the references.
+
+The choice of detector, thresholds and the acceptance rules were measured with
+``python -m matching.core.bench_features``; see docs/geometry.md.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+__all__ = [
+    "DEFAULT_KIND",
+    "DEFAULT_MAX_FEATURES",
+    "DEFAULT_MAX_SIDE",
+    "DEFAULT_MIN_INLIERS",
+    "KINDS",
+    "MIN_INLIERS",
+    "EditReport",
+    "Features",
+    "Verification",
+    "edit_from_transform",
+    "extract_features",
+    "features_from_bytes",
+    "features_to_bytes",
+    "mirror_features",
+    "verify",
+]
+
+KINDS = ("orb", "akaze", "sift")
+DEFAULT_KIND = "orb"  # measured: docs/geometry.md
+DEFAULT_MAX_SIDE = 640
+DEFAULT_MAX_FEATURES = 1000
+# Orientation- and size-consistent inliers needed to accept, per kind: the
+# lowest counts at which no unrelated pair was accepted (docs/geometry.md).
+MIN_INLIERS = {"orb": 12, "akaze": 8, "sift": 8}
+DEFAULT_MIN_INLIERS = MIN_INLIERS[DEFAULT_KIND]
+DEFAULT_METHOD = "magsac"  # homography estimator, measured against plain RANSAC
+DEFAULT_CLAHE = False
+# Pictures smaller than this are upscaled before detection: FAST/ORB ignore a
+# 31 px border and need some pyramid levels, so a 150 px thumbnail otherwise
+# yields a few dozen keypoints.
+DEFAULT_MIN_SIDE = 320
+# Fewer keypoints than this on either side: nothing can be verified.
+MIN_KEYPOINTS = 8
+FORMAT_VERSION = 1
+
+# Matching and RANSAC, in processed-image pixels / plain ratios (measured).
+_RATIO = {"orb": 0.75, "akaze": 0.8, "sift": 0.8}
+_RANSAC_PX = 5.0
+_RANSAC_ITERS = 2000
+_CONFIDENCE = 0.999
+# Acceptance rules; each rejects a kind of degenerate or chance fit.
+_MIN_SCALE, _MAX_SCALE = 0.03, 30.0
+_MAX_ASPECT = 3.0  # x/y stretch beyond this is a chance fit, not an edit
+_MAX_PERSPECTIVE = 2.5  # max/min homogeneous w over the visible region
+_PERSPECTIVE_FLAG = 1.08  # w ratio above which the report says "perspective"
+_MIN_REGION_PX = 16.0  # side of the smallest believable copy, processed px
+_MIN_SPREAD = 0.04  # inlier hull / hull of the reference keypoints in the visible region
+_SAMPLE = 40
+_MUTUAL = False
+_MAX_HAMMING = 0
+# Keypoint orientation / size agreement with the fitted transform (see _consistent).
+_MAX_TURN_DEG = 30.0
+_MAX_LOG2_SIZE = 1.0
+
+Kind = Literal["orb", "akaze", "sift"]
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass
+class Features:
+    """Local features of one picture.
+
+    ``keypoints`` (n, 2) float32 in original pixel coordinates; ``sizes`` and
+    ``angles`` (n,) float32 (diameter in original pixels, degrees as OpenCV
+    reports them) or None; ``descriptors`` (n, d): uint8 for the binary kinds
+    (ORB 32 bytes, AKAZE 61 bytes), float32 for SIFT (128). ``pixel_scale`` is
+    original pixels per processed pixel (RANSAC tolerances scale with it).
+    ``mirror`` holds the features of the horizontally flipped picture, with
+    keypoints mapped back into this picture's frame, when they were computed.
+    """
+
+    kind: str
+    width: int
+    height: int
+    keypoints: FloatArray
+    descriptors: np.ndarray
+    sizes: FloatArray | None = None
+    angles: FloatArray | None = None
+    pixel_scale: float = 1.0
+    mirror: Features | None = None
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
+
+
+@dataclass
+class EditReport:
+    """What was done to the reference to make the copy.
+
+    ``scale`` is linear (query size / reference size); ``rotation_deg`` is
+    counter-clockwise as seen (PIL ``Image.rotate`` convention), in
+    (-180, 180]; when ``mirrored`` the rotation is applied after a horizontal
+    flip. ``visible_fraction`` is the share of the reference's area present in
+    the query (crop), ``query_coverage`` the share of the query's area the
+    copy covers, ``aspect_change`` the x/y stretch ratio (1 = proportions
+    kept), ``perspective`` whether the fit is clearly non-affine.
+    """
+
+    scale: float
+    rotation_deg: float
+    mirrored: bool
+    visible_fraction: float
+    query_coverage: float
+    aspect_change: float
+    perspective: bool
+
+    def describe(self) -> str:
+        parts: list[str] = []
+        if abs(self.scale - 1) >= 0.03:
+            parts.append(f"scaled to {self.scale * 100:.0f} %")
+        if abs(self.rotation_deg) >= 1:
+            way = "counter-clockwise" if self.rotation_deg > 0 else "clockwise"
+            parts.append(f"rotated {abs(self.rotation_deg):.0f}° {way}")
+        if self.mirrored:
+            parts.append("mirrored")
+        if abs(math.log(self.aspect_change)) >= math.log(1.05):
+            axis = "horizontally" if self.aspect_change > 1 else "vertically"
+            parts.append(f"stretched {max(self.aspect_change, 1 / self.aspect_change):.2f}x {axis}")
+        if self.perspective:
+            parts.append("perspective-warped")
+        if self.visible_fraction < 0.97:
+            parts.append(f"cropped to {self.visible_fraction * 100:.0f} % of the original")
+        if self.query_coverage < 0.9:
+            parts.append(f"covers {self.query_coverage * 100:.0f} % of the suspect image")
+        return ", ".join(parts) if parts else "no geometric change"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scale": round(self.scale, 4),
+            "rotation_deg": round(self.rotation_deg, 2),
+            "mirrored": self.mirrored,
+            "visible_fraction": round(self.visible_fraction, 4),
+            "query_coverage": round(self.query_coverage, 4),
+            "aspect_change": round(self.aspect_change, 4),
+            "perspective": self.perspective,
+            "description": self.describe(),
+        }
+
+
+@dataclass
+class Verification:
+    """The outcome of :func:`verify`.
+
+    A rejected pair keeps ``inliers``/``inlier_ratio`` of its best attempt
+    (for calibration) and has empty geometry and ``edit=None``. Polygons list
+    [x, y] vertices: ``query_polygon`` is the reference's outline mapped into
+    the query and clipped to its frame, ``reference_polygon`` the part of the
+    reference that is visible in the query. ``matches_sample`` holds up to 40
+    inlier correspondences (x_q, y_q, x_r, y_r) for drawing.
+    """
+
+    accepted: bool
+    reason: str
+    inliers: int = 0
+    inlier_ratio: float = 0.0
+    transform: list[list[float]] = field(default_factory=list)
+    model: str = ""
+    query_polygon: list[list[float]] = field(default_factory=list)
+    reference_polygon: list[list[float]] = field(default_factory=list)
+    edit: EditReport | None = None
+    matches_sample: list[tuple[float, float, float, float]] = field(default_factory=list)
+    spread: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        def pts(poly: list[list[float]]) -> list[list[float]]:
+            return [[round(x, 2), round(y, 2)] for x, y in poly]
+
+        return {
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "inliers": self.inliers,
+            "inlier_ratio": round(self.inlier_ratio, 4),
+            "model": self.model or None,
+            "transform": self.transform or None,
+            "query_polygon": pts(self.query_polygon),
+            "reference_polygon": pts(self.reference_polygon),
+            "edit": self.edit.as_json() if self.edit else None,
+            "matches_sample": [[round(v, 2) for v in m] for m in self.matches_sample],
+            "spread": round(self.spread, 4),
+        }
+
+
+# --------------------------------------------------------------------------
+# Extraction
+
+
+def _gray(image: Image.Image, max_side: int, min_side: int, clahe: bool) -> tuple[np.ndarray, float, float]:
+    """8-bit grey pixels resized so the long side is <= max_side and, for
+    small pictures, >= min_side; plus original px per processed px in x, y."""
+    import cv2
+
+    w, h = image.size
+    gray = np.asarray(image.convert("L"))
+    long_side = max(w, h)
+    k = 1.0
+    if long_side > max_side:
+        k = max_side / long_side
+    elif long_side < min_side:
+        k = min(min_side / long_side, 4.0)
+    if k != 1.0:
+        pw, ph = max(1, round(w * k)), max(1, round(h * k))
+        interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
+        gray = cv2.resize(gray, (pw, ph), interpolation=interp)
+    if clahe:
+        gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
+    return np.ascontiguousarray(gray), w / gray.shape[1], h / gray.shape[0]
+
+
+def _detector(kind: str, max_features: int) -> Any:
+    import cv2
+
+    if kind == "orb":
+        # More pyramid levels than the default 8 reach 30 % thumbnails.
+        return cv2.ORB_create(nfeatures=max_features, scaleFactor=1.2, nlevels=10,
+                              edgeThreshold=19, patchSize=19, fastThreshold=12)
+    if kind == "akaze":
+        return cv2.AKAZE_create(threshold=0.0008)
+    if kind == "sift":
+        return cv2.SIFT_create(nfeatures=max_features)
+    raise ValueError(f"unknown feature kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def _detect(gray: np.ndarray, kind: str, max_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Keypoints (processed px, corner convention), sizes, angles, descriptors."""
+    kps, desc = _detector(kind, max_features).detectAndCompute(gray, None)
+    width = {"orb": 32, "akaze": 61, "sift": 128}[kind]
+    if not kps or desc is None:
+        empty = np.zeros(0, np.float32)
+        return (np.zeros((0, 2), np.float32), empty, empty.copy(),
+                np.zeros((0, width), np.float32 if kind == "sift" else np.uint8))
+    if len(kps) > max_features:  # AKAZE has no feature cap of its own
+        keep = np.argsort([-k.response for k in kps], kind="stable")[:max_features]
+        kps = [kps[i] for i in keep]
+        desc = desc[keep]
+    xy = np.array([k.pt for k in kps], np.float32) + 0.5  # OpenCV: pixel centres at integers
+    sizes = np.array([k.size for k in kps], np.float32)
+    angles = np.array([k.angle for k in kps], np.float32)
+    return xy, sizes, angles, np.ascontiguousarray(desc)
+
+
+def extract_features(
+    image: Image.Image,
+    *,
+    kind: str = DEFAULT_KIND,
+    max_side: int = DEFAULT_MAX_SIDE,
+    max_features: int = DEFAULT_MAX_FEATURES,
+    min_side: int = DEFAULT_MIN_SIDE,
+    clahe: bool = DEFAULT_CLAHE,
+    with_mirror: bool = False,
+) -> Features:
+    """Local features of ``image`` (any PIL mode), detected on a grey copy
+    resized into [min_side, max_side] on its long side, coordinates mapped
+    back to the original pixels. ``clahe`` equalises local contrast first.
+    ``with_mirror`` also fills ``.mirror``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; expected one of {', '.join(KINDS)}")
+    gray, sx, sy = _gray(image, max_side, min_side, clahe)
+    feats = _build(gray, False, sx, sy, image.size, kind, max_features)
+    if with_mirror:
+        feats.mirror = _build(gray, True, sx, sy, image.size, kind, max_features)
+    return feats
+
+
+def mirror_features(
+    image: Image.Image,
+    *,
+    kind: str = DEFAULT_KIND,
+    max_side: int = DEFAULT_MAX_SIDE,
+    max_features: int = DEFAULT_MAX_FEATURES,
+    min_side: int = DEFAULT_MIN_SIDE,
+    clahe: bool = DEFAULT_CLAHE,
+) -> Features:
+    """Only the mirrored features of ``image`` (what ``with_mirror`` adds)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; expected one of {', '.join(KINDS)}")
+    gray, sx, sy = _gray(image, max_side, min_side, clahe)
+    return _build(gray, True, sx, sy, image.size, kind, max_features)
+
+
+def _build(gray: np.ndarray, flipped: bool, sx: float, sy: float, size: tuple[int, int],
+           kind: str, max_features: int) -> Features:
+    """Features of ``gray`` (or of its mirror image, keypoints mapped back
+    into the unflipped frame) in original pixel coordinates."""
+    if flipped:
+        gray = np.ascontiguousarray(gray[:, ::-1])
+    xy, sizes, angles, desc = _detect(gray, kind, max_features)
+    if flipped:
+        xy[:, 0] = gray.shape[1] - xy[:, 0]
+        angles = np.mod(180.0 - angles, 360.0).astype(np.float32)
+    xy[:, 0] *= sx
+    xy[:, 1] *= sy
+    scale = math.sqrt(sx * sy)
+    return Features(kind=kind, width=size[0], height=size[1], keypoints=xy, descriptors=desc,
+                    sizes=(sizes * scale).astype(np.float32), angles=angles, pixel_scale=scale)
+
+
+# --------------------------------------------------------------------------
+# Serialisation (numpy .npz, never pickle: these bytes come back from storage)
+
+
+def _arrays(f: Features, prefix: str) -> dict[str, np.ndarray]:
+    desc = f.descriptors
+    # OpenCV's SIFT descriptors are integers in [0, 255] stored as float32:
+    # keeping them as bytes is lossless and four times smaller.
+    if f.kind == "sift" and desc.size and desc.max() <= 255 and np.array_equal(desc, np.round(desc)):
+        desc = desc.astype(np.uint8)
+    out = {f"{prefix}keypoints": np.asarray(f.keypoints, np.float32), f"{prefix}descriptors": desc}
+    if f.sizes is not None:
+        out[f"{prefix}sizes"] = np.asarray(f.sizes, np.float32)
+    if f.angles is not None:
+        out[f"{prefix}angles"] = np.asarray(f.angles, np.float32)
+    return out
+
+
+def features_to_bytes(f: Features) -> bytes:
+    meta = {"version": FORMAT_VERSION, "kind": f.kind, "width": f.width, "height": f.height,
+            "pixel_scale": f.pixel_scale, "mirror": f.mirror is not None}
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), **_arrays(f, "")}
+    if f.mirror is not None:
+        arrays.update(_arrays(f.mirror, "m_"))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def _unpack(z: Any, prefix: str, meta: dict[str, Any]) -> Features:
+    kind = meta["kind"]
+    kp = np.asarray(z[f"{prefix}keypoints"], np.float32)
+    desc = np.asarray(z[f"{prefix}descriptors"])
+    n = kp.shape[0] if kp.ndim == 2 else -1
+    width = {"orb": 32, "akaze": 61, "sift": 128}[kind]
+    if kp.ndim != 2 or kp.shape[1] != 2 or desc.shape != (n, width) or desc.dtype != np.uint8 and kind != "sift":
+        raise ValueError("feature arrays have inconsistent shapes")
+    if kind == "sift":
+        desc = desc.astype(np.float32)
+    extra = {}
+    for name in ("sizes", "angles"):
+        key = f"{prefix}{name}"
+        if key in z.files:
+            arr = np.asarray(z[key], np.float32)
+            if arr.shape != (n,):
+                raise ValueError(f"feature {name} have the wrong shape")
+            extra[name] = arr
+    return Features(kind=kind, width=int(meta["width"]), height=int(meta["height"]),
+                    keypoints=kp, descriptors=np.ascontiguousarray(desc),
+                    pixel_scale=float(meta["pixel_scale"]), **extra)
+
+
+def features_from_bytes(data: bytes) -> Features:
+    """Inverse of :func:`features_to_bytes`; ``ValueError`` for anything else."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            if meta.get("version") != FORMAT_VERSION or meta.get("kind") not in KINDS:
+                raise ValueError(f"unsupported feature format {meta.get('version')!r}/{meta.get('kind')!r}")
+            feats = _unpack(z, "", meta)
+            if meta.get("mirror"):
+                feats.mirror = _unpack(z, "m_", meta)
+    except ValueError:
+        raise
+    except Exception as e:  # zip, npy and json parsers raise many types on garbage
+        raise ValueError(f"not a feature file: {e}") from e
+    return feats
+
+
+# --------------------------------------------------------------------------
+# Polygon helpers (small convex polygons, plain numpy)
+
+
+def _area(poly: np.ndarray) -> float:
+    """Signed shoelace area; positive for TL, TR, BR, BL order in y-down coordinates."""
+    if len(poly) < 3:
+        return 0.0
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+def _is_convex(poly: np.ndarray) -> bool:
+    """Strictly convex and simple (no self-intersection) for a quadrilateral."""
+    edges = np.roll(poly, -1, axis=0) - poly
+    nxt = np.roll(edges, -1, axis=0)
+    cross = edges[:, 0] * nxt[:, 1] - edges[:, 1] * nxt[:, 0]
+    return bool(np.all(cross > 0) or np.all(cross < 0))
+
+
+def _clip_to_rect(poly: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Sutherland-Hodgman clip of a convex polygon to [0, width] x [0, height]."""
+    pts = [tuple(p) for p in poly]
+    for axis, bound, keep_below in ((0, 0.0, False), (0, width, True), (1, 0.0, False), (1, height, True)):
+        if not pts:
+            break
+        out: list[tuple[float, float]] = []
+        for i, cur in enumerate(pts):
+            prev = pts[i - 1]
+            cur_in = cur[axis] <= bound if keep_below else cur[axis] >= bound
+            prev_in = prev[axis] <= bound if keep_below else prev[axis] >= bound
+            if cur_in != prev_in:
+                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+                out.append((prev[0] + t * (cur[0] - prev[0]), prev[1] + t * (cur[1] - prev[1])))
+            if cur_in:
+                out.append(cur)
+        pts = out
+    return np.array(pts, np.float64).reshape(-1, 2)
+
+
+def _apply(h: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Projected points and their homogeneous w."""
+    hom = np.c_[pts, np.ones(len(pts))] @ h.T
+    return hom[:, :2] / hom[:, 2:3], hom[:, 2]
+
+
+def _jacobian(h: np.ndarray, x: float, y: float) -> np.ndarray:
+    w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
+    u = (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w
+    v = (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
+    return np.array([[h[0, 0] - h[2, 0] * u, h[0, 1] - h[2, 1] * u],
+                     [h[1, 0] - h[2, 0] * v, h[1, 1] - h[2, 1] * v]]) / w
+
+
+def _consistent(h: np.ndarray, q: Features, r: Features, qi: np.ndarray, ri: np.ndarray) -> np.ndarray:
+    """Which matches agree with ``h`` in keypoint orientation and size too.
+
+    Detectors give each keypoint an orientation and a size that transform
+    with the picture; ``h`` predicts both from the reference keypoint (its
+    local linear part at that point). True correspondences agree to a few
+    degrees; a chance fit through unrelated pictures does not constrain them,
+    so this removes most of its "inliers" (measured: docs/geometry.md).
+    """
+    n = len(qi)
+    if q.angles is None or r.angles is None or q.sizes is None or r.sizes is None:
+        return np.ones(n, bool)
+    x, y = r.keypoints[ri, 0].astype(np.float64), r.keypoints[ri, 1].astype(np.float64)
+    w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
+    u = (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w
+    v = (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
+    j00, j01 = (h[0, 0] - h[2, 0] * u) / w, (h[0, 1] - h[2, 1] * u) / w
+    j10, j11 = (h[1, 0] - h[2, 0] * v) / w, (h[1, 1] - h[2, 1] * v) / w
+    theta = np.radians(r.angles[ri].astype(np.float64))
+    dx, dy = np.cos(theta), np.sin(theta)
+    predicted = np.degrees(np.arctan2(j10 * dx + j11 * dy, j00 * dx + j01 * dy))
+    turn = np.abs((q.angles[qi] - predicted + 180.0) % 360.0 - 180.0)
+    local_scale = np.sqrt(np.abs(j00 * j11 - j01 * j10))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        size = np.abs(np.log2(q.sizes[qi] / (r.sizes[ri] * local_scale)))
+    return (turn <= _MAX_TURN_DEG) & (size <= _MAX_LOG2_SIZE)
+
+
+def _inside(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Which points lie inside (or on) the convex polygon ``poly``."""
+    a = poly
+    b = np.roll(poly, -1, axis=0)
+    cross = ((b[:, 0] - a[:, 0])[None, :] * (pts[:, 1:2] - a[:, 1][None, :])
+             - (b[:, 1] - a[:, 1])[None, :] * (pts[:, 0:1] - a[:, 0][None, :]))
+    return np.all(cross >= -1e-6, axis=1) | np.all(cross <= 1e-6, axis=1)
+
+
+def _hull_area(pts: np.ndarray) -> float:
+    import cv2
+
+    if len(pts) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(pts.astype(np.float32))))
+
+
+# --------------------------------------------------------------------------
+# Matching and model fitting
+
+
+def _knn2(q: np.ndarray, r: np.ndarray, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The two nearest reference descriptors of each query descriptor:
+    distances (Hamming, or squared L2) and indices, both (n, 2)."""
+    import faiss
+
+    # FAISS's SIMD scans are 4x (Hamming) to 7x (L2) faster than OpenCV's
+    # brute-force matcher at 1000 x 1000. Its OpenMP threads are not: on a busy
+    # machine their spin-waits made one such search take 200-300 ms, so it
+    # runs single-threaded (the worker runs one task per core anyway).
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        if binary:
+            index = faiss.IndexBinaryFlat(r.shape[1] * 8)
+            index.add(r)
+            dist, idx = index.search(q, 2)
+        else:
+            dist, idx = faiss.knn(q, r, 2)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return dist.astype(np.float32), idx
+
+
+def _match(q: Features, r: Features, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (query, reference) of matches passing Lowe's ratio test."""
+    binary = q.kind != "sift"
+    qd = np.ascontiguousarray(q.descriptors, np.uint8 if binary else np.float32)
+    rd = np.ascontiguousarray(r.descriptors, np.uint8 if binary else np.float32)
+    dist, idx = _knn2(qd, rd, binary)
+    limit = ratio if binary else ratio * ratio  # faiss L2 distances are squared
+    ok = (idx[:, 1] >= 0) & (dist[:, 0] < limit * dist[:, 1])
+    if binary and _MAX_HAMMING:
+        ok &= dist[:, 0] <= _MAX_HAMMING
+    if _MUTUAL:
+        _, back = _knn2(rd, qd, binary)
+        ok &= back[np.maximum(idx[:, 0], 0), 0] == np.arange(len(qd))
+    return np.flatnonzero(ok), idx[ok, 0].astype(np.intp)
+
+
+@dataclass
+class _Fit:
+    h: np.ndarray
+    model: str
+    mask: np.ndarray  # bool, per match
+
+
+def _fit_homography(src: np.ndarray, dst: np.ndarray, thr: float, method: str) -> _Fit | None:
+    import cv2
+
+    flag = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC}[method]
+    h, mask = cv2.findHomography(src, dst, flag, thr, maxIters=_RANSAC_ITERS, confidence=_CONFIDENCE)
+    if h is None or mask is None or not np.all(np.isfinite(h)) or abs(h[2, 2]) < 1e-12:
+        return None
+    return _Fit(h / h[2, 2], "homography", mask.ravel().astype(bool))
+
+
+def _fit_similarity(src: np.ndarray, dst: np.ndarray, thr: float, method: str) -> _Fit | None:
+    import cv2
+
+    a, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=thr,
+                                          maxIters=_RANSAC_ITERS, confidence=_CONFIDENCE)
+    if a is None or mask is None or not np.all(np.isfinite(a)):
+        return None
+    return _Fit(np.vstack([a, [0.0, 0.0, 1.0]]), "similarity", mask.ravel().astype(bool))
+
+
+def _region(h: np.ndarray, ref_size: tuple[int, int], query_size: tuple[int, int]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference outline mapped by ``h`` (unclipped), the part inside the
+    query frame, and that part mapped back into the reference."""
+    (rw, rh), (qw, qh) = ref_size, query_size
+    quad, _ = _apply(h, np.array([[0, 0], [rw, 0], [rw, rh], [0, rh]], np.float64))
+    qpoly = _clip_to_rect(quad, qw, qh)
+    rpoly = _apply(np.linalg.inv(h), qpoly)[0] if len(qpoly) else qpoly
+    return quad, qpoly, rpoly
+
+
+def _edit(h: np.ndarray, ref_size: tuple[int, int], query_size: tuple[int, int],
+          qpoly: np.ndarray, rpoly: np.ndarray, perspective: bool) -> EditReport:
+    # Scale, rotation and stretch are read off the local linear part of h at
+    # the centre of the visible region: for a homography they vary across the
+    # picture and that is where the copy is.
+    cx, cy = rpoly.mean(axis=0)
+    jac = _jacobian(h, float(cx), float(cy))
+    det = float(np.linalg.det(jac))
+    # A mirrored copy is R * s * F with F = diag(-1, 1); undo F to read R * s.
+    m = jac @ np.diag([-1.0, 1.0]) if det < 0 else jac
+    sx, sy = float(np.linalg.norm(m[:, 0])), float(np.linalg.norm(m[:, 1]))
+    # Rotation of the closest pure rotation (robust to a little shear); the
+    # minus turns y-down maths into counter-clockwise-as-seen.
+    rot = -math.degrees(math.atan2(m[1, 0] - m[0, 1], m[0, 0] + m[1, 1]))
+    return EditReport(
+        scale=math.sqrt(abs(det)), rotation_deg=180.0 if rot <= -180.0 else rot, mirrored=det < 0,
+        visible_fraction=min(abs(_area(rpoly)) / float(ref_size[0] * ref_size[1]), 1.0),
+        query_coverage=min(abs(_area(qpoly)) / float(query_size[0] * query_size[1]), 1.0),
+        aspect_change=sx / sy, perspective=perspective,
+    )
+
+
+def edit_from_transform(transform: Any, reference_size: tuple[int, int],
+                        query_size: tuple[int, int]) -> tuple[EditReport, list[list[float]]]:
+    """The edit report and the query polygon that a known reference -> query
+    transform implies (benchmarks compare ``verify`` against this)."""
+    h = np.asarray(transform, np.float64)
+    _, qpoly, rpoly = _region(h, reference_size, query_size)
+    w = _apply(h, rpoly)[1]
+    persp = bool(w.max() / w.min() > _PERSPECTIVE_FLAG)
+    return _edit(h, reference_size, query_size, qpoly, rpoly, persp), qpoly.tolist()
+
+
+def _judge(fit: _Fit, q: Features, r: Features, qi: np.ndarray, ri: np.ndarray,
+           mirrored: bool, min_inliers: int) -> Verification:
+    """Accept ``fit`` or say why not; on acceptance fill in the geometry.
+    Inliers count only matches that also agree in orientation and size."""
+    src, dst = r.keypoints[ri].astype(np.float64), q.keypoints[qi].astype(np.float64)
+    fit.mask &= _consistent(fit.h, q, r, qi, ri)
+    n_in = int(fit.mask.sum())
+    ratio = n_in / max(len(fit.mask), 1)
+
+    def no(reason: str) -> Verification:
+        return Verification(False, reason, n_in, ratio, model=fit.model)
+
+    if n_in < min_inliers:
+        return no(f"too few inliers ({n_in} < {min_inliers})")
+    h = fit.h
+    min_area = (_MIN_REGION_PX * q.pixel_scale) ** 2
+    with np.errstate(all="ignore"):
+        quad, w = _apply(h, np.array([[0, 0], [r.width, 0], [r.width, r.height], [0, r.height]], np.float64))
+    if not np.all(np.isfinite(quad)) or abs(np.linalg.det(h)) < 1e-12:
+        return no("degenerate transform")
+    area_q = _area(quad)
+    if abs(area_q) < min_area:
+        return no("collapsed region: the mapped reference has almost no area")
+    scale = math.sqrt(abs(area_q) / float(r.width * r.height))
+    if not _MIN_SCALE <= scale <= _MAX_SCALE:
+        return no(f"absurd scale ({scale:.3g})")
+    if np.any(w <= 0) or not _is_convex(quad):
+        return no("self-intersecting or non-convex region")
+    if (area_q < 0) != mirrored:
+        # An orientation the descriptors cannot have produced: plain ones
+        # fitted a flip, or mirrored ones fitted a second flip back.
+        return no("inconsistent mirroring")
+    _, qpoly, rpoly = _region(h, (r.width, r.height), (q.width, q.height))
+    if len(qpoly) < 3 or abs(_area(qpoly)) < min_area:
+        return no("the region lies outside the suspect image")
+    w_vis = _apply(h, rpoly)[1]
+    persp = float(w_vis.max() / w_vis.min())
+    if persp > _MAX_PERSPECTIVE:
+        return no(f"extreme perspective ({persp:.2f})")
+    # Relative to where the reference has keypoints at all, not to its area:
+    # a logo's keypoints sit on a glyph that may fill a tenth of its tile.
+    visible = r.keypoints[_inside(rpoly, r.keypoints)]
+    spread = _hull_area(src[fit.mask]) / max(_hull_area(visible), 1e-9)
+    if spread < _MIN_SPREAD:
+        return no(f"inliers concentrated in a tiny area ({spread:.1%} of the detailed region)")
+    edit = _edit(h, (r.width, r.height), (q.width, q.height), qpoly, rpoly,
+                 fit.model == "homography" and persp > _PERSPECTIVE_FLAG)
+    if not 1 / _MAX_ASPECT <= edit.aspect_change <= _MAX_ASPECT:
+        return no(f"extreme distortion (x/y stretch {edit.aspect_change:.2f})")
+    idx = np.flatnonzero(fit.mask)
+    if len(idx) > _SAMPLE:
+        idx = idx[np.linspace(0, len(idx) - 1, _SAMPLE).round().astype(int)]
+    sample = [(float(dst[i, 0]), float(dst[i, 1]), float(src[i, 0]), float(src[i, 1])) for i in idx]
+    return Verification(
+        True, "accepted", n_in, ratio, transform=h.tolist(), model=fit.model,
+        query_polygon=qpoly.tolist(), reference_polygon=rpoly.tolist(), edit=edit,
+        matches_sample=sample, spread=spread,
+    )
+
+
+def _attempt(q: Features, r: Features, mirrored: bool, min_inliers: int, ratio: float,
+             method: str) -> Verification:
+    qi, ri = _match(q, r, ratio)
+    if len(qi) < min_inliers:
+        return Verification(False, f"too few matches ({len(qi)} < {min_inliers})", len(qi),
+                            1.0 if len(qi) else 0.0)
+    src = r.keypoints[ri].astype(np.float64)
+    dst = q.keypoints[qi].astype(np.float64)
+    thr = _RANSAC_PX * max(q.pixel_scale, 1.0)
+    # Fit mirrored pairs as (flipped reference -> query), then compose the
+    # flip back in: USAC rejects orientation-reversing homographies and a
+    # similarity transform cannot express a flip at all.
+    flip = np.array([[-1.0, 0.0, r.width], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    fit_src = src.copy()
+    if mirrored:
+        fit_src[:, 0] = r.width - fit_src[:, 0]
+    best: Verification | None = None
+    for fitter in (_fit_homography, _fit_similarity):
+        fit = fitter(fit_src, dst, thr, method)
+        if fit is None:
+            continue
+        if mirrored:
+            fit.h = fit.h @ flip
+        result = _judge(fit, q, r, qi, ri, mirrored, min_inliers)
+        if result.accepted:
+            return result
+        if best is None or result.inliers > best.inliers:
+            best = result
+    return best or Verification(False, "no transform fits the matches", 0, 0.0)
+
+
+def verify(query: Features, reference: Features, *, min_inliers: int | None = None,
+           ratio: float | None = None, method: str = DEFAULT_METHOD) -> Verification:
+    """Is ``query`` (or part of it) a geometrically consistent copy of ``reference``?
+
+    Tries the plain features, then mirrored ones (``query.mirror``, else
+    ``reference.mirror``) when the plain attempt fails. Never raises for
+    poor input: too few keypoints give ``reason`` "not enough detail ...".
+    ``ratio`` (Lowe's test; default per kind) and ``method`` ("magsac" or
+    "ransac" for the homography) are there for benchmarks.
+    """
+    if method not in ("magsac", "ransac"):
+        raise ValueError(f"unknown homography method {method!r}")
+    ratio = _RATIO[query.kind] if ratio is None else ratio
+    min_inliers = MIN_INLIERS[query.kind] if min_inliers is None else max(min_inliers, 4)
+    if query.kind != reference.kind:
+        raise ValueError(f"cannot match {query.kind} features against {reference.kind} features")
+    for name, f in (("suspect", query), ("reference", reference)):
+        if len(f) < MIN_KEYPOINTS:
+            return Verification(False, f"not enough detail: the {name} image has {len(f)} keypoints "
+                                       f"(at least {MIN_KEYPOINTS} needed)")
+    plain = _attempt(query, reference, False, min_inliers, ratio, method)
+    if plain.accepted:
+        return plain
+    if query.mirror is not None:
+        flipped = _attempt(query.mirror, reference, True, min_inliers, ratio, method)
+    elif reference.mirror is not None:
+        flipped = _attempt(query, reference.mirror, True, min_inliers, ratio, method)
+    else:
+        return plain
+    return flipped if flipped.accepted or flipped.inliers > plain.inliers else plain

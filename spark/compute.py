@@ -1,0 +1,345 @@
+"""What an executor does with its share of keys: read, validate, compute signals, embed, store.
+
+Plain Python (no Spark, no Django), so the same function runs inside a Spark
+task, in a benchmark on one core, and in tests. One output row per input key,
+never more, never fewer: a file that cannot be used yields a row with its
+error code and reason, so counts are exact and the job always completes.
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matching.core import signals as core_signals
+from matching.core.errors import ImageError, RetryableError
+from matching.core.loading import load_image
+
+from .sources import LocalSource, OutsideSource, S3Source, open_source, s3_client
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FIELDS", "SCHEMA_DDL", "JobOptions", "load_embedder", "process_partition"]
+
+# The Parquet schema, in row order. ``signals`` is the full JSON dict the
+# database stores; the other columns repeat its parts for analytics and loaders.
+FIELDS: tuple[tuple[str, str], ...] = (
+    ("key", "string"),
+    ("size", "bigint"),
+    ("sha256_bytes", "string"),
+    ("sha256_pixels", "string"),
+    ("phash", "string"),
+    ("pdq", "string"),
+    ("pdq_quality", "int"),
+    ("embedding", "array<float>"),
+    ("width", "int"),
+    ("height", "int"),
+    ("format", "string"),
+    ("signals", "string"),
+    ("stored_name", "string"),
+    ("features_name", "string"),
+    ("error_code", "string"),
+    ("error_reason", "string"),
+)
+SCHEMA_DDL = ", ".join(f"`{name}` {kind}" for name, kind in FIELDS)
+ERROR_INDEX = [name for name, _ in FIELDS].index("error_code")
+
+# An embedding batch is flushed early past this many pixels, so 32 huge photos
+# never sit decoded in one Python worker at once.
+_BATCH_PIXEL_BUDGET = 64_000_000
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
+                  "BMP": "image/bmp", "TIFF": "image/tiff"}
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Everything an executor needs; plain values, so it pickles small."""
+
+    source: str
+    kind: str = "index"  # "index" stores one signal set; "scan" adds the query-side variants
+    s3_endpoint: str | None = None
+    max_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    embed: bool = False
+    embedder: str = "auto"  # "auto": the product's CNN (get_embedder); "backbone"; or "module:factory"
+    batch_size: int = 32
+    # Where index jobs copy the image bytes: file:///media/root or s3://bucket/location.
+    store_root: str | None = None
+    store_prefix: str = ""
+    store_s3_endpoint: str | None = None
+    # Index jobs also store the local features geometric verification reads (None: not computed).
+    features_prefix: str | None = None
+
+
+# --- per-process caches: a Python worker is reused across tasks, so these load once --------
+
+_cache_lock = threading.Lock()
+_sources: dict[tuple[str, str | None], LocalSource | S3Source] = {}
+_embedders: dict[str, Any] = {}
+_warmup_cpu = 0.0  # CPU seconds this process spent building models (reported apart from per-image work)
+_warm = False
+
+
+def _source(options: JobOptions) -> LocalSource | S3Source:
+    key = (options.source, options.s3_endpoint)
+    with _cache_lock:
+        if key not in _sources:
+            _sources[key] = open_source(options.source, endpoint_url=options.s3_endpoint)
+        return _sources[key]
+
+
+def load_embedder(spec: str = "auto") -> Any:
+    """The embedding model for ``spec``, built once per process.
+
+    It must offer ``embed(images: list[PIL.Image]) -> array (n, d)`` with
+    L2-normalised rows. "auto" is the product's CNN (``get_embedder``).
+    """
+    global _warmup_cpu
+    with _cache_lock:
+        embedder = _embedders.get(spec)
+        if embedder is None:
+            started, cpu = time.perf_counter(), time.process_time()
+            if spec == "auto":
+                from matching.core.cnn.embedder import get_embedder
+
+                embedder = get_embedder()
+            elif spec == "backbone":
+                embedder = BackboneEmbedder()
+            else:
+                module, _, attr = spec.partition(":")
+                embedder = getattr(importlib.import_module(module), attr or "Embedder")()
+            _embedders[spec] = embedder
+            _warmup_cpu += time.process_time() - cpu
+            log.info("embedder %s loaded in pid %s in %.2f s", spec, os.getpid(), time.perf_counter() - started)
+        return embedder
+
+
+class BackboneEmbedder:
+    """The ImageNet backbone's pooled features, L2-normalised: the CNN's cost without its trained head.
+
+    For measuring and for running bulk work before a head is trained; the
+    vectors are not comparable with the product embedder's.
+    """
+
+    def __init__(self) -> None:
+        from matching.core.cnn.embedder import configure_tf_threads
+
+        configure_tf_threads()  # IMGPROTECT_TF_THREADS, 1 by default: one core per Python worker
+
+    def embed(self, images: list[Any]) -> Any:
+        import numpy as np
+
+        from matching.core.cnn import pooled_features
+
+        features = pooled_features(images)
+        return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def _signals_function(kind: str) -> Callable[..., dict[str, Any]]:
+    # A scanned image is a query: it needs the flip/rotation variants that
+    # references do not store (when the signals module offers them).
+    if kind == "scan":
+        return getattr(core_signals, "query_signals", core_signals.compute_signals)
+    return core_signals.compute_signals
+
+
+# --- storing the bytes of indexed images ------------------------------------------------------
+
+def _store(options: JobOptions, data: bytes, sha256: str, fmt: str, prefix: str) -> str:
+    """Write the bytes where the Django storage will find them; returns the storage name.
+
+    Named by content, so a rerun rewrites the same name instead of leaving copies.
+    """
+    name = f"{prefix.strip('/')}/{sha256[:2]}/{sha256}.{_EXTENSIONS.get(fmt, fmt.lower())}"
+    root = options.store_root or ""
+    if root.startswith("file://"):
+        path = Path(root[len("file://"):]) / name
+        if path.exists() and path.stat().st_size == len(data):
+            return name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return name
+    if root.startswith("s3://"):
+        bucket, _, location = root[len("s3://"):].partition("/")
+        key = f"{location.strip('/')}/{name}" if location.strip("/") else name
+        s3_client(options.store_s3_endpoint).put_object(
+            Bucket=bucket, Key=key, Body=data, ContentType=_CONTENT_TYPES.get(fmt, "application/octet-stream")
+        )
+        return name
+    raise ValueError(f"unsupported store root {root!r}")
+
+
+def _features(image: Any) -> bytes:
+    """The local features indexing stores for geometric verification (as ``reference_signals`` does)."""
+    from matching.core.geometry import extract_features, features_to_bytes
+
+    return features_to_bytes(extract_features(image))
+
+
+# --- the partition function -------------------------------------------------------------------
+
+def _row(key: str, size: int, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {name: None for name, _ in FIELDS}
+    row.update(key=key, size=size, **values)
+    return row
+
+
+def _error(key: str, size: int, code: str, reason: str) -> dict[str, Any]:
+    return _row(key, size, error_code=code, error_reason=reason)
+
+
+def _as_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[name] for name, _ in FIELDS)
+
+
+def _one(key: str, size: int, options: JobOptions, signals_fn: Callable[..., dict[str, Any]]):  # type: ignore[no-untyped-def]
+    """(row, loaded image or None) for one key; never raises for a bad file."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        # A file name that is not UTF-8 cannot be a key (Parquet and the database store text).
+        shown = key.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return _error(shown, size, "invalid_key", "The file name is not valid UTF-8."), None
+    if len(key) > 1024:
+        return _error(key, size, "invalid_key", "The key is longer than 1024 characters."), None
+    try:
+        source = _source(options)
+        if isinstance(source, S3Source):
+            data = source.read(key, max_bytes=options.max_bytes, size=size)
+        else:
+            data = source.read(key, max_bytes=options.max_bytes)
+        loaded = load_image(data, max_bytes=options.max_bytes, max_pixels=options.max_pixels)
+        signals = signals_fn(loaded)
+        stored = features = None
+        if options.store_root:
+            stored = _store(options, data, loaded.sha256_bytes, loaded.format, options.store_prefix)
+            if options.features_prefix is not None:
+                features = _store(options, _features(loaded.image), loaded.sha256_bytes, "npz",
+                                  options.features_prefix)
+    except ImageError as exc:
+        return _error(key, size, exc.code, exc.reason), None
+    except OutsideSource as exc:
+        return _error(key, size, "outside_source", str(exc)), None
+    except (OSError, RetryableError) as exc:
+        return _error(key, size, "read_error", f"The file cannot be read: {exc}"), None
+    except Exception as exc:  # noqa: BLE001 - one odd file must not fail a job of millions
+        log.exception("unexpected error on %r", key)
+        return _error(key, size, "internal_error", f"{type(exc).__name__}: {exc}"), None
+    row = _row(
+        key, len(data),
+        sha256_bytes=signals["sha256_bytes"], sha256_pixels=signals["sha256_pixels"], phash=signals.get("phash"),
+        pdq=signals.get("pdq"), pdq_quality=signals.get("pdq_quality"), width=signals["width"],
+        height=signals["height"], format=signals["format"], stored_name=stored, features_name=features,
+    )
+    row["_signals"] = signals
+    return row, loaded.image
+
+
+def _finish(row: dict[str, Any], embedding: Any = None) -> tuple[Any, ...]:
+    signals = row.pop("_signals", None)
+    if signals is not None:
+        if embedding is not None:
+            vector = [round(float(x), 6) for x in embedding]
+            row["embedding"] = vector
+            signals = {**signals, "embedding": vector}
+        row["signals"] = json.dumps(signals, separators=(",", ":"))
+    return _as_tuple(row)
+
+
+def _embed_batch(batch: list[tuple[dict[str, Any], Any]], options: JobOptions) -> Iterator[tuple[Any, ...]]:
+    embedder = load_embedder(options.embedder)
+    try:
+        vectors = embedder.embed([image for _, image in batch])
+    except ImageError:
+        # One image the model refuses must not cost its neighbours their rows: retry one by one.
+        for row, image in batch:
+            try:
+                vector = embedder.embed([image])[0]
+            except ImageError as exc:
+                yield _as_tuple(_error(row["key"], row["size"], exc.code, exc.reason))
+                continue
+            yield _finish(row, vector)
+        return
+    for (row, _), vector in zip(batch, vectors, strict=True):
+        yield _finish(row, vector)
+
+
+def process_partition(entries: Iterable[tuple[str, int]], options: JobOptions,
+                      counters: tuple[Any, ...] | None = None) -> Iterator[tuple[Any, ...]]:
+    """One output tuple (``FIELDS`` order) per ``(key, size)``.
+
+    ``counters``: accumulators (ok, failed) and optionally (cpu, warmup): CPU
+    seconds of per-image work in this task, and of model building apart.
+    """
+    cpu_started, warmup_started = time.process_time(), _warmup_cpu
+    try:
+        yield from _process(entries, options, counters)
+    finally:
+        if counters is not None and len(counters) >= 4:
+            warmup = _warmup_cpu - warmup_started
+            counters[2].add(time.process_time() - cpu_started - warmup)
+            counters[3].add(warmup)
+
+
+def _warm_up(options: JobOptions) -> None:
+    """Once per process: pay the lazy imports (SciPy, OpenCV, ...) on a tiny picture, counted as warm-up."""
+    global _warm, _warmup_cpu
+    if _warm:
+        return
+    _warm = True
+    cpu = time.process_time()
+    try:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.linear_gradient("L").convert("RGB").resize((64, 48)).save(buffer, "PNG")
+        loaded = load_image(buffer.getvalue())
+        _signals_function(options.kind)(loaded)
+        if options.features_prefix is not None:
+            _features(loaded.image)
+    except Exception:  # noqa: BLE001 - warming is an optimisation; the real images report real errors
+        log.warning("warm-up failed", exc_info=True)
+    _warmup_cpu += time.process_time() - cpu
+
+
+def _process(entries: Iterable[tuple[str, int]], options: JobOptions,
+             counters: tuple[Any, ...] | None) -> Iterator[tuple[Any, ...]]:
+    _warm_up(options)
+    signals_fn = _signals_function(options.kind)
+    pending: list[tuple[dict[str, Any], Any]] = []
+    pixels = 0
+
+    def counted(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        for out in rows:
+            if counters is not None:
+                counters[0 if out[ERROR_INDEX] is None else 1].add(1)
+            yield out
+
+    for key, size in entries:
+        row, image = _one(key, size, options, signals_fn)
+        if image is None or not options.embed:
+            yield from counted([_finish(row)])
+            continue
+        pending.append((row, image))
+        pixels += image.width * image.height
+        if len(pending) >= options.batch_size or pixels >= _BATCH_PIXEL_BUDGET:
+            yield from counted(_embed_batch(pending, options))
+            pending, pixels = [], 0
+    if pending:
+        yield from counted(_embed_batch(pending, options))
+
+
+def partitions_for(count: int, partition_size: int) -> int:
+    return max(1, math.ceil(count / max(1, partition_size)))

@@ -1,0 +1,105 @@
+"""index_images through Spark local[2] for real: exact counts, per-file reasons, keys kept, index extended.
+
+One Spark run serves every check (the JVM start dominates the cost), so the
+checks are functions called by one test rather than tests of their own.
+"""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+
+from catalog.models import Collection, Organisation, ProtectedImage
+from matching.bulk import services
+from matching.bulk.models import BulkJob, BulkJobError
+from matching.core.loading import load_image
+from matching.core.signals import compute_signals
+from matching.engine import find_candidates
+from tests.bulk.folders import BAD, GOOD, MAX_BYTES, good_and_bad
+from tests.images import photo_png, resized_jpeg
+
+pytestmark = pytest.mark.django_db
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_index_images_through_spark(settings, tmp_path: Path, monkeypatch, admin_client):
+    settings.IMGPROTECT_MAX_UPLOAD_BYTES = MAX_BYTES
+    src = good_and_bad(tmp_path / "src")
+    (src / "dup").mkdir()
+    (src / "dup" / "coffee again.png").write_bytes(photo_png("coffee"))  # the same picture, a second key
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("index_images", "--org", "acme", "--collection", "Brand photos", "--spark-master", "local[2]",
+                 str(src), stdout=out, stderr=err)
+    indexed = {"src": src, "out": out.getvalue(), "err": err.getvalue(), "terminal": terminal.getvalue()}
+    check_summary_and_per_file_errors_follow_the_command_line_contract(indexed)
+    check_rows_keys_files_and_job_are_exact(indexed)
+    check_loaded_images_are_searchable_and_the_snapshot_is_saved(settings)
+    check_loading_the_same_output_again_changes_nothing()
+    check_admin_shows_progress_and_errors(admin_client)
+
+
+def check_summary_and_per_file_errors_follow_the_command_line_contract(indexed: dict) -> None:
+    failed = len(BAD) + 1
+    total = len(GOOD) + failed
+    assert f"indexed {len(GOOD)}, unchanged 0, failed {failed} of {total} files into acme/brand-photos" in indexed["out"]
+    for key in BAD:
+        assert f"skipped {key}: " in indexed["err"]
+    assert "skipped dup/coffee again.png: The same picture is already protected in this collection as 'coffee.png'" \
+        in indexed["err"]
+    # The live bar: redrawn in place on the terminal while Spark runs, ending at the total.
+    assert indexed["terminal"].count("\r[") >= 2 and f"{total}/{total}" in indexed["terminal"]
+
+
+def check_rows_keys_files_and_job_are_exact(indexed: dict) -> None:
+    collection = Collection.objects.get(organisation__slug="acme", slug="brand-photos")
+    images = {image.key: image for image in ProtectedImage.objects.filter(collection=collection)}
+    assert set(images) == set(GOOD)  # spaces, quotes, unicode and a leading space kept exactly
+    for key, image in images.items():
+        assert image.status == "indexed" and image.phash is not None and image.signals["phash"]
+        source_bytes = (indexed["src"] / key).read_bytes()
+        with default_storage.open(image.file.name, "rb") as fh:
+            assert fh.read() == source_bytes
+        assert image.sha256_bytes == compute_signals(load_image(source_bytes))["sha256_bytes"]
+    job = BulkJob.objects.get()
+    assert (job.status, job.kind, job.total, job.done, job.failed, job.skipped) == (
+        "done", "index", len(GOOD) + len(BAD) + 1, len(GOOD), len(BAD) + 1, 0)
+    assert job.spark_app_id.startswith("local-") and "imgprotect-bulk: done" in job.log_tail
+    codes = dict(BulkJobError.objects.filter(job=job).values_list("key", "code"))
+    assert codes == {**{k: code for k, (_, code) in BAD.items()}, "dup/coffee again.png": "duplicate_image"}
+
+
+def check_loaded_images_are_searchable_and_the_snapshot_is_saved(settings) -> None:  # type: ignore[no-untyped-def]
+    organisation = Organisation.objects.get(slug="acme")
+    assert organisation.index_generation > 0
+    assert (Path(settings.IMGPROTECT_INDEX_DIR) / f"org-{organisation.pk}" / "checkpoint.json").exists()
+    query = compute_signals(load_image(resized_jpeg("chelsea", 0.5, 60)))
+    candidates, _ = find_candidates(organisation_id=organisation.pk, signals=query, top_k=3)
+    assert candidates[0].image.key == "sub dir/chelsea 'q' \"qq\".jpg" and candidates[0].decision.is_match
+
+
+def check_loading_the_same_output_again_changes_nothing() -> None:
+    job = BulkJob.objects.get()
+    before = (ProtectedImage.objects.count(), BulkJobError.objects.count())
+    BulkJob.objects.filter(pk=job.pk).update(status="loading")
+    services.bulkjob_load(job=job)
+    assert (ProtectedImage.objects.count(), BulkJobError.objects.count()) == before
+
+
+def check_admin_shows_progress_and_errors(admin_client) -> None:  # type: ignore[no-untyped-def]
+    job = BulkJob.objects.get()
+    page = admin_client.get("/admin/bulk/bulkjob/").content.decode()
+    assert "<progress" in page and "100%" in page
+    detail = admin_client.get(f"/admin/bulk/bulkjob/{job.pk}/change/").content.decode()
+    assert "imgprotect-bulk: done" in detail and f"{len(BAD) + 1} file(s)" in detail
+    errors = admin_client.get(f"/admin/bulk/bulkjoberror/?job__id__exact={job.pk}")
+    assert errors.status_code == 200 and "bad/truncated.jpg" in errors.content.decode()

@@ -1,0 +1,199 @@
+"""Bulk job services without a JVM: validation, allowed roots, transitions, sweeper, idempotent loading."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from catalog.models import ProtectedImage
+from catalog.services import Conflict, ServiceError
+from catalog.sources import SourceNotAllowed, source_check_allowed
+from matching.bulk import services
+from matching.bulk.models import BulkJob, BulkJobError
+from matching.core.loading import load_image
+from matching.core.signals import compute_signals
+from spark.compute import FIELDS
+from tests.factories import CollectionFactory, OrganisationFactory
+from tests.images import photo_png, resized_jpeg
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def collection(org):  # type: ignore[no-untyped-def]
+    return CollectionFactory(organisation=org, name="Brand")
+
+
+# --- allowed roots -----------------------------------------------------------------------------
+
+def test_without_roots_only_the_command_line_may_name_a_source(tmp_path: Path):
+    assert source_check_allowed(str(tmp_path), trusted=True) == str(tmp_path.resolve())
+    with pytest.raises(SourceNotAllowed, match="IMGPROTECT_SOURCE_ROOTS"):
+        source_check_allowed(str(tmp_path), trusted=False)
+
+
+def test_roots_are_an_allow_list_for_everyone(settings, tmp_path: Path):
+    allowed, other = tmp_path / "crawls", tmp_path / "elsewhere"
+    (allowed / "2025").mkdir(parents=True)
+    other.mkdir()
+    os.symlink(other, allowed / "link-out")
+    settings.IMGPROTECT_SOURCE_ROOTS = [str(allowed), "s3://crawl-bucket/public"]
+    assert source_check_allowed(str(allowed / "2025"), trusted=False) == str(allowed / "2025")
+    assert source_check_allowed("s3://crawl-bucket/public/2025/", trusted=False) == "s3://crawl-bucket/public/2025"
+    refused = [str(other), str(allowed / "link-out"), str(allowed / ".." / "elsewhere"), str(allowed) + "-2",
+               "s3://crawl-bucket/private", "s3://crawl-bucket/publicity", "file:///etc", "relative/dir"]
+    for source in refused:
+        with pytest.raises(SourceNotAllowed):
+            source_check_allowed(source, trusted=False)
+    with pytest.raises(SourceNotAllowed):  # roots bind the command line too
+        source_check_allowed(str(other), trusted=True)
+
+
+# --- create, cancel, resume ------------------------------------------------------------------
+
+def test_create_validates_before_writing(org, collection, tmp_path: Path):
+    foreign = CollectionFactory(organisation=OrganisationFactory())
+    cases = [
+        ({"kind": "reindex", "collection": collection}, "invalid_kind"),
+        ({"kind": "index"}, "invalid_collection"),
+        ({"kind": "index", "collection": foreign}, "invalid_collection"),
+        ({"kind": "scan", "trusted": False}, "source_not_allowed"),
+    ]
+    for kwargs, code in cases:
+        with pytest.raises(ServiceError) as err:
+            services.bulkjob_create(organisation=org, source=str(tmp_path), **{"trusted": True, **kwargs})
+        assert err.value.code == code
+    assert not BulkJob.objects.exists()
+
+
+def test_create_queues_the_run_after_commit(org, collection, tmp_path, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        job = services.bulkjob_create(organisation=org, kind="index", source=str(tmp_path), collection=collection,
+                                      trusted=True)
+    assert job.status == "queued" and job.source == str(tmp_path.resolve()) and job.options == {"embed": False}
+    assert len(callbacks) == 1
+
+
+def test_missing_or_empty_source_fails_the_job_at_once_without_spark(org, collection, tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    for source, message in [(tmp_path / "missing", "is not a readable directory"),
+                            (tmp_path / "empty", "holds no files")]:
+        job = services.bulkjob_create(organisation=org, kind="index", source=str(source), collection=collection,
+                                      trusted=True, start=False)
+        job = services.bulkjob_run(job_id=job.pk)
+        assert job.status == "failed" and message in job.error
+        assert job.driver_pid is None and job.finished is not None  # no spark-submit was started
+
+
+def test_cancel_and_resume_are_state_machine_transitions(org, collection, tmp_path,
+                                                         django_capture_on_commit_callbacks):
+    job = services.bulkjob_create(organisation=org, kind="index", source=str(tmp_path), collection=collection,
+                                  trusted=True, start=False)
+    with pytest.raises(Conflict):
+        services.bulkjob_resume(job=job)
+    job = services.bulkjob_cancel(job=job)
+    assert job.status == "cancelled" and job.finished is not None
+    with pytest.raises(Conflict):
+        services.bulkjob_cancel(job=job)
+    with django_capture_on_commit_callbacks() as callbacks:
+        job = services.bulkjob_resume(job=job)
+    assert job.status == "queued" and job.finished is None and len(callbacks) == 1
+    assert services.bulkjob_run(job_id=job.pk + 1000) is None  # unknown ids do nothing
+    BulkJob.objects.filter(pk=job.pk).update(status="running")
+    assert services.bulkjob_run(job_id=job.pk).status == "running"  # only a queued job is claimed
+
+
+def test_resumable_job_is_found_for_a_rerun_of_the_same_command(org, collection, tmp_path: Path):
+    job = services.bulkjob_create(organisation=org, kind="index", source=str(tmp_path), collection=collection,
+                                  trusted=True, start=False)
+    assert services.bulkjob_find_resumable(organisation=org, kind="index", source=str(tmp_path),
+                                           collection=collection) is None
+    BulkJob.objects.filter(pk=job.pk).update(status="failed")
+    found = services.bulkjob_find_resumable(organisation=org, kind="index", source=str(tmp_path) + "/",
+                                            collection=collection)
+    assert found == job
+
+
+# --- the sweeper -------------------------------------------------------------------------------
+
+def test_sweeper_fails_jobs_whose_heartbeat_stopped_and_keeps_their_log(org, collection, tmp_path, settings,
+                                                                        monkeypatch):
+    sent: list[int] = []
+    monkeypatch.setattr("workers.bulk.run_bulk_job.delay", sent.append)
+    old = timezone.now() - timezone.timedelta(seconds=settings.IMGPROTECT_BULK_STALE_AFTER_SECONDS + 5)
+    stale = BulkJob.objects.create(organisation=org, collection=collection, kind="index", source=str(tmp_path),
+                                   status="running", attempts=1, heartbeat=old, started=old)
+    stale.work_dir.mkdir(parents=True)
+    (stale.work_dir / "spark-1.log").write_text("imgprotect-bulk: listed 10 files\nJVM died\n")
+    loading = BulkJob.objects.create(organisation=org, collection=collection, kind="index", source=str(tmp_path),
+                                     status="loading", attempts=1, heartbeat=old, log_tail="kept tail")
+    fresh = BulkJob.objects.create(organisation=org, collection=collection, kind="index", source=str(tmp_path),
+                                   status="running", attempts=1, heartbeat=timezone.now())
+    lost = BulkJob.objects.create(organisation=org, collection=collection, kind="index", source=str(tmp_path),
+                                  status="queued", heartbeat=old)
+    assert services.bulkjob_sweep() == 2
+    stale.refresh_from_db()
+    assert stale.status == "failed" and "stopped" in stale.error and "JVM died" in stale.log_tail
+    loading.refresh_from_db()
+    assert loading.status == "failed" and loading.log_tail == "kept tail"
+    fresh.refresh_from_db()
+    assert fresh.status == "running"
+    assert sent == [lost.pk]  # a queued job whose message was lost is sent again, once per period
+    assert services.bulkjob_sweep() == 0 and sent == [lost.pk]
+
+
+# --- loading Parquet output (written here with pyarrow, as Spark writes it) ----------------------
+
+def write_output(job: BulkJob, rows: list[dict], name: str = "part-00000.parquet") -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "array<float>": pa.list_(pa.float32())}
+    schema = pa.schema([(n, types[t]) for n, t in FIELDS])
+    run = job.work_dir / "output" / "run-001-test"
+    run.mkdir(parents=True, exist_ok=True)
+    full = [{n: row.get(n) for n, _ in FIELDS} for row in rows]
+    pq.write_table(pa.Table.from_pylist(full, schema=schema), run / name)
+
+
+def ok_row(key: str, data: bytes, stored: str | None = None) -> dict:
+    signals = compute_signals(load_image(data))
+    return {"key": key, "size": len(data), "sha256_bytes": signals["sha256_bytes"],
+            "sha256_pixels": signals["sha256_pixels"], "phash": signals["phash"], "width": signals["width"],
+            "height": signals["height"], "format": signals["format"], "signals": json.dumps(signals),
+            "stored_name": stored or f"protected/x/{key}"}
+
+
+def test_loading_twice_never_duplicates_and_refuses_second_copies(org, collection, tmp_path: Path):
+    job = BulkJob.objects.create(organisation=org, collection=collection, kind="index", source=str(tmp_path),
+                                 status="loading", attempts=1)
+    coffee = photo_png("coffee")
+    write_output(job, [
+        ok_row("coffee.png", coffee),
+        ok_row("chelsea small.jpg", resized_jpeg("chelsea")),
+        ok_row("coffee again.png", coffee),  # the same picture under a second key
+        {"key": "broken.jpg", "size": 3, "error_code": "corrupt_image", "error_reason": "The JPEG is corrupt."},
+    ])
+    write_output(job, [ok_row("rocket.png", photo_png("rocket"))], name="part-00001.parquet")
+    generation = org.index_generation
+    for _ in range(2):
+        services.bulkjob_load(job=job)
+    images = ProtectedImage.objects.filter(collection=collection)
+    assert sorted(images.values_list("key", flat=True)) == ["chelsea small.jpg", "coffee.png", "rocket.png"]
+    assert set(images.values_list("status", flat=True)) == {"indexed"}
+    coffee_row = images.get(key="coffee.png")
+    assert coffee_row.file.name == "protected/x/coffee.png" and coffee_row.phash is not None
+    assert coffee_row.signals["sha256_pixels"] == coffee_row.sha256_pixels
+    errors = dict(BulkJobError.objects.filter(job=job).values_list("key", "code"))
+    assert errors == {"broken.jpg": "corrupt_image", "coffee again.png": "duplicate_image"}
+    org.refresh_from_db()
+    assert org.index_generation > generation
+    # The loaded images are searchable at once.
+    from matching.engine import find_candidates
+
+    candidates, _ = find_candidates(organisation_id=org.pk, signals=compute_signals(load_image(
+        resized_jpeg("rocket", 0.5))), top_k=3)
+    assert candidates[0].image.key == "rocket.png" and candidates[0].decision.is_match

@@ -1,0 +1,151 @@
+"""The CNN embedding with the committed ranking head: contract, copies, partial copies, bad input.
+
+Uses scikit-image photos the head was not trained on (astronaut, camera,
+chelsea, coffee, rocket, coins: see ``train.SKIMAGE_TRAIN``) and pictures made here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from matching.core.cnn import augment
+from matching.core.cnn.embedder import Embedder, _threads_from_env, get_embedder, prepare
+from matching.core.cnn.head import DEFAULT_HEAD_PATH, TRAIN_COMMAND, read_head
+from matching.core.cnn.weights import WeightsError
+from matching.core.errors import ImageTooSmall
+
+PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins")
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return get_embedder()
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, Image.Image]:
+    from skimage import data
+
+    return {name: Image.fromarray(getattr(data, name)()).convert("RGB") for name in PHOTOS}
+
+
+def logo_like() -> Image.Image:
+    """A made-up brand mark: a coloured badge with a letter and a word on a white tile."""
+    tile = Image.new("RGB", (240, 240), (255, 255, 255))
+    draw = ImageDraw.Draw(tile)
+    draw.rounded_rectangle((30, 20, 210, 160), radius=30, fill=(200, 30, 60))
+    draw.polygon([(60, 140), (120, 40), (180, 140)], fill=(255, 210, 0))
+    draw.text((120, 200), "ACME", fill=(20, 20, 90), font=ImageFont.load_default(size=44), anchor="mm")
+    return tile
+
+
+def test_embeddings_are_deterministic_and_unit_length(embedder: Embedder, photos: dict[str, Image.Image]) -> None:
+    images = list(photos.values())
+    first = embedder.embed(images)
+    assert first.shape == (len(images), 256) and first.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(embedder.embed(images), first)
+    # Another batch size or one image at a time: the same vector up to float rounding.
+    np.testing.assert_allclose(embedder.embed(images, batch_size=2), first, atol=1e-5)
+    np.testing.assert_allclose(embedder.embed_one(images[1]), first[1], atol=1e-5)
+    assert embedder.embed([]).shape == (0, 256)
+
+
+def test_embedder_is_built_once_per_process(embedder: Embedder) -> None:
+    assert get_embedder() is embedder
+    assert get_embedder(DEFAULT_HEAD_PATH) is embedder
+
+
+@pytest.mark.parametrize("attack", ["resize_30", "jpeg_q15", "crop_center_60", "crop_corner_40", "rotate_7",
+                                    "mirror", "caption", "screenshot"])
+def test_a_copy_scores_above_every_unrelated_photo(embedder: Embedder, photos: dict[str, Image.Image],
+                                                   attack: str) -> None:
+    names = list(photos)
+    refs = embedder.embed([photos[n] for n in names])
+    copies = [augment.ATTACKS[attack](photos[n], np.random.default_rng(i)) for i, n in enumerate(names)]
+    scores = embedder.embed(copies) @ refs.T
+    for i, name in enumerate(names):
+        others = np.delete(scores[i], i)
+        assert scores[i, i] > others.max(), f"{attack} copy of {name}: own {scores[i, i]:.3f}, best other {others.max():.3f}"
+
+
+def test_pasted_logo_is_found_through_crops(embedder: Embedder, photos: dict[str, Image.Image]) -> None:
+    logo = logo_like()
+    rng = np.random.default_rng(3)
+    background = photos["astronaut"]
+    refs = {"logo": logo} | {n: im for n, im in photos.items() if n != "astronaut"}
+    ref_vectors = embedder.embed(list(refs.values()))
+    for width_share in (0.15, 0.2, 0.25):
+        composite, box = augment.paste(background, logo, rng, width_share=(width_share, width_share))
+        boxes, vectors = embedder.embed_crops(composite)
+        assert boxes[0] == (0, 0, *composite.size) and vectors.shape == (len(boxes), 256)
+        best = (vectors @ ref_vectors.T).max(axis=0)  # each reference's best window
+        ranking = [list(refs)[i] for i in np.argsort(-best)]
+        assert ranking[0] == "logo", f"pasted at {width_share:.0%} width in {box}: ranking {ranking}"
+
+
+def test_crop_boxes_cover_the_image(embedder: Embedder, photos: dict[str, Image.Image]) -> None:
+    image = photos["coffee"]
+    boxes, vectors = embedder.embed_crops(image)
+    w, h = image.size
+    assert len(boxes) == len(vectors) >= 5
+    assert all(0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h for x0, y0, x1, y1 in boxes)
+    np.testing.assert_allclose(vectors[0], embedder.embed_one(image), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(10, 10), (1, 400), (400, 1), (3, 2000), (33, 31)])
+def test_tiny_and_extreme_images_embed(embedder: Embedder, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    vector = embedder.embed_one(image)
+    assert np.all(np.isfinite(vector)) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+    boxes, vectors = embedder.embed_crops(image)
+    assert np.all(np.isfinite(vectors))
+    prepared = prepare(image)
+    assert max(prepared.size) <= 8 * min(prepared.size)
+
+
+def test_image_without_pixels_is_refused() -> None:
+    with pytest.raises(ImageTooSmall):
+        prepare(Image.new("RGB", (0, 5)))
+
+
+def test_transparent_image_is_composited_on_white() -> None:
+    rgba = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
+    assert prepare(rgba).getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_missing_head_file_names_the_train_command(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="missing") as info:
+        Embedder(head_path=tmp_path / "head.npz")
+    assert TRAIN_COMMAND in str(info.value)
+
+
+def test_corrupted_head_file_names_the_train_command(tmp_path: Path) -> None:
+    damaged = bytearray(DEFAULT_HEAD_PATH.read_bytes())
+    path = tmp_path / "head.npz"
+    path.write_bytes(bytes(damaged[: len(damaged) // 2]))
+    with pytest.raises(WeightsError) as info:
+        read_head(path)
+    assert TRAIN_COMMAND in str(info.value)
+
+    # A valid archive whose arrays were changed: caught by the checksum.
+    with np.load(DEFAULT_HEAD_PATH, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays["proj/bias"] = arrays["proj/bias"] + 1.0
+    np.savez(path, **arrays)
+    with pytest.raises(WeightsError, match="SHA-256") as info:
+        Embedder(head_path=path)
+    assert TRAIN_COMMAND in str(info.value)
+
+
+def test_thread_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGPROTECT_TF_THREADS", "2")
+    assert _threads_from_env() == 2
+    for bad in ("0", "-1", "many"):
+        monkeypatch.setenv("IMGPROTECT_TF_THREADS", bad)
+        with pytest.raises(ValueError, match="IMGPROTECT_TF_THREADS"):
+            _threads_from_env()

@@ -1,0 +1,378 @@
+"""Geometric verification: edit reports of known transforms, rejection of
+unrelated and degenerate pairs, the feature byte format."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from matching.core import geometry as geo
+from matching.core.geometry import (
+    Features,
+    edit_from_transform,
+    extract_features,
+    features_from_bytes,
+    features_to_bytes,
+    mirror_features,
+    verify,
+)
+
+# Unrelated scikit-image pictures (``cat`` is ``chelsea`` again, so it is left out).
+UNRELATED = (
+    "astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "horse", "motorcycle_left",
+    "hubble_deep_field", "immunohistochemistry", "moon", "text", "page", "clock", "brick",
+    "gravel", "cell", "colorwheel", "logo",
+)
+
+
+def photo(name: str) -> Image.Image:
+    from skimage import data
+
+    if name == "motorcycle_left":
+        arr = data.stereo_motorcycle()[0]
+    else:
+        arr = getattr(data, name)()
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    im = Image.fromarray(arr)
+    if im.mode == "RGBA":  # the scikit-image logo: flatten onto white as a loader does
+        flat = Image.new("RGBA", im.size, "white")
+        flat.alpha_composite(im)
+        im = flat
+    return im.convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> Image.Image:
+    return photo("astronaut")
+
+
+@pytest.fixture(scope="module")
+def astronaut_features(astronaut: Image.Image) -> Features:
+    return extract_features(astronaut)
+
+
+def check(query: Image.Image, reference: Features) -> geo.Verification:
+    v = verify(extract_features(query, with_mirror=True), reference)
+    assert v.accepted, v.reason
+    assert v.edit is not None
+    return v
+
+
+def iou(a: list[list[float]], b: list[list[float]]) -> float:
+    import cv2
+
+    pa, pb = np.array(a, np.float32), np.array(b, np.float32)
+    inter, _ = cv2.intersectConvexConvex(pa, pb)
+    return float(inter / (cv2.contourArea(pa) + cv2.contourArea(pb) - inter))
+
+
+# --------------------------------------------------------------------------
+# Edit report of known transforms
+
+
+def test_scale_half_is_reported_as_half(astronaut: Image.Image, astronaut_features: Features) -> None:
+    v = check(astronaut.resize((256, 256), Image.Resampling.LANCZOS), astronaut_features)
+    assert v.edit is not None
+    assert v.edit.scale == pytest.approx(0.5, abs=0.05)
+    assert abs(v.edit.rotation_deg) < 1
+    assert not v.edit.mirrored
+    assert v.edit.visible_fraction == pytest.approx(1.0, abs=0.03)
+    assert "scaled to 50 %" in v.edit.describe()
+
+
+@pytest.mark.parametrize("angle", [7, -7])
+def test_rotation_is_recovered_with_its_sign(astronaut: Image.Image, astronaut_features: Features,
+                                             angle: int) -> None:
+    # PIL rotates counter-clockwise for positive angles; the report uses the same convention.
+    v = check(astronaut.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True), astronaut_features)
+    assert v.edit is not None
+    assert v.edit.rotation_deg == pytest.approx(angle, abs=1)
+    assert v.edit.scale == pytest.approx(1.0, abs=0.05)
+    assert not v.edit.mirrored
+
+
+def test_quarter_turn(astronaut: Image.Image, astronaut_features: Features) -> None:
+    v = check(astronaut.transpose(Image.Transpose.ROTATE_90), astronaut_features)
+    assert v.edit is not None
+    assert v.edit.rotation_deg == pytest.approx(90, abs=1)
+
+
+def test_mirror_is_detected(astronaut: Image.Image, astronaut_features: Features) -> None:
+    mirrored = astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    v = check(mirrored, astronaut_features)
+    assert v.edit is not None
+    assert v.edit.mirrored
+    assert abs(v.edit.rotation_deg) < 1
+    assert np.linalg.det(np.array(v.transform)[:2, :2]) < 0
+    assert "mirrored" in v.edit.describe()
+    # Descriptors are not mirror-invariant: without mirrored features the copy is missed,
+    # which is why verify() needs them on one side.
+    assert not verify(extract_features(mirrored), astronaut_features).accepted
+
+
+def test_mirrored_features_may_sit_on_the_reference_side(astronaut: Image.Image) -> None:
+    reference = extract_features(astronaut)
+    reference.mirror = mirror_features(astronaut)
+    v = verify(extract_features(astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT)), reference)
+    assert v.accepted and v.edit is not None and v.edit.mirrored
+
+
+def test_centre_crop_keeping_60_percent(astronaut: Image.Image, astronaut_features: Features) -> None:
+    side = round(512 * math.sqrt(0.6))
+    x0 = (512 - side) // 2
+    v = check(astronaut.crop((x0, x0, x0 + side, x0 + side)), astronaut_features)
+    assert v.edit is not None
+    assert v.edit.visible_fraction == pytest.approx(0.6, abs=0.1)
+    assert v.edit.query_coverage == pytest.approx(1.0, abs=0.05)
+    assert v.edit.scale == pytest.approx(1.0, abs=0.05)
+    # The visible part of the reference is the crop box.
+    box = [[x0, x0], [x0 + side, x0], [x0 + side, x0 + side], [x0, x0 + side]]
+    assert iou(v.reference_polygon, box) > 0.9
+
+
+def test_logo_pasted_small_into_a_photo_is_found_and_boxed() -> None:
+    logo = photo("logo")
+    scene = photo("rocket")
+    width = round(scene.width * 0.25)
+    small = logo.resize((width, width), Image.Resampling.LANCZOS)
+    x0, y0 = 250, 120
+    scene.paste(small, (x0, y0))
+    v = check(scene, extract_features(logo))
+    box = [[x0, y0], [x0 + width, y0], [x0 + width, y0 + width], [x0, y0 + width]]
+    assert iou(v.query_polygon, box) >= 0.5
+    assert v.edit is not None
+    assert v.edit.scale == pytest.approx(width / logo.width, rel=0.15)
+    assert v.edit.query_coverage < 0.1
+
+
+@pytest.mark.parametrize("kind", geo.KINDS)
+def test_every_kind_recovers_scale_and_rotation(astronaut: Image.Image, kind: str) -> None:
+    query = astronaut.resize((300, 300), Image.Resampling.LANCZOS).rotate(
+        20, resample=Image.Resampling.BICUBIC, expand=True)
+    v = verify(extract_features(query, kind=kind), extract_features(astronaut, kind=kind))
+    assert v.accepted, v.reason
+    assert v.edit is not None
+    assert v.edit.scale == pytest.approx(300 / 512, abs=0.03)
+    assert v.edit.rotation_deg == pytest.approx(20, abs=1)
+
+
+def test_edit_from_known_transforms() -> None:
+    # Mirror, then rotate 30 degrees counter-clockwise, then halve: R(30) * 0.5 * F.
+    a = math.radians(30)
+    rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+    lin = rot @ (0.5 * np.diag([-1.0, 1.0]))
+    h = np.eye(3)
+    h[:2, :2] = lin
+    h[:2, 2] = [400, 300]
+    edit, poly = edit_from_transform(h, (400, 200), (800, 600))
+    assert edit.mirrored
+    assert edit.scale == pytest.approx(0.5)
+    assert edit.rotation_deg == pytest.approx(30)
+    assert edit.aspect_change == pytest.approx(1.0)
+    assert not edit.perspective
+    assert edit.visible_fraction == pytest.approx(1.0)
+    assert edit.query_coverage == pytest.approx(0.25 * 400 * 200 / (800 * 600))
+    assert len(poly) == 4
+    # A 1.3x horizontal stretch of a reference half outside the query frame.
+    edit, _ = edit_from_transform(np.diag([1.3, 1.0, 1.0]) @ np.array([[1, 0, -100], [0, 1, 0], [0, 0, 1.0]]),
+                                  (200, 100), (130, 100))
+    assert edit.aspect_change == pytest.approx(1.3)
+    assert edit.visible_fraction == pytest.approx(0.5)
+    assert "stretched 1.30x horizontally" in edit.describe()
+    assert "cropped to 50 % of the original" in edit.describe()
+
+
+# --------------------------------------------------------------------------
+# Rejections
+
+
+@pytest.fixture(scope="module")
+def unrelated_features() -> dict[str, Features]:
+    return {name: extract_features(photo(name), with_mirror=True) for name in UNRELATED}
+
+
+def test_unrelated_photos_are_rejected(unrelated_features: dict[str, Features]) -> None:
+    accepted = [
+        (a, b, v.inliers)
+        for a, b in itertools.permutations(UNRELATED, 2)
+        if (v := verify(unrelated_features[a], unrelated_features[b])).accepted
+    ]
+    assert accepted == []
+
+
+def test_each_photo_still_verifies_against_itself(unrelated_features: dict[str, Features]) -> None:
+    # The rejections above are not because verification rejects everything.
+    detailed = [n for n in UNRELATED if len(unrelated_features[n]) >= 100]
+    assert len(detailed) >= 12
+    for name in detailed:
+        assert verify(unrelated_features[name], unrelated_features[name]).accepted, name
+
+
+@pytest.mark.parametrize("size", [(200, 150), (8, 8)])
+def test_flat_or_tiny_images_have_not_enough_detail(astronaut_features: Features,
+                                                    size: tuple[int, int]) -> None:
+    flat = extract_features(Image.new("RGB", size, (128, 128, 128)), with_mirror=True)
+    assert len(flat) == 0
+    for v in (verify(flat, astronaut_features), verify(astronaut_features, flat)):
+        assert not v.accepted
+        assert v.reason.startswith("not enough detail")
+        assert v.edit is None and v.query_polygon == []
+
+
+def _synthetic(n: int = 60, size: int = 400, seed: int = 0) -> Features:
+    rng = np.random.default_rng(seed)
+    return Features(kind="orb", width=size, height=size,
+                    keypoints=rng.uniform(20, size - 20, (n, 2)).astype(np.float32),
+                    descriptors=rng.integers(0, 256, (n, 32), dtype=np.uint8),
+                    sizes=np.full(n, 20, np.float32), angles=rng.uniform(0, 360, n).astype(np.float32))
+
+
+def _judge(h: np.ndarray, *, mirrored: bool = False, ref: Features | None = None) -> geo.Verification:
+    """Judge ``h`` as if RANSAC had fitted it through perfect correspondences."""
+    r = ref or _synthetic()
+    proj = np.c_[r.keypoints, np.ones(len(r))] @ h.T
+    q = Features(kind="orb", width=400, height=400, keypoints=(proj[:, :2] / proj[:, 2:]).astype(np.float32),
+                 descriptors=r.descriptors, sizes=r.sizes.copy(), angles=r.angles.copy())
+    # Orientation/size of query keypoints as the transform predicts them, so
+    # only the rule under test can reject.
+    idx = np.arange(len(r))
+    for i in idx:
+        j = geo._jacobian(h, float(r.keypoints[i, 0]), float(r.keypoints[i, 1]))
+        t = math.radians(float(r.angles[i]))
+        d = j @ [math.cos(t), math.sin(t)]
+        q.angles[i] = math.degrees(math.atan2(d[1], d[0]))
+        q.sizes[i] = r.sizes[i] * math.sqrt(abs(np.linalg.det(j)))
+    fit = geo._Fit(h, "homography", np.ones(len(r), bool))
+    return geo._judge(fit, q, r, idx, idx, mirrored, 15)
+
+
+def test_a_plain_similarity_passes_the_rules() -> None:
+    v = _judge(np.array([[0.8, 0.1, 20], [-0.1, 0.8, 30], [0, 0, 1.0]]))
+    assert v.accepted, v.reason
+    assert v.inliers == 60
+
+
+@pytest.mark.parametrize(
+    ("h", "mirrored", "reason"),
+    [
+        (np.diag([0.01, 0.01, 1.0]), False, "collapsed region"),
+        (np.diag([40.0, 40.0, 1.0]), False, "absurd scale"),
+        (np.diag([0.5, 0.05, 1.0]), False, "extreme distortion"),
+        (np.diag([3.0, 0.25, 1.0]), False, "extreme distortion"),
+        # The right edge maps beyond the horizon: the outline folds over itself.
+        (np.array([[1.0, 0, 0], [0, 1.0, 0], [-0.004, 0, 1.0]]), False, "self-intersecting or non-convex region"),
+        (np.array([[1.0, 0, 0], [0, 1.0, 0], [0.004, 0, 1.0]]), False, "extreme perspective"),
+        # A flip fitted through plain descriptors, and a second flip through mirrored ones.
+        (np.array([[-1.0, 0, 400], [0, 1.0, 0], [0, 0, 1.0]]), False, "inconsistent mirroring"),
+        (np.eye(3), True, "inconsistent mirroring"),
+        (np.array([[1.0, 0, 5000], [0, 1.0, 0], [0, 0, 1.0]]), False, "the region lies outside"),
+    ],
+)
+def test_degenerate_transforms_are_rejected(h: np.ndarray, mirrored: bool, reason: str) -> None:
+    v = _judge(h, mirrored=mirrored)
+    assert not v.accepted
+    assert v.reason.startswith(reason), v.reason
+
+
+def test_inliers_bunched_in_a_corner_are_rejected() -> None:
+    ref = _synthetic(200)
+    # All keypoints but the first 20 spread out; make the fit's inliers the bunched ones.
+    ref.keypoints[:20] = np.random.default_rng(1).uniform(100, 112, (20, 2))
+    h = np.array([[0.9, 0, 10], [0, 0.9, 10], [0, 0, 1.0]])
+    proj = np.c_[ref.keypoints, np.ones(len(ref))] @ h.T
+    q = Features(kind="orb", width=400, height=400, keypoints=(proj[:, :2] / proj[:, 2:]).astype(np.float32),
+                 descriptors=ref.descriptors, sizes=ref.sizes * 0.9, angles=ref.angles.copy())
+    mask = np.zeros(len(ref), bool)
+    mask[:20] = True
+    v = geo._judge(geo._Fit(h, "homography", mask), q, ref, np.arange(200), np.arange(200), False, 15)
+    assert not v.accepted
+    assert v.reason.startswith("inliers concentrated in a tiny area")
+
+
+def test_keypoints_disagreeing_in_orientation_are_not_inliers() -> None:
+    ref = _synthetic(60)
+    h = np.array([[1.0, 0, 5], [0, 1.0, 5], [0, 0, 1.0]])
+    q = Features(kind="orb", width=400, height=400, keypoints=ref.keypoints + 5,
+                 descriptors=ref.descriptors, sizes=ref.sizes.copy(),
+                 angles=(ref.angles + 90) % 360)  # geometry fits, orientations do not
+    v = geo._judge(geo._Fit(h, "homography", np.ones(60, bool)), q, ref, np.arange(60), np.arange(60), False, 15)
+    assert not v.accepted
+    assert v.inliers == 0
+
+
+def test_kinds_must_agree(astronaut_features: Features) -> None:
+    other = Features(kind="sift", width=10, height=10, keypoints=np.zeros((0, 2), np.float32),
+                     descriptors=np.zeros((0, 128), np.float32))
+    with pytest.raises(ValueError, match="cannot match"):
+        verify(astronaut_features, other)
+    with pytest.raises(ValueError, match="unknown feature kind"):
+        extract_features(Image.new("RGB", (50, 50)), kind="surf")
+
+
+# --------------------------------------------------------------------------
+# Feature extraction and the byte format
+
+
+def test_keypoints_are_in_original_pixels(astronaut: Image.Image) -> None:
+    big = astronaut.resize((1536, 1536), Image.Resampling.LANCZOS)
+    f = extract_features(big, max_side=512)
+    assert (f.width, f.height) == (1536, 1536)
+    assert f.pixel_scale == pytest.approx(3.0)
+    assert f.keypoints[:, 0].max() > 1000  # scaled back, not left in 512 px space
+    assert f.keypoints.min() >= 0 and f.keypoints.max() <= 1536
+    # The same picture at a third of the size verifies at scale 1/3.
+    v = verify(extract_features(astronaut), f)
+    assert v.accepted and v.edit is not None
+    assert v.edit.scale == pytest.approx(1 / 3, abs=0.02)
+
+
+@pytest.mark.parametrize("kind", geo.KINDS)
+def test_features_round_trip_through_bytes(astronaut: Image.Image, kind: str) -> None:
+    f = extract_features(astronaut.resize((200, 200)), kind=kind, with_mirror=True)
+    data = features_to_bytes(f)
+    g = features_from_bytes(data)
+    assert (g.kind, g.width, g.height, g.pixel_scale) == (f.kind, f.width, f.height, f.pixel_scale)
+    for a, b in ((f, g), (f.mirror, g.mirror)):
+        assert a is not None and b is not None
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+        np.testing.assert_array_equal(a.descriptors, b.descriptors)
+        assert a.descriptors.dtype == b.descriptors.dtype
+        np.testing.assert_array_equal(a.sizes, b.sizes)
+        np.testing.assert_array_equal(a.angles, b.angles)
+    assert features_from_bytes(features_to_bytes(g)).mirror is not None
+    if kind == "sift":  # integer-valued float descriptors are stored as bytes
+        assert len(data) < f.descriptors.nbytes
+
+
+@pytest.mark.parametrize("data", [b"", b"not a zip", b"PK\x03\x04" + b"\x00" * 40])
+def test_garbage_bytes_are_a_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        features_from_bytes(data)
+
+
+def test_tampered_arrays_are_refused(astronaut_features: Features) -> None:
+    import io
+
+    buf = io.BytesIO()
+    with np.load(io.BytesIO(features_to_bytes(astronaut_features))) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["descriptors"] = arrays["descriptors"][:-1]  # one row short
+    np.savez(buf, **arrays)
+    with pytest.raises(ValueError, match="inconsistent"):
+        features_from_bytes(buf.getvalue())
+
+
+def test_verification_json_is_plain(astronaut: Image.Image, astronaut_features: Features) -> None:
+    import json
+
+    v = check(astronaut.crop((0, 0, 400, 400)), astronaut_features)
+    doc = json.loads(json.dumps(v.as_json()))
+    assert doc["accepted"] is True
+    assert len(doc["transform"]) == 3
+    assert doc["edit"]["description"] == v.edit.describe()  # type: ignore[union-attr]
+    assert 0 < len(doc["matches_sample"]) <= 40
+    assert all(len(m) == 4 for m in doc["matches_sample"])

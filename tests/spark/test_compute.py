@@ -1,0 +1,133 @@
+"""The executor's work on one partition, run in-process (no JVM): one row per key, exact reasons."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from matching.core.loading import load_image
+from matching.core.signals import compute_signals
+from spark import compute
+from spark.compute import FIELDS, JobOptions, process_partition
+from spark.sources import LocalSource
+from tests.images import encode, photo, photo_png, png_declaring, resized_jpeg, truncated_jpeg
+
+NAMES = [name for name, _ in FIELDS]
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def add(self, n: int) -> None:
+        self.value += n
+
+
+def bad_and_good(root: Path) -> dict[str, bytes]:
+    files = {
+        "good/coffee.png": photo_png("coffee"),
+        "good/chelsea copy 'q'.jpg": resized_jpeg("chelsea", 0.5),
+        "bad/truncated.jpg": truncated_jpeg(),
+        "bad/notes.txt": b"these are not pixels",
+        "bad/empty.png": b"",
+        "bad/bomb.png": png_declaring(9000, 9000),
+        "bad/oversized.png": photo_png("coffee") + b"\0" * 100_000,  # larger than the byte limit below
+        "bad/tiny.png": encode(photo("coffee").resize((4, 4))),
+    }
+    for key, data in files.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    return files
+
+
+def rows_by_key(rows) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+    return {row[0]: dict(zip(NAMES, row, strict=True)) for row in rows}
+
+
+def test_one_row_per_key_with_exact_reasons(tmp_path: Path):
+    files = bad_and_good(tmp_path)
+    entries = [(e.key, e.size) for e in LocalSource(tmp_path).list()]
+    limit = len(files["bad/oversized.png"]) - 1
+    assert len(files["good/coffee.png"]) < limit
+    ok, failed = Counter(), Counter()
+    out = rows_by_key(process_partition(entries, JobOptions(source=str(tmp_path), max_bytes=limit),
+                                        (ok, failed)))
+    assert set(out) == set(files)
+    codes = {key: row["error_code"] for key, row in out.items()}
+    assert codes == {
+        "good/coffee.png": None,
+        "good/chelsea copy 'q'.jpg": None,
+        "bad/truncated.jpg": "corrupt_image",
+        "bad/notes.txt": "unsupported_format",
+        "bad/empty.png": "empty_file",
+        "bad/bomb.png": "too_many_pixels",
+        "bad/oversized.png": "file_too_large",
+        "bad/tiny.png": "image_too_small",
+    }
+    assert (ok.value, failed.value) == (2, 6)
+    assert all(out[k]["error_reason"] for k, c in codes.items() if c)
+    coffee = out["good/coffee.png"]
+    expected = compute_signals(load_image(files["good/coffee.png"]))
+    assert json.loads(coffee["signals"]) == expected  # exactly what the in-process path stores
+    assert (coffee["sha256_bytes"], coffee["phash"], coffee["width"], coffee["height"]) == (
+        expected["sha256_bytes"], expected["phash"], expected["width"], expected["height"])
+    assert coffee["pdq"] == expected.get("pdq") and coffee["embedding"] is None and coffee["stored_name"] is None
+
+
+def test_scan_rows_carry_query_variants(tmp_path: Path):
+    (tmp_path / "a.png").write_bytes(photo_png("coffee"))
+    (row,) = process_partition([("a.png", 1)], JobOptions(source=str(tmp_path), kind="scan"))
+    signals = json.loads(row[NAMES.index("signals")])
+    if hasattr(compute.core_signals, "query_signals"):
+        assert len(signals["phash_variants"]) == 8
+
+
+def test_index_rows_store_bytes_by_content(tmp_path: Path):
+    src, media = tmp_path / "src", tmp_path / "media"
+    src.mkdir()
+    data = photo_png("coffee")
+    (src / "one.png").write_bytes(data)
+    (src / "same bytes.png").write_bytes(data)
+    options = JobOptions(source=str(src), store_root=f"file://{media}", store_prefix="protected/1/2/bulk",
+                         features_prefix="features/1/2/bulk")
+    rows = rows_by_key(process_partition([("one.png", 0), ("same bytes.png", 0)], options))
+    names = {(row["stored_name"], row["features_name"]) for row in rows.values()}
+    assert len(names) == 1  # content-addressed: a rerun or a second key rewrites, never copies
+    name, features = names.pop()
+    assert name.startswith("protected/1/2/bulk/") and name.endswith(".png")
+    assert (media / name).read_bytes() == data
+    from matching.core.geometry import extract_features, features_from_bytes
+
+    assert features.startswith("features/1/2/bulk/") and features.endswith(".npz")
+    stored = features_from_bytes((media / features).read_bytes())
+    assert len(stored.keypoints) == len(extract_features(photo("coffee")).keypoints)
+
+
+def test_embeddings_come_in_batches_from_one_model_per_process(tmp_path: Path, monkeypatch):
+    log = tmp_path / "embedder.log"
+    monkeypatch.setenv("FAKE_EMBEDDER_LOG", str(log))
+    monkeypatch.setattr(compute, "_embedders", {})
+    keys = []
+    for n, name in enumerate(["coffee", "chelsea", "rocket", "astronaut", "camera"]):
+        (tmp_path / f"{n}.png").write_bytes(photo_png(name))
+        keys.append((f"{n}.png", 0))
+    (tmp_path / "narrow.png").write_bytes(encode(photo("coffee").resize((10, 300))))
+    keys.insert(2, ("narrow.png", 0))
+    options = JobOptions(source=str(tmp_path), embed=True, embedder="tests.spark.fake_embedder:FakeEmbedder",
+                         batch_size=4)
+    first = rows_by_key(process_partition(keys[:4], options))
+    second = rows_by_key(process_partition(keys[4:], options))
+    rows = {**first, **second}
+    assert rows["narrow.png"]["error_code"] == "image_too_small"  # refused by the model alone
+    for key, _ in keys:
+        if key != "narrow.png":
+            vector = rows[key]["embedding"]
+            assert len(vector) == 8 and abs(sum(v * v for v in vector) - 1) < 1e-3
+            assert json.loads(rows[key]["signals"])["embedding"] == vector
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["event"] for e in events].count("load") == 1  # once per process, across partitions
+    assert [e["size"] for e in events if e["event"] == "batch" and e["size"] > 1][:1] == [4]
+
+
+def test_overlong_keys_are_reported_not_stored(tmp_path: Path):
+    (row,) = process_partition([("x" * 1025, 1)], JobOptions(source=str(tmp_path)))
+    assert row[NAMES.index("error_code")] == "invalid_key"

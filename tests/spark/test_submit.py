@@ -1,0 +1,64 @@
+"""Building the spark-submit command: lean settings, loopback for local masters, the shipped zip."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+from spark.submit import REPO_ROOT, build_submission, launch, py_files_zip, stop
+from tests.spark.processes import wait_gone
+
+
+def conf(command: list[str]) -> dict[str, str]:
+    pairs = [command[i + 1] for i, part in enumerate(command) if part == "--conf"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_py_files_zip_ships_plain_python_only(tmp_path: Path):
+    names = set(zipfile.ZipFile(py_files_zip(tmp_path / "code.zip")).namelist())
+    assert {"matching/__init__.py", "matching/core/__init__.py", "matching/core/loading.py",
+            "matching/core/signals.py", "spark/__init__.py", "spark/compute.py", "spark/job.py"} <= names
+    assert all(name.endswith(".py") and "__pycache__" not in name for name in names)
+    # Django code never travels to executors.
+    assert not any(name.startswith(("catalog/", "matching/bulk/", "workers/")) or name == "matching/models.py"
+                   for name in names)
+
+
+def test_local_submission_is_lean_and_stays_on_loopback(tmp_path: Path):
+    sub = build_submission(master="local[2]", job_args=["--source", "/x", "--work-dir", str(tmp_path)],
+                           work_dir=tmp_path, extra_env={"IMGPROTECT_DATA_DIR": "/data"})
+    c = conf(sub.command)
+    assert sub.command[sub.command.index("--master") + 1] == "local[2]"
+    assert sub.command[sub.command.index("--driver-memory") + 1] == "1g"
+    assert sub.command[sub.command.index("--py-files") + 1] == str(tmp_path / "imgprotect-py.zip")
+    assert c["spark.ui.enabled"] == "false"
+    assert c["spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version"] == "2"
+    assert c["spark.driver.host"] == c["spark.driver.bindAddress"] == "127.0.0.1"
+    assert sub.env["SPARK_LOCAL_IP"] == "127.0.0.1"
+    assert c["spark.executorEnv.IMGPROTECT_DATA_DIR"] == sub.env["IMGPROTECT_DATA_DIR"] == "/data"
+    assert Path(sub.env["JAVA_HOME"], "bin", "java").exists()
+    assert sub.env["PYSPARK_PYTHON"] == sys.executable
+    assert sub.command[-4:] == ["--source", "/x", "--work-dir", str(tmp_path)]
+    assert sub.command[-5] == str(REPO_ROOT / "spark" / "job.py")
+
+
+def test_cluster_submission_does_not_pin_loopback(tmp_path: Path):
+    sub = build_submission(master="spark://spark-master:7077", job_args=[], work_dir=tmp_path,
+                           executor_memory="4g")
+    assert "spark.driver.host" not in conf(sub.command)
+    assert sub.command[sub.command.index("--executor-memory") + 1] == "4g"
+
+
+def test_stop_ends_the_whole_process_group(tmp_path: Path):
+    """A spark-submit leaves a JVM, a Python driver and Python workers: stop() must end them all."""
+    script = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
+    from spark.submit import Submission
+
+    proc = launch(Submission([sys.executable, "-c", script], {"PATH": "/usr/bin:/bin"}, tmp_path), tmp_path / "log")
+    time.sleep(0.5)
+    children = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2
+    stop(proc, grace=5)
+    assert wait_gone(proc.pid) == []
