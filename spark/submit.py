@@ -90,9 +90,16 @@ def build_submission(
     executor_memory: str | None = None,
     extra_conf: Mapping[str, str] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    secret_env: Mapping[str, str] | None = None,
     files: Sequence[Path] = (),
 ) -> Submission:
-    """The spark-submit command line and environment for one run of the job."""
+    """The spark-submit command line and environment for one run of the job.
+
+    ``extra_env`` reaches the driver and (as ``spark.executorEnv``) the executors;
+    ``secret_env`` only the environment of the processes started here, never the
+    command line or Spark's configuration, where anyone could read it. Executors on a
+    cluster get credentials from their own environment or instance role.
+    """
     home = spark_home()
     python = os.environ.get("PYSPARK_PYTHON") or sys.executable
     zip_path = py_files_zip(work_dir / "imgprotect-py.zip")
@@ -129,6 +136,7 @@ def build_submission(
     for name, value in (extra_env or {}).items():
         env[name] = value
         conf[f"spark.executorEnv.{name}"] = value
+    env.update(secret_env or {})
     conf.update(extra_conf or {})
     command = [str(Path(home) / "bin" / "spark-submit"), "--master", master, "--deploy-mode", "client",
                "--driver-memory", driver_memory, "--py-files", str(zip_path)]

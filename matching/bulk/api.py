@@ -19,12 +19,11 @@ class BulkJobSerializer(serializers.ModelSerializer):
     progress = serializers.FloatField(read_only=True, allow_null=True, help_text="Share of the source handled, 0..1.")
     eta_seconds = serializers.FloatField(read_only=True, allow_null=True)
     elapsed_seconds = serializers.FloatField(read_only=True, allow_null=True)
-    error_count = serializers.IntegerField(source="failed", read_only=True)
 
     class Meta:
         model = BulkJob
         fields = ["id", "url", "kind", "status", "source", "collection", "embed", "total", "done", "failed",
-                  "error_count", "skipped", "matched", "match_reports", "progress", "rate", "eta_seconds",
+                  "skipped", "matched", "match_reports", "progress", "rate", "eta_seconds",
                   "elapsed_seconds", "spark_app_id", "attempts", "error", "log_tail", "created", "started",
                   "finished"]
         read_only_fields = fields

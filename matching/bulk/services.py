@@ -197,7 +197,8 @@ def _write_skip_file(job: BulkJob, path: Path) -> None:
             fh.write(json.dumps(key) + "\n")
 
 
-def _job_arguments(job: BulkJob) -> tuple[list[str], dict[str, str]]:
+def _job_arguments(job: BulkJob) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """The job's command-line arguments, its environment, and secrets for the environment only."""
     options = job.options or {}
     endpoint = settings.IMGPROTECT_SOURCE_S3_ENDPOINT_URL or None
     args = ["--source", job.source, "--work-dir", str(job.work_dir), "--kind", job.kind,
@@ -206,6 +207,7 @@ def _job_arguments(job: BulkJob) -> tuple[list[str], dict[str, str]]:
             "--max-bytes", str(settings.IMGPROTECT_MAX_UPLOAD_BYTES),
             "--max-pixels", str(settings.IMGPROTECT_MAX_PIXELS)]
     env = {"IMGPROTECT_DATA_DIR": str(settings.DATA_DIR)}
+    secrets: dict[str, str] = {}
     if endpoint:
         args += ["--s3-endpoint", endpoint]
     if options.get("embed"):
@@ -219,8 +221,8 @@ def _job_arguments(job: BulkJob) -> tuple[list[str], dict[str, str]]:
                  "--features-prefix", f"features/{job.organisation_id}/{job.collection_id}/bulk"]
         if target.endpoint:
             args += ["--store-s3-endpoint", target.endpoint]
-        env.update(target.env)
-    return args, env
+        secrets.update(target.env)
+    return args, env, secrets
 
 
 def _heartbeat(job: BulkJob, expected: str, **fields: Any) -> None:
@@ -248,12 +250,13 @@ def _run_spark(job: BulkJob, on_progress: ProgressCallback | None) -> dict[str, 
     work = job.work_dir
     work.mkdir(parents=True, exist_ok=True)
     (work / "progress.json").unlink(missing_ok=True)  # never mistake the last attempt's file for this one's
-    args, env = _job_arguments(job)
+    args, env, secrets = _job_arguments(job)
     master = (job.options or {}).get("spark_master") or settings.SPARK_MASTER
     try:
         submission = build_submission(master=master, job_args=args, work_dir=work,
                                       driver_memory=settings.SPARK_DRIVER_MEMORY,
-                                      executor_memory=settings.SPARK_EXECUTOR_MEMORY or None, extra_env=env)
+                                      executor_memory=settings.SPARK_EXECUTOR_MEMORY or None, extra_env=env,
+                                      secret_env=secrets)
     except SubmitError as exc:
         raise JobFailed(str(exc)) from exc
     log_path = _log_path(job)

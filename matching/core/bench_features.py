@@ -8,8 +8,9 @@ copies below, made with a known reference -> query transform so the edit
 report can be scored; every copy is verified against its own reference (true
 accept) and against two other references of its group (false accept). On top,
 ``--pairs`` unrelated original pairs (photo/photo, logo/logo, photo/logo in
-equal shares) measure the false-accept rate. Verification runs at a low
-inlier floor so one run also gives the rates at higher ``min_inliers``.
+equal shares) measure the false-accept rate. Verification runs as in the
+service; ``--sweep`` runs it at a low inlier floor instead and tabulates the
+rates at higher ``min_inliers``.
 Times are single-threaded (``cv2.setNumThreads(1)``), as in a worker.
 """
 from __future__ import annotations
@@ -211,6 +212,7 @@ class Outcome:
     pair: str = ""
     spread: float = 0.0
     ratio: float = 0.0
+    appearance: float | None = None
 
 
 def _iou(a: list[list[float]], b: list[list[float]]) -> float:
@@ -247,15 +249,18 @@ def _errors(v: geo.Verification, truth: np.ndarray, ref: Item, query: Image.Imag
 
 def _timed_verify(q: geo.Features, r: geo.Features, **kw: Any) -> tuple[geo.Verification, float]:
     t = time.perf_counter()
-    v = geo.verify(q, r, min_inliers=_FLOOR, **kw)
+    v = geo.verify(q, r, **kw)
     return v, time.perf_counter() - t
 
 
 def run_kind(kind: str, items: list[Item], queries: list[tuple[int, str, Image.Image, np.ndarray, list[int]]],
              pairs: list[tuple[int, int, str]], opts: argparse.Namespace) -> dict[str, Any]:
     ext = dict(kind=kind, max_side=opts.max_side, max_features=opts.max_features, clahe=opts.clahe)
-    qext = dict(ext, max_features=opts.query_features or opts.max_features)
-    vkw = dict(method=opts.method, ratio=opts.ratio)
+    qext = dict(ext, max_features=opts.query_features)
+    # --sweep verifies at a low floor so one run gives the rates at every
+    # higher min_inliers; otherwise verification runs exactly as in service.
+    vkw = dict(method=opts.method, ratio=opts.ratio,
+               min_inliers=_FLOOR if opts.sweep else (opts.min_inliers or geo.MIN_INLIERS[kind]))
     # Reference features (cached in production) and query-side features with mirror.
     t = time.perf_counter()
     ref_feats = [geo.extract_features(it.image, **ext) for it in items]  # type: ignore[arg-type]
@@ -273,11 +278,11 @@ def run_kind(kind: str, items: list[Item], queries: list[tuple[int, str, Image.I
         v, dt = _timed_verify(qf, ref_feats[ri], **vkw)
         errs = _errors(v, truth, items[ri], img) if v.accepted else {}
         per_attack[name].append(Outcome(v.accepted, v.inliers, v.reason, dt, errs, items[ri].name,
-                                        v.spread, v.inlier_ratio))
+                                        v.spread, v.inlier_ratio, v.appearance))
         for wi in wrong_refs:
             wv, wdt = _timed_verify(qf, ref_feats[wi], **vkw)
             wrong[name].append(Outcome(wv.accepted, wv.inliers, wv.reason, wdt, pair=f"{items[ri].name} {items[wi].name}",
-                                       spread=wv.spread, ratio=wv.inlier_ratio))
+                                       spread=wv.spread, ratio=wv.inlier_ratio, appearance=wv.appearance))
             if wv.accepted and wv.inliers >= (opts.min_inliers or geo.MIN_INLIERS[kind]):
                 print(f"  [{kind}] false accept: {name} of {items[ri].name} vs {items[wi].name} "
                       f"({wv.inliers} inliers)", file=sys.stderr)
@@ -287,7 +292,7 @@ def run_kind(kind: str, items: list[Item], queries: list[tuple[int, str, Image.I
     for i, j, stratum in pairs:
         v, dt = _timed_verify(q_orig[i], ref_feats[j], **vkw)
         unrelated[stratum].append(Outcome(v.accepted, v.inliers, v.reason, dt, pair=f"{items[i].name} {items[j].name}",
-                                            spread=v.spread, ratio=v.inlier_ratio))
+                                            spread=v.spread, ratio=v.inlier_ratio, appearance=v.appearance))
         if v.accepted and v.inliers >= (opts.min_inliers or geo.MIN_INLIERS[kind]):
             print(f"  [{kind}] false accept: {items[i].name} vs {items[j].name} ({v.inliers} inliers)",
                   file=sys.stderr)
@@ -304,7 +309,8 @@ def _med(xs: list[float]) -> float:
 
 
 def report(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
-    lines = [f"max_side = {opts.max_side}, max_features = {opts.max_features}, "
+    lines = [f"max_side = {opts.max_side}, max_features = {opts.max_features} (suspect images "
+             f"{opts.query_features}), "
              f"method = {opts.method}, clahe = {opts.clahe}, ratio = {opts.ratio or 'default'}", ""]
     for res in results:
         kind = res["kind"]
@@ -343,11 +349,12 @@ def report(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
         n_fa = sum(o.accepted and o.inliers >= t for o in un + wr)
         lines += [f"- **false accepts: {n_fa}/{len(un) + len(wr)} "
                   f"({n_fa / max(len(un) + len(wr), 1):.5f})** (unrelated originals + attacked copies "
-                  "against wrong references)", "",
-                  "| min_inliers | " + " | ".join(str(s) for s in SWEEP) + " |",
-                  "|---|" + "---|" * len(SWEEP),
-                  "| true accept | " + " | ".join(f"{_rate(all_true, s):.3f}" for s in SWEEP) + " |",
-                  "| false accept | " + " | ".join(f"{_rate(un + wr, s):.5f}" for s in SWEEP) + " |", ""]
+                  "against wrong references)", ""]
+        if opts.sweep:
+            lines += ["| min_inliers | " + " | ".join(str(s) for s in SWEEP) + " |",
+                      "|---|" + "---|" * len(SWEEP),
+                      "| true accept | " + " | ".join(f"{_rate(all_true, s):.3f}" for s in SWEEP) + " |",
+                      "| false accept | " + " | ".join(f"{_rate(un + wr, s):.5f}" for s in SWEEP) + " |", ""]
         reasons: dict[str, int] = defaultdict(int)
         for o in un + wr:
             if not o.accepted:
@@ -370,11 +377,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-inliers", type=int, default=None, help="default: per kind, geometry.MIN_INLIERS")
     p.add_argument("--max-side", type=int, default=geo.DEFAULT_MAX_SIDE)
     p.add_argument("--max-features", type=int, default=geo.DEFAULT_MAX_FEATURES)
-    p.add_argument("--query-features", type=int, default=None,
-                   help="max features of suspect images (default: --max-features)")
+    p.add_argument("--query-features", type=int, default=geo.DEFAULT_QUERY_MAX_FEATURES,
+                   help="max features of suspect images")
     p.add_argument("--method", default=geo.DEFAULT_METHOD, choices=("magsac", "ransac"))
     p.add_argument("--ratio", type=float, default=None)
     p.add_argument("--clahe", action=argparse.BooleanOptionalAction, default=geo.DEFAULT_CLAHE)
+    p.add_argument("--sweep", action="store_true", help="verify at min_inliers 8 and tabulate higher ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write raw per-kind figures here")
     p.add_argument("--verbose", action="store_true")

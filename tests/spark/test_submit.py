@@ -28,8 +28,11 @@ def test_py_files_zip_ships_plain_python_only(tmp_path: Path):
 
 def test_local_submission_is_lean_and_stays_on_loopback(tmp_path: Path):
     sub = build_submission(master="local[2]", job_args=["--source", "/x", "--work-dir", str(tmp_path)],
-                           work_dir=tmp_path, extra_env={"IMGPROTECT_DATA_DIR": "/data"})
+                           work_dir=tmp_path, extra_env={"IMGPROTECT_DATA_DIR": "/data"},
+                           secret_env={"AWS_SECRET_ACCESS_KEY": "s3cr3t"})
     c = conf(sub.command)
+    assert sub.env["AWS_SECRET_ACCESS_KEY"] == "s3cr3t" and not any("s3cr3t" in part for part in sub.command)
+    assert "-XX:TieredStopAtLevel=1" in c["spark.driver.extraJavaOptions"]
     assert sub.command[sub.command.index("--master") + 1] == "local[2]"
     assert sub.command[sub.command.index("--driver-memory") + 1] == "1g"
     assert sub.command[sub.command.index("--py-files") + 1] == str(tmp_path / "imgprotect-py.zip")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING, TextIO
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -19,6 +20,11 @@ from catalog.models import ProtectedImage
 from catalog.sources import SourceError, iter_source, source_check_allowed
 from matching.core.errors import ImageError, RetryableError
 from matching.core.loading import load_image
+
+if TYPE_CHECKING:  # the bulk app is imported only on the Spark path
+    from django.db.models import QuerySet
+
+    from matching.bulk.models import BulkJob, BulkJobError
 
 # Beyond this many, per-file errors are summarised (the admin and the API list them all).
 MAX_ERRORS_PRINTED = 1000
@@ -43,8 +49,8 @@ class Progress:
             width = 30
             filled = int(width * min(done, self.total) / self.total)
             bar = "#" * filled + "-" * (width - filled)
-            left = (self.total - done) / rate if rate else 0
-            text = f"\r[{bar}] {done}/{self.total} {rate:.0f}/s failed {failed} eta {left:.0f}s"
+            left = f"{(self.total - done) / rate:.0f}s" if rate > 0 else "?"
+            text = f"\r[{bar}] {done}/{self.total} {rate:.0f}/s failed {failed} eta {left}"
         else:
             text = f"\r{done} files {rate:.0f}/s failed {failed}"
         self.stream.write(f"{text} {note}".rstrip() + "\033[K")
@@ -57,7 +63,7 @@ class Progress:
             self.shown = False
 
 
-def print_errors(command: BaseCommand, errors) -> None:  # type: ignore[no-untyped-def]
+def print_errors(command: BaseCommand, errors: QuerySet[BulkJobError]) -> None:
     """Per-file errors of a bulk job, as the in-process path prints them."""
     count = errors.count()
     for error in errors[:MAX_ERRORS_PRINTED]:
@@ -66,30 +72,32 @@ def print_errors(command: BaseCommand, errors) -> None:  # type: ignore[no-untyp
         command.stderr.write(f"... and {count - MAX_ERRORS_PRINTED} more (see the job's errors in the API or admin)")
 
 
-def run_bulk_job(command: BaseCommand, job, stream) -> object:  # type: ignore[no-untyped-def]
+def run_bulk_job(job: BulkJob, stream: TextIO) -> BulkJob:
     """Run a queued bulk job in this process with a live progress bar; the job as it ended."""
     from matching.bulk.services import bulkjob_run
 
     progress = Progress(stream)
-    phase = {"status": None}
+    phase: dict[str, str | None] = {"status": None}
 
-    def on_progress(current) -> None:  # type: ignore[no-untyped-def]
+    def on_progress(current: BulkJob) -> None:
         if current.total:
             progress.total = current.total
         if current.status == "loading" and phase["status"] != "loading":
             progress.update(current.finished_count, current.failed, rate=current.rate or 0.0, note="loading...")
         elif current.status == "running":
-            progress.update(current.finished_count, current.failed, rate=current.rate or 0.0,
-                            note="" if current.total else "listing...")
+            note = "listing..." if not current.total else "starting Spark..." if not current.rate else ""
+            progress.update(current.finished_count, current.failed, rate=current.rate or 0.0, note=note)
         phase["status"] = current.status
 
     try:
-        job = bulkjob_run(job_id=job.pk, on_progress=on_progress)
+        finished = bulkjob_run(job_id=job.pk, on_progress=on_progress)
     except KeyboardInterrupt:
         raise CommandError(f"interrupted: bulk job {job.pk} failed; rerun the same command to resume it") from None
     finally:
         progress.close()
-    return job
+    if finished is None:
+        raise CommandError(f"bulk job {job.pk} disappeared")
+    return finished
 
 
 class Command(BaseCommand):
@@ -166,7 +174,7 @@ class Command(BaseCommand):
                                           spark_master=opts["spark_master"], trusted=True, start=False)
             except services.ServiceError as exc:
                 raise CommandError(exc.message) from exc
-        job = run_bulk_job(self, job, sys.stderr)
+        job = run_bulk_job(job, sys.stderr)
         print_errors(self, bulk_selectors.bulkjob_errors(job=job))
         if job.status != "done":
             if job.log_tail:

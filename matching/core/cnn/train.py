@@ -10,13 +10,15 @@ One seeded command, CPU only, one TensorFlow thread by default:
    name) is held out for evaluation and never seen in training.
 2. Views: for each training image its clean version, random chains of copy
    attacks (``augment.random_view``) and windows around it pasted into a
-   photo (``augment.paste_view``). The backbone is frozen, so each view goes
-   through it once; its ``block15_project_conv`` map (7x7x320, float16) is
-   cached under ``$IMGPROTECT_DATA_DIR/cache/cnn_train`` keyed by a digest of
-   the data list and the view recipe.
-3. Head: GeM (learnt p) + projection (+ optional MLP), see :mod:`.head`,
-   trained with InfoNCE over in-batch negatives and a KoLeo entropy term
-   (the SSCD recipe) on pairs of views of the same image.
+   photo (``augment.paste_view``). The backbone is frozen up to
+   ``block15_project_conv``, so each view goes through it once; that map
+   (7x7x320, float16) is cached under ``$IMGPROTECT_DATA_DIR/cache/cnn_train``
+   keyed by a digest of the data list and the view recipe.
+3. Head (see :mod:`.head`): the backbone's last 1x1 convolution, fine-tuned,
+   GeM with learnt p, a projection to 256-d; trained with InfoNCE over
+   in-batch negatives and a KoLeo entropy term (the SSCD recipe) on pairs of
+   views of the same image, in two phases (:class:`_Trainer`). Why these
+   choices: ``docs/training/model_selection.md``.
 4. Evaluation on the held-out split: every attack of ``augment.ATTACKS``
    applied to each held-out original, rank-1 recall against all held-out
    originals, for ImageNet features (GAP + L2) and for the trained head; and
@@ -131,7 +133,8 @@ class Cache:
     maps: np.ndarray  # (N, 7, 7, 320) float16 (memmap)
     owner: np.ndarray  # (N,) int32: index into the training items
     kind: np.ndarray  # (N,) int8: CLEAN / RANDOM / PASTE
-    seconds: float = 0.0
+    seconds: float = 0.0  # time it took to build
+    reused: bool = False  # read from an earlier run's cache
 
 
 def _views(item: Item, index: int, backgrounds: Sequence[Image.Image], seed: int) -> list[tuple[int, Image.Image]]:
@@ -155,7 +158,8 @@ def build_cache(items: list[Item], *, seed: int, cache_dir: Path, log: Callable[
     maps_path, index_path = cache_dir / f"views-{key}.f16.npy", cache_dir / f"views-{key}.index.npz"
     if maps_path.exists() and index_path.exists():
         with np.load(index_path, allow_pickle=False) as idx:
-            cache = Cache(np.load(maps_path, mmap_mode="r"), idx["owner"], idx["kind"], float(idx["seconds"]))
+            cache = Cache(np.load(maps_path, mmap_mode="r"), idx["owner"], idx["kind"], float(idx["seconds"]),
+                          reused=True)
         log(f"view cache: reusing {maps_path} ({len(cache.owner)} views)")
         return cache
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +207,7 @@ class Config:
     seed: int = 0
     map_steps: int = 400  # phase 1: p and the 1x1 convolution learnt on the maps (~0.7 s a step, one core)
     map_batch: int = 128  # images per phase-1 step; each contributes two views
-    steps: int = 3000  # phase 2: p fixed, GeM vectors precomputed once (fast: milliseconds a step)
+    steps: int = 300  # phase 2: p fixed, GeM vectors precomputed once (fast: milliseconds a step)
     batch: int = 512  # images per phase-2 step
     lr: float = 5e-4
     p_lr_scale: float = 10.0  # p moves this much faster than the weights (it is one scalar)
@@ -410,7 +414,10 @@ class _Trainer:
         opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=self.cfg.weight_decay)
         opt.build(variables)
 
-        @tf.function(input_signature=[tf.TensorSpec((2 * b, *data.shape[1:]), tf.as_dtype(data.dtype))])
+        # autograph=False: no tensor-dependent Python control flow here, and AutoGraph cannot
+        # convert a closure over self anyway (it warns, then runs the function as is).
+        @tf.function(input_signature=[tf.TensorSpec((2 * b, *data.shape[1:]), tf.as_dtype(data.dtype))],
+                     autograph=False)
         def step(x: Any) -> Any:
             with tf.GradientTape() as tape:
                 loss, nce, koleo = self._loss(embed(x), b)
@@ -650,8 +657,11 @@ def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: Histor
         f"| TensorFlow threads | {os.environ.get('IMGPROTECT_TF_THREADS', '1')} |",
         "",
         f"Time: views {cache.seconds:.0f} s, training {hist.seconds:.0f} s, evaluation {ev['seconds']:.0f} s; "
-        f"whole command {total_seconds:.0f} s on {platform.processor() or platform.machine()} "
-        f"({os.cpu_count()} cores shared), TensorFlow {tf.__version__}.",
+        + (f"this run reused the view cache of an earlier run with the same recipe and took "
+           f"{total_seconds:.0f} s, so from scratch the command takes about "
+           f"{total_seconds + cache.seconds:.0f} s" if cache.reused else f"whole command {total_seconds:.0f} s")
+        + f" on {platform.processor() or platform.machine()} ({os.cpu_count()} cores shared with other jobs), "
+        f"one TensorFlow thread, TensorFlow {tf.__version__}.",
         "",
         "![loss curve](loss.png)",
         "",

@@ -56,7 +56,9 @@ def astronaut_features(astronaut: Image.Image) -> Features:
 
 
 def check(query: Image.Image, reference: Features) -> geo.Verification:
-    v = verify(extract_features(query, with_mirror=True), reference)
+    # Suspect images are extracted as the service does: more features, mirrored too.
+    v = verify(extract_features(query, max_features=geo.DEFAULT_QUERY_MAX_FEATURES, with_mirror=True),
+               reference)
     assert v.accepted, v.reason
     assert v.edit is not None
     return v
@@ -293,6 +295,31 @@ def test_inliers_bunched_in_a_corner_are_rejected() -> None:
     assert v.reason.startswith("inliers concentrated in a tiny area")
 
 
+def test_aligned_pictures_that_do_not_look_alike_are_rejected(astronaut_features: Features) -> None:
+    # Perfect keypoint geometry, but the pixels under the region are another photo.
+    q = Features(**{**astronaut_features.__dict__, "mirror": None})
+    q.thumb = extract_features(photo("camera")).thumb
+    n = len(q)
+    fit = geo._Fit(np.eye(3), "homography", np.ones(n, bool))
+    v = geo._judge(fit, q, astronaut_features, np.arange(n), np.arange(n), False, 10)
+    assert not v.accepted
+    assert v.reason.startswith("the aligned pictures do not look alike")
+    same = geo._judge(geo._Fit(np.eye(3), "homography", np.ones(n, bool)), astronaut_features,
+                      astronaut_features, np.arange(n), np.arange(n), False, 10)
+    assert same.accepted and same.appearance == pytest.approx(1.0)
+
+
+def test_a_sticker_over_part_of_the_copy_does_not_spoil_the_appearance(
+        astronaut: Image.Image, astronaut_features: Features) -> None:
+    from PIL import ImageDraw
+
+    covered = astronaut.copy()
+    r = math.sqrt(0.15 * 512 * 512 / math.pi)  # a disc over 15 % of the picture
+    ImageDraw.Draw(covered).ellipse((300 - r, 200 - r, 300 + r, 200 + r), fill=(255, 204, 0))
+    v = check(covered, astronaut_features)
+    assert v.appearance is not None and v.appearance > 0.8
+
+
 def test_keypoints_disagreeing_in_orientation_are_not_inliers() -> None:
     ref = _synthetic(60)
     h = np.array([[1.0, 0, 5], [0, 1.0, 5], [0, 0, 1.0]])
@@ -336,6 +363,9 @@ def test_features_round_trip_through_bytes(astronaut: Image.Image, kind: str) ->
     data = features_to_bytes(f)
     g = features_from_bytes(data)
     assert (g.kind, g.width, g.height, g.pixel_scale) == (f.kind, f.width, f.height, f.pixel_scale)
+    assert f.thumb is not None and g.thumb is not None and g.mirror is not None
+    np.testing.assert_array_equal(f.thumb, g.thumb)
+    assert g.mirror.thumb is g.thumb
     for a, b in ((f, g), (f.mirror, g.mirror)):
         assert a is not None and b is not None
         np.testing.assert_array_equal(a.keypoints, b.keypoints)

@@ -12,6 +12,8 @@ from skimage import data
 from matching.core.loading import load_image
 from matching.core.signals import (
     SIGNAL_VERSION,
+    hex256,
+    pdq256,
     compute_signals,
     from_hex64,
     hamming64,
@@ -80,16 +82,19 @@ def test_compute_signals(photos: dict[str, Image.Image]) -> None:
     raw = encode(photos["coffee"], "PNG")
     loaded = load_image(raw)
     sig = compute_signals(loaded)
+    pdq, quality = pdq256(photos["coffee"])
     assert sig == {
         "version": SIGNAL_VERSION,
         "phash": hex64(phash64(photos["coffee"])),
+        "pdq": hex256(pdq),
+        "pdq_quality": quality,
         "sha256_bytes": loaded.sha256_bytes,
         "sha256_pixels": loaded.sha256_pixels,
         "width": 600,
         "height": 400,
         "format": "PNG",
     }
-    assert SIGNAL_VERSION == 1
+    assert SIGNAL_VERSION == 2
     assert json.loads(json.dumps(sig)) == sig
 
 

@@ -57,7 +57,7 @@ class Command(BaseCommand):
                                               spark_master=opts["spark_master"], trusted=True, start=False)
             except ServiceError as exc:
                 raise CommandError(exc.message) from exc
-        job = run_bulk_job(self, job, sys.stderr)
+        job = run_bulk_job(job, sys.stderr)
         print_errors(self, selectors.bulkjob_errors(job=job))
         if job.status != "done":
             if job.log_tail:
