@@ -68,3 +68,11 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if value is None or value.strip() == "":
         return list(default or [])
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_optional_int(name: str, *, minimum: int | None = None) -> int | None:
+    """An integer when the variable is set, else None (so a calibrated default applies)."""
+    value = _raw(name)
+    if value is None or value == "":
+        return None
+    return env_int(name, 0, minimum=minimum)

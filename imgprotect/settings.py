@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from celery.schedules import crontab
 
-from imgprotect.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
+from imgprotect.env import ConfigError, env_bool, env_float, env_int, env_list, env_optional_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("IMGPROTECT_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -144,7 +144,8 @@ IMGPROTECT_INDEX_DIR = DATA_DIR / "indexes"
 
 # --- matching thresholds (defaults; collections may tighten them) -----------
 # pHash Hamming distance at or under which a copy is a near duplicate. See docs/benchmarks.md.
-IMGPROTECT_PHASH_NEAR_DUPLICATE = env_int("IMGPROTECT_PHASH_NEAR_DUPLICATE", 8, minimum=0)
+# Unset: the calibrated value in matching/core/thresholds.json applies.
+IMGPROTECT_PHASH_NEAR_DUPLICATE = env_optional_int("IMGPROTECT_PHASH_NEAR_DUPLICATE", minimum=0)
 # pHash radius searched for candidates (all flip/rotation variants of the query).
 IMGPROTECT_PHASH_CANDIDATE_RADIUS = env_int("IMGPROTECT_PHASH_CANDIDATE_RADIUS", 16, minimum=0)
 # The CNN embedding stage (TensorFlow). Off: hashes and geometric verification only.

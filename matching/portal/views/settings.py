@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from catalog import services as catalog_services
 from catalog.models import ApiKey, Role
 from catalog.services import ServiceError
+from matching.engine import default_thresholds
 from matching.alerts import pending_digest_counts
 from matching.portal import selectors, services
 from matching.portal.access import ROLE_HELP, portal_view
@@ -174,7 +175,7 @@ def thresholds(request: HttpRequest) -> HttpResponse:
     cols = list(selectors.collections_of(request.organisation))
     rows = [(c, ThresholdForm(initial={"phash_max_distance": c.phash_max_distance}, prefix=f"c{c.pk}")) for c in cols]
     return page(request, "portal/settings/thresholds.html", {
-        "rows": rows, "default": django_settings.IMGPROTECT_PHASH_NEAR_DUPLICATE})
+        "rows": rows, "default": default_thresholds().phash_near_duplicate})
 
 
 @portal_view(role=ADMIN, methods=["POST"])
