@@ -259,15 +259,14 @@ def run_kind(kind: str, items: list[Item], queries: list[tuple[int, str, Image.I
     qext = dict(ext, max_features=opts.query_features)
     # --sweep verifies at a low floor so one run gives the rates at every
     # higher min_inliers; otherwise verification runs exactly as in service.
-    vkw = dict(method=opts.method, ratio=opts.ratio,
-               min_inliers=_FLOOR if opts.sweep else (opts.min_inliers or geo.MIN_INLIERS[kind]))
+    need = opts.min_inliers or geo.MIN_INLIERS[kind]
+    vkw = dict(method=opts.method, ratio=opts.ratio, min_inliers=_FLOOR if opts.sweep else need)
     # Reference features (cached in production) and query-side features with mirror.
     t = time.perf_counter()
     ref_feats = [geo.extract_features(it.image, **ext) for it in items]  # type: ignore[arg-type]
     t_ref = (time.perf_counter() - t) / len(items)
-    needed = {i for i, _, _ in pairs}
-    t = time.perf_counter()
-    q_orig = {i: geo.extract_features(items[i].image, with_mirror=True, **qext) for i in sorted(needed)}  # type: ignore[arg-type]
+    q_orig = {i: geo.extract_features(items[i].image, with_mirror=True, **qext)  # type: ignore[arg-type]
+              for i in sorted({i for i, _, _ in pairs})}
     per_attack: dict[str, list[Outcome]] = defaultdict(list)
     wrong: dict[str, list[Outcome]] = defaultdict(list)
     t_query: list[float] = []
@@ -281,9 +280,10 @@ def run_kind(kind: str, items: list[Item], queries: list[tuple[int, str, Image.I
                                         v.spread, v.inlier_ratio, v.appearance))
         for wi in wrong_refs:
             wv, wdt = _timed_verify(qf, ref_feats[wi], **vkw)
-            wrong[name].append(Outcome(wv.accepted, wv.inliers, wv.reason, wdt, pair=f"{items[ri].name} {items[wi].name}",
-                                       spread=wv.spread, ratio=wv.inlier_ratio, appearance=wv.appearance))
-            if wv.accepted and wv.inliers >= (opts.min_inliers or geo.MIN_INLIERS[kind]):
+            wrong[name].append(Outcome(wv.accepted, wv.inliers, wv.reason, wdt,
+                                       pair=f"{items[ri].name} {items[wi].name}", spread=wv.spread,
+                                       ratio=wv.inlier_ratio, appearance=wv.appearance))
+            if wv.accepted and wv.inliers >= need:
                 print(f"  [{kind}] false accept: {name} of {items[ri].name} vs {items[wi].name} "
                       f"({wv.inliers} inliers)", file=sys.stderr)
         if opts.verbose and (qi + 1) % 200 == 0:
@@ -291,9 +291,10 @@ def run_kind(kind: str, items: list[Item], queries: list[tuple[int, str, Image.I
     unrelated: dict[str, list[Outcome]] = defaultdict(list)
     for i, j, stratum in pairs:
         v, dt = _timed_verify(q_orig[i], ref_feats[j], **vkw)
-        unrelated[stratum].append(Outcome(v.accepted, v.inliers, v.reason, dt, pair=f"{items[i].name} {items[j].name}",
-                                            spread=v.spread, ratio=v.inlier_ratio, appearance=v.appearance))
-        if v.accepted and v.inliers >= (opts.min_inliers or geo.MIN_INLIERS[kind]):
+        unrelated[stratum].append(Outcome(v.accepted, v.inliers, v.reason, dt,
+                                          pair=f"{items[i].name} {items[j].name}", spread=v.spread,
+                                          ratio=v.inlier_ratio, appearance=v.appearance))
+        if v.accepted and v.inliers >= need:
             print(f"  [{kind}] false accept: {items[i].name} vs {items[j].name} ({v.inliers} inliers)",
                   file=sys.stderr)
     return {"kind": kind, "t_ref": t_ref, "t_query": t_query, "attacks": per_attack,

@@ -803,29 +803,33 @@ def verify(query: Features, reference: Features, *, min_inliers: int | None = No
            ratio: float | None = None, method: str = DEFAULT_METHOD) -> Verification:
     """Is ``query`` (or part of it) a geometrically consistent copy of ``reference``?
 
-    Tries the plain features, then mirrored ones (``query.mirror``, else
-    ``reference.mirror``) when the plain attempt fails. Never raises for
-    poor input: too few keypoints give ``reason`` "not enough detail ...".
-    ``ratio`` (Lowe's test; default per kind) and ``method`` ("magsac" or
-    "ransac" for the homography) are there for benchmarks.
+    Tries the plain features and the mirrored ones (``query.mirror``, else
+    ``reference.mirror``, when present). Never raises for poor input: too
+    few keypoints give ``reason`` "not enough detail ...". ``min_inliers``
+    defaults per kind (``MIN_INLIERS``); ``ratio`` (Lowe's test, default per
+    kind) and ``method`` ("magsac" or "ransac" for the homography) are there
+    for benchmarks.
     """
+    if query.kind != reference.kind:
+        raise ValueError(f"cannot match {query.kind} features against {reference.kind} features")
     if method not in ("magsac", "ransac"):
         raise ValueError(f"unknown homography method {method!r}")
     ratio = _RATIO[query.kind] if ratio is None else ratio
     min_inliers = MIN_INLIERS[query.kind] if min_inliers is None else max(min_inliers, 4)
-    if query.kind != reference.kind:
-        raise ValueError(f"cannot match {query.kind} features against {reference.kind} features")
     for name, f in (("suspect", query), ("reference", reference)):
         if len(f) < MIN_KEYPOINTS:
             return Verification(False, f"not enough detail: the {name} image has {len(f)} keypoints "
                                        f"(at least {MIN_KEYPOINTS} needed)")
     plain = _attempt(query, reference, False, min_inliers, ratio, method)
-    if plain.accepted:
-        return plain
     if query.mirror is not None:
         flipped = _attempt(query.mirror, reference, True, min_inliers, ratio, method)
     elif reference.mirror is not None:
         flipped = _attempt(query, reference.mirror, True, min_inliers, ratio, method)
     else:
         return plain
-    return flipped if flipped.accepted or flipped.inliers > plain.inliers else plain
+    # Both can be accepted: a nearly symmetric picture (many logos) partly
+    # matches its own mirror image. The orientation with more inliers is the
+    # one the copy really has.
+    if plain.accepted != flipped.accepted:
+        return plain if plain.accepted else flipped
+    return flipped if flipped.inliers > plain.inliers else plain

@@ -284,7 +284,8 @@ class Matcher:
         from matching.core import geometry
 
         kwargs = {"kind": self.feature_kind} if self.feature_kind else {}
-        query_features = geometry.extract_features(loaded.image, with_mirror=True, **kwargs)
+        query_features = geometry.extract_features(loaded.image, with_mirror=True,
+                                                   max_features=geometry.DEFAULT_QUERY_MAX_FEATURES, **kwargs)
         results: dict[int, Any] = {}
         for _promise, ref_id in ranked:
             if _promise <= 0:
