@@ -88,3 +88,22 @@ def test_match_images_unknown_org_is_an_error():
 def test_index_images_missing_source_is_an_error(tmp_path):
     with pytest.raises(CommandError):
         run("index_images", "--org", "acme", "--collection", "c", str(tmp_path / "nope"))
+
+
+def test_match_images_reports_cropped_and_rotated_copies_with_a_region(indexed, tmp_path):
+    from PIL import Image
+
+    from tests.images import photo
+
+    queries = tmp_path / "modified"
+    queries.mkdir()
+    turned = photo("astronaut").rotate(7, resample=Image.BICUBIC, expand=True).crop((60, 40, 420, 400))
+    turned.resize((300, 300)).save(queries / "astronaut.jpg", quality=70)
+    photo("coffee").crop((100, 50, 500, 350)).save(queries / "coffee.jpg", quality=80)
+    out, _ = run("match_images", "--org", "acme", "--format", "jsonl", str(queries))
+    for record, key in zip((json.loads(line) for line in out.splitlines()),
+                           ("sub dir/astronaut (1).png", "coffee.png")):
+        best = record["matches"][0]
+        assert best["key"] == key and best["match"] is True and best["verdict"] == "modified_copy"
+        assert len(best["region"]) >= 4
+        assert all(0 <= x <= 400 and 0 <= y <= 300 for x, y in best["region"])
