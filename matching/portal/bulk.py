@@ -1,32 +1,44 @@
-"""BULK-IMPORT HOOK: the portal's place for bulk imports and running bulk jobs.
+"""The portal's bulk imports: start one for a collection, watch bulk jobs' progress.
 
-Bulk jobs (index a server path or an S3 prefix, scan many suspects) are built in
-``matching/bulk/`` by another issue. Until they are wired here, the portal shows
-no bulk form and no job list (it points to ``manage.py index_images`` instead),
-and nothing pretends to run.
-
-To wire them, make these return real data; the templates already render it:
-
-- ``collection_context(collection)`` → ``{"enabled": True, "start_url": <POST URL of a
-  form with a "source" field: a server path or s3://bucket/prefix>, "jobs": [...]}``
-  (templates/portal/_bulk_import.html);
-- ``dashboard_context(organisation)`` → ``{"enabled": True, "jobs": [...]}``
-  (templates/portal/_bulk_jobs.html);
-
-where each job is a mapping with ``name``, ``status``, ``done``, ``total``, ``failed``
-and ``progress_url`` (JSON ``{"status", "done", "total", "failed"}``; static/portal/
-portal.js polls it every 2 s and moves the bar).
+Jobs themselves live in ``matching/bulk/`` (Spark). Sources typed in the
+portal are untrusted: ``bulkjob_create(trusted=False)`` refuses any path
+outside ``IMGPROTECT_SOURCE_ROOTS``.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from django.urls import reverse
+
 from catalog.models import Collection, Organisation
+from matching.bulk import selectors as bulk_selectors
+from matching.bulk.models import BulkJob
+
+RECENT_JOBS = 5
+
+
+def _job(organisation: Organisation, job: BulkJob) -> dict[str, Any]:
+    target = job.collection.name if job.collection_id else "scan"
+    return {
+        "name": f"#{job.pk} {job.get_kind_display().lower()} · {target} · {job.source}",
+        "status": job.status, "done": job.done, "total": job.total, "failed": job.failed,
+        "progress_url": reverse("portal:bulk-progress", args=[organisation.slug, job.pk]),
+    }
 
 
 def collection_context(collection: Collection) -> dict[str, Any]:
-    return {"enabled": False, "jobs": []}
+    jobs = bulk_selectors.bulkjob_list(organisation=collection.organisation).filter(collection=collection)
+    return {
+        "enabled": True,
+        "start_url": reverse("portal:bulk-start", args=[collection.organisation.slug, collection.pk]),
+        "jobs": [_job(collection.organisation, j) for j in jobs[:RECENT_JOBS]],
+    }
 
 
 def dashboard_context(organisation: Organisation) -> dict[str, Any]:
-    return {"enabled": False, "jobs": []}
+    jobs = bulk_selectors.bulkjob_list(organisation=organisation).filter(status__in=BulkJob.ACTIVE)
+    return {"enabled": True, "jobs": [_job(organisation, j) for j in jobs[:RECENT_JOBS]]}
+
+
+def progress(job: BulkJob) -> dict[str, Any]:
+    return {"status": job.status, "done": job.done, "total": job.total, "failed": job.failed}

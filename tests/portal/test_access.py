@@ -11,6 +11,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, reverse
 
+from matching.bulk.models import BulkJob
 from catalog.models import Membership, Role
 from catalog.services import api_key_create
 from matching.portal import urls as portal_urls
@@ -40,6 +41,8 @@ ACCESS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "collection-edit": (A, BOTH),
     "collection-delete": (A, BOTH),
     "collection-upload": (M, POST),
+    "bulk-start": (M, POST),
+    "bulk-progress": (V, GET),
     "image": (V, GET),
     "image-delete": (M, BOTH),
     "image-file": (V, GET),
@@ -104,6 +107,9 @@ def _objects(world) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         "settings-member": viewer.pk, "settings-invitation": invite.pk, "settings-api-key": key.pk,
         "settings-alerts": world.collection.pk, "settings-thresholds": world.collection.pk,
         "settings-webhook": hook.pk, "settings-licence": licence.pk, "settings-pair": pair.pk,
+        "bulk-start": world.collection.pk,
+        "bulk-progress": BulkJob.objects.create(organisation=world.org, collection=world.collection, kind="index",
+                                                source="/nonexistent/imgprotect-test").pk,
     }
     return pk
 

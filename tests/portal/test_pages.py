@@ -375,3 +375,17 @@ def test_a_stored_file_never_becomes_a_page(world):
     response = world.client(Role.VIEWER).get(reverse("portal:check-file", args=["acme", check.pk]))
     assert response["Content-Type"] == "application/octet-stream"
     assert "sandbox" in response["Content-Security-Policy"] and response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_bulk_import_form_refuses_sources_outside_the_allowed_roots(world, settings, tmp_path):
+    from matching.bulk.models import BulkJob
+
+    settings.IMGPROTECT_SOURCE_ROOTS = [str(tmp_path / "allowed")]
+    client = world.client("member")
+    url = f"/o/{world.org.slug}/collections/{world.collection.pk}/bulk/"
+    response = client.post(url, {"source": "/etc"}, follow=True)
+    assert response.status_code == 200 and BulkJob.objects.count() == 0
+    errors = [str(m) for m in response.context["messages"] if m.level_tag == "error"]
+    assert len(errors) == 1 and "/etc" in errors[0]
+    page = client.get(f"/o/{world.org.slug}/collections/{world.collection.pk}/")
+    assert b"Start a bulk import" in page.content

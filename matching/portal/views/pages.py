@@ -219,3 +219,28 @@ def check(request: HttpRequest, pk: int) -> HttpResponse:
     if request.GET.get("partial"):
         return HttpResponse(render_to_string("portal/_check_result.html", context, request=request))
     return page(request, "portal/check.html", context)
+
+
+@portal_view(role=Role.MEMBER, methods=["POST"])
+def bulk_start(request: HttpRequest, pk: int) -> HttpResponse:
+    from matching.bulk import services as bulk_services
+
+    col = found(selectors.collection_of(request.organisation, pk))
+    source = (request.POST.get("source") or "").strip()
+    try:
+        if not source:
+            raise ServiceError("Give a server path or an s3://bucket/prefix.", code="invalid_source")
+        job = bulk_services.bulkjob_create(organisation=request.organisation, kind="index", source=source,
+                                           collection=col, created_by=request.user)
+        messages.success(request, f"Bulk import #{job.pk} from {job.source} started.")
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    return HttpResponseRedirect(org_url(request, "collection", col.pk))
+
+
+@portal_view(role=Role.VIEWER)
+def bulk_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    from matching.bulk import selectors as bulk_selectors
+
+    job = found(bulk_selectors.bulkjob_get(organisation=request.organisation, job_id=pk))
+    return JsonResponse(bulk.progress(job))
