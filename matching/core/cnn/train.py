@@ -693,7 +693,9 @@ def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: Histor
         "(`augment.paste`). Every window of a crop set is embedded and searched among the held-out originals; "
         "an original's score is its best over the windows. Rank of the pasted logo among all originals except "
         "the background photo (itself a true match). Windows are shares of the image: `2x2` quarters, "
-        "`3x3 thirds`, `3x3 halves (overlap)` half-size tiles at quarter steps, `centre` the middle half.",
+        "`3x3 thirds`, `3x3 halves (overlap)` half-size tiles at quarter steps, `4x4 halves (overlap)` "
+        "half-size tiles at sixth steps, `5x5 thirds (overlap)` third-size tiles at sixth steps, `centre` the "
+        "middle half.",
         "",
         "| windows | count | before: rank 1 | before: top 10 | after: rank 1 | after: top 10 | after: top 50 |",
         "|---|---|---|---|---|---|---|",
