@@ -5,10 +5,12 @@
 Vectors (one seed): half are real CNN embeddings replicated with noise
 (``--images`` photos and logos of ``../shared/datasets``, each embedded
 clean and under ``--views`` random copy attacks; every stored vector is one
-of those plus Gaussian noise, renormalised, so the index holds many tight
-clusters like a real collection of similar images), half are random unit
-vectors (the unstructured bulk that makes graph search hardest). Queries are
-embeddings of fresh attacked copies of the same images: what a check asks.
+of those plus Gaussian noise of norm ``--noise``, renormalised, so the index
+holds many clusters of similar images), half are random unit vectors (the
+unstructured bulk that makes graph search hardest). Queries: half are
+embeddings of fresh attacked copies of base images (a check that finds a
+copy), half embeddings of other dataset images that are not in the index (a
+check that finds nothing: most checks), reported separately.
 Ground truth is exact inner-product search (``faiss.IndexFlatIP``).
 Latency is one query at a time through ``VectorIndex.search`` on ``--threads``
 OpenMP threads, as a check runs. With ``--dim`` other than 256 (no embedder
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from pathlib import Path
 
@@ -33,9 +34,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def real_embeddings(datasets: Path, images: int, views: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(base (images * (views + 1), 256), queries (images, 256)): clean + attacked views, and one fresh
-    attacked copy per image for the queries."""
+def real_embeddings(datasets: Path, images: int, views: int, seed: int, queries: int,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embeddings of dataset images: ``base`` (``images`` x (clean + ``views`` attacked views)),
+    ``copies`` (a fresh attacked copy of each of the first ``queries // 2`` base images) and
+    ``unrelated`` (``queries - queries // 2`` other images, clean: what most checks look like)."""
     from PIL import Image
 
     from .cnn import augment
@@ -43,17 +46,30 @@ def real_embeddings(datasets: Path, images: int, views: int, seed: int) -> tuple
 
     paths = sorted((datasets / "photos").rglob("*.png")) + sorted((datasets / "logos").glob("*.png"))
     rng = np.random.default_rng(seed)
-    chosen = [paths[i] for i in sorted(rng.choice(len(paths), size=min(images, len(paths)), replace=False))]
+    n_unrelated = queries - queries // 2
+    order = rng.permutation(len(paths))[: images + n_unrelated]
+    if len(order) < images + n_unrelated:
+        raise SystemExit(f"only {len(paths)} dataset images; lower --images or --queries")
     embedder = get_embedder()
-    base, queries = [], []
-    for i, path in enumerate(chosen):
-        with Image.open(path) as im:
-            original = im.convert("RGB")
-        vrng = np.random.default_rng([seed, i])
-        views_i = [original] + [augment.random_view(original, vrng) for _ in range(views)]
-        base.append(embedder.embed(views_i))
-        queries.append(embedder.embed_one(augment.random_view(original, vrng)))
-    return np.concatenate(base), np.stack(queries)
+
+    def load(i: int) -> Image.Image:
+        with Image.open(paths[i]) as im:
+            return im.convert("RGB")
+
+    base, copies = [], []
+    for k, i in enumerate(order[:images]):
+        original = load(int(i))
+        vrng = np.random.default_rng([seed, int(i)])
+        base.append(embedder.embed([original] + [augment.random_view(original, vrng) for _ in range(views)]))
+        if k < queries // 2:
+            copies.append(embedder.embed_one(augment.random_view(original, vrng)))
+    unrelated = embedder.embed([load(int(i)) for i in order[images:]])
+    return np.concatenate(base), np.stack(copies), unrelated
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def make_vectors(n: int, dim: int, base: np.ndarray | None, seed: int, noise: float) -> np.ndarray:
@@ -78,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--images", type=int, default=500, help="dataset images whose embeddings seed the data")
+    parser.add_argument("--images", type=int, default=1000, help="dataset images whose embeddings seed the data")
     parser.add_argument("--views", type=int, default=4, help="attacked views embedded per image")
-    parser.add_argument("--noise", type=float, default=0.75, help="noise norm added to replicated embeddings")
+    parser.add_argument("--noise", type=float, default=1.0,
+                        help="norm of the noise added to a replicated embedding (1.0: cosine ~0.7 to its source)")
     parser.add_argument("--ef-search", type=int, nargs="*", default=[HNSW_EF_SEARCH])
     parser.add_argument("--m", type=int, default=HNSW_M)
     parser.add_argument("--ef-construction", type=int, default=HNSW_EF_CONSTRUCTION)
@@ -93,19 +110,20 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss.omp_set_num_threads(args.threads)
     t0 = time.perf_counter()
-    base = queries = None
+    base = None
+    kinds = np.zeros(args.queries, bool)  # True: a copy of an indexed image's source
     if args.dim == 256 and args.datasets.is_dir():
-        base, q_real = real_embeddings(args.datasets, args.images, args.views, args.seed)
-        # As many queries as asked: the real attacked copies, then noisy copies of them.
-        reps = -(-args.queries // len(q_real))
-        queries = make_vectors(len(q_real) * reps * 2, args.dim, np.tile(q_real, (reps, 1)), args.seed + 1,
-                               args.noise / 3)[: args.queries]
-        print(f"embeddings: {len(base)} base vectors from {args.images} images x {args.views + 1} views, "
-              f"{len(q_real)} attacked query copies, {time.perf_counter() - t0:.0f} s")
+        base, copies, unrelated = real_embeddings(args.datasets, args.images, args.views, args.seed, args.queries)
+        queries = np.concatenate([copies, unrelated])
+        kinds[: len(copies)] = True
+        print(f"embeddings: {len(base)} base vectors from {args.images} images x {args.views + 1} views; "
+              f"queries: {len(copies)} attacked copies of base images, {len(unrelated)} unrelated images; "
+              f"{time.perf_counter() - t0:.0f} s")
     data = make_vectors(args.n, args.dim, base, args.seed, args.noise)
-    if queries is None:
+    if base is None:
         queries = make_vectors(args.queries * 2, args.dim, data[: args.n // 2], args.seed + 1, args.noise / 3)
         queries = queries[: args.queries]
+        kinds[:] = True
     ids = np.arange(args.n, dtype=np.int64) * 7 + 3  # ids need not be positions
 
     start = time.perf_counter()
@@ -123,16 +141,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{1e3 * np.median(one):.2f} ms median")
     del exact
 
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = _rss_bytes()
     start = time.perf_counter()
     index = VectorIndex.build(ids, data, m=args.m, ef_construction=args.ef_construction)
     build_s = time.perf_counter() - start
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss1 = _rss_bytes()
     mem = index.memory_bytes()
     print(f"build: {index.kind} M={args.m} efConstruction={args.ef_construction}, n={args.n}, dim={args.dim}, "
           f"{build_s:.1f} s ({args.n / build_s:.0f} vectors/s) on {args.threads} thread(s)")
     print(f"memory: {mem / args.n:.0f} bytes/vector ({mem / 2**20:.0f} MiB; raw vectors "
-          f"{4 * args.dim} B/vector); peak RSS grew {(rss1 - rss0) / 1024:.0f} MiB during the build")
+          f"{4 * args.dim} B/vector); resident memory grew {(rss1 - rss0) / args.n:.0f} bytes/vector with the build")
     for ef in args.ef_search:
         index.ef_search = ef
         index.search(queries[:10], 10)  # warm-up
@@ -142,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             hits = index.search(q, 10)[0]
             times.append(time.perf_counter() - s)
             found.append(len({i for i, _ in hits} & set(t.tolist())) / 10)
-        ms = 1e3 * np.array(times)
-        print(f"efSearch={ef}: recall@10 {np.mean(found):.4f}; query ms mean {ms.mean():.3f} "
-              f"p50 {np.percentile(ms, 50):.3f} p95 {np.percentile(ms, 95):.3f} ({len(queries)} queries, one at a time)")
+        ms, found_arr = 1e3 * np.array(times), np.array(found)
+        print(f"efSearch={ef}: recall@10 {found_arr.mean():.4f} (copies {found_arr[kinds].mean():.4f}, "
+              f"unrelated {found_arr[~kinds].mean() if (~kinds).any() else float('nan'):.4f}); query ms mean "
+              f"{ms.mean():.3f} p50 {np.percentile(ms, 50):.3f} p95 {np.percentile(ms, 95):.3f} "
+              f"({len(queries)} queries, one at a time)")
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -23,8 +23,9 @@ the last id added and a generation number bumped by every change.
 its snapshot is current without loading (or rebuilding) anything. Any damage
 raises :class:`~matching.core.vptree.SnapshotError`.
 
-FAISS is imported lazily. Thread count is FAISS's global OpenMP setting; a
-worker that serves one query at a time is fastest with ``faiss.omp_set_num_threads(1)``.
+FAISS is imported lazily. Threads are FAISS's process-wide OpenMP setting,
+left alone here; the figures in docs/training/vectorindex.md are for
+``faiss.omp_set_num_threads(1)``.
 """
 from __future__ import annotations
 
@@ -159,7 +160,8 @@ class VectorIndex:
         # searches translate positions without a call into FAISS) and tombstones.
         self._pos_ids: IdArray = np.zeros(0, np.int64)
         self._dead: npt.NDArray[np.bool_] = np.zeros(0, bool)
-        self._selector: Any = None
+        self._inner: Any = None  # typed HNSW index, cached
+        self._params: tuple[Any, ...] | None = None  # ((efSearch, n_dead), SearchParametersHNSW, ...)
         self._live: IdArray = np.zeros(0, np.int64)  # sorted live ids, for duplicate checks
 
     # -------------------------------------------------------------- state
@@ -174,7 +176,8 @@ class VectorIndex:
 
     @property
     def n_dead(self) -> int:
-        return int(self._dead.sum())
+        """Tombstones (HNSW only). O(1): a search asks for it, so no pass over the flags."""
+        return int(self._index.ntotal) - len(self._live)
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -242,7 +245,7 @@ class VectorIndex:
         present = _member(self._live, uniq)
         if present.any():
             raise ValueError(f"ids already in the index: {uniq[present][:5].tolist()}")
-        if self._kind == "flat" and len(self) + len(id_arr) > self.hnsw_threshold:
+        if self._kind == "flat" and len(self) + len(id_arr) >= self.hnsw_threshold:
             # Growing past the threshold: rebuild once as HNSW with everything.
             ids_all, vecs_all = self._live_arrays()
             self._build(np.concatenate([ids_all, id_arr]), np.concatenate([vecs_all, vecs]))
@@ -267,7 +270,6 @@ class VectorIndex:
             self._index.remove_ids(faiss.IDSelectorBatch(gone))
         else:
             self._dead |= np.isin(self._pos_ids, gone) & ~self._dead
-            self._selector = None
         self._live = np.setdiff1d(self._live, gone, assume_unique=True)
         self.generation += 1
         if self._kind == "hnsw" and self.n_dead > DEAD_SHARE * len(self._dead):
@@ -297,7 +299,7 @@ class VectorIndex:
         self._index, self._kind = index, kind
         self._pos_ids = ids.copy() if kind == "hnsw" else np.zeros(0, np.int64)
         self._dead = np.zeros(len(ids) if kind == "hnsw" else 0, bool)
-        self._selector = None
+        self._inner = self._params = None
         self._live = np.sort(ids)
 
     def rebuild(self) -> None:
@@ -337,18 +339,7 @@ class VectorIndex:
         if self._kind == "flat":
             scores, labels = self._index.search(queries, kk)
         else:
-            import faiss
-
-            inner = faiss.downcast_index(self._index.index)
-            if self.n_dead:
-                if self._selector is None:
-                    # Keep the batch selector referenced: the Not wrapper does not own it.
-                    batch = faiss.IDSelectorBatch(np.flatnonzero(self._dead).astype(np.int64))
-                    self._selector = (batch, faiss.IDSelectorNot(batch))
-                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, kk), sel=self._selector[1])
-            else:
-                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, kk))
-            scores, positions = inner.search(queries, kk, params=params)
+            scores, positions = self._hnsw().search(queries, kk, params=self._hnsw_params(kk))
             labels = np.where(positions >= 0, self._pos_ids[np.maximum(positions, 0)], -1)
         out = []
         for row_ids, row_scores in zip(labels.tolist(), scores.tolist(), strict=True):
@@ -356,6 +347,30 @@ class VectorIndex:
             hits.sort(key=lambda h: (-h[1], h[0]))
             out.append(hits)
         return out
+
+    def _hnsw(self) -> Any:
+        """The IndexHNSWFlat inside the IDMap, typed once (SWIG proxies cost microseconds a query)."""
+        if self._inner is None:
+            import faiss
+
+            self._inner = faiss.downcast_index(self._index.index)
+        return self._inner
+
+    def _hnsw_params(self, k: int) -> Any:
+        """Search parameters (efSearch, the tombstone filter), cached until either changes."""
+        key = (max(self.ef_search, k), self.n_dead)
+        if self._params is None or self._params[0] != key:
+            import faiss
+
+            if self.n_dead:
+                # Keep the batch selector referenced: the Not wrapper does not own it.
+                batch = faiss.IDSelectorBatch(np.flatnonzero(self._dead).astype(np.int64))
+                selector = faiss.IDSelectorNot(batch)
+                params = faiss.SearchParametersHNSW(efSearch=key[0], sel=selector)
+                self._params = (key, params, batch, selector)
+            else:
+                self._params = (key, faiss.SearchParametersHNSW(efSearch=key[0]))
+        return self._params[1]
 
     # -------------------------------------------------------------- snapshots
 

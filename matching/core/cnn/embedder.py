@@ -4,8 +4,8 @@ One :class:`Embedder` per process and per (backbone weights, head) pair, built
 under a lock by :func:`get_embedder`; inference is one cached ``tf.function``
 (EfficientNet-Lite0 cut at ``block15_project_conv``, then the trained head of
 :mod:`.head`). TensorFlow is imported on first use; its thread pools are set
-from ``IMGPROTECT_TF_THREADS`` (default 1: a worker process per core scales
-better than threads inside one) before the first model is built.
+from ``IMGPROTECT_TF_THREADS`` (default 1: one worker process per core, the
+deployment the throughput target is stated for) before the first model is built.
 
 Inputs are RGB PIL images of any size: the whole frame is resized to 224x224
 (``backbone.preprocess``), so a tiny image is simply upscaled. An aspect ratio
@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ImageTooSmall
-from .backbone import preprocess
 from .efficientnet_lite import INPUT_SHAPE
 from .head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, HeadWeights, head_tf, read_head
 
@@ -56,8 +55,8 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), pixels of the ima
 # copies"): with a held-out logo pasted at 15-25 % of the width into a photo,
 # a 3x3 grid of thirds puts the logo at 45-75 % of one tile's width and ranks
 # it first among 719 originals 67 % of the time (top 10: 89 %), against 42 %
-# for overlapping half-size tiles and 36 % for a 2x2 grid at about the same
-# cost; 25 overlapping thirds reach 77 % but cost 2.6x more backbone passes.
+# for 9 overlapping half-size tiles (same cost) and 36 % for a 2x2 grid (half
+# the cost); 25 overlapping thirds reach 77 % but cost 2.6x the passes.
 _THIRDS = tuple((x / 3, y / 3, (x + 1) / 3, (y + 1) / 3) for y in range(3) for x in range(3))
 CROP_WINDOWS: tuple[tuple[float, float, float, float], ...] = ((0.0, 0.0, 1.0, 1.0), *_THIRDS)
 
@@ -116,7 +115,7 @@ def prepare(image: "Image.Image") -> "Image.Image":
         rgb = Image.new("RGB", image.size, (255, 255, 255))
         rgb.paste(rgba, mask=rgba.getchannel("A"))
     else:
-        rgb = image.convert("RGB")
+        rgb = image if image.mode == "RGB" else image.convert("RGB")  # never modified: no copy needed
     tw, th = max(w, math.ceil(h / MAX_ASPECT)), max(h, math.ceil(w / MAX_ASPECT))
     if (tw, th) == (w, h):
         return rgb
@@ -137,9 +136,17 @@ def crop_boxes(size: tuple[int, int],
     return boxes
 
 
+def _pixels(image: "Image.Image") -> np.ndarray:
+    """``(224, 224, 3)`` uint8: ``backbone.preprocess`` without its float normalisation, which
+    the graph does (same float32 operations, so the same values, at a quarter of the copying)."""
+    from PIL import Image
+
+    return np.asarray(prepare(image).resize(INPUT_SHAPE[1::-1], Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
 def _batches(images: Sequence["Image.Image"], batch_size: int) -> Any:
     for start in range(0, len(images), batch_size):
-        yield np.stack([preprocess(prepare(im)) for im in images[start : start + batch_size]])
+        yield np.stack([_pixels(im) for im in images[start : start + batch_size]])
 
 
 def _truncated_backbone(weights_path: str | Path | None) -> Callable[[np.ndarray], Any]:
@@ -182,8 +189,9 @@ class Embedder:
 
         head = self.head
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)])
-        def run(batch: Any) -> Any:
+        @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.uint8)])
+        def run(pixels: Any) -> Any:
+            batch = (tf.cast(pixels, tf.float32) / 255.0 - 0.5) / 0.5  # as backbone.preprocess
             return head_tf(cut(batch), head)
 
         self._run = run

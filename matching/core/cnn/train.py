@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from . import augment
-from .head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, TRAIN_COMMAND, HeadWeights, write_head
+from .head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, HeadWeights, write_head
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
