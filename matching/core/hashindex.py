@@ -52,7 +52,6 @@ import hashlib
 import itertools
 import math
 import os
-import tempfile
 from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
@@ -67,7 +66,7 @@ from .vptree import (
     _as_query,
     _dedupe_last,
     _dist,
-    _fsync_dir,
+    _atomic_savez,
     _pairs,
 )
 
@@ -808,22 +807,7 @@ def _checksum(arrays: dict[str, np.ndarray]) -> npt.NDArray[np.uint8]:
 
 
 def _save_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], *, prefix: str) -> None:
-    path = os.fspath(path)
-    arrays = dict(arrays, checksum=_checksum(arrays))
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=prefix, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # a file object: numpy adds no ".npz" suffix
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(os.path.dirname(path) or ".")
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    _atomic_savez(path, dict(arrays, checksum=_checksum(arrays)), prefix=prefix)
 
 
 def _load_npz(path: str | os.PathLike[str], keys: tuple[str, ...], what: str) -> dict[str, np.ndarray]:

@@ -247,6 +247,25 @@ def _build_arrays(cols: CodeArray, ids: IntArray, leaf_size: int) -> dict[str, n
     }
 
 
+def _atomic_savez(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], *, prefix: str) -> None:
+    """Write ``arrays`` as one .npz that replaces ``path`` atomically (temp file, fsync, rename)."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=prefix, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)  # a file object: numpy adds no ".npz" suffix
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(path) or ".")
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def _fsync_dir(path: str) -> None:
     """Make a rename durable (POSIX); harmless where directories cannot be opened."""
     try:
@@ -576,23 +595,9 @@ class VPTree:
         Pending items and tombstones are stored as they are, so a loaded
         tree answers exactly like this one.
         """
-        path = os.fspath(path)
         arrays = self._arrays()
         arrays["checksum"] = self._checksum(arrays)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".vptree-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)  # a file object: numpy adds no ".npz" suffix
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(os.path.dirname(path) or ".")
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        _atomic_savez(path, arrays, prefix=".vptree-")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> VPTree:
