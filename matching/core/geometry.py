@@ -316,6 +316,50 @@ def extract_features(
     return feats
 
 
+DEFAULT_REGION_SIDE = 480  # a region of the query is processed at this long side (upscaled up to 4x)
+
+
+def extract_region_features(
+    image: Image.Image,
+    box: tuple[int, int, int, int],
+    *,
+    kind: str = DEFAULT_KIND,
+    side: int = DEFAULT_REGION_SIDE,
+    max_features: int = DEFAULT_MAX_FEATURES,
+    clahe: bool = DEFAULT_CLAHE,
+    with_mirror: bool = False,
+    thumb: npt.NDArray[np.uint8] | None = None,
+) -> Features:
+    """Features of the part ``box`` = (x0, y0, x1, y1) of ``image``, detected
+    on that part alone, resized so its long side is ``side`` (a small pasted
+    logo gets the pixels and the keypoint budget that the whole picture would
+    spend elsewhere), with coordinates in the **whole** picture's frame, so
+    :func:`verify` reports the region and the edit relative to the whole
+    picture. ``thumb`` is the whole picture's appearance thumbnail (from its
+    own features); without it the appearance check is skipped.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; expected one of {', '.join(KINDS)}")
+    x0, y0, x1, y1 = (int(v) for v in box)
+    x0, y0 = max(0, x0), max(0, y0)
+    x1, y1 = min(image.width, x1), min(image.height, y1)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise ValueError(f"empty region {box!r} in a {image.width}x{image.height} image")
+    gray, sx, sy = _gray(image.crop((x0, y0, x1, y1)), side, side, clahe)
+
+    def build(flipped: bool) -> Features:
+        f = _build(gray, flipped, sx, sy, image.size, kind, max_features)
+        f.keypoints[:, 0] += x0
+        f.keypoints[:, 1] += y0
+        f.thumb = thumb
+        return f
+
+    feats = build(False)
+    if with_mirror:
+        feats.mirror = build(True)
+    return feats
+
+
 def mirror_features(
     image: Image.Image,
     *,

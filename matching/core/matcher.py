@@ -26,6 +26,8 @@ from matching.core.cascade import (
 from matching.core.loading import LoadedImage
 
 THRESHOLDS_FILE = Path(__file__).with_name("thresholds.json")
+PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER = "auto", "always", "never"
+PARTIAL_MODES = (PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER)
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,12 @@ class Thresholds:
     phash_near_duplicate: int = 8       # Hamming bits, query as given
     pdq_near_duplicate: int = 31        # Hamming bits, query as given
     pdq_variant_copy: int = 31          # a flip/rotation variant this close is a modified copy
-    phash_candidate: int = 16           # radius searched for candidates
-    pdq_candidate: int = 63
+    # Radii searched for candidates. No wider than the hashes can decide at (pHash 10 is the
+    # original design's match rule, PDQ 48 the near-duplicate threshold): at 1M protected
+    # images, pHash 16 / PDQ 63 turned every query into hundreds of chance candidates and a
+    # 72 ms hash stage (python -m matching.core.bench_check), and the CNN finds the rest.
+    phash_candidate: int = 10
+    pdq_candidate: int = 48
     min_inliers: int = 15               # geometric verification must find at least this many
     cnn_similar: float = 0.80           # cosine at or above: ``similar`` when not verified
     cnn_candidate: float = 0.35         # cosine below: not worth verifying
@@ -145,6 +151,53 @@ class _Evidence:
     pdq: int | None = None
     pdq_variant: int | None = None
     cnn: float | None = None           # best cosine over whole image and crops
+    cnn_box: tuple[int, int, int, int] | None = None  # the query tile that gave ``cnn``; None: the whole
+    changed: bool = False              # the evidence grew since the candidate was last judged
+
+
+class _QueryFeatures:
+    """The query's local features, extracted on first use: the whole picture, and parts of it."""
+
+    def __init__(self, loaded: LoadedImage | None, kind: str | None) -> None:
+        self.loaded = loaded
+        self.kwargs = {"kind": kind} if kind else {}
+        self._whole: Any = None
+        self._regions: dict[tuple[int, int, int, int], Any] = {}
+
+    def whole(self) -> Any:
+        from matching.core import geometry
+
+        if self._whole is None:
+            assert self.loaded is not None
+            self._whole = geometry.extract_features(self.loaded.image, with_mirror=True,
+                                                    max_features=geometry.DEFAULT_QUERY_MAX_FEATURES, **self.kwargs)
+        return self._whole
+
+    def region(self, box: tuple[int, int, int, int]) -> Any:
+        from matching.core import geometry
+
+        if box not in self._regions:
+            assert self.loaded is not None
+            self._regions[box] = geometry.extract_region_features(
+                self.loaded.image, _enlarge(box, self.loaded.image.size), with_mirror=True,
+                side=geometry.DEFAULT_REGION_SIDE, max_features=geometry.DEFAULT_QUERY_MAX_FEATURES,
+                thumb=self.whole().thumb, **self.kwargs)
+        return self._regions[box]
+
+
+@dataclass
+class _Judging:
+    """What ``Matcher.match`` has decided so far, across its passes."""
+
+    records: dict[int, RefRecord]
+    decided: dict[int, Decision]
+    verifications: dict[int, Any]  # ref id -> geometry.Verification (the best attempt)
+    query: _QueryFeatures
+    region_tried: dict[int, set[tuple[int, int, int, int]]] = field(default_factory=dict)
+    unverified: set[int] = field(default_factory=set)  # judged by a pass that did not verify
+
+    def found(self) -> bool:
+        return any(d.is_match for d in self.decided.values())
 
 
 def _bits(hex_code: str) -> int:
@@ -177,14 +230,31 @@ class Matcher:
         top_k: int = 5,
         allowed: Callable[[int], bool] | None = None,
         signals: dict[str, Any] | None = None,
+        partial: str = PARTIAL_AUTO,
     ) -> MatchOutcome:
+        """Candidates and verdicts for one query, best first.
+
+        Passes, cheapest first; with ``partial="auto"`` (default) each runs only
+        when the ones before it found no match. Pass 0: digests and the hash
+        indexes (exact and near-duplicate copies: no CNN, no verification).
+        Pass 1: the CNN embedding of the whole query, then geometric
+        verification of the most promising candidates. Pass 2, the partial-copy
+        search: the CNN embeddings of the query's tiles (``CROP_WINDOWS``), then
+        verification of what they found, each against the enlarged part of the
+        query that found it. So a resized copy costs no CNN pass, a cropped or
+        rotated one a single pass, and only a picture with no whole-frame match
+        pays for the ten. ``"always"`` runs every pass (a picture that is a copy
+        may hold further, partial copies); ``"never"`` stops after pass 1.
+        """
+        if partial not in PARTIAL_MODES:
+            raise ValueError(f"partial must be one of {', '.join(PARTIAL_MODES)}, not {partial!r}")
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
         def lap(name: str) -> None:
             nonlocal clock
             now = time.perf_counter()
-            timings[name] = round((now - clock) * 1000, 3)
+            timings[name] = round(timings.get(name, 0.0) + (now - clock) * 1000, 3)
             clock = now
 
         from matching.core.signals import query_signals
@@ -206,45 +276,81 @@ class Matcher:
         self._hash_stage(sig, ev, top_k)
         lap("hash_ms")
         notes: list[str] = []
-        if (loaded is not None and self.embedder is not None and self.indexes.vectors is not None
-                and len(self.indexes.vectors)):
-            self._cnn_stage(loaded, ev, top_k, notes)
+        use_cnn = (loaded is not None and self.embedder is not None and self.indexes.vectors is not None
+                   and len(self.indexes.vectors) > 0)
+        exhaustive = partial == PARTIAL_ALWAYS
+        state = _Judging(records={}, decided={}, verifications={}, query=_QueryFeatures(loaded, self.feature_kind))
+        # Pass 0: digests and hashes decide exact and near-duplicate copies; with the CNN to
+        # come, verification waits for its candidates.
+        self._judge(evidence, allowed, state, loaded, verify=not use_cnn)
+        lap("verify_ms")
+        if use_cnn and (exhaustive or not state.found()):
+            self._cnn_stage(loaded, ev, top_k, tiles=False)
             lap("cnn_ms")
+            self._judge(evidence, allowed, state, loaded, verify=True)
+            lap("verify_ms")
+            if partial != PARTIAL_NEVER and (exhaustive or not state.found()):
+                self._cnn_stage(loaded, ev, top_k, tiles=True)
+                lap("cnn_tiles_ms")
+                self._judge(evidence, allowed, state, loaded, verify=True)
+                lap("verify_ms")
+        elif state.unverified and loaded is not None and self.verify:
+            # Stopping after pass 0: a flipped or turned copy that PDQ's variants found is
+            # still verified, for its region and edit report.
+            todo = [(self._promise(evidence[i]), i) for i in state.unverified if state.decided[i].is_match]
+            state.unverified.clear()
+            self._verify_stage(state, sorted(todo, reverse=True)[: self.thresholds.verify_top], evidence)
+            lap("verify_ms")
+        ranked = sorted(state.decided.values(), key=_rank_key)
+        timings["total_ms"] = round(sum(timings.values()), 3)
+        return MatchOutcome(ranked, sig, timings, state.verifications, notes)
 
-        if allowed is not None:
-            evidence = {i: e for i, e in evidence.items() if allowed(i)}
-        records = self.store.records(list(evidence))
-        lap("records_ms")
-
+    # -- stages -------------------------------------------------------------
+    def _judge(self, evidence: dict[int, _Evidence], allowed: Callable[[int], bool] | None,
+               state: "_Judging", loaded: LoadedImage | None, *, verify: bool) -> None:
+        """Decide every candidate not decided yet (or whose evidence grew) and, with
+        ``verify``, verify the most promising of those still open."""
+        new = [i for i, e in evidence.items()
+               if (i not in state.decided or e.changed or i in state.unverified)
+               and (allowed is None or allowed(i))]
+        for e in evidence.values():
+            e.changed = False
+        missing = [i for i in new if i not in state.records]
+        if missing:
+            state.records.update(self.store.records(missing))
         t = self.thresholds
-        decided: dict[int, Decision] = {}
         to_verify: list[tuple[float, int]] = []
-        for ref_id, e in evidence.items():
-            record = records.get(ref_id)
+        for ref_id in new:
+            record = state.records.get(ref_id)
             if record is None:
                 continue  # deleted since it was indexed
+            previous = state.decided.get(ref_id)
+            if previous is not None and previous.is_match:
+                continue  # decided for good; a better crop score changes nothing
+            e = evidence[ref_id]
             rt = record.thresholds or t
             scores = self._signal_scores(e)
             if e.exact:
-                decided[ref_id] = Decision(ref_id, EXACT, 1.0, scores)
+                state.decided[ref_id] = Decision(ref_id, EXACT, 1.0, scores)
             elif (e.phash is not None and e.phash <= rt.phash_near_duplicate) or (
                 e.pdq is not None and e.pdq <= rt.pdq_near_duplicate
             ):
-                decided[ref_id] = Decision(ref_id, NEAR_DUPLICATE, self._hash_score(e), scores)
+                state.decided[ref_id] = Decision(ref_id, NEAR_DUPLICATE, self._hash_score(e), scores)
             else:
-                decided[ref_id] = self._unverified(ref_id, e, rt, scores)
+                state.decided[ref_id] = self._unverified(ref_id, e, rt, scores)
+                if previous is not None and "verification" in previous.signal_scores:
+                    # Verified against the whole query already: keep what it said.
+                    state.decided[ref_id] = replace(state.decided[ref_id], signal_scores=dict(
+                        scores, inliers=previous.signal_scores.get("inliers", 0),
+                        verification=previous.signal_scores["verification"]))
                 to_verify.append((self._promise(e), ref_id))
-
-        verifications: dict[int, Any] = {}
+        if not verify:
+            state.unverified.update(ref_id for _promise, ref_id in to_verify)
+            return
+        state.unverified.clear()
         if self.verify and to_verify and loaded is not None:
-            verifications = self._verify_stage(loaded, sorted(to_verify, reverse=True)[: t.verify_top], records,
-                                               decided, evidence, notes)
-        lap("verify_ms")
-        ranked = sorted(decided.values(), key=lambda d: (-d.score, VERDICT_ORDER[d.verdict], d.reference_id))
-        timings["total_ms"] = round(sum(timings.values()), 3)
-        return MatchOutcome(ranked, sig, timings, verifications, notes)
+            self._verify_stage(state, sorted(to_verify, reverse=True)[: t.verify_top], evidence)
 
-    # -- stages -------------------------------------------------------------
     def _hash_stage(self, sig: dict[str, Any], ev: Callable[[int], _Evidence], top_k: int) -> None:
         t = self.thresholds
         if self.indexes.phash is not None and len(self.indexes.phash):
@@ -263,49 +369,69 @@ class Matcher:
         if (self.indexes.pdq is not None and len(self.indexes.pdq) and sig.get("pdq")
                 and sig.get("pdq_quality", 0) >= PDQ_MIN_QUALITY):
             variants = [_bits(h) for h in sig.get("pdq_variants") or [sig["pdq"]]]
+            # A flipped or turned variant decides at pdq_variant_copy: searching it wider only
+            # costs time (1.9 vs 0.8 ms a variant at 1M codes).
+            variant_radius = min(t.pdq_candidate, t.pdq_variant_copy)
             for n, code in enumerate(variants):
-                for ref_id, distance in self.indexes.pdq.query_radius(code, t.pdq_candidate):
+                radius = t.pdq_candidate if n == 0 else variant_radius
+                for ref_id, distance in self.indexes.pdq.query_radius(code, radius):
                     e = ev(ref_id)
                     if n == 0:
                         e.pdq = distance if e.pdq is None else min(e.pdq, distance)
                     e.pdq_variant = distance if e.pdq_variant is None else min(e.pdq_variant, distance)
 
-    def _cnn_stage(self, loaded: LoadedImage, ev: Callable[[int], _Evidence], top_k: int, notes: list[str]) -> None:
-        _boxes, vectors = self.embedder.embed_crops(loaded.image)
+    def _cnn_stage(self, loaded: LoadedImage, ev: Callable[[int], _Evidence], top_k: int, *, tiles: bool) -> None:
+        """Embed the whole query (``tiles=False``) or its tiles, and gather the nearest references."""
+        if tiles:
+            boxes, vectors = self.embedder.embed_crops(loaded.image, whole=False)
+        else:
+            boxes, vectors = [None], self.embedder.embed_one(loaded.image)[None, :]
         per_crop = max(top_k, self.thresholds.verify_top)
-        for hits in self.indexes.vectors.search(vectors, per_crop):
+        for box, hits in zip(boxes, self.indexes.vectors.search(vectors, per_crop), strict=True):
             for ref_id, score in hits:
                 e = ev(ref_id)
-                e.cnn = score if e.cnn is None else max(e.cnn, score)
+                if e.cnn is None or score > e.cnn:
+                    e.cnn = float(score)
+                    e.cnn_box = None if box is None else tuple(box)
+                    e.changed = True
 
-    def _verify_stage(self, loaded: LoadedImage, ranked: list[tuple[float, int]], records: dict[int, RefRecord],
-                      decided: dict[int, Decision], evidence: dict[int, _Evidence],
-                      notes: list[str]) -> dict[int, Any]:
+    def _verify_stage(self, state: "_Judging", ranked: list[tuple[float, int]],
+                      evidence: dict[int, _Evidence]) -> None:
+        """Verify candidates against the whole query, once each; a candidate the CNN
+        found through a tile (a logo pasted into a photo, a corner of a picture)
+        that the whole query does not confirm is verified again against that part
+        of the query, enlarged (``geometry.extract_region_features``)."""
         from matching.core import geometry
 
-        kwargs = {"kind": self.feature_kind} if self.feature_kind else {}
-        query_features = geometry.extract_features(loaded.image, with_mirror=True,
-                                                   max_features=geometry.DEFAULT_QUERY_MAX_FEATURES, **kwargs)
-        results: dict[int, Any] = {}
         for _promise, ref_id in ranked:
             if _promise <= 0:
+                continue
+            e = evidence[ref_id]
+            box = e.cnn_box
+            done = state.verifications.get(ref_id)
+            if done is not None and (done.accepted or box is None or box in state.region_tried.get(ref_id, ())):
                 continue
             reference = self.store.features(ref_id)
             if reference is None:
                 continue
-            rt = records[ref_id].thresholds or self.thresholds
-            result = geometry.verify(query_features, reference, min_inliers=rt.min_inliers)
-            results[ref_id] = result
-            scores = dict(decided[ref_id].signal_scores, inliers=result.inliers)
+            rt = state.records[ref_id].thresholds or self.thresholds
+            result = done or geometry.verify(state.query.whole(), reference, min_inliers=rt.min_inliers)
+            if not result.accepted and box is not None:
+                state.region_tried.setdefault(ref_id, set()).add(box)
+                in_region = geometry.verify(state.query.region(box), reference, min_inliers=rt.min_inliers)
+                if in_region.accepted or in_region.inliers > result.inliers:
+                    result = in_region
+            state.verifications[ref_id] = result
+            current = state.decided[ref_id]
+            scores = dict(current.signal_scores, inliers=result.inliers)
             if result.accepted:
-                decided[ref_id] = Decision(
-                    ref_id, MODIFIED_COPY, self._verified_score(evidence[ref_id], result.inliers), scores,
+                state.decided[ref_id] = Decision(
+                    ref_id, MODIFIED_COPY, self._verified_score(e, result.inliers), scores,
                     region={"query": result.query_polygon, "reference": result.reference_polygon},
                     edit={**_edit_json(result.edit), "description": result.edit.describe()},
                 )
             else:
-                decided[ref_id] = replace(decided[ref_id], signal_scores=dict(scores, verification=result.reason))
-        return results
+                state.decided[ref_id] = replace(current, signal_scores=dict(scores, verification=result.reason))
 
     # -- scoring ------------------------------------------------------------
     @staticmethod
@@ -321,7 +447,8 @@ class Matcher:
 
     @staticmethod
     def _similarity(e: _Evidence) -> float:
-        """Best similarity in [0, 1] any signal gives, whatever the orientation."""
+        """Best similarity in [0, 1] any signal gives, whatever the orientation (raw: a hash
+        distance d scores 1 - d/bits, so unrelated pictures score about 0.5)."""
         sims = [0.0]
         if e.phash_variant is not None:
             sims.append(1 - e.phash_variant / 64)
@@ -330,6 +457,22 @@ class Matcher:
         if e.cnn is not None:
             sims.append(max(0.0, float(e.cnn)))
         return max(sims)
+
+    def _evidence_score(self, e: _Evidence) -> float:
+        """How far above chance the best signal of an undecided candidate lies, in [0, 1]:
+        0 at the signal's candidate threshold, 1 at a perfect match. Raw similarities do not
+        compare across signals (two unrelated logos are often 16 pHash bits apart, a raw
+        0.75, while the CNN gives a pasted copy a cosine of 0.5), so the ranking of what
+        no stage confirmed uses this instead."""
+        t = self.thresholds
+        levels = [0.0]
+        if e.phash_variant is not None and t.phash_candidate > 0:
+            levels.append(1 - e.phash_variant / t.phash_candidate)
+        if e.pdq_variant is not None and t.pdq_candidate > 0:
+            levels.append(1 - e.pdq_variant / t.pdq_candidate)
+        if e.cnn is not None and t.cnn_candidate < 1:
+            levels.append((float(e.cnn) - t.cnn_candidate) / (1 - t.cnn_candidate))
+        return round(max(0.0, min(1.0, max(levels))), 6)
 
     def _hash_score(self, e: _Evidence) -> float:
         sims = []
@@ -360,7 +503,21 @@ class Matcher:
             return Decision(ref_id, MODIFIED_COPY, round(1 - e.pdq_variant / 256, 6), scores)
         if e.cnn is not None and e.cnn >= t.cnn_similar:
             return Decision(ref_id, SIMILAR, round(float(e.cnn), 6), scores)
-        return Decision(ref_id, NONE, round(self._similarity(e), 6), scores)
+        return Decision(ref_id, NONE, self._evidence_score(e), scores)
+
+
+def _rank_key(d: Decision) -> tuple[int, float, int, int]:
+    """Matches first, then ``similar``, then the rest; by score within each tier."""
+    tier = 0 if d.is_match else 1 if d.verdict == SIMILAR else 2
+    return tier, -d.score, VERDICT_ORDER[d.verdict], d.reference_id
+
+
+def _enlarge(box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``box`` grown by half its width and height on every side, inside ``size``: a pasted
+    logo that straddles the edge of the crop that found it lies wholly inside."""
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) // 2, (y1 - y0) // 2
+    return max(0, x0 - dx), max(0, y0 - dy), min(size[0], x1 + dx), min(size[1], y1 + dy)
 
 
 def _edit_json(edit: Any) -> dict[str, Any]:
@@ -395,6 +552,70 @@ class MemoryStore:
         return self._features.get(ref_id)
 
 
+@dataclass
+class IndexedReferences:
+    """Protected pictures turned into what a ``Matcher`` needs, in memory: the store
+    (records + ORB features) and the arrays the hash and vector indexes are built from."""
+
+    store: MemoryStore
+    ids: Any            # (n,) int64
+    phashes: Any        # (n, 1) uint64
+    pdq_ids: Any        # (m,) int64: the references whose PDQ is good enough to index
+    pdq_words: Any      # (m, 4) uint64, big-endian words
+    vectors: Any = None  # (n, 256) float32 CNN embeddings, or None without the CNN
+
+    def indexes(self) -> Indexes:
+        from matching.core.hashindex import make_hash_index
+        from matching.core.vectorindex import VectorIndex
+
+        out = Indexes(phash=make_hash_index(1, codes=self.phashes, ids=self.ids),
+                      pdq=make_hash_index(4, codes=self.pdq_words, ids=self.pdq_ids))
+        if self.vectors is not None:
+            out.vectors = VectorIndex.build(self.ids, self.vectors)
+        return out
+
+
+def pdq_words(codes: Collection[int]) -> Any:
+    """256-bit PDQ codes as ``(n, 4)`` uint64, big-endian words (the hash indexes' layout)."""
+    import numpy as np
+
+    mask = (1 << 64) - 1
+    return np.array([[(v >> (64 * (3 - w))) & mask for w in range(4)] for v in codes],
+                    dtype=np.uint64).reshape(-1, 4)
+
+
+def index_references(refs: list[tuple[int, Any]], *, embedder: Any | None = None) -> IndexedReferences:
+    """Signals, ORB features and (with ``embedder``) CNN embeddings of ``(id, PIL image)`` pairs,
+    computed as the service computes them for an upload (the picture goes through a PNG file)."""
+    import io
+
+    import numpy as np
+
+    from matching.core import geometry
+    from matching.core.loading import load_image
+    from matching.core.signals import PDQ_MIN_QUALITY, compute_signals
+
+    store = MemoryStore()
+    ids, phashes, pdq_ids, pdqs, images = [], [], [], [], []
+    for ref_id, image in refs:
+        buf = io.BytesIO()
+        image.convert("RGB").save(buf, format="PNG")
+        loaded = load_image(buf.getvalue())
+        sig = compute_signals(loaded)
+        pdq = int(sig["pdq"], 16) if sig["pdq_quality"] >= PDQ_MIN_QUALITY else None
+        store.put(RefRecord(ref_id, sig["sha256_bytes"], sig["sha256_pixels"], int(sig["phash"], 16), pdq,
+                            sig["pdq_quality"]), geometry.extract_features(loaded.image))
+        ids.append(ref_id)
+        phashes.append(int(sig["phash"], 16))
+        if pdq is not None:
+            pdq_ids.append(ref_id)
+            pdqs.append(pdq)
+        images.append(loaded.image)
+    vectors = embedder.embed(images) if embedder is not None and images else None
+    return IndexedReferences(store, np.array(ids, dtype=np.int64), np.array(phashes, dtype=np.uint64).reshape(-1, 1),
+                             np.array(pdq_ids, dtype=np.int64), pdq_words(pdqs), vectors)
+
+
 class ServiceSystem:
     """The service's matcher behind the benchmark's ``System`` interface (matching/core/bench)."""
 
@@ -405,47 +626,14 @@ class ServiceSystem:
         self.matcher: Matcher | None = None
 
     def index(self, refs: list[tuple[int, Any]]) -> None:
-        import io
-
-        import numpy as np
-
-        from matching.core import geometry
-        from matching.core.hashindex import make_hash_index
-        from matching.core.loading import load_image
-        from matching.core.signals import PDQ_MIN_QUALITY, compute_signals
-
-        store = MemoryStore()
-        ids, phashes, pdq_ids, pdqs, images = [], [], [], [], []
-        for ref_id, image in refs:
-            buf = io.BytesIO()
-            image.convert("RGB").save(buf, format="PNG")
-            loaded = load_image(buf.getvalue())
-            sig = compute_signals(loaded)
-            pdq = int(sig["pdq"], 16) if sig["pdq_quality"] >= PDQ_MIN_QUALITY else None
-            store.put(RefRecord(ref_id, sig["sha256_bytes"], sig["sha256_pixels"], int(sig["phash"], 16), pdq,
-                                sig["pdq_quality"]), geometry.extract_features(loaded.image))
-            ids.append(ref_id)
-            phashes.append(int(sig["phash"], 16))
-            if pdq is not None:
-                pdq_ids.append(ref_id)
-                pdqs.append(pdq)
-            images.append(loaded.image)
-        pdq_words = np.array([[(v >> (64 * (3 - w))) & ((1 << 64) - 1) for w in range(4)] for v in pdqs],
-                             dtype=np.uint64).reshape(-1, 4)
-        indexes = Indexes(
-            phash=make_hash_index(1, codes=np.array(phashes, dtype=np.uint64).reshape(-1, 1),
-                                  ids=np.array(ids, dtype=np.int64)),
-            pdq=make_hash_index(4, codes=pdq_words, ids=np.array(pdq_ids, dtype=np.int64)),
-        )
         embedder = None
         if self.cnn:
             from matching.core.cnn.embedder import get_embedder
-            from matching.core.vectorindex import VectorIndex
 
             embedder = get_embedder()
-            indexes.vectors = VectorIndex(dim=embedder.dim)
-            indexes.vectors.add(np.array(ids, dtype=np.int64), embedder.embed(images))
-        self.matcher = Matcher(store=store, indexes=indexes, thresholds=self.thresholds, embedder=embedder)
+        indexed = index_references(refs, embedder=embedder)
+        self.matcher = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=self.thresholds,
+                               embedder=embedder)
 
     def query(self, image: Any, top_k: int) -> list[Any]:
         import io

@@ -76,6 +76,8 @@ CROP_SETS: dict[str, tuple[tuple[float, float, float, float], ...]] = {
     "whole+4x4 halves (overlap)": WHOLE + _FOURTHS_O,
     "whole+3x3 halves+3x3 thirds": WHOLE + _HALF + _THIRDS,
     "whole+5x5 thirds (overlap)": WHOLE + _THIRD_O,
+    "whole+3x3 thirds+4 corner thirds": WHOLE + _THIRDS + tuple(
+        (x / 6, y / 6, x / 6 + 1 / 3, y / 6 + 1 / 3) for y in (1, 3) for x in (1, 3)),
 }
 _INIT_NAMES = {"pca": "PCA-whitening", "lw": "learned-whitening", "random": "random"}
 PASTE_QUERIES = 200  # held-out logos pasted into held-out photos for the partial-copy table

@@ -1,0 +1,139 @@
+"""The matcher's cascade end to end, in memory: real CNN, real hash and vector indexes, real ORB.
+
+References are scikit-image pictures (its logo and photos); queries are copies
+made here. No database: ``index_references`` + ``MemoryStore``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from matching.core import geometry
+from matching.core.bench.attacks import rect
+from matching.core.bench.metrics import polygon_iou
+from matching.core.cnn import augment
+from matching.core.cnn.embedder import CROP_WINDOWS, get_embedder
+from matching.core.matcher import (
+    Decision, Matcher, Thresholds, _enlarge, _Evidence, _rank_key, index_references,
+)
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera")
+LOGO_ID = 100
+
+
+def _skimage(name: str) -> Image.Image:
+    from skimage import data
+
+    image = Image.fromarray(getattr(data, name)())
+    if image.mode == "RGBA":  # the scikit-image logo: composite over white like an upload would be
+        white = Image.new("RGB", image.size, (255, 255, 255))
+        white.paste(image, mask=image.getchannel("A"))
+        return white
+    return image.convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def matcher() -> Matcher:
+    refs = [(i, _skimage(name)) for i, name in enumerate(PHOTOS[1:])] + [(LOGO_ID, _skimage("logo"))]
+    embedder = get_embedder()
+    indexed = index_references(refs, embedder=embedder)
+    return Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(), embedder=embedder)
+
+
+def _loaded(image: Image.Image):  # type: ignore[no-untyped-def]
+    from matching.core.loading import load_image
+
+    from .helpers import encode
+
+    return load_image(encode(image, "PNG"))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_logo_pasted_into_a_photo_is_found_verified_and_boxed(matcher: Matcher, seed: int) -> None:
+    # The background photo (astronaut) is not protected; the logo fills 20 % of its width.
+    composite, (x0, y0, x1, y1) = augment.paste(_skimage("astronaut"), _skimage("logo"),
+                                                np.random.default_rng(seed), width_share=(0.2, 0.2))
+    outcome = matcher.match(_loaded(composite))
+    best = outcome.decisions[0]
+    assert best.reference_id == LOGO_ID and best.verdict == "modified_copy", outcome.decisions[:3]
+    assert polygon_iou(best.region["query"], rect(x0, y0, x1, y1), composite.size) >= 0.5
+    assert "cnn_tiles_ms" in outcome.timings_ms  # found by the partial-copy pass
+
+
+def test_a_whole_copy_skips_the_partial_copy_pass_unless_asked(matcher: Matcher) -> None:
+    copy = _skimage("chelsea").resize((300, 200), Image.Resampling.BILINEAR)
+    auto = matcher.match(_loaded(copy))
+    assert auto.decisions[0].reference_id == 0 and auto.decisions[0].verdict == "near_duplicate"
+    # The hashes decided it: no CNN pass at all, let alone the ten of the partial-copy search.
+    assert "cnn_ms" not in auto.timings_ms and "cnn_tiles_ms" not in auto.timings_ms
+    rotated = matcher.match(_loaded(_skimage("chelsea").rotate(9, expand=True).crop((40, 40, 400, 300))))
+    assert rotated.decisions[0].reference_id == 0 and rotated.decisions[0].verdict == "modified_copy"
+    assert "cnn_ms" in rotated.timings_ms and "cnn_tiles_ms" not in rotated.timings_ms
+    always = matcher.match(_loaded(copy), partial="always")
+    assert "cnn_tiles_ms" in always.timings_ms and always.decisions[0].reference_id == 0
+    never = matcher.match(_loaded(_skimage("astronaut")), partial="never")
+    assert "cnn_tiles_ms" not in never.timings_ms and "cnn_ms" in never.timings_ms
+
+
+def test_a_mirrored_copy_is_found_by_the_hash_variants_and_still_boxed(matcher: Matcher) -> None:
+    from PIL import ImageOps
+
+    outcome = matcher.match(_loaded(ImageOps.mirror(_skimage("chelsea"))))
+    best = outcome.decisions[0]
+    assert best.reference_id == 0 and best.verdict == "modified_copy"
+    assert "cnn_ms" not in outcome.timings_ms  # PDQ's flipped variant decided it
+    assert best.region is not None and best.edit["mirrored"] is True  # verification drew the region
+
+
+def test_an_unrelated_photo_matches_nothing(matcher: Matcher) -> None:
+    outcome = matcher.match(_loaded(_skimage("astronaut")))
+    assert outcome.positives == []
+    assert "cnn_tiles_ms" in outcome.timings_ms  # nothing found: the partial-copy pass ran
+
+
+def test_partial_mode_is_checked(matcher: Matcher) -> None:
+    with pytest.raises(ValueError, match="partial must be one of"):
+        matcher.match(_loaded(_skimage("coffee")), partial="sometimes")
+
+
+def test_matches_rank_above_similar_above_the_rest() -> None:
+    decisions = [Decision(1, "none", 0.99), Decision(2, "similar", 0.8), Decision(3, "modified_copy", 0.76),
+                 Decision(4, "near_duplicate", 0.9)]
+    assert [d.reference_id for d in sorted(decisions, key=_rank_key)] == [4, 3, 2, 1]
+
+
+def test_undecided_candidates_rank_by_distance_from_chance() -> None:
+    # 16 pHash bits between two unrelated logos is common (a raw similarity of 0.75);
+    # a CNN cosine of 0.6 from a crop is real evidence of a pasted copy.
+    matcher = Matcher(store=None, indexes=None, thresholds=Thresholds(phash_candidate=16, cnn_candidate=0.35))  # type: ignore[arg-type]
+    hash_noise = matcher._evidence_score(_Evidence(phash=16, phash_variant=16))
+    cnn = matcher._evidence_score(_Evidence(cnn=0.6))
+    assert hash_noise == 0.0 and cnn == pytest.approx(0.25 / 0.65, abs=1e-6)
+    assert matcher._evidence_score(_Evidence(phash_variant=4)) == pytest.approx(0.75)
+    assert matcher._evidence_score(_Evidence()) == 0.0
+
+
+def test_region_features_are_in_the_whole_picture_frame() -> None:
+    image = _skimage("astronaut")
+    box = (100, 50, 300, 250)
+    feats = geometry.extract_region_features(image, box, with_mirror=True)
+    assert (feats.width, feats.height) == image.size and len(feats) > 50
+    kp = feats.keypoints
+    assert kp[:, 0].min() >= box[0] and kp[:, 0].max() <= box[2]
+    assert kp[:, 1].min() >= box[1] and kp[:, 1].max() <= box[3]
+    assert feats.pixel_scale < 1  # 200 px processed at 640: finer than the picture's pixels
+    # The region verifies against the whole picture as the reference, at the right place.
+    result = geometry.verify(feats, geometry.extract_features(image))
+    assert result.accepted
+    assert polygon_iou(result.query_polygon, rect(0, 0, *image.size), image.size) > 0.9
+    with pytest.raises(ValueError, match="empty region"):
+        geometry.extract_region_features(image, (600, 600, 700, 700))
+
+
+def test_enlarged_tile_stays_inside_the_picture() -> None:
+    assert _enlarge((0, 0, 100, 100), (300, 300)) == (0, 0, 150, 150)
+    assert _enlarge((100, 100, 200, 200), (300, 300)) == (50, 50, 250, 250)
+    assert _enlarge((200, 200, 300, 300), (300, 300)) == (150, 150, 300, 300)
+    assert CROP_WINDOWS[0] == (0.0, 0.0, 1.0, 1.0)
+    assert all(0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 for x0, y0, x1, y1 in CROP_WINDOWS)
