@@ -1,6 +1,7 @@
 """Benchmark the vector index at scale: build time, memory, recall@10 against exact search, query latency.
 
     python -m matching.core.bench_vectorindex --n 1000000 --dim 256 [--queries 1000] [--threads 1]
+        [--build-threads 2] [--m 32] [--ef-construction 80] [--ef-search 64 128]
 
 Vectors (one seed): half are real CNN embeddings replicated with noise
 (``--images`` photos and logos of ``../shared/datasets``, each embedded
@@ -25,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .vectorindex import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, VectorIndex
+from .vectorindex import (
+    DEFAULT_STRUCTURE, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, STRUCTURES, VectorIndex,
+)
 
 DEFAULT_DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
@@ -93,12 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="OpenMP threads for the searches")
+    parser.add_argument("--build-threads", type=int, default=None, help="OpenMP threads for the build (default --threads)")
     parser.add_argument("--images", type=int, default=1000, help="dataset images whose embeddings seed the data")
     parser.add_argument("--views", type=int, default=4, help="attacked views embedded per image")
     parser.add_argument("--noise", type=float, default=1.0,
                         help="norm of the noise added to a replicated embedding (1.0: cosine ~0.7 to its source)")
-    parser.add_argument("--ef-search", type=int, nargs="*", default=[HNSW_EF_SEARCH])
+    parser.add_argument("--structure", choices=STRUCTURES, default=DEFAULT_STRUCTURE)
+    parser.add_argument("--ef-search", type=int, nargs="*", default=[HNSW_EF_SEARCH], help="HNSW settings to time")
+    parser.add_argument("--nprobe", type=int, nargs="*", default=[IVF_NPROBE], help="IVF settings to time")
     parser.add_argument("--m", type=int, default=HNSW_M)
     parser.add_argument("--ef-construction", type=int, default=HNSW_EF_CONSTRUCTION)
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
@@ -142,17 +148,27 @@ def main(argv: list[str] | None = None) -> int:
     del exact
 
     rss0 = _rss_bytes()
+    build_threads = args.build_threads or args.threads
+    faiss.omp_set_num_threads(build_threads)
     start = time.perf_counter()
-    index = VectorIndex.build(ids, data, m=args.m, ef_construction=args.ef_construction)
+    index = VectorIndex.build(ids, data, m=args.m, ef_construction=args.ef_construction, structure=args.structure)
     build_s = time.perf_counter() - start
+    faiss.omp_set_num_threads(args.threads)
     rss1 = _rss_bytes()
     mem = index.memory_bytes()
-    print(f"build: {index.kind} M={args.m} efConstruction={args.ef_construction}, n={args.n}, dim={args.dim}, "
-          f"{build_s:.1f} s ({args.n / build_s:.0f} vectors/s) on {args.threads} thread(s)")
+    shape = (f"M={args.m} efConstruction={args.ef_construction}" if index.kind == "hnsw"
+             else f"{index._index.nlist} cells" if index.kind == "ivf" else "exact")
+    print(f"build: {index.kind} {shape}, n={args.n}, dim={args.dim}, "
+          f"{build_s:.1f} s ({args.n / build_s:.0f} vectors/s) on {build_threads} thread(s)")
     print(f"memory: {mem / args.n:.0f} bytes/vector ({mem / 2**20:.0f} MiB; raw vectors "
           f"{4 * args.dim} B/vector); resident memory grew {(rss1 - rss0) / args.n:.0f} bytes/vector with the build")
-    for ef in args.ef_search:
-        index.ef_search = ef
+    settings = ([("efSearch", ef) for ef in args.ef_search] if index.kind == "hnsw"
+                else [("nprobe", p) for p in args.nprobe] if index.kind == "ivf" else [("exact", 0)])
+    for name, value in settings:
+        if name == "efSearch":
+            index.ef_search = value
+        elif name == "nprobe":
+            index.nprobe = value
         index.search(queries[:10], 10)  # warm-up
         times, found = [], []
         for q, t in zip(queries, truth_ids, strict=True):
@@ -161,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - s)
             found.append(len({i for i, _ in hits} & set(t.tolist())) / 10)
         ms, found_arr = 1e3 * np.array(times), np.array(found)
-        print(f"efSearch={ef}: recall@10 {found_arr.mean():.4f} (copies {found_arr[kinds].mean():.4f}, "
+        print(f"{name}={value}: recall@10 {found_arr.mean():.4f} (copies {found_arr[kinds].mean():.4f}, "
               f"unrelated {found_arr[~kinds].mean() if (~kinds).any() else float('nan'):.4f}); query ms mean "
               f"{ms.mean():.3f} p50 {np.percentile(ms, 50):.3f} p95 {np.percentile(ms, 95):.3f} "
               f"({len(queries)} queries, one at a time)")

@@ -1,19 +1,29 @@
 """Nearest-neighbour search over L2-normalised float32 vectors (the CNN embeddings).
 
-Inner product = cosine for unit vectors. Two forms, picked by size when the
-index is (re)built:
+Inner product = cosine for unit vectors. Forms, picked by size when the index
+is (re)built:
 
-* below ``hnsw_threshold`` live vectors: exact search, ``faiss.IndexFlatIP``
-  inside an ``IndexIDMap2``; removal is real (``remove_ids``);
-* from ``hnsw_threshold`` up: ``faiss.IndexHNSWFlat`` (M=32, inner product)
-  inside an ``IndexIDMap2``, searched with efSearch=128. HNSW cannot delete,
-  so a removed vector becomes a tombstone: its position is excluded during
-  the graph search by an ``IDSelector`` (so k live results still come back),
-  and once tombstones pass 20 % of the stored vectors the index is rebuilt
-  from the live ones.
+* below ``hnsw_threshold`` live vectors (10,000): exact search,
+  ``faiss.IndexFlatIP`` inside an ``IndexIDMap2``; removal is real;
+* from the threshold up, ``structure`` (default ``"ivf"``):
 
-A flat index that grows past the threshold by ``add`` turns itself into HNSW
-(one rebuild); ``rebuild()`` re-decides from the live count either way.
+  - ``"ivf"``: ``faiss.IndexIVFFlat`` (inner product) with about 2 sqrt(n)
+    cells (k-means, seeded) and ``nprobe`` 32, ids stored natively, removal
+    real (``remove_ids``). The cells are trained on the vectors present at
+    (re)build time; once the live count passes 8x that, the next ``add``
+    retrains from everything. Chosen because a protected picture usually has
+    no close neighbour in its collection, and graph search (HNSW) reaches
+    such isolated vectors poorly: at 1M, HNSW efSearch 128 missed the
+    reference of a copy query in its top 6 for 31 % of queries where IVF at
+    nprobe 32 missed 5 % (docs/training/vectorindex.md).
+  - ``"hnsw"``: ``faiss.IndexHNSWFlat`` (M=32) inside an ``IndexIDMap2``,
+    efSearch 128. HNSW cannot delete, so a removed vector becomes a
+    tombstone, excluded during the graph search by an ``IDSelector`` (so k
+    live results still come back); past 20 % tombstones the index is rebuilt
+    from the live vectors.
+
+A flat index that grows past the threshold by ``add`` turns itself into the
+approximate form (one rebuild); ``rebuild()`` re-decides from the live count.
 
 Snapshots: ``save(path)`` writes the FAISS native file at ``path`` and a
 checkpoint ``path + ".ckpt.npz"`` (no pickle: a JSON record and the
@@ -59,6 +69,17 @@ FORMAT_VERSION = 1
 # 0.73 ms at 20k and 2.0 ms at 50k, against ~0.2-0.5 ms for HNSW at any size;
 # they cross near 10k, and below that the exact answer is also the cheaper one.
 HNSW_THRESHOLD = 10_000
+# The approximate structure above the threshold. "ivf" by default: at 1M
+# vectors a protected image whose embedding has no close neighbour in the
+# collection (the usual case: each picture is protected once) was missing
+# from HNSW's top 6 for 31 % of copy queries (efSearch 128; 20 % at 512),
+# because few graph edges lead to an isolated node; IVF probes the cells
+# nearest the query, so the copy's cell is searched whatever surrounds it
+# (95 % at nprobe 32, 93 % at 16 on the same data; docs/training/vectorindex.md).
+DEFAULT_STRUCTURE = "ivf"
+STRUCTURES = ("ivf", "hnsw")
+IVF_NPROBE = 32  # of ~2,000 cells at 1M: 1.6 ms a query, the reference of a copy in the top 6 for 95 %
+IVF_REGROW = 8  # retrain (rebuild) once the live count passes this multiple of the trained count
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
 HNSW_EF_CONSTRUCTION = 80
@@ -77,7 +98,7 @@ class Checkpoint:
     count: int  # live vectors
     last_id: int  # largest id ever added (-1 when none)
     generation: int  # bumped by every add, remove and rebuild
-    kind: str  # "flat" or "hnsw"
+    kind: str  # "flat", "ivf" or "hnsw"
     dim: int
 
 
@@ -96,6 +117,30 @@ def _owned(downcast: Any, index: Any) -> Any:
     index.this.disown()
     typed.this.acquire()
     return typed
+
+
+def ivf_lists(n: int) -> int:
+    """Cells of an IVF over ``n`` vectors: about 2 sqrt(n) (2,000 at 1M), with at least
+    39 training vectors a cell (FAISS's k-means minimum) and at least one cell."""
+    return max(1, min(round(2 * np.sqrt(n)), n // 39))
+
+
+def _ivf_contents(ivf: Any, dim: int) -> tuple[IdArray, FloatArray]:
+    """(ids, vectors) stored in an ``IndexIVFFlat``, list by list."""
+    import faiss
+
+    invlists = ivf.invlists
+    ids_out, vecs_out = [], []
+    for cell in range(ivf.nlist):
+        size = invlists.list_size(cell)
+        if not size:
+            continue
+        ids_out.append(faiss.rev_swig_ptr(invlists.get_ids(cell), size).copy())
+        codes = faiss.rev_swig_ptr(invlists.get_codes(cell), size * dim * 4).copy()
+        vecs_out.append(codes.view(np.float32).reshape(size, dim))
+    if not ids_out:
+        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+    return np.concatenate(ids_out).astype(np.int64), np.concatenate(vecs_out)
 
 
 def _checkpoint_path(path: Path) -> Path:
@@ -144,10 +189,17 @@ class VectorIndex:
     """
 
     def __init__(self, dim: int = 256, *, hnsw_threshold: int = HNSW_THRESHOLD, m: int = HNSW_M,
-                 ef_search: int = HNSW_EF_SEARCH, ef_construction: int = HNSW_EF_CONSTRUCTION) -> None:
-        if dim < 1 or hnsw_threshold < 0 or m < 2 or ef_search < 1 or ef_construction < 1:
-            raise ValueError("dim, m, ef_search and ef_construction must be positive")
+                 ef_search: int = HNSW_EF_SEARCH, ef_construction: int = HNSW_EF_CONSTRUCTION,
+                 structure: str = DEFAULT_STRUCTURE, nprobe: int = IVF_NPROBE) -> None:
+        if dim < 1 or hnsw_threshold < 0 or m < 2 or ef_search < 1 or ef_construction < 1 or nprobe < 1:
+            raise ValueError("dim, m, ef_search, ef_construction and nprobe must be positive")
+        if structure not in STRUCTURES:
+            raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, not {structure!r}")
         self.dim = dim
+        # Above ``hnsw_threshold`` live vectors the index is approximate: ``structure``.
+        self.structure = structure
+        self._nprobe = nprobe
+        self._trained_count = 0  # IVF: live vectors when the coarse quantizer was trained
         self.hnsw_threshold = hnsw_threshold
         self.m = m
         self.ef_search = ef_search
@@ -167,8 +219,21 @@ class VectorIndex:
     # -------------------------------------------------------------- state
 
     @property
+    def nprobe(self) -> int:
+        """IVF cells searched a query (more: higher recall, slower)."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("nprobe must be positive")
+        self._nprobe = value
+        if self._kind == "ivf":
+            self._index.nprobe = min(value, self._index.nlist)
+
+    @property
     def kind(self) -> str:
-        """``"flat"`` (exact) or ``"hnsw"``."""
+        """``"flat"`` (exact), ``"ivf"`` or ``"hnsw"``."""
         return self._kind
 
     def __len__(self) -> int:
@@ -194,6 +259,8 @@ class VectorIndex:
         """Approximate resident size: vectors, graph links, ids and bookkeeping."""
         n = self._index.ntotal
         per = self.dim * 4 + 8 + 8  # vector, id_map entry, sorted live id
+        if self._kind == "ivf":
+            return n * (self.dim * 4 + 8 + 8) + self._index.nlist * self.dim * 4  # + centroids
         if self._kind == "hnsw":
             import faiss
 
@@ -205,9 +272,24 @@ class VectorIndex:
 
     # -------------------------------------------------------------- building
 
-    def _new_index(self, kind: str) -> Any:
+    def _new_index(self, kind: str, train: FloatArray | None = None) -> Any:
         import faiss
 
+        if kind == "ivf":
+            # Native ids (no IDMap: its removal assumes the inner index renumbers, which IVF does not).
+            assert train is not None
+            nlist = ivf_lists(len(train))
+            quantizer = faiss.IndexFlatIP(self.dim)
+            ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            ivf.own_fields = True
+            quantizer.this.disown()
+            ivf.cp.seed = 1234  # k-means: the same vectors train the same cells
+            sample = train
+            if len(train) > 256 * nlist:
+                sample = train[np.random.default_rng(0).choice(len(train), 256 * nlist, replace=False)]
+            ivf.train(np.ascontiguousarray(sample, dtype=np.float32))
+            ivf.nprobe = min(self.nprobe, nlist)
+            return ivf
         if kind == "flat":
             inner = faiss.IndexFlatIP(self.dim)
         else:
@@ -245,8 +327,11 @@ class VectorIndex:
         present = _member(self._live, uniq)
         if present.any():
             raise ValueError(f"ids already in the index: {uniq[present][:5].tolist()}")
-        if self._kind == "flat" and len(self) + len(id_arr) >= self.hnsw_threshold:
-            # Growing past the threshold: rebuild once as HNSW with everything.
+        grown = len(self) + len(id_arr)
+        if ((self._kind == "flat" and grown >= self.hnsw_threshold)
+                or (self._kind == "ivf" and grown > IVF_REGROW * max(self._trained_count, 1))):
+            # Growing past the threshold (flat -> approximate), or an IVF whose cells were
+            # trained on a much smaller collection: rebuild once with everything.
             ids_all, vecs_all = self._live_arrays()
             self._build(np.concatenate([ids_all, id_arr]), np.concatenate([vecs_all, vecs]))
         else:
@@ -264,7 +349,7 @@ class VectorIndex:
         gone = id_arr[_member(self._live, id_arr)]
         if not len(gone):
             return 0
-        if self._kind == "flat":
+        if self._kind in ("flat", "ivf"):
             import faiss
 
             self._index.remove_ids(faiss.IDSelectorBatch(gone))
@@ -283,6 +368,8 @@ class VectorIndex:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         import faiss
 
+        if self._kind == "ivf":
+            return _ivf_contents(self._index, self.dim)
         inner = faiss.downcast_index(self._index.index)
         vectors = inner.reconstruct_n(0, n) if self._kind == "flat" else inner.storage.reconstruct_n(0, n)
         ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
@@ -292,10 +379,11 @@ class VectorIndex:
         return ids, vectors
 
     def _build(self, ids: IdArray, vectors: FloatArray) -> None:
-        kind = "hnsw" if len(ids) >= self.hnsw_threshold else "flat"
-        index = self._new_index(kind)
+        kind = self.structure if len(ids) >= self.hnsw_threshold else "flat"
+        index = self._new_index(kind, train=vectors if kind == "ivf" else None)
         if len(ids):
             index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        self._trained_count = len(ids) if kind == "ivf" else 0
         self._index, self._kind = index, kind
         self._pos_ids = ids.copy() if kind == "hnsw" else np.zeros(0, np.int64)
         self._dead = np.zeros(len(ids) if kind == "hnsw" else 0, bool)
@@ -337,6 +425,8 @@ class VectorIndex:
             return [[] for _ in range(len(queries))]
         kk = min(k, len(self))
         if self._kind == "flat":
+            scores, labels = self._index.search(queries, kk)
+        elif self._kind == "ivf":
             scores, labels = self._index.search(queries, kk)
         else:
             scores, positions = self._hnsw().search(queries, kk, params=self._hnsw_params(kk))
@@ -397,7 +487,8 @@ class VectorIndex:
             raise
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "sha256": digest, **asdict(self.checkpoint),
                 "stored": int(self._index.ntotal), "hnsw_threshold": self.hnsw_threshold, "m": self.m,
-                "ef_search": self.ef_search, "ef_construction": self.ef_construction}
+                "ef_search": self.ef_search, "ef_construction": self.ef_construction,
+                "structure": self.structure, "nprobe": self.nprobe, "trained_count": self._trained_count}
         ckpt = _checkpoint_path(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{ckpt.name}.", suffix=".tmp")
         try:
@@ -427,8 +518,22 @@ class VectorIndex:
         try:
             raw = _owned(faiss.downcast_index, faiss.read_index(str(path)))
             index = cls(int(meta["dim"]), hnsw_threshold=int(meta["hnsw_threshold"]), m=int(meta["m"]),
-                        ef_search=int(meta["ef_search"]), ef_construction=int(meta["ef_construction"]))
+                        ef_search=int(meta["ef_search"]), ef_construction=int(meta["ef_construction"]),
+                        structure=str(meta.get("structure", "hnsw")))  # nprobe: a search setting, today's
             kind, stored = str(meta["kind"]), int(meta["stored"])
+            if kind == "ivf":
+                if not isinstance(raw, faiss.IndexIVFFlat) or raw.d != index.dim or raw.ntotal != stored:
+                    raise SnapshotError("vector-index snapshot does not match its checkpoint")
+                if len(dead):
+                    raise SnapshotError("an IVF vector-index snapshot has tombstones")
+                raw.nprobe = min(index.nprobe, raw.nlist)
+                index._index, index._kind = raw, kind
+                index._trained_count = int(meta.get("trained_count", stored))
+                index._live = np.sort(_ivf_contents(raw, index.dim)[0])
+                if len(index._live) != int(meta["count"]) or np.any(np.diff(index._live) == 0):
+                    raise SnapshotError("vector-index snapshot ids do not match its checkpoint")
+                index.last_id, index.generation = int(meta["last_id"]), int(meta["generation"])
+                return index
             if not isinstance(raw, faiss.IndexIDMap2):
                 raise SnapshotError("vector-index snapshot is not an IndexIDMap2")
             inner = faiss.downcast_index(raw.index)

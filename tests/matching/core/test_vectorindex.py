@@ -1,4 +1,4 @@
-"""VectorIndex: exact and HNSW search, add/remove, snapshots and their checkpoint."""
+"""VectorIndex: exact, IVF and HNSW search, add/remove, snapshots and their checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from matching.core.vectorindex import VectorIndex, read_checkpoint
+from matching.core.vectorindex import IVF_REGROW, VectorIndex, ivf_lists, read_checkpoint
 from matching.core.vptree import SnapshotError
 
 DIM = 32
@@ -82,7 +82,7 @@ def test_hnsw_agrees_with_exact_search() -> None:
     data = unit(2000, 7)
     ids = np.arange(2000, dtype=np.int64) * 3 + 1
     queries = noisy(data[:100], 8)
-    hnsw = VectorIndex.build(ids, data, hnsw_threshold=1000, ef_search=512)
+    hnsw = VectorIndex.build(ids, data, hnsw_threshold=1000, ef_search=512, structure="hnsw")
     assert hnsw.kind == "hnsw"
     got = [[i for i, _ in row] for row in hnsw.search(queries, k=10)]
     assert got == exact_top(data, ids, queries, 10)
@@ -91,7 +91,7 @@ def test_hnsw_agrees_with_exact_search() -> None:
 def test_hnsw_tombstones_are_filtered_then_compacted() -> None:
     data = unit(2000, 9)
     ids = np.arange(2000, dtype=np.int64)
-    index = VectorIndex.build(ids, data, hnsw_threshold=1000, ef_search=256)
+    index = VectorIndex.build(ids, data, hnsw_threshold=1000, ef_search=256, structure="hnsw")
     removed = np.arange(0, 2000, 10)  # 10 %: tombstones, no rebuild yet
     index.remove(removed)
     assert index.kind == "hnsw" and index.n_dead == 200 and len(index) == 1800
@@ -110,20 +110,22 @@ def test_hnsw_tombstones_are_filtered_then_compacted() -> None:
     assert got == exact_top(data[live], live, data[:20], 5)
 
 
-def test_flat_grows_into_hnsw() -> None:
+@pytest.mark.parametrize("structure", ["ivf", "hnsw"])
+def test_flat_grows_into_the_approximate_structure(structure: str) -> None:
     data = unit(1500, 10)
-    index = VectorIndex(DIM, hnsw_threshold=1000, ef_search=256)
+    index = VectorIndex(DIM, hnsw_threshold=1000, ef_search=256, structure=structure)
     index.add(np.arange(900), data[:900])
     assert index.kind == "flat"
     index.add(np.arange(900, 1500), data[900:])
-    assert index.kind == "hnsw" and len(index) == 1500
+    assert index.kind == structure and len(index) == 1500
     assert [row[0][0] for row in index.search(data[::100], k=1)] == list(range(0, 1500, 100))
 
 
-@pytest.mark.parametrize("threshold", [10_000, 500], ids=["flat", "hnsw"])
-def test_snapshot_round_trip(tmp_path: Path, threshold: int) -> None:
+@pytest.mark.parametrize(("threshold", "structure"), [(10_000, "ivf"), (500, "ivf"), (500, "hnsw")],
+                         ids=["flat", "ivf", "hnsw"])
+def test_snapshot_round_trip(tmp_path: Path, threshold: int, structure: str) -> None:
     data = unit(1200, 11)
-    index = VectorIndex.build(np.arange(1200) * 2, data, hnsw_threshold=threshold)
+    index = VectorIndex.build(np.arange(1200) * 2, data, hnsw_threshold=threshold, structure=structure)
     index.remove([0, 2, 4])
     queries = noisy(data[:30], 12)
     path = tmp_path / "vectors.faiss"
@@ -135,6 +137,46 @@ def test_snapshot_round_trip(tmp_path: Path, threshold: int) -> None:
     assert loaded.search(queries, k=10) == index.search(queries, k=10)
     loaded.add([5000], data[0])  # still usable incrementally
     assert loaded.search(data[0], k=1)[0][0][0] == 5000
+
+
+def test_ivf_agrees_with_exact_search_when_every_cell_is_probed() -> None:
+    data = unit(3000, 16)
+    ids = np.arange(3000, dtype=np.int64) * 5 + 2
+    queries = noisy(data[:100], 17)
+    ivf = VectorIndex.build(ids, data, hnsw_threshold=1000, nprobe=10_000)
+    assert ivf.kind == "ivf" and ivf._index.nlist == ivf_lists(3000) > 1
+    got = [[i for i, _ in row] for row in ivf.search(queries, k=10)]
+    assert got == exact_top(data, ids, queries, 10)
+
+
+def test_ivf_finds_isolated_copies_among_clusters() -> None:
+    # Dense clusters plus a few isolated vectors (a picture protected once): the copy of an
+    # isolated vector lies in its cell, which is probed, so it is found at the default nprobe.
+    rng = np.random.default_rng(18)
+    centres = unit(40, 19)
+    clustered = noisy(np.repeat(centres, 150, axis=0), 20, scale=2.0)
+    isolated = unit(30, 21)
+    data = np.concatenate([clustered, isolated])
+    ids = rng.permutation(len(data)).astype(np.int64)
+    index = VectorIndex.build(ids, data, hnsw_threshold=1000)
+    assert index.kind == "ivf"
+    copies = noisy(isolated, 22, scale=0.3)
+    top = [row[0][0] for row in index.search(copies, k=1)]
+    assert top == ids[len(clustered):].tolist()
+
+
+def test_ivf_removes_for_real_and_retrains_when_it_has_grown() -> None:
+    data = unit(1100 * IVF_REGROW + 200, 23)
+    index = VectorIndex.build(np.arange(1100), data[:1100], hnsw_threshold=1000)
+    assert index.kind == "ivf" and index._trained_count == 1100
+    assert index.remove(np.arange(0, 100)) == 100
+    assert index.n_dead == 0 and len(index) == 1000 and 50 not in index
+    assert all(i >= 100 for i, _ in index.search(data[50], k=5)[0])
+    index.add(np.arange(1100, 4000), data[1100:4000])  # under 8x the trained size: no retraining
+    assert index._trained_count == 1100
+    index.add(np.arange(4000, len(data)), data[4000:])  # past it: the cells are trained again
+    assert index._trained_count == len(data) - 100 and len(index) == len(data) - 100
+    assert index.search(data[5000], k=1)[0][0][0] == 5000
 
 
 def test_checkpoint_tells_unchanged_from_changed(tmp_path: Path) -> None:
