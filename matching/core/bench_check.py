@@ -146,6 +146,30 @@ def _percentiles(values: list[float]) -> str:
     return f"p50 {np.percentile(a, 50):6.1f}  p95 {np.percentile(a, 95):6.1f}  mean {a.mean():6.1f}  (n={len(a)})"
 
 
+def _reach(vectors: Any, embedder: Any, queries: list[tuple[str, int | None, bytes]], k: int) -> int:
+    """Share of whole-frame copies whose reference the vector index returns in its top ``k``."""
+    from .loading import load_image
+
+    copies = [(ref, embedder.embed_one(load_image(data).image)) for group, ref, data in queries
+              if group == "whole-frame copy"]
+    settings = ([("nprobe", v) for v in (8, 16, 32, 64)] if vectors.kind == "ivf"
+                else [("efSearch", v) for v in (64, 128, 256, 512)])
+    for name, value in settings:
+        if name == "nprobe":
+            vectors.nprobe = value
+        else:
+            vectors.ef_search = value
+        times, found = [], 0
+        for ref, vector in copies:
+            start = time.perf_counter()
+            hits = vectors.search(vector, k)[0]
+            times.append(1000 * (time.perf_counter() - start))
+            found += any(i == ref for i, _ in hits)
+        print(f"{vectors.kind} {name}={value}: reference in the top {k} for {found / len(copies):.3f} of "
+              f"{len(copies)} whole-frame copies; search p50 {np.percentile(times, 50):.2f} ms")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m matching.core.bench_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="protected images in the index (default 1M)")
@@ -161,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--explain", type=int, default=0, help="print this many missed copies with their top hits")
     parser.add_argument("--every", type=int, default=1, help="query every k-th copy only (a quicker look)")
+    parser.add_argument("--reach", action="store_true",
+                        help="only measure how often a whole-frame copy's reference is among the vector index's "
+                             "top 6 for its whole-image embedding, at several search settings")
     args = parser.parse_args(argv)
     if args.n < args.refs:
         parser.error("--n must be at least --refs")
@@ -252,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         buf = io.BytesIO()
         item.image().convert("RGB").save(buf, format="PNG")
         queries.append(("unrelated", None, buf.getvalue()))
+    if args.reach:
+        return _reach(vectors, embedder, queries, matcher.thresholds.verify_top)
     for _group, _ref, data_bytes in queries[:3]:  # warm-up: graph tracing, caches
         matcher.match(load_image(data_bytes), partial=args.partial)
 

@@ -243,7 +243,7 @@ class Matcher:
         verification of what they found, each against the enlarged part of the
         query that found it. So a resized copy costs no CNN pass, a cropped or
         rotated one a single pass, and only a picture with no whole-frame match
-        pays for the ten. ``"always"`` runs every pass (a picture that is a copy
+        pays for the 13 tiles. ``"always"`` runs every pass (a picture that is a copy
         may hold further, partial copies); ``"never"`` stops after pass 1.
         """
         if partial not in PARTIAL_MODES:
