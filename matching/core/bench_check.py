@@ -236,7 +236,6 @@ def main(argv: list[str] | None = None) -> int:
     rss0 = _rss_bytes()
     phash_index = make_hash_index(1, codes=np.concatenate([real.phashes, syn_phash]),
                                   ids=np.concatenate([real.ids, syn_ids]))
-    rss1 = _rss_bytes()
     pdq_index = make_hash_index(4, codes=np.concatenate([real.pdq_words, syn_pdq]),
                                 ids=np.concatenate([real.pdq_ids, syn_ids]))
     rss2 = _rss_bytes()
