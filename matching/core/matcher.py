@@ -325,7 +325,7 @@ class Matcher:
             if record is None:
                 continue  # deleted since it was indexed
             previous = state.decided.get(ref_id)
-            if previous is not None and previous.is_match:
+            if previous is not None and previous.is_match and ref_id not in state.unverified:
                 continue  # decided for good; a better crop score changes nothing
             e = evidence[ref_id]
             rt = record.thresholds or t

@@ -84,6 +84,9 @@ def test_a_mirrored_copy_is_found_by_the_hash_variants_and_still_boxed(matcher: 
     assert best.reference_id == 0 and best.verdict == "modified_copy"
     assert "cnn_ms" not in outcome.timings_ms  # PDQ's flipped variant decided it
     assert best.region is not None and best.edit["mirrored"] is True  # verification drew the region
+    every_pass = matcher.match(_loaded(ImageOps.mirror(_skimage("chelsea"))), partial="always")
+    assert "cnn_tiles_ms" in every_pass.timings_ms
+    assert every_pass.decisions[0].reference_id == 0 and every_pass.decisions[0].region is not None
 
 
 def test_an_unrelated_photo_matches_nothing(matcher: Matcher) -> None:
