@@ -156,3 +156,30 @@ def test_submit_enqueues_matching_only_on_commit(org, django_capture_on_commit_c
     assert len(callbacks) == 1  # nothing runs before commit; exactly one task after
     callbacks[0]()
     assert Check.objects.get(pk=check.pk).status == "done"
+
+
+def test_logo_pasted_into_a_photo_is_found_boxed_and_evidenced(api, org):
+    import skimage.data
+    from PIL import Image
+
+    from matching.core.bench.metrics import polygon_iou
+
+    rgba = Image.fromarray(skimage.data.logo())
+    logo = Image.new("RGB", rgba.size, (255, 255, 255))
+    logo.paste(rgba, mask=rgba.getchannel("A"))
+    collection = CollectionFactory(organisation=org, slug="brand")
+    for key, image in (("logo.png", logo), ("coffee.png", photo("coffee")), ("rocket.png", photo("rocket"))):
+        response = api.post("/api/v1/images/", {"collection": collection.pk, "key": key,
+                                                "file": SimpleUploadedFile(key, encode(image))})
+        assert response.status_code == 201
+    # The logo at a fifth of the width of a photo nobody protected, saved as a JPEG.
+    suspect = photo("astronaut").copy()
+    suspect.paste(logo.resize((102, 102), Image.Resampling.BILINEAR), (362, 210))
+    body = submit(api, encode(suspect, "JPEG", quality=90), wait=20).json()
+    assert body["status"] == "done" and body["result"]["verdict"] == "modified_copy", body["result"]
+    match = body["matches"][0]
+    assert match["key"] == "logo.png" and match["verdict"] == "modified_copy"
+    box = [[362, 210], [464, 210], [464, 312], [362, 312]]
+    assert polygon_iou(match["region"]["query"], box, suspect.size) >= 0.5
+    evidence = api.get(match["evidence_url"])
+    assert evidence.status_code == 200 and evidence["Content-Type"] == "image/png"
