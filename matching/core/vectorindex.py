@@ -148,11 +148,8 @@ def _checkpoint_path(path: Path) -> Path:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _read_checkpoint_file(path: Path) -> tuple[dict[str, Any], IdArray]:

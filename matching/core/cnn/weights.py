@@ -78,11 +78,8 @@ def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def write_weights(path: Path, arrays: dict[str, np.ndarray], *, source_sha256: str) -> None:
