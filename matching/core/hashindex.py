@@ -62,6 +62,7 @@ from .vptree import (
     SnapshotError,
     VPTree,
     _as_codes,
+    _as_id_array,
     _as_ids,
     _as_query,
     _dedupe_last,
@@ -650,11 +651,9 @@ class MIHIndex:
         return len(self._main) + len(self._delta) + len(self._pend_ids)
 
     def __contains__(self, id_: object) -> bool:
-        if not isinstance(id_, (int, np.integer)) or isinstance(id_, bool):
+        i = _as_id_array(id_)
+        if i is None:
             return False
-        if not -(2**63) <= int(id_) < 2**63:
-            return False
-        i = np.array([id_], dtype=np.int64)
         if np.any(self._pend_ids == i[0]):
             return True
         for seg in (self._main, self._delta):
@@ -886,9 +885,8 @@ class FaissBinaryIndex:
         return np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
 
     def __contains__(self, id_: object) -> bool:
-        if not isinstance(id_, (int, np.integer)) or isinstance(id_, bool):
-            return False
-        return bool(np.any(self.ids() == int(id_))) if -(2**63) <= int(id_) < 2**63 else False
+        i = _as_id_array(id_)
+        return i is not None and bool(np.any(self.ids() == i[0]))
 
     def _range(self, q: CodeArray, radius: int) -> tuple[IntArray, IntArray]:
         # FAISS's binary range search is strict (distance < radius).

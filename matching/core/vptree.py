@@ -115,6 +115,16 @@ def _as_ids(ids: Any) -> IntArray:
     return a.astype(np.int64)
 
 
+def _as_id_array(id_: object) -> IntArray | None:
+    """``id_`` as a one-element int64 array, or None when it cannot be an id (not an integer,
+    a bool, or outside int64): membership tests answer False for those."""
+    if not isinstance(id_, (int, np.integer)) or isinstance(id_, bool):
+        return None
+    if not -(2**63) <= int(id_) < 2**63:
+        return None
+    return np.array([id_], dtype=np.int64)
+
+
 def _as_query(code: Any, words: int) -> CodeArray:
     """One code as (W,) uint64: a Python/numpy int (negative = two's complement) or W words."""
     if isinstance(code, (int, np.integer)) and not isinstance(code, bool):
@@ -392,11 +402,9 @@ class VPTree:
         return len(self._ids) - self._n_dead + len(self._pend_ids)
 
     def __contains__(self, id_: object) -> bool:
-        if not isinstance(id_, (int, np.integer)) or isinstance(id_, bool):
+        i = _as_id_array(id_)
+        if i is None:
             return False
-        if not -(2**63) <= int(id_) < 2**63:
-            return False
-        i = np.array([id_], dtype=np.int64)
         if np.any(self._pend_ids == i[0]):
             return True
         pos = self._tree_positions(i)
