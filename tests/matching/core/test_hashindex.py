@@ -20,6 +20,8 @@ from matching.core.hashindex import (
 )
 from matching.core.vptree import SnapshotError, VPTree, brute_force_knn, brute_force_radius
 
+from .helpers import assert_same_as_brute_force, clustered_codes, queries_for, uniform_codes
+
 # "auto": the cost model decides (small test sets mostly scan); "tables":
 # every lookup goes through the hash tables; "mixed": key enumeration is free
 # but candidates are ruinous, so searches start in the tables and fall back
@@ -50,44 +52,6 @@ def compaction(pending_max: int) -> Iterator[None]:
         yield
     finally:
         hashindex._PENDING_MAX = saved
-
-
-def uniform_codes(rng: np.random.Generator, n: int, words: int) -> np.ndarray:
-    return rng.integers(0, 2**64, size=(n, words), dtype=np.uint64)
-
-
-def clustered_codes(rng: np.random.Generator, n: int, words: int, centres: int = 3) -> np.ndarray:
-    """A few centres plus copies with 0-3 flipped bits: many exact ties."""
-    base = uniform_codes(rng, centres, words)
-    out = base[rng.integers(0, centres, size=n)].copy()
-    flips = rng.integers(0, 4, size=n)
-    for j in range(3):
-        rows = np.flatnonzero(flips > j)
-        bit = rng.integers(0, 64 * words, size=len(rows))
-        out[rows, bit // 64] ^= np.uint64(1) << (bit % 64).astype(np.uint64)
-    return out
-
-
-def queries_for(rng: np.random.Generator, codes: np.ndarray, words: int, count: int = 6) -> list[np.ndarray]:
-    qs = list(uniform_codes(rng, 2, words))
-    if len(codes):
-        picked = codes[rng.integers(0, len(codes), size=count - 2)].copy()
-        picked[::2, 0] ^= np.uint64(0b101)  # near, not equal
-        qs += list(picked)
-    return qs
-
-
-def assert_same_as_brute_force(index: HashIndex, codes: np.ndarray, ids: np.ndarray,
-                               queries: list[np.ndarray], radii: tuple[int, ...] = (0, 1, 3, 10)) -> None:
-    words = index.words
-    for q in queries:
-        d = np.bitwise_count(codes ^ q).sum(axis=1) if len(codes) else np.empty(0, int)
-        # Radii at 0, small, the full width, and exactly at stored distances
-        # so that items sit on the edge of the ball.
-        for r in sorted({*radii, 64 * words, *(int(x) for x in d[:3])}):
-            assert index.query_radius(q, r) == brute_force_radius(codes, ids, q, r), r
-        for k in sorted({1, 3, 10, len(ids), len(ids) + 3}):
-            assert index.query_knn(q, k) == brute_force_knn(codes, ids, q, k), k
 
 
 # -- static indexes against brute force --------------------------------------------------

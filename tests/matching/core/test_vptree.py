@@ -19,6 +19,8 @@ from matching.core.vptree import (
     brute_force_radius,
 )
 
+from .helpers import assert_same_as_brute_force, clustered_codes, queries_for, uniform_codes
+
 MODES = ("auto", "walk", "mixed")
 
 
@@ -46,44 +48,6 @@ def rebuild_thresholds(pending_min: int, dead_share: float) -> Iterator[None]:
         yield
     finally:
         vptree._PENDING_MIN, vptree._DEAD_SHARE = saved
-
-
-def uniform_codes(rng: np.random.Generator, n: int, words: int) -> np.ndarray:
-    return rng.integers(0, 2**64, size=(n, words), dtype=np.uint64)
-
-
-def clustered_codes(rng: np.random.Generator, n: int, words: int) -> np.ndarray:
-    """A few centres plus copies with 0-3 flipped bits: many exact ties."""
-    centres = uniform_codes(rng, 3, words)
-    out = centres[rng.integers(0, 3, size=n)].copy()
-    for row in range(n):
-        for _ in range(int(rng.integers(0, 4))):
-            bit = int(rng.integers(0, 64 * words))
-            out[row, bit // 64] ^= np.uint64(1) << np.uint64(bit % 64)
-    return out
-
-
-def queries_for(rng: np.random.Generator, codes: np.ndarray, words: int, count: int = 6) -> list[np.ndarray]:
-    qs = list(uniform_codes(rng, 2, words))
-    if len(codes):
-        picked = codes[rng.integers(0, len(codes), size=count - 2)].copy()
-        picked[::2, 0] ^= np.uint64(0b101)  # near, not equal
-        qs += list(picked)
-    return qs
-
-
-def assert_same_as_brute_force(tree: VPTree, codes: np.ndarray, ids: np.ndarray,
-                               queries: list[np.ndarray]) -> None:
-    words = tree.words
-    for q in queries:
-        d = np.bitwise_count(codes ^ q).sum(axis=1) if len(codes) else np.empty(0, int)
-        # Radii at 0, small, the full width, and exactly at stored distances
-        # so that items sit on the edge of the ball.
-        radii = {0, 1, 3, 10, 64 * words, *(int(x) for x in d[:3])}
-        for r in sorted(radii):
-            assert tree.query_radius(q, r) == brute_force_radius(codes, ids, q, r), r
-        for k in {1, 3, 10, len(ids), len(ids) + 3}:
-            assert tree.query_knn(q, k) == brute_force_knn(codes, ids, q, k), k
 
 
 # -- static trees against brute force ------------------------------------------------
