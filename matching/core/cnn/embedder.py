@@ -32,8 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
 __all__ = [
+    "CORNER_THIRDS",
     "CROP_WINDOWS",
     "MAX_ASPECT",
+    "THIRDS",
     "THREADS_ENV",
     "Embedder",
     "configure_tf_threads",
@@ -61,9 +63,9 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), pixels of the ima
 # a tile border: on the service benchmark (120 references) pasted logos found
 # at rank 1 by the CNN alone went from 81 % to 84 %, by the whole cascade from
 # 89 % to 91 % (docs/benchmarks.md), for 4 more passes in the partial-copy pass.
-_THIRDS = tuple((x / 3, y / 3, (x + 1) / 3, (y + 1) / 3) for y in range(3) for x in range(3))
-_CORNER_THIRDS = tuple((x / 6, y / 6, x / 6 + 1 / 3, y / 6 + 1 / 3) for y in (1, 3) for x in (1, 3))
-CROP_WINDOWS: tuple[tuple[float, float, float, float], ...] = ((0.0, 0.0, 1.0, 1.0), *_THIRDS, *_CORNER_THIRDS)
+THIRDS = tuple((x / 3, y / 3, (x + 1) / 3, (y + 1) / 3) for y in range(3) for x in range(3))
+CORNER_THIRDS = tuple((x / 6, y / 6, x / 6 + 1 / 3, y / 6 + 1 / 3) for y in (1, 3) for x in (1, 3))
+CROP_WINDOWS: tuple[tuple[float, float, float, float], ...] = ((0.0, 0.0, 1.0, 1.0), *THIRDS, *CORNER_THIRDS)
 
 _threads_lock = threading.Lock()
 _threads_set: int | None = None

@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from . import augment
+from .embedder import CORNER_THIRDS, THIRDS
 from .head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, HeadWeights, write_head
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -61,7 +62,6 @@ CLEAN, RANDOM, PASTE = 0, 1, 2
 MAP_SHAPE = (7, 7, 320)
 # Windows whose partial-copy recall the report measures (shares of width/height).
 _HALF = tuple((x / 4, y / 4, x / 4 + 0.5, y / 4 + 0.5) for y in range(3) for x in range(3))
-_THIRDS = tuple((x / 3, y / 3, (x + 1) / 3, (y + 1) / 3) for y in range(3) for x in range(3))
 _QUARTERS = tuple((x / 2, y / 2, x / 2 + 0.5, y / 2 + 0.5) for y in range(2) for x in range(2))
 _CENTRE = ((0.25, 0.25, 0.75, 0.75),)
 _FOURTHS_O = tuple((x / 6, y / 6, x / 6 + 0.5, y / 6 + 0.5) for y in range(4) for x in range(4))
@@ -71,13 +71,12 @@ CROP_SETS: dict[str, tuple[tuple[float, float, float, float], ...]] = {
     "whole": WHOLE,
     "whole+2x2": WHOLE + _QUARTERS,
     "whole+2x2+centre": WHOLE + _QUARTERS + _CENTRE,
-    "whole+3x3 thirds": WHOLE + _THIRDS,
+    "whole+3x3 thirds": WHOLE + THIRDS,
     "whole+3x3 halves (overlap)": WHOLE + _HALF,
     "whole+4x4 halves (overlap)": WHOLE + _FOURTHS_O,
-    "whole+3x3 halves+3x3 thirds": WHOLE + _HALF + _THIRDS,
+    "whole+3x3 halves+3x3 thirds": WHOLE + _HALF + THIRDS,
     "whole+5x5 thirds (overlap)": WHOLE + _THIRD_O,
-    "whole+3x3 thirds+4 corner thirds": WHOLE + _THIRDS + tuple(
-        (x / 6, y / 6, x / 6 + 1 / 3, y / 6 + 1 / 3) for y in (1, 3) for x in (1, 3)),
+    "whole+3x3 thirds+4 corner thirds": WHOLE + THIRDS + CORNER_THIRDS,
 }
 _INIT_NAMES = {"pca": "PCA-whitening", "lw": "learned-whitening", "random": "random"}
 PASTE_QUERIES = 200  # held-out logos pasted into held-out photos for the partial-copy table
