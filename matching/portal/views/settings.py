@@ -1,6 +1,9 @@
 """Settings pages (admins): members and invitations, API keys, alerts, thresholds, webhooks, decisions."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.conf import settings as django_settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -27,6 +30,20 @@ def _form_errors(request: HttpRequest, form) -> None:  # type: ignore[no-untyped
             messages.error(request, f"{label}: {error}" if label else error)
 
 
+def _member_action(request: HttpRequest, action: Callable[[], Any], success: Callable[[Any], str]) -> bool:
+    """Run a membership service call for a portal form: a 403 refusal is PermissionDenied, any other
+    refusal a flashed error; on success, flash ``success(result)``. True when it succeeded."""
+    try:
+        result = action()
+    except ServiceError as exc:
+        if exc.status == 403:
+            raise_forbidden(exc)
+        messages.error(request, exc.message)
+        return False
+    messages.success(request, success(result))
+    return True
+
+
 @portal_view(role=ADMIN)
 def index(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(org_url(request, "settings-members"))
@@ -47,16 +64,12 @@ def members(request: HttpRequest) -> HttpResponse:
 def member_invite(request: HttpRequest) -> HttpResponse:
     form = InviteForm(request.POST)
     if form.is_valid():
-        try:
-            issued = services.invitation_create(
+        _member_action(
+            request,
+            lambda: services.invitation_create(
                 organisation=request.organisation, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
-                invited_by=request.user, actor_role=request.role)
-        except ServiceError as exc:
-            if exc.status == 403:
-                raise_forbidden(exc)
-            messages.error(request, exc.message)
-        else:
-            messages.success(request, f"Invitation sent to {issued.invitation.email}.")
+                invited_by=request.user, actor_role=request.role),
+            lambda issued: f"Invitation sent to {issued.invitation.email}.")
     else:
         _form_errors(request, form)
     return HttpResponseRedirect(org_url(request, "settings-members"))
@@ -73,14 +86,11 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
     membership = found(selectors.membership_of(request.organisation, pk))
     form = RoleForm(request.POST)
     if form.is_valid():
-        try:
-            services.member_role_set(membership=membership, role=form.cleaned_data["role"], actor_role=request.role)
-        except ServiceError as exc:
-            if exc.status == 403:
-                raise_forbidden(exc)
-            messages.error(request, exc.message)
-        else:
-            messages.success(request, f"{membership.user.get_username()} is now {form.cleaned_data['role']}.")
+        _member_action(
+            request,
+            lambda: services.member_role_set(membership=membership, role=form.cleaned_data["role"],
+                                             actor_role=request.role),
+            lambda _: f"{membership.user.get_username()} is now {form.cleaned_data['role']}.")
     else:
         _form_errors(request, form)
     return HttpResponseRedirect(org_url(request, "settings-members"))
@@ -89,16 +99,10 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view(role=ADMIN, methods=["POST"])
 def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
     membership = found(selectors.membership_of(request.organisation, pk))
-    try:
-        services.member_remove(membership=membership, actor_role=request.role)
-    except ServiceError as exc:
-        if exc.status == 403:
-            raise_forbidden(exc)
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"{membership.user.get_username()} was removed.")
-        if membership.user_id == request.user.pk:
-            return HttpResponseRedirect("/")
+    removed = _member_action(request, lambda: services.member_remove(membership=membership, actor_role=request.role),
+                             lambda _: f"{membership.user.get_username()} was removed.")
+    if removed and membership.user_id == request.user.pk:
+        return HttpResponseRedirect("/")
     return HttpResponseRedirect(org_url(request, "settings-members"))
 
 
