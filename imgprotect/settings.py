@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from celery.schedules import crontab
 
-from imgprotect.env import ConfigError, env_bool, env_float, env_int, env_list, env_optional_int, env_str
+from imgprotect.env import ConfigError, env_bool, env_choice, env_float, env_int, env_list, env_optional_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("IMGPROTECT_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -148,10 +148,15 @@ IMGPROTECT_INDEX_DIR = DATA_DIR / "indexes"
 # pHash Hamming distance at or under which a copy is a near duplicate. See docs/benchmarks.md.
 # Unset: the calibrated value in matching/core/thresholds.json applies.
 IMGPROTECT_PHASH_NEAR_DUPLICATE = env_optional_int("IMGPROTECT_PHASH_NEAR_DUPLICATE", minimum=0)
-# pHash radius searched for candidates (all flip/rotation variants of the query).
-IMGPROTECT_PHASH_CANDIDATE_RADIUS = env_int("IMGPROTECT_PHASH_CANDIDATE_RADIUS", 16, minimum=0)
+# pHash radius searched for candidates (all flip/rotation variants of the query); unset: the calibrated
+# value, or 16 with the CNN off (matching.engine.default_thresholds).
+IMGPROTECT_PHASH_CANDIDATE_RADIUS = env_optional_int("IMGPROTECT_PHASH_CANDIDATE_RADIUS", minimum=0)
 # The CNN embedding stage (TensorFlow). Off: hashes and geometric verification only.
 IMGPROTECT_CNN_ENABLED = env_bool("IMGPROTECT_CNN_ENABLED", True)
+# The partial-copy pass (CNN on 13 tiles, for logos pasted into pictures and cropped corners), which
+# runs when the cheap passes found no copy. "background": the check answers first and the pass adds
+# its findings after, in a task of its own; "inline": the check answers once it is done; "off": never.
+IMGPROTECT_PARTIAL_SEARCH = env_choice("IMGPROTECT_PARTIAL_SEARCH", "background", ("background", "inline", "off"))
 
 # --- Celery: in-process unless a broker is configured -----------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")

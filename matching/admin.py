@@ -15,12 +15,13 @@ class MatchInline(admin.TabularInline):
 
 @admin.register(Check)
 class CheckAdmin(admin.ModelAdmin):
-    list_display = ["id", "thumbnail", "organisation", "original_name", "status", "verdict", "created", "finished"]
-    list_filter = ["status", "organisation", "created"]
+    list_display = ["id", "thumbnail", "organisation", "original_name", "status", "verdict", "partial_search",
+                    "created", "finished"]
+    list_filter = ["status", "partial_search", "organisation", "created"]
     search_fields = ["original_name", "sha256_bytes"]
     readonly_fields = ["preview", "organisation", "collection", "file", "original_name", "sha256_bytes", "status",
                        "failure_code", "failure_reason", "result", "submitted_by", "api_key", "attempts",
-                       "created", "started", "finished"]
+                       "created", "started", "finished", "partial_search", "partial_started", "completed"]
     inlines = [MatchInline]
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]

@@ -45,8 +45,9 @@ class CheckSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Check
-        fields = ["id", "url", "status", "collection", "original_name", "sha256_bytes", "failure_code",
-                  "failure_reason", "result", "matches", "created", "started", "finished"]
+        fields = ["id", "url", "status", "partial_search", "collection", "original_name", "sha256_bytes",
+                  "failure_code", "failure_reason", "result", "matches", "created", "started", "finished",
+                  "completed"]
         read_only_fields = fields
 
     def get_url(self, obj: Check) -> str:
@@ -70,12 +71,24 @@ class CheckViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     @extend_schema(
         request=CheckSubmitSerializer,
-        parameters=[OpenApiParameter("wait", float, description="Seconds to wait for the result (then 200).")],
+        parameters=[
+            OpenApiParameter("wait", float, description="Seconds to wait for the answer (then 200)."),
+            OpenApiParameter("complete", bool, description=(
+                "With wait: wait also for the partial-copy search (a logo pasted into the picture, a cropped "
+                "corner), which runs after the answer when the picture holds no whole-frame copy.")),
+        ],
         responses={202: CheckSerializer, 200: CheckSerializer},
         summary="Check a suspect image against your collections",
+        description=(
+            "The check answers once digests, hashes, the CNN on the whole picture and geometric verification "
+            "are done (`status` `done`). When they found no copy, `partial_search` is `pending`, then `running`: "
+            "the partial-copy pass looks for protected images inside parts of the picture and adds what it "
+            "finds to the same check (new matches, an updated `result`, alerts); it is `done` when finished, "
+            "`skipped` when not needed. Poll the check's `url`, or pass `complete=true` with `wait`."),
     )
     def create(self, request):  # type: ignore[no-untyped-def]
         wait = self._wait_seconds(request)
+        complete = self._complete_flag(request)
         form = CheckSubmitSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         tenant = resolve_tenant(request)
@@ -93,13 +106,26 @@ class CheckViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             submitted_by=request.user, api_key=tenant.api_key,
         )
         deadline = time.monotonic() + wait
-        while wait and not check.is_finished and time.monotonic() < deadline:
+
+        def ready() -> bool:
+            return check.is_complete if complete else check.is_finished
+
+        while wait and not ready() and time.monotonic() < deadline:
             time.sleep(0.05)
             check.refresh_from_db()
         check.refresh_from_db()
-        code = status.HTTP_200_OK if wait and check.is_finished else status.HTTP_202_ACCEPTED
+        code = status.HTTP_200_OK if wait and ready() else status.HTTP_202_ACCEPTED
         headers = {"Location": f"/api/v1/checks/{check.pk}/"}
         return Response(self.get_serializer(check).data, status=code, headers=headers)
+
+    @staticmethod
+    def _complete_flag(request) -> bool:  # type: ignore[no-untyped-def]
+        raw = request.query_params.get("complete", "").strip().lower()
+        if raw in {"", "0", "false", "no"}:
+            return False
+        if raw in {"1", "true", "yes"}:
+            return True
+        raise serializers.ValidationError({"complete": ["Must be true or false."]})
 
     @staticmethod
     def _wait_seconds(request) -> float:  # type: ignore[no-untyped-def]

@@ -45,12 +45,17 @@ class Candidate:
         }
 
 
+# pHash radius without the CNN: the hashes are then the only net for modified copies, so it is
+# cast wider than the calibrated 10 (which assumes the CNN finds what lies further out).
+HASHES_ONLY_PHASH_CANDIDATE = 16
+
+
 def default_thresholds() -> Thresholds:
     """Calibrated values (matching/core/thresholds.json), then settings that override them."""
-    return Thresholds.load(
-        phash_near_duplicate=settings.IMGPROTECT_PHASH_NEAR_DUPLICATE,
-        phash_candidate=settings.IMGPROTECT_PHASH_CANDIDATE_RADIUS,
-    )
+    radius = settings.IMGPROTECT_PHASH_CANDIDATE_RADIUS
+    if radius is None and not cnn_enabled():
+        radius = HASHES_ONLY_PHASH_CANDIDATE
+    return Thresholds.load(phash_near_duplicate=settings.IMGPROTECT_PHASH_NEAR_DUPLICATE, phash_candidate=radius)
 
 
 class _FeatureCache:
@@ -139,15 +144,17 @@ def find_candidates(
     signals: dict[str, Any] | None = None,
     collection_id: int | None = None,
     top_k: int = 5,
+    partial: str = "auto",
 ) -> tuple[list[Candidate], MatchOutcome]:
     """Every candidate the stages propose (all positives among them), ranked best first.
 
     Give the decoded image (all stages) or only its signals (digests and hashes).
+    ``partial`` is ``Matcher.match``'s: ``"never"`` stops before the partial-copy pass.
     """
     store = DatabaseStore(organisation_id, collection_id)
     matcher = Matcher(store=store, indexes=registry.get(organisation_id), thresholds=store._base,
                       embedder=get_embedder())
-    outcome = matcher.match(loaded, top_k=top_k, signals=signals)
+    outcome = matcher.match(loaded, top_k=top_k, signals=signals, partial=partial)
     candidates = [Candidate(d, store.rows[d.reference_id]) for d in outcome.decisions
                   if d.reference_id in store.rows]
     return candidates, outcome

@@ -29,6 +29,22 @@ class Check(models.Model):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
+    class PartialSearch(models.TextChoices):
+        """The partial-copy pass (a logo pasted into a picture, a corner cropped out of one).
+
+        A check answers once the cheap passes are done (digests, hashes, the CNN on the
+        whole picture, verification); when they found no copy, the partial-copy pass (CNN
+        on 13 tiles, about 10x the cost) runs after the answer, in a task of its own, and
+        adds what it finds to the same check.
+        """
+
+        NONE = "", "Not run"            # queued, failed, or a check from before the pass existed
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        SKIPPED = "skipped", "Not needed"  # a whole-frame copy was found, or no CNN to search with
+        FAILED = "failed", "Failed"
+
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="checks")
     collection = models.ForeignKey(
         Collection, null=True, blank=True, on_delete=models.SET_NULL, help_text="Only match this collection."
@@ -45,7 +61,12 @@ class Check(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True, help_text="When the first answer was written.")
+    partial_search = models.CharField(max_length=16, choices=PartialSearch.choices, blank=True, default="",
+                                      db_index=True)
+    partial_started = models.DateTimeField(null=True, blank=True)
+    completed = models.DateTimeField(null=True, blank=True, help_text="When every pass, the partial-copy one "
+                                                                      "included, was done.")
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -57,6 +78,12 @@ class Check(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in {self.Status.DONE, self.Status.FAILED}
+
+    @property
+    def is_complete(self) -> bool:
+        """Finished, and no partial-copy search is still to come."""
+        return self.is_finished and self.partial_search not in {self.PartialSearch.PENDING,
+                                                                self.PartialSearch.RUNNING}
 
 
 def evidence_upload_to(instance: "Match", filename: str) -> str:

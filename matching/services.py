@@ -60,12 +60,30 @@ def check_submit(
     return check
 
 
+def _partial_mode() -> str:
+    from matching.engine import cnn_enabled
+
+    return settings.IMGPROTECT_PARTIAL_SEARCH if cnn_enabled() else "off"
+
+
+def _load_check_image(check: Check) -> LoadedImage:
+    with default_storage.open(check.file.name, "rb") as fh:
+        data = fh.read()
+    return load_image(data, max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES, max_pixels=settings.IMGPROTECT_MAX_PIXELS)
+
+
 def check_run(*, check_id: int) -> Check | None:
     """Match a queued check and write its match reports. Idempotent.
 
     Only the delivery that moves the check from queued to running does the
     work (STYLE.md habit 3). Image errors are permanent: the check fails with
     the reason. Other errors put it back to queued and propagate for a retry.
+
+    With ``IMGPROTECT_PARTIAL_SEARCH=background`` (the default) the check
+    answers after the cheap passes (digests, hashes, CNN on the whole picture,
+    verification): ``status`` becomes ``done``. When those found no copy,
+    ``partial_search`` is ``pending`` and ``check_partial_run`` (its own task)
+    runs the partial-copy pass and adds what it finds to the same check.
     """
     claimed = Check.objects.filter(pk=check_id, status=Check.Status.QUEUED).update(
         status=Check.Status.RUNNING, started=timezone.now()
@@ -74,14 +92,12 @@ def check_run(*, check_id: int) -> Check | None:
         return Check.objects.filter(pk=check_id).first()
     check = Check.objects.select_related("organisation").get(pk=check_id)
     started = time.perf_counter()
+    mode = _partial_mode()
     try:
-        with default_storage.open(check.file.name, "rb") as fh:
-            data = fh.read()
-        loaded = load_image(data, max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES,
-                            max_pixels=settings.IMGPROTECT_MAX_PIXELS)
+        loaded = _load_check_image(check)
         candidates, outcome = find_candidates(
             organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
-            top_k=RESULT_TOP_K,
+            top_k=RESULT_TOP_K, partial={"inline": "auto", "background": "never", "off": "never"}[mode],
         )
     except ImageError as exc:
         Check.objects.filter(pk=check_id).update(
@@ -91,6 +107,59 @@ def check_run(*, check_id: int) -> Check | None:
     except BaseException:
         Check.objects.filter(pk=check_id, status=Check.Status.RUNNING).update(status=Check.Status.QUEUED)
         raise
+    if mode == "background" and not any(c.decision.is_match for c in candidates):
+        partial = Check.PartialSearch.PENDING
+    elif "cnn_tiles_ms" in outcome.timings_ms:  # inline, and the cheap passes found nothing
+        partial = Check.PartialSearch.DONE
+    else:
+        partial = Check.PartialSearch.SKIPPED
+    _write_outcome(check, loaded, candidates, outcome, partial=partial, started=started)
+    check.refresh_from_db()
+    return check
+
+
+def check_partial_run(*, check_id: int) -> Check | None:
+    """The partial-copy pass of an answered check whose cheap passes found no copy. Idempotent.
+
+    Claims ``pending -> running`` (one delivery does the work), runs the whole
+    cascade again with the partial-copy pass (the cheap passes are
+    deterministic and cost a tenth of it), adds the match reports it finds,
+    replaces the check's result and sends alerts for the new matches. Other
+    errors put it back to pending and propagate for a retry.
+    """
+    claimed = Check.objects.filter(pk=check_id, status=Check.Status.DONE,
+                                   partial_search=Check.PartialSearch.PENDING).update(
+        partial_search=Check.PartialSearch.RUNNING, partial_started=timezone.now()
+    )
+    if not claimed:
+        return Check.objects.filter(pk=check_id).first()
+    check = Check.objects.select_related("organisation").get(pk=check_id)
+    started = time.perf_counter()
+    try:
+        loaded = _load_check_image(check)
+        candidates, outcome = find_candidates(
+            organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
+            top_k=RESULT_TOP_K, partial="auto",
+        )
+    except ImageError as exc:  # it decoded a moment ago: the stored file changed under us
+        Check.objects.filter(pk=check_id).update(partial_search=Check.PartialSearch.FAILED,
+                                                 completed=timezone.now())
+        log.warning("partial-copy search of check %s failed: %s", check_id, exc.reason)
+        return Check.objects.filter(pk=check_id).first()
+    except BaseException:
+        Check.objects.filter(pk=check_id, partial_search=Check.PartialSearch.RUNNING).update(
+            partial_search=Check.PartialSearch.PENDING)
+        raise
+    _write_outcome(check, loaded, candidates, outcome, partial=Check.PartialSearch.DONE, started=started)
+    check.refresh_from_db()
+    return check
+
+
+def _write_outcome(check: Check, loaded: LoadedImage, candidates: list[Candidate], outcome: MatchOutcome, *,
+                   partial: str, started: float) -> None:
+    """One transaction: the match reports (new ones with their evidence), the check's result and
+    state, review auto-resolution; alerts, and the partial-copy task when pending, after commit."""
+    check_id = check.pk
     positives = [c for c in candidates if c.decision.is_match]
     shown = positives + [c for c in candidates if not c.decision.is_match][: max(0, RESULT_TOP_K - len(positives))]
     signals = outcome.signals
@@ -100,10 +169,13 @@ def check_run(*, check_id: int) -> Check | None:
         "candidates": [c.as_json() for c in shown],
         "signals": {key: signals.get(key) for key in ("phash", "pdq", "pdq_quality", "sha256_pixels", "width",
                                                      "height")},
+        "partial_search": partial,
         "notes": outcome.notes,
         "timings_ms": outcome.timings_ms,
     }
-    evidence = {c.image.pk: _render_evidence(loaded, c, outcome) for c in positives}
+    known = set(Match.objects.filter(source_check=check).values_list("protected_image_id", flat=True))
+    evidence = {c.image.pk: _render_evidence(loaded, c, outcome) for c in positives if c.image.pk not in known}
+    now = timezone.now()
     with transaction.atomic():
         for c in positives:
             match, created = Match.objects.get_or_create(
@@ -120,19 +192,28 @@ def check_run(*, check_id: int) -> Check | None:
             )
             if created and evidence.get(c.image.pk):
                 match.evidence.save("evidence.png", ContentFile(evidence[c.image.pk]), save=True)
-        Check.objects.filter(pk=check_id).update(status=Check.Status.DONE, result=result, finished=timezone.now())
-        new_matches = list(Match.objects.filter(source_check=check))
-        review_auto_resolve(matches=new_matches)
+        state: dict[str, object] = {"result": result, "partial_search": partial}
+        if partial == Check.PartialSearch.PENDING:
+            state.update(status=Check.Status.DONE, finished=now)
+        elif check.status == Check.Status.RUNNING:  # one step: answered and complete
+            state.update(status=Check.Status.DONE, finished=now, completed=now)
+        else:  # the partial-copy pass of an answered check
+            state.update(completed=now)
+        Check.objects.filter(pk=check_id).update(**state)
+        review_auto_resolve(matches=list(Match.objects.filter(source_check=check)))
         if positives:
             from workers.tasks import send_match_alerts
 
             transaction.on_commit(lambda: send_match_alerts.delay(check_id))
+        if partial == Check.PartialSearch.PENDING:
+            from workers.tasks import run_check_partial
+
+            transaction.on_commit(lambda: run_check_partial.delay(check_id))
     log.info(
-        "check %s done: %s positives, stages %s, total %.1f ms",
-        check_id, len(positives), result["timings_ms"], (time.perf_counter() - started) * 1000,
+        "check %s %s: %s positives, partial-copy search %s, stages %s, total %.1f ms",
+        check_id, "answered" if check.status == Check.Status.RUNNING else "partial-copy pass done", len(positives),
+        partial or "-", result["timings_ms"], (time.perf_counter() - started) * 1000,
     )
-    check.refresh_from_db()
-    return check
 
 
 def _render_evidence(loaded: LoadedImage, candidate: Candidate, outcome: MatchOutcome) -> bytes | None:

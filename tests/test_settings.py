@@ -46,3 +46,27 @@ def test_embedded_default_needs_no_service(settings):
     assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
     assert settings.CELERY_TASK_ALWAYS_EAGER is True
     assert settings.STORAGES["default"]["BACKEND"] == "django.core.files.storage.FileSystemStorage"
+
+
+def test_phash_candidate_radius_defaults_to_calibrated_or_wider_without_the_cnn(settings):
+    from matching.core.matcher import Thresholds
+    from matching.engine import HASHES_ONLY_PHASH_CANDIDATE, default_thresholds
+
+    calibrated = Thresholds.load().phash_candidate
+    settings.IMGPROTECT_PHASH_CANDIDATE_RADIUS = None
+    settings.IMGPROTECT_CNN_ENABLED = True
+    assert default_thresholds().phash_candidate == calibrated
+    settings.IMGPROTECT_CNN_ENABLED = False
+    assert default_thresholds().phash_candidate == HASHES_ONLY_PHASH_CANDIDATE > calibrated
+    settings.IMGPROTECT_PHASH_CANDIDATE_RADIUS = 7  # an explicit setting wins either way
+    assert default_thresholds().phash_candidate == 7
+
+
+def test_partial_search_setting_is_checked(monkeypatch):
+    from imgprotect.env import ConfigError, env_choice
+
+    monkeypatch.setenv("IMGPROTECT_PARTIAL_SEARCH", "Inline")
+    assert env_choice("IMGPROTECT_PARTIAL_SEARCH", "background", ("background", "inline", "off")) == "inline"
+    monkeypatch.setenv("IMGPROTECT_PARTIAL_SEARCH", "later")
+    with pytest.raises(ConfigError, match="IMGPROTECT_PARTIAL_SEARCH"):
+        env_choice("IMGPROTECT_PARTIAL_SEARCH", "background", ("background", "inline", "off"))

@@ -41,6 +41,13 @@ def run_check(check_id: int) -> None:
 
 
 @shared_task(acks_late=True, **RETRY)
+def run_check_partial(check_id: int) -> None:
+    from matching.services import check_partial_run
+
+    check_partial_run(check_id=check_id)
+
+
+@shared_task(acks_late=True, **RETRY)
 def send_match_alerts(check_id: int) -> None:
     from matching.alerts import match_alerts_send
 
@@ -49,7 +56,8 @@ def send_match_alerts(check_id: int) -> None:
 
 @shared_task
 def sweep_stale_work() -> int:
-    """Re-queue checks stuck in ``running`` past the deadline (a worker died mid-way)."""
+    """Re-queue checks stuck in ``running`` past the deadline (a worker died mid-way), and partial-copy
+    searches stuck the same way (after three tries those fail; the check keeps its first answer)."""
     from matching.models import Check
 
     deadline = timezone.now() - timezone.timedelta(seconds=settings.IMGPROTECT_STALE_AFTER_SECONDS)
@@ -66,6 +74,23 @@ def sweep_stale_work() -> int:
                 status=Check.Status.FAILED, failure_code="stale", failure_reason="Matching did not finish in time.",
                 finished=timezone.now(),
             )
+    # Pending that long: the task was lost before a worker took it (claiming makes a duplicate harmless).
+    lost = list(Check.objects.filter(partial_search=Check.PartialSearch.PENDING, finished__lt=deadline)
+                .values_list("id", flat=True))
+    running = Check.PartialSearch.RUNNING
+    for check_id in list(Check.objects.filter(partial_search=running, partial_started__lt=deadline)
+                         .values_list("id", flat=True)):
+        if Check.objects.filter(pk=check_id, partial_search=running, attempts__lt=3).update(
+            partial_search=Check.PartialSearch.PENDING, attempts=F("attempts") + 1
+        ):
+            run_check_partial.delay(check_id)
+            requeued += 1
+        else:
+            Check.objects.filter(pk=check_id, partial_search=running).update(
+                partial_search=Check.PartialSearch.FAILED, completed=timezone.now())
+    for check_id in lost:
+        run_check_partial.delay(check_id)
+        requeued += 1
     return requeued
 
 

@@ -83,7 +83,18 @@ def test_wait_parameter_against_a_real_worker(stack):
     response = http.post(f"{base}/api/v1/checks/?wait=20",
                          files={"file": ("unrelated.jpg", resized_jpeg("horse", 0.7), "image/jpeg")})
     assert response.status_code == 200, response.text
-    assert response.json()["status"] == "done" and response.json()["result"]["verdict"] == "none"
+    first = response.json()
+    assert first["status"] == "done" and first["result"]["verdict"] == "none"
+    # No whole-frame copy: the partial-copy pass follows the answer, as a task of its own on the worker.
+    assert first["partial_search"] in ("pending", "running", "done"), first
+    final = wait_until(lambda: (c := http.get(first["url"]).json())["partial_search"] == "done" and c, 60,
+                       "the worker to run the partial-copy pass")
+    assert final["completed"] and "cnn_tiles_ms" in final["result"]["timings_ms"]
+    assert "workers.tasks.run_check_partial" in (stack["logs"] / "worker.log").read_text()
+
+    response = http.post(f"{base}/api/v1/checks/?wait=30&complete=true",
+                         files={"file": ("unrelated.jpg", resized_jpeg("horse", 0.7), "image/jpeg")})
+    assert response.status_code == 200 and response.json()["partial_search"] == "done", response.text
 
 
 def test_corrupt_stored_image_fails_once_without_retry(stack):

@@ -158,28 +158,99 @@ def test_submit_enqueues_matching_only_on_commit(org, django_capture_on_commit_c
     assert Check.objects.get(pk=check.pk).status == "done"
 
 
-def test_logo_pasted_into_a_photo_is_found_boxed_and_evidenced(api, org):
+PASTE_BOX = [[362, 210], [464, 210], [464, 312], [362, 312]]
+
+
+@pytest.fixture
+def pasted_logo(api, org):  # type: ignore[no-untyped-def]
+    """scikit-image's logo and two photos protected; the suspect: the logo at a fifth of the width
+    of a photo nobody protected, saved as a JPEG (a partial copy: only the tile pass finds it)."""
     import skimage.data
     from PIL import Image
-
-    from matching.core.bench.metrics import polygon_iou
 
     rgba = Image.fromarray(skimage.data.logo())
     logo = Image.new("RGB", rgba.size, (255, 255, 255))
     logo.paste(rgba, mask=rgba.getchannel("A"))
-    collection = CollectionFactory(organisation=org, slug="brand")
+    collection = CollectionFactory(organisation=org, slug="brand", alert_emails="legal@acme.test")
     for key, image in (("logo.png", logo), ("coffee.png", photo("coffee")), ("rocket.png", photo("rocket"))):
         response = api.post("/api/v1/images/", {"collection": collection.pk, "key": key,
                                                 "file": SimpleUploadedFile(key, encode(image))})
         assert response.status_code == 201
-    # The logo at a fifth of the width of a photo nobody protected, saved as a JPEG.
     suspect = photo("astronaut").copy()
     suspect.paste(logo.resize((102, 102), Image.Resampling.BILINEAR), (362, 210))
-    body = submit(api, encode(suspect, "JPEG", quality=90), wait=20).json()
+    return encode(suspect, "JPEG", quality=90), suspect.size
+
+
+def test_logo_pasted_into_a_photo_is_found_boxed_and_evidenced(api, pasted_logo):
+    from matching.core.bench.metrics import polygon_iou
+
+    data, size = pasted_logo
+    body = submit(api, data, wait=20).json()  # in-process tasks: the partial-copy pass ran before the reply
     assert body["status"] == "done" and body["result"]["verdict"] == "modified_copy", body["result"]
+    assert body["partial_search"] == "done" and body["completed"]
     match = body["matches"][0]
     assert match["key"] == "logo.png" and match["verdict"] == "modified_copy"
-    box = [[362, 210], [464, 210], [464, 312], [362, 312]]
-    assert polygon_iou(match["region"]["query"], box, suspect.size) >= 0.5
+    assert polygon_iou(match["region"]["query"], PASTE_BOX, size) >= 0.5
     evidence = api.get(match["evidence_url"])
     assert evidence.status_code == 200 and evidence["Content-Type"] == "image/png"
+
+
+def test_a_check_answers_before_the_partial_copy_pass_which_then_adds_its_match(api, pasted_logo, monkeypatch):
+    from workers import tasks
+
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.run_check_partial, "delay", queued.append)  # a worker that has not got to it yet
+    data, size = pasted_logo
+    body = submit(api, data, wait=20).json()
+    # The answer: no whole-frame copy, the partial-copy pass still to come.
+    assert body["status"] == "done" and body["finished"] and body["completed"] is None
+    assert body["partial_search"] == "pending" and body["result"]["partial_search"] == "pending"
+    assert body["result"]["verdict"] == "none" and body["matches"] == [] and len(mail.outbox) == 0
+    assert "cnn_tiles_ms" not in body["result"]["timings_ms"] and "cnn_ms" in body["result"]["timings_ms"]
+    assert queued == [body["id"]]
+    assert api.get(body["url"]).json()["partial_search"] == "pending"
+
+    services.check_partial_run(check_id=body["id"])
+    later = api.get(body["url"]).json()
+    assert later["partial_search"] == "done" and later["completed"] and later["status"] == "done"
+    assert later["result"]["verdict"] == "modified_copy" and later["result"]["partial_search"] == "done"
+    assert "cnn_tiles_ms" in later["result"]["timings_ms"]
+    assert [m["key"] for m in later["matches"]] == ["logo.png"] and later["matches"][0]["evidence_url"]
+    assert len(mail.outbox) == 1 and "logo.png" in mail.outbox[0].body  # alerted like any match
+
+    services.check_partial_run(check_id=body["id"])  # a redelivered task does nothing
+    assert Match.objects.filter(source_check_id=body["id"]).count() == 1 and len(mail.outbox) == 1
+
+
+def test_a_whole_frame_copy_skips_the_partial_copy_pass(api, protected, monkeypatch):
+    from workers import tasks
+
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.run_check_partial, "delay", queued.append)
+    body = submit(api, resized_jpeg("chelsea", 0.5, 60), wait=5).json()
+    assert body["result"]["match"] and body["partial_search"] == "skipped" and body["completed"]
+    assert queued == []
+    assert services.check_partial_run(check_id=body["id"]).partial_search == "skipped"  # not pending: no work
+
+
+@pytest.mark.parametrize(("mode", "state", "verdict"), [("inline", "done", "modified_copy"),
+                                                         ("off", "skipped", "none")])
+def test_partial_search_inline_or_off(api, pasted_logo, settings, monkeypatch, mode, state, verdict):
+    from workers import tasks
+
+    settings.IMGPROTECT_PARTIAL_SEARCH = mode
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.run_check_partial, "delay", queued.append)
+    body = submit(api, pasted_logo[0], wait=20).json()
+    assert body["partial_search"] == state and body["result"]["verdict"] == verdict and body["completed"]
+    assert queued == []
+
+
+def test_wait_complete_waits_for_the_partial_copy_pass_and_bad_values_are_refused(api, pasted_logo):
+    response = api.post("/api/v1/checks/?wait=20&complete=true", {"file": SimpleUploadedFile("s.jpg", pasted_logo[0])},
+                        format="multipart")
+    assert response.status_code == 200 and response.json()["partial_search"] == "done"
+    response = api.post("/api/v1/checks/?wait=5&complete=maybe", {"file": SimpleUploadedFile("s.jpg", pasted_logo[0])},
+                        format="multipart")
+    assert response.status_code == 400 and "complete" in response.json()["fields"]
+    assert Check.objects.count() == 1

@@ -47,3 +47,43 @@ def test_sweeper_requeues_stale_running_checks_then_gives_up(org, settings):
     assert tasks.sweep_stale_work() == 0
     check.refresh_from_db()
     assert check.status == "failed" and check.failure_code == "stale"
+
+
+def test_sweeper_requeues_stale_or_lost_partial_copy_searches_then_gives_up(org, settings, monkeypatch):
+    check = _queued_check(org)
+    stale = timezone.now() - timedelta(seconds=settings.IMGPROTECT_STALE_AFTER_SECONDS + 5)
+    answered = {"status": "done", "finished": stale, "result": {"verdict": "none"}}
+    Check.objects.filter(pk=check.pk).update(partial_search="running", partial_started=stale, **answered)
+    lost = _queued_check(org)  # answered long ago, its task never reached a worker
+    Check.objects.filter(pk=lost.pk).update(partial_search="pending", **answered)
+    fresh = _queued_check(org)  # running, not stale yet
+    Check.objects.filter(pk=fresh.pk).update(partial_search="running", partial_started=timezone.now(), **answered)
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.run_check_partial, "delay", sent.append)
+
+    assert tasks.sweep_stale_work() == 2
+    assert sorted(sent) == sorted([check.pk, lost.pk])
+    check.refresh_from_db()
+    assert check.partial_search == "pending" and check.attempts == 1
+    assert Check.objects.get(pk=fresh.pk).partial_search == "running"
+
+    Check.objects.filter(pk=check.pk).update(partial_search="running", partial_started=stale, attempts=3)
+    Check.objects.filter(pk=lost.pk).update(partial_search="done")
+    sent.clear()
+    assert tasks.sweep_stale_work() == 0 and sent == []
+    check.refresh_from_db()
+    assert check.partial_search == "failed" and check.completed is not None and check.status == "done"
+
+
+def test_partial_copy_search_that_fails_goes_back_to_pending_for_a_retry(org, monkeypatch):
+    check = _queued_check(org)
+    Check.objects.filter(pk=check.pk).update(status="done", partial_search="pending", finished=timezone.now())
+
+    def broken(**kwargs):  # type: ignore[no-untyped-def]
+        raise ConnectionError("index registry unreachable")
+
+    monkeypatch.setattr(services, "find_candidates", broken)
+    with pytest.raises(ConnectionError):
+        services.check_partial_run(check_id=check.pk)
+    check.refresh_from_db()
+    assert check.partial_search == "pending" and check.result is None and check.completed is None
