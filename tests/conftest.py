@@ -5,6 +5,11 @@ from pathlib import Path
 
 import pytest
 
+# The backbone's port checks compare with PyTorch's float32 outputs to 1e-4, so this process runs the
+# CNN in float32; the service's default (bfloat16 where the CPU has it) is tested in subprocesses
+# (tests/matching/core/test_embedder.py) and by the real workers of tests/integration.
+os.environ.setdefault("IMGPROTECT_CNN_PRECISION", "float32")
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]

@@ -97,6 +97,7 @@ def django_stack(workdir: Path, *, db_prefix: str, env: dict[str, str], web_work
         "CELERY_TASK_DEFAULT_QUEUE": f"it-{dbname}",  # never share a queue with another run
         "SITE_URL": f"http://127.0.0.1:{port}",
         "PYTHONUNBUFFERED": "1",
+        "IMGPROTECT_CNN_PRECISION": "auto",  # the service's default, not the test process's float32
         **env,
     }
     full_env.pop("DJANGO_SETTINGS_MODULE", None)

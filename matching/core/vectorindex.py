@@ -7,9 +7,11 @@ is (re)built:
   ``faiss.IndexFlatIP`` inside an ``IndexIDMap2``; removal is real;
 * from the threshold up, ``structure`` (default ``"ivf"``):
 
-  - ``"ivf"``: ``faiss.IndexIVFFlat`` (inner product) with about 2 sqrt(n)
-    cells (k-means, seeded) and ``nprobe`` 32, ids stored natively, removal
-    real (``remove_ids``). The cells are trained on the vectors present at
+  - ``"ivf"``: ``faiss.IndexIVFFlat`` (inner product) with about 4 sqrt(n)
+    cells (k-means, seeded) whose centroids are found by a small HNSW graph
+    (the coarse quantizer), ``nprobe`` 64 (12 meets a plain recall@10 of
+    0.99; see ``IVF_NPROBE``), ids stored natively, removal real
+    (``remove_ids``). The cells are trained on the vectors present at
     (re)build time; once the live count passes 8x that, the next ``add``
     retrains from everything. Chosen because a protected picture usually has
     no close neighbour in its collection, and graph search (HNSW) reaches
@@ -78,7 +80,17 @@ HNSW_THRESHOLD = 10_000
 # (95 % at nprobe 32, 93 % at 16 on the same data; docs/training/vectorindex.md).
 DEFAULT_STRUCTURE = "ivf"
 STRUCTURES = ("ivf", "hnsw")
-IVF_NPROBE = 32  # of ~2,000 cells at 1M: 1.6 ms a query, the reference of a copy in the top 6 for 95 %
+# ~4 sqrt(n) cells (4,000 at 1M) found through an HNSW graph over the centroids: at 1M x 256-d,
+# nprobe 12 gives recall@10 0.99 in 0.4 ms on one core, where 2 sqrt(n) cells with an exact
+# coarse search needed nprobe 32 and 1.9 ms for the same recall (docs/training/vectorindex.md).
+# The default searches wider because a check needs more than the nearest neighbours: the one
+# reference a copy was made from, isolated among 1M and moved by the attack, in its top 6
+# (at 1M: 0.90 of whole-frame copies at nprobe 16, 0.96 at 64, for 1.4 ms).
+IVF_CELLS_PER_SQRT = 4
+IVF_NPROBE = 64
+IVF_QUANTIZER_M = 32  # links per centroid in the coarse quantizer's graph
+IVF_QUANTIZER_EF = 32  # its search breadth (at least nprobe); 16 lost 0.2 % recall@10 at 1M, 64 gained nothing
+IVF_TRAIN_PER_CELL = 128  # k-means sample: this many vectors a cell at most
 IVF_REGROW = 8  # retrain (rebuild) once the live count passes this multiple of the trained count
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
@@ -120,9 +132,9 @@ def _owned(downcast: Any, index: Any) -> Any:
 
 
 def ivf_lists(n: int) -> int:
-    """Cells of an IVF over ``n`` vectors: about 2 sqrt(n) (2,000 at 1M), with at least
+    """Cells of an IVF over ``n`` vectors: about 4 sqrt(n) (4,000 at 1M), with at least
     39 training vectors a cell (FAISS's k-means minimum) and at least one cell."""
-    return max(1, min(round(2 * np.sqrt(n)), n // 39))
+    return max(1, min(round(IVF_CELLS_PER_SQRT * np.sqrt(n)), n // 39))
 
 
 def _ivf_contents(ivf: Any, dim: int) -> tuple[IdArray, FloatArray]:
@@ -226,7 +238,16 @@ class VectorIndex:
             raise ValueError("nprobe must be positive")
         self._nprobe = value
         if self._kind == "ivf":
-            self._index.nprobe = min(value, self._index.nlist)
+            self._tune_ivf(self._index)
+
+    def _tune_ivf(self, ivf: Any) -> None:
+        """Apply ``nprobe`` (and a coarse-quantizer breadth to match) to an IVF index."""
+        import faiss
+
+        ivf.nprobe = min(self._nprobe, ivf.nlist)
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        if isinstance(quantizer, faiss.IndexHNSW):
+            quantizer.hnsw.efSearch = max(IVF_QUANTIZER_EF, ivf.nprobe)
 
     @property
     def kind(self) -> str:
@@ -256,8 +277,8 @@ class VectorIndex:
         """Approximate resident size: vectors, graph links, ids and bookkeeping."""
         n = self._index.ntotal
         per = self.dim * 4 + 8 + 8  # vector, id_map entry, sorted live id
-        if self._kind == "ivf":
-            return n * (self.dim * 4 + 8 + 8) + self._index.nlist * self.dim * 4  # + centroids
+        if self._kind == "ivf":  # + centroids and their graph's links
+            return n * (self.dim * 4 + 8 + 8) + self._index.nlist * (self.dim * 4 + 2 * IVF_QUANTIZER_M * 4)
         if self._kind == "hnsw":
             import faiss
 
@@ -274,18 +295,18 @@ class VectorIndex:
 
         if kind == "ivf":
             # Native ids (no IDMap: its removal assumes the inner index renumbers, which IVF does not).
+            # The factory trains k-means with an exact assignment, then puts the centroids in the graph.
             assert train is not None
             nlist = ivf_lists(len(train))
-            quantizer = faiss.IndexFlatIP(self.dim)
-            ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            ivf.own_fields = True
-            quantizer.this.disown()
+            ivf = _owned(faiss.downcast_index, faiss.index_factory(
+                self.dim, f"IVF{nlist}_HNSW{IVF_QUANTIZER_M},Flat", faiss.METRIC_INNER_PRODUCT))
             ivf.cp.seed = 1234  # k-means: the same vectors train the same cells
             sample = train
-            if len(train) > 256 * nlist:
-                sample = train[np.random.default_rng(0).choice(len(train), 256 * nlist, replace=False)]
+            if len(train) > IVF_TRAIN_PER_CELL * nlist:
+                sample = train[np.random.default_rng(0).choice(len(train), IVF_TRAIN_PER_CELL * nlist,
+                                                               replace=False)]
             ivf.train(np.ascontiguousarray(sample, dtype=np.float32))
-            ivf.nprobe = min(self.nprobe, nlist)
+            self._tune_ivf(ivf)
             return ivf
         if kind == "flat":
             inner = faiss.IndexFlatIP(self.dim)
@@ -523,7 +544,7 @@ class VectorIndex:
                     raise SnapshotError("vector-index snapshot does not match its checkpoint")
                 if len(dead):
                     raise SnapshotError("an IVF vector-index snapshot has tombstones")
-                raw.nprobe = min(index.nprobe, raw.nlist)
+                index._tune_ivf(raw)
                 index._index, index._kind = raw, kind
                 index._trained_count = int(meta.get("trained_count", stored))
                 index._live = np.sort(_ivf_contents(raw, index.dim)[0])

@@ -750,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .embedder import configure_tf_threads
 
-    configure_tf_threads()
+    configure_tf_threads(precision="float32")  # the head learns, and is evaluated, on exact features
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:

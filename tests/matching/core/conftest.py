@@ -8,9 +8,12 @@ with or without Django; without it, stop pytest from loading that file:
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+
+os.environ.setdefault("IMGPROTECT_CNN_PRECISION", "float32")  # as tests/conftest.py explains
 from PIL import Image
 
 from .helpers import encode

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from matching.core.vectorindex import IVF_REGROW, VectorIndex, ivf_lists, read_checkpoint
+from matching.core.vectorindex import IVF_NPROBE, IVF_REGROW, VectorIndex, ivf_lists, read_checkpoint
 from matching.core.vptree import SnapshotError
 
 DIM = 32
@@ -147,6 +147,24 @@ def test_ivf_agrees_with_exact_search_when_every_cell_is_probed() -> None:
     assert ivf.kind == "ivf" and ivf._index.nlist == ivf_lists(3000) > 1
     got = [[i for i, _ in row] for row in ivf.search(queries, k=10)]
     assert got == exact_top(data, ids, queries, 10)
+
+
+def test_ivf_finds_its_cells_through_a_graph_whose_breadth_follows_nprobe(tmp_path: Path) -> None:
+    import faiss
+
+    data = unit(3000, 24)
+    index = VectorIndex.build(np.arange(3000), data, hnsw_threshold=1000)
+    quantizer = faiss.downcast_index(index._index.quantizer)
+    assert isinstance(quantizer, faiss.IndexHNSWFlat) and quantizer.ntotal == index._index.nlist
+    assert index._index.nprobe == IVF_NPROBE and quantizer.hnsw.efSearch >= IVF_NPROBE
+    index.nprobe = 70
+    assert index._index.nprobe == 70 and quantizer.hnsw.efSearch == 70
+    index.nprobe = IVF_NPROBE
+    path = tmp_path / "v.faiss"
+    index.save(path)
+    loaded = VectorIndex.load(path)
+    assert loaded._index.nprobe == IVF_NPROBE
+    assert loaded.search(data[:20], k=5) == index.search(data[:20], k=5)
 
 
 def test_ivf_finds_isolated_copies_among_clusters() -> None:
