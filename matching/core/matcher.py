@@ -273,11 +273,11 @@ class Matcher:
         for ref_id in self.store.exact(sha256_bytes=sig["sha256_bytes"], sha256_pixels=sig["sha256_pixels"]):
             ev(ref_id).exact = True
         lap("exact_ms")
-        self._hash_stage(sig, ev, top_k)
-        lap("hash_ms")
-        notes: list[str] = []
         use_cnn = (loaded is not None and self.embedder is not None and self.indexes.vectors is not None
                    and len(self.indexes.vectors) > 0)
+        self._hash_stage(sig, ev, top_k, nearest=not use_cnn)
+        lap("hash_ms")
+        notes: list[str] = []
         exhaustive = partial == PARTIAL_ALWAYS
         state = _Judging(records={}, decided={}, verifications={}, query=_QueryFeatures(loaded, self.feature_kind))
         # Pass 0: digests and hashes decide exact and near-duplicate copies; with the CNN to
@@ -351,13 +351,18 @@ class Matcher:
         if self.verify and to_verify and loaded is not None:
             self._verify_stage(state, sorted(to_verify, reverse=True)[: t.verify_top], evidence)
 
-    def _hash_stage(self, sig: dict[str, Any], ev: Callable[[int], _Evidence], top_k: int) -> None:
+    def _hash_stage(self, sig: dict[str, Any], ev: Callable[[int], _Evidence], top_k: int, *,
+                    nearest: bool = True) -> None:
+        """Radius searches of every variant; with ``nearest``, also the ``top_k`` nearest pHash codes,
+        so that a check without the CNN still lists the closest images. (With the CNN they add
+        nothing: beyond the radius a hash is no reason to verify, and at 1M codes the search
+        costs 1.4 ms.)"""
         t = self.thresholds
         if self.indexes.phash is not None and len(self.indexes.phash):
             variants = [_bits(h) for h in sig.get("phash_variants") or [sig["phash"]]]
             for n, code in enumerate(variants):
                 hits = self.indexes.phash.query_radius(code, t.phash_candidate)
-                if n == 0:
+                if n == 0 and nearest:
                     hits = hits + self.indexes.phash.query_knn(code, top_k)
                 for ref_id, distance in hits:
                     e = ev(ref_id)

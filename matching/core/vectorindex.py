@@ -16,8 +16,8 @@ is (re)built:
     retrains from everything. Chosen because a protected picture usually has
     no close neighbour in its collection, and graph search (HNSW) reaches
     such isolated vectors poorly: at 1M, HNSW efSearch 128 missed the
-    reference of a copy query in its top 6 for 31 % of queries where IVF at
-    nprobe 32 missed 5 % (docs/training/vectorindex.md).
+    reference of a copy query in its top 6 for 31 % of queries where IVF
+    missed 4 % (docs/training/vectorindex.md).
   - ``"hnsw"``: ``faiss.IndexHNSWFlat`` (M=32) inside an ``IndexIDMap2``,
     efSearch 128. HNSW cannot delete, so a removed vector becomes a
     tombstone, excluded during the graph search by an ``IDSelector`` (so k
@@ -77,7 +77,7 @@ HNSW_THRESHOLD = 10_000
 # from HNSW's top 6 for 31 % of copy queries (efSearch 128; 20 % at 512),
 # because few graph edges lead to an isolated node; IVF probes the cells
 # nearest the query, so the copy's cell is searched whatever surrounds it
-# (95 % at nprobe 32, 93 % at 16 on the same data; docs/training/vectorindex.md).
+# (96 % at the default nprobe; docs/training/vectorindex.md).
 DEFAULT_STRUCTURE = "ivf"
 STRUCTURES = ("ivf", "hnsw")
 # ~4 sqrt(n) cells (4,000 at 1M) found through an HNSW graph over the centroids: at 1M x 256-d,

@@ -144,6 +144,23 @@ def test_check_page_shows_the_verdict(world):
     assert "could not be checked" in page and "The image is corrupt." in page
 
 
+def test_check_page_shows_the_answer_and_keeps_polling_while_partial_copies_are_looked_for(world):
+    client = world.client(Role.VIEWER)
+    check = record_check(world.org, small_jpeg("horse"), [], name="answered.jpg")
+    Check.objects.filter(pk=check.pk).update(partial_search="pending")
+    url = reverse("portal:check", args=["acme", check.pk])
+    page = client.get(url).content.decode()
+    assert 'data-verdict="none"' in page and "partial copies: still looking" in page
+    assert "data-partial-pending" in page and 'data-finished="false"' in page and "data-poll=" in page
+    listing = client.get(reverse("portal:checks", args=["acme"])).content.decode()
+    assert "partial copies…" in listing
+    Check.objects.filter(pk=check.pk).update(partial_search="done")
+    page = client.get(url).content.decode()
+    assert "data-partial-pending" not in page and 'data-finished="true"' in page and "data-poll=" not in page
+    Check.objects.filter(pk=check.pk).update(partial_search="failed")
+    assert "could not finish" in client.get(url).content.decode()
+
+
 def test_collections_search_and_paging(world):
     from catalog.services import collection_create
 
