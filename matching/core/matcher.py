@@ -375,7 +375,7 @@ class Matcher:
                 and sig.get("pdq_quality", 0) >= PDQ_MIN_QUALITY):
             variants = [_bits(h) for h in sig.get("pdq_variants") or [sig["pdq"]]]
             # A flipped or turned variant decides at pdq_variant_copy: searching it wider only
-            # costs time (1.9 vs 0.8 ms a variant at 1M codes).
+            # costs time (at 1M codes: 2.2 ms at 48, 0.9 at 40, 0.24 at 31 a variant).
             variant_radius = min(t.pdq_candidate, t.pdq_variant_copy)
             for n, code in enumerate(variants):
                 radius = t.pdq_candidate if n == 0 else variant_radius
