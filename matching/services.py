@@ -150,13 +150,15 @@ def check_partial_run(*, check_id: int) -> Check | None:
         Check.objects.filter(pk=check_id, partial_search=Check.PartialSearch.RUNNING).update(
             partial_search=Check.PartialSearch.PENDING)
         raise
-    _write_outcome(check, loaded, candidates, outcome, partial=Check.PartialSearch.DONE, started=started)
+    answer = check.result or {}
+    _write_outcome(check, loaded, candidates, outcome, partial=Check.PartialSearch.DONE, started=started,
+                   extra={"answer_timings_ms": answer.get("timings_ms")})
     check.refresh_from_db()
     return check
 
 
 def _write_outcome(check: Check, loaded: LoadedImage, candidates: list[Candidate], outcome: MatchOutcome, *,
-                   partial: str, started: float) -> None:
+                   partial: str, started: float, extra: dict[str, object] | None = None) -> None:
     """One transaction: the match reports (new ones with their evidence), the check's result and
     state, review auto-resolution; alerts, and the partial-copy task when pending, after commit."""
     check_id = check.pk
@@ -172,6 +174,7 @@ def _write_outcome(check: Check, loaded: LoadedImage, candidates: list[Candidate
         "partial_search": partial,
         "notes": outcome.notes,
         "timings_ms": outcome.timings_ms,
+        **(extra or {}),
     }
     known = set(Match.objects.filter(source_check=check).values_list("protected_image_id", flat=True))
     evidence = {c.image.pk: _render_evidence(loaded, c, outcome) for c in positives if c.image.pk not in known}

@@ -89,8 +89,14 @@ def sweep_stale_work() -> int:
             Check.objects.filter(pk=check_id, partial_search=running).update(
                 partial_search=Check.PartialSearch.FAILED, completed=timezone.now())
     for check_id in lost:
-        run_check_partial.delay(check_id)
-        requeued += 1
+        if Check.objects.filter(pk=check_id, partial_search=Check.PartialSearch.PENDING, attempts__lt=3).update(
+            attempts=F("attempts") + 1
+        ):
+            run_check_partial.delay(check_id)
+            requeued += 1
+        else:  # its retries ran out: keep the answer, stop trying
+            Check.objects.filter(pk=check_id, partial_search=Check.PartialSearch.PENDING).update(
+                partial_search=Check.PartialSearch.FAILED, completed=timezone.now())
     return requeued
 
 

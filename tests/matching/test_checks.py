@@ -215,6 +215,7 @@ def test_a_check_answers_before_the_partial_copy_pass_which_then_adds_its_match(
     assert later["partial_search"] == "done" and later["completed"] and later["status"] == "done"
     assert later["result"]["verdict"] == "modified_copy" and later["result"]["partial_search"] == "done"
     assert "cnn_tiles_ms" in later["result"]["timings_ms"]
+    assert later["result"]["answer_timings_ms"] == body["result"]["timings_ms"]  # the first answer's, kept
     assert [m["key"] for m in later["matches"]] == ["logo.png"] and later["matches"][0]["evidence_url"]
     assert len(mail.outbox) == 1 and "logo.png" in mail.outbox[0].body  # alerted like any match
 

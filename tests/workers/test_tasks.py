@@ -67,12 +67,15 @@ def test_sweeper_requeues_stale_or_lost_partial_copy_searches_then_gives_up(org,
     assert check.partial_search == "pending" and check.attempts == 1
     assert Check.objects.get(pk=fresh.pk).partial_search == "running"
 
-    Check.objects.filter(pk=check.pk).update(partial_search="running", partial_started=stale, attempts=3)
-    Check.objects.filter(pk=lost.pk).update(partial_search="done")
+    assert Check.objects.get(pk=lost.pk).attempts == 1
+
+    Check.objects.filter(pk__in=[check.pk, lost.pk]).update(partial_search="running", partial_started=stale,
+                                                           attempts=3)
+    Check.objects.filter(pk=lost.pk).update(partial_search="pending")  # failing for good: its task gave up
     sent.clear()
     assert tasks.sweep_stale_work() == 0 and sent == []
-    check.refresh_from_db()
-    assert check.partial_search == "failed" and check.completed is not None and check.status == "done"
+    for row in Check.objects.filter(pk__in=[check.pk, lost.pk]):
+        assert row.partial_search == "failed" and row.completed is not None and row.status == "done"
 
 
 def test_partial_copy_search_that_fails_goes_back_to_pending_for_a_retry(org, monkeypatch):
