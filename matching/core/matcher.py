@@ -156,22 +156,33 @@ class _Evidence:
 
 
 class _QueryFeatures:
-    """The query's local features, extracted on first use: the whole picture, and parts of it."""
+    """The query's local features, extracted on first use: the whole picture (its mirror image's
+    too, only when asked: they cost as much again), and parts of it."""
 
     def __init__(self, loaded: LoadedImage | None, kind: str | None) -> None:
         self.loaded = loaded
         self.kwargs = {"kind": kind} if kind else {}
         self._whole: Any = None
+        self._mirrored: Any = None  # the whole picture's features with ``.mirror`` filled
         self._regions: dict[tuple[int, int, int, int], Any] = {}
 
-    def whole(self) -> Any:
+    def whole(self, *, mirror: bool = False) -> Any:
+        """Features of the whole query; with ``mirror``, carrying those of its mirror image, so
+        ``geometry.verify`` also tries the flipped orientation."""
         from matching.core import geometry
 
         if self._whole is None:
             assert self.loaded is not None
-            self._whole = geometry.extract_features(self.loaded.image, with_mirror=True,
+            self._whole = geometry.extract_features(self.loaded.image,
                                                     max_features=geometry.DEFAULT_QUERY_MAX_FEATURES, **self.kwargs)
-        return self._whole
+        if not mirror:
+            return self._whole
+        if self._mirrored is None:
+            flipped = geometry.mirror_features(self.loaded.image, max_features=geometry.DEFAULT_QUERY_MAX_FEATURES,
+                                               **self.kwargs)
+            flipped.thumb = self._whole.thumb
+            self._mirrored = replace(self._whole, mirror=flipped)
+        return self._mirrored
 
     def region(self, box: tuple[int, int, int, int]) -> Any:
         from matching.core import geometry
@@ -195,6 +206,11 @@ class _Judging:
     query: _QueryFeatures
     region_tried: dict[int, set[tuple[int, int, int, int]]] = field(default_factory=dict)
     unverified: set[int] = field(default_factory=set)  # judged by a pass that did not verify
+    # Whether every verification also tries the query's mirror image (the partial-copy pass), and
+    # which candidates have been verified that way. Before, only candidates a flipped or turned
+    # hash variant points at are (the answer's passes: mirroring costs as much again).
+    mirror_all: bool = False
+    mirror_tried: set[int] = field(default_factory=set)
 
     def found(self) -> bool:
         return any(d.is_match for d in self.decided.values())
@@ -238,12 +254,15 @@ class Matcher:
         when the ones before it found no match. Pass 0: digests and the hash
         indexes (exact and near-duplicate copies: no CNN, no verification).
         Pass 1: the CNN embedding of the whole query, then geometric
-        verification of the most promising candidates. Pass 2, the partial-copy
-        search: the CNN embeddings of the query's tiles (``CROP_WINDOWS``), then
-        verification of what they found, each against the enlarged part of the
-        query that found it. So a resized copy costs no CNN pass, a cropped or
-        rotated one a single pass, and only a picture with no whole-frame match
-        pays for the 13 tiles. ``"always"`` runs every pass (a picture that is a copy
+        verification of the most promising candidates (the query's mirror image
+        is tried only where a flipped or turned hash variant points at the
+        candidate). Pass 2, the partial-copy search: the CNN embeddings of the
+        query's tiles (``CROP_WINDOWS``), then verification of what they found,
+        each against the enlarged part of the query that found it, and of pass
+        1's candidates in the mirrored orientation (a copy both flipped and
+        cropped). So a resized copy costs no CNN pass, a cropped or rotated one
+        a single pass, and only a picture with no whole-frame match pays for
+        the 13 tiles. ``"always"`` runs every pass (a picture that is a copy
         may hold further, partial copies); ``"never"`` stops after pass 1.
         """
         if partial not in PARTIAL_MODES:
@@ -292,7 +311,13 @@ class Matcher:
             if partial != PARTIAL_NEVER and (exhaustive or not state.found()):
                 self._cnn_stage(loaded, ev, top_k, tiles=True)
                 lap("cnn_tiles_ms")
+                state.mirror_all = True
                 self._judge(evidence, allowed, state, loaded, verify=True)
+                # The whole-image candidates that pass 1 verified in the plain orientation only:
+                # a mirrored copy that was also cropped or turned has no hash to say it is flipped.
+                again = [(self._promise(evidence[i]), i) for i, v in state.verifications.items()
+                         if not v.accepted and i not in state.mirror_tried and i in state.decided]
+                self._verify_stage(state, sorted(again, reverse=True)[: self.thresholds.verify_top], evidence)
                 lap("verify_ms")
         elif state.unverified and loaded is not None and self.verify:
             # Stopping after pass 0: a flipped or turned copy that PDQ's variants found is
@@ -414,14 +439,24 @@ class Matcher:
             e = evidence[ref_id]
             box = e.cnn_box
             done = state.verifications.get(ref_id)
-            if done is not None and (done.accepted or box is None or box in state.region_tried.get(ref_id, ())):
+            mirror = state.mirror_all or _flip_suspected(e)
+            whole_again = done is None or (not done.accepted and mirror and ref_id not in state.mirror_tried)
+            if done is not None and (done.accepted or (not whole_again and (
+                    box is None or box in state.region_tried.get(ref_id, ())))):
                 continue
             reference = self.store.features(ref_id)
             if reference is None:
                 continue
             rt = state.records[ref_id].thresholds or self.thresholds
-            result = done or geometry.verify(state.query.whole(), reference, min_inliers=rt.min_inliers)
-            if not result.accepted and box is not None:
+            if whole_again:
+                result = geometry.verify(state.query.whole(mirror=mirror), reference, min_inliers=rt.min_inliers)
+                if mirror:
+                    state.mirror_tried.add(ref_id)
+                if done is not None and not result.accepted and done.inliers > result.inliers:
+                    result = done  # keep the closer miss (a tile's, say) for the report
+            else:
+                result = done
+            if not result.accepted and box is not None and box not in state.region_tried.get(ref_id, ()):
                 state.region_tried.setdefault(ref_id, set()).add(box)
                 in_region = geometry.verify(state.query.region(box), reference, min_inliers=rt.min_inliers)
                 if in_region.accepted or in_region.inliers > result.inliers:
@@ -509,6 +544,13 @@ class Matcher:
         if e.cnn is not None and e.cnn >= t.cnn_similar:
             return Decision(ref_id, SIMILAR, round(float(e.cnn), 6), scores)
         return Decision(ref_id, NONE, self._evidence_score(e), scores)
+
+
+def _flip_suspected(e: _Evidence) -> bool:
+    """A flipped or turned variant of the query's hashes is closer to the candidate than the query
+    as given: worth trying the mirror image in verification (4 of the 8 variants flip)."""
+    return any(variant is not None and (plain is None or variant < plain)
+               for plain, variant in ((e.phash, e.phash_variant), (e.pdq, e.pdq_variant)))
 
 
 def _rank_key(d: Decision) -> tuple[int, float, int, int]:

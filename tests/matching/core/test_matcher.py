@@ -89,6 +89,21 @@ def test_a_mirrored_copy_is_found_by_the_hash_variants_and_still_boxed(matcher: 
     assert every_pass.decisions[0].reference_id == 0 and every_pass.decisions[0].region is not None
 
 
+def test_a_mirrored_and_edited_copy_is_found_by_the_partial_copy_pass(matcher: Matcher) -> None:
+    """Turned and cropped as well as flipped, no hash variant points at the flip, so the answer's
+    passes verify only the plain orientation (the mirror image's features cost as much again);
+    the pass that follows the answer tries the mirror image too."""
+    from PIL import ImageOps
+
+    copy = ImageOps.mirror(_skimage("chelsea")).rotate(9, expand=True).crop((40, 40, 400, 300))
+    answer = matcher.match(_loaded(copy), partial="never")
+    assert all(d.reference_id != 0 for d in answer.positives), answer.decisions[:3]
+    complete = matcher.match(_loaded(copy))
+    best = complete.decisions[0]
+    assert best.reference_id == 0 and best.verdict == "modified_copy", complete.decisions[:3]
+    assert best.edit["mirrored"] is True and "cnn_tiles_ms" in complete.timings_ms
+
+
 def test_an_unrelated_photo_matches_nothing(matcher: Matcher) -> None:
     outcome = matcher.match(_loaded(_skimage("astronaut")))
     assert outcome.positives == []
