@@ -25,7 +25,7 @@ from django.conf import settings
 
 from catalog.models import Organisation, ProtectedImage
 from matching.core.hashindex import make_hash_index
-from matching.core.matcher import Indexes
+from matching.core.matcher import Indexes, pdq_words
 from matching.core.vptree import SnapshotError
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,6 @@ def embedding_to_bytes(vector: np.ndarray) -> bytes:
 def embedding_from_bytes(data: bytes | memoryview) -> np.ndarray:
     vector = np.frombuffer(bytes(data), dtype=EMBEDDING_DTYPE).astype(np.float32)
     return vector / max(float(np.linalg.norm(vector)), 1e-12)  # float16 rounding
-
-
-def _pdq_words(hex_codes: list[str]) -> np.ndarray:
-    if not hex_codes:
-        return np.zeros((0, 4), np.uint64)
-    raw = np.frombuffer(bytes.fromhex("".join(hex_codes)), dtype=">u8").astype(np.uint64)
-    return raw.reshape(-1, 4)
 
 
 @dataclass
@@ -162,7 +155,7 @@ class IndexRegistry:
         phash_codes = np.fromiter((r[1] for r in chosen), dtype=np.int64, count=len(chosen)).view(np.uint64)
         with_pdq = [r for r in chosen if r[2]]
         pdq_ids = np.fromiter((r[0] for r in with_pdq), dtype=np.int64, count=len(with_pdq))
-        pdq_codes = _pdq_words([r[2] for r in with_pdq])
+        pdq_codes = pdq_words([r[2] for r in with_pdq])
         with_vec = [r for r in chosen if r[3]]
         vec_ids = np.fromiter((r[0] for r in with_vec), dtype=np.int64, count=len(with_vec))
         vectors = (np.stack([embedding_from_bytes(r[3]) for r in with_vec]) if with_vec

@@ -296,7 +296,6 @@ class Matcher:
                    and len(self.indexes.vectors) > 0)
         self._hash_stage(sig, ev, top_k, nearest=not use_cnn)
         lap("hash_ms")
-        notes: list[str] = []
         exhaustive = partial == PARTIAL_ALWAYS
         state = _Judging(records={}, decided={}, verifications={}, query=_QueryFeatures(loaded, self.feature_kind))
         # Pass 0: digests and hashes decide exact and near-duplicate copies; with the CNN to
@@ -317,18 +316,18 @@ class Matcher:
                 # a mirrored copy that was also cropped or turned has no hash to say it is flipped.
                 again = [(self._promise(evidence[i]), i) for i, v in state.verifications.items()
                          if not v.accepted and i not in state.mirror_tried and i in state.decided]
-                self._verify_stage(state, sorted(again, reverse=True)[: self.thresholds.verify_top], evidence)
+                self._verify_stage(state, again, evidence)
                 lap("verify_ms")
         elif state.unverified and loaded is not None and self.verify:
             # Stopping after pass 0: a flipped or turned copy that PDQ's variants found is
             # still verified, for its region and edit report.
             todo = [(self._promise(evidence[i]), i) for i in state.unverified if state.decided[i].is_match]
             state.unverified.clear()
-            self._verify_stage(state, sorted(todo, reverse=True)[: self.thresholds.verify_top], evidence)
+            self._verify_stage(state, todo, evidence)
             lap("verify_ms")
         ranked = sorted(state.decided.values(), key=_rank_key)
         timings["total_ms"] = round(sum(timings.values()), 3)
-        return MatchOutcome(ranked, sig, timings, state.verifications, notes)
+        return MatchOutcome(ranked, sig, timings, state.verifications)
 
     # -- stages -------------------------------------------------------------
     def _judge(self, evidence: dict[int, _Evidence], allowed: Callable[[int], bool] | None,
@@ -374,7 +373,7 @@ class Matcher:
             return
         state.unverified.clear()
         if self.verify and to_verify and loaded is not None:
-            self._verify_stage(state, sorted(to_verify, reverse=True)[: t.verify_top], evidence)
+            self._verify_stage(state, to_verify, evidence)
 
     def _hash_stage(self, sig: dict[str, Any], ev: Callable[[int], _Evidence], top_k: int, *,
                     nearest: bool = True) -> None:
@@ -425,15 +424,16 @@ class Matcher:
                     e.cnn_box = None if box is None else tuple(box)
                     e.changed = True
 
-    def _verify_stage(self, state: "_Judging", ranked: list[tuple[float, int]],
+    def _verify_stage(self, state: "_Judging", candidates: list[tuple[float, int]],
                       evidence: dict[int, _Evidence]) -> None:
-        """Verify candidates against the whole query, once each; a candidate the CNN
+        """Verify the ``verify_top`` most promising of ``candidates`` ((promise, id) pairs)
+        against the whole query, once each; a candidate the CNN
         found through a tile (a logo pasted into a photo, a corner of a picture)
         that the whole query does not confirm is verified again against that part
         of the query, enlarged (``geometry.extract_region_features``)."""
         from matching.core import geometry
 
-        for _promise, ref_id in ranked:
+        for _promise, ref_id in sorted(candidates, reverse=True)[: self.thresholds.verify_top]:
             if _promise <= 0:
                 continue
             e = evidence[ref_id]
@@ -622,13 +622,14 @@ class IndexedReferences:
         return out
 
 
-def pdq_words(codes: Collection[int]) -> Any:
-    """256-bit PDQ codes as ``(n, 4)`` uint64, big-endian words (the hash indexes' layout)."""
+def pdq_words(hex_codes: Collection[str]) -> Any:
+    """256-bit PDQ codes (64 hex digits each) as ``(n, 4)`` uint64, big-endian words (the hash
+    indexes' layout)."""
     import numpy as np
 
-    mask = (1 << 64) - 1
-    return np.array([[(v >> (64 * (3 - w))) & mask for w in range(4)] for v in codes],
-                    dtype=np.uint64).reshape(-1, 4)
+    if not hex_codes:
+        return np.zeros((0, 4), np.uint64)
+    return np.frombuffer(bytes.fromhex("".join(hex_codes)), dtype=">u8").astype(np.uint64).reshape(-1, 4)
 
 
 def index_references(refs: list[tuple[int, Any]], *, embedder: Any | None = None) -> IndexedReferences:
@@ -656,7 +657,7 @@ def index_references(refs: list[tuple[int, Any]], *, embedder: Any | None = None
         phashes.append(int(sig["phash"], 16))
         if pdq is not None:
             pdq_ids.append(ref_id)
-            pdqs.append(pdq)
+            pdqs.append(sig["pdq"])
         images.append(loaded.image)
     vectors = embedder.embed(images) if embedder is not None and images else None
     return IndexedReferences(store, np.array(ids, dtype=np.int64), np.array(phashes, dtype=np.uint64).reshape(-1, 1),

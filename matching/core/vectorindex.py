@@ -137,8 +137,9 @@ def ivf_lists(n: int) -> int:
     return max(1, min(round(IVF_CELLS_PER_SQRT * np.sqrt(n)), n // 39))
 
 
-def _ivf_contents(ivf: Any, dim: int) -> tuple[IdArray, FloatArray]:
-    """(ids, vectors) stored in an ``IndexIVFFlat``, list by list."""
+def _ivf_contents(ivf: Any, dim: int, *, vectors: bool = True) -> tuple[IdArray, FloatArray | None]:
+    """(ids, vectors) stored in an ``IndexIVFFlat``, list by list; ``vectors=False`` reads the ids
+    alone (a snapshot load needs only those: copying 1M vectors would add seconds and 1 GB)."""
     import faiss
 
     invlists = ivf.invlists
@@ -148,11 +149,13 @@ def _ivf_contents(ivf: Any, dim: int) -> tuple[IdArray, FloatArray]:
         if not size:
             continue
         ids_out.append(faiss.rev_swig_ptr(invlists.get_ids(cell), size).copy())
-        codes = faiss.rev_swig_ptr(invlists.get_codes(cell), size * dim * 4).copy()
-        vecs_out.append(codes.view(np.float32).reshape(size, dim))
-    if not ids_out:
-        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
-    return np.concatenate(ids_out).astype(np.int64), np.concatenate(vecs_out)
+        if vectors:
+            codes = faiss.rev_swig_ptr(invlists.get_codes(cell), size * dim * 4).copy()
+            vecs_out.append(codes.view(np.float32).reshape(size, dim))
+    ids = np.concatenate(ids_out).astype(np.int64) if ids_out else np.zeros(0, np.int64)
+    if not vectors:
+        return ids, None
+    return ids, np.concatenate(vecs_out) if vecs_out else np.zeros((0, dim), np.float32)
 
 
 def _checkpoint_path(path: Path) -> Path:
@@ -387,7 +390,9 @@ class VectorIndex:
         import faiss
 
         if self._kind == "ivf":
-            return _ivf_contents(self._index, self.dim)
+            ids, vectors = _ivf_contents(self._index, self.dim)
+            assert vectors is not None
+            return ids, vectors
         inner = faiss.downcast_index(self._index.index)
         vectors = inner.reconstruct_n(0, n) if self._kind == "flat" else inner.storage.reconstruct_n(0, n)
         ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
@@ -442,9 +447,7 @@ class VectorIndex:
         if self._index.ntotal == 0:
             return [[] for _ in range(len(queries))]
         kk = min(k, len(self))
-        if self._kind == "flat":
-            scores, labels = self._index.search(queries, kk)
-        elif self._kind == "ivf":
+        if self._kind in ("flat", "ivf"):
             scores, labels = self._index.search(queries, kk)
         else:
             scores, positions = self._hnsw().search(queries, kk, params=self._hnsw_params(kk))
@@ -547,7 +550,7 @@ class VectorIndex:
                 index._tune_ivf(raw)
                 index._index, index._kind = raw, kind
                 index._trained_count = int(meta.get("trained_count", stored))
-                index._live = np.sort(_ivf_contents(raw, index.dim)[0])
+                index._live = np.sort(_ivf_contents(raw, index.dim, vectors=False)[0])
                 if len(index._live) != int(meta["count"]) or np.any(np.diff(index._live) == 0):
                     raise SnapshotError("vector-index snapshot ids do not match its checkpoint")
                 index.last_id, index.generation = int(meta["last_id"]), int(meta["generation"])
