@@ -247,6 +247,19 @@ def test_partial_search_inline_or_off(api, pasted_logo, settings, monkeypatch, m
     assert queued == []
 
 
+def test_wait_complete_is_not_satisfied_by_the_answer_alone(api, pasted_logo, monkeypatch):
+    from workers import tasks
+
+    monkeypatch.setattr(tasks.run_check_partial, "delay", lambda check_id: None)  # no worker takes the pass
+    answered = api.post("/api/v1/checks/?wait=5", {"file": SimpleUploadedFile("s.jpg", pasted_logo[0])},
+                        format="multipart")
+    assert answered.status_code == 200 and answered.json()["partial_search"] == "pending"
+    waiting = api.post("/api/v1/checks/?wait=0.5&complete=true", {"file": SimpleUploadedFile("s.jpg", pasted_logo[0])},
+                       format="multipart")
+    assert waiting.status_code == 202 and waiting.json()["partial_search"] == "pending"
+    assert waiting.json()["status"] == "done"  # answered, but not complete: the wait ran out
+
+
 def test_wait_complete_waits_for_the_partial_copy_pass_and_bad_values_are_refused(api, pasted_logo):
     response = api.post("/api/v1/checks/?wait=20&complete=true", {"file": SimpleUploadedFile("s.jpg", pasted_logo[0])},
                         format="multipart")
