@@ -19,7 +19,7 @@ the copy is mirrored. Compute them on the query side (``with_mirror=True``)
 or, to keep query latency down, store them with the references.
 
 The choice of detector, thresholds and the acceptance rules were measured with
-``python -m matching.core.bench_features``; see docs/geometry.md.
+``python -m bench.features``; see docs/geometry.md.
 """
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ main segment when it reaches 1/8 of it, so an add never rebuilds the whole
 index except at those merges. Deletions are tombstones until 20% of a
 segment is dead.
 
-Measured choices (``python -m matching.core.bench_hashindex``, docs/hash-index.md):
+Measured choices (``python -m bench.hashindex``, docs/hash-index.md):
 :func:`auto_substrings` picks m, and :func:`make_hash_index` returns the
 structure that was fastest with identical results.
 """

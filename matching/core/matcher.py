@@ -40,7 +40,7 @@ class Thresholds:
     # Radii searched for candidates. No wider than the hashes can decide at (pHash 10 is the
     # original design's match rule, PDQ 48 the near-duplicate threshold): at 1M protected
     # images, pHash 16 / PDQ 63 turned every query into hundreds of chance candidates and a
-    # 72 ms hash stage (python -m matching.core.bench_check), and the CNN finds the rest.
+    # 72 ms hash stage (python -m bench.check), and the CNN finds the rest.
     phash_candidate: int = 10
     pdq_candidate: int = 48
     min_inliers: int = 15               # geometric verification must find at least this many
@@ -663,49 +663,3 @@ def index_references(refs: list[tuple[int, Any]], *, embedder: Any | None = None
     return IndexedReferences(store, np.array(ids, dtype=np.int64), np.array(phashes, dtype=np.uint64).reshape(-1, 1),
                              np.array(pdq_ids, dtype=np.int64), pdq_words(pdqs), vectors)
 
-
-class ServiceSystem:
-    """The service's matcher behind the benchmark's ``System`` interface (matching/core/bench)."""
-
-    def __init__(self, *, cnn: bool = True, thresholds: Thresholds | None = None, name: str = "service") -> None:
-        self.name = name
-        self.cnn = cnn
-        self.thresholds = thresholds or Thresholds.load()
-        self.matcher: Matcher | None = None
-
-    def index(self, refs: list[tuple[int, Any]]) -> None:
-        embedder = None
-        if self.cnn:
-            from matching.core.cnn.embedder import get_embedder
-
-            embedder = get_embedder()
-        indexed = index_references(refs, embedder=embedder)
-        self.matcher = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=self.thresholds,
-                               embedder=embedder)
-
-    def query(self, image: Any, top_k: int) -> list[Any]:
-        import io
-
-        from matching.core.bench.systems import Hit
-        from matching.core.loading import load_image
-
-        assert self.matcher is not None, "index() first"
-        buf = io.BytesIO()
-        image.convert("RGB").save(buf, format="PNG")
-        outcome = self.matcher.match(load_image(buf.getvalue()), top_k=top_k)
-        hits = []
-        for d in outcome.decisions[:top_k]:
-            components = {k: float(v) for k, v in d.signal_scores.items()
-                          if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            hits.append(Hit(d.reference_id, d.score, d.is_match, d.verdict,
-                            d.region["query"] if d.region else None, components))
-        return hits
-
-
-def benchmark_system() -> ServiceSystem:
-    """The benchmark's entry point (``python -m matching.core.bench.run --systems service``)."""
-    return ServiceSystem()
-
-
-def benchmark_system_hashes_only() -> ServiceSystem:
-    return ServiceSystem(cnn=False, name="service-hashes")

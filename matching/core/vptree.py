@@ -20,7 +20,7 @@ A cost model extrapolates how much of the tree the walk will still touch;
 when that is a large share (high-entropy codes and a wide radius defeat any
 metric tree), the search switches to one blocked contiguous scan, so it is
 never much slower than brute force. Measured on 1M 64-bit codes (half
-near-duplicate clusters, half random; ``python -m matching.core.bench_vptree``):
+near-duplicate clusters, half random; ``python -m bench.vptree``):
 the walk wins up to radius ~3 (about 3x at radius 0-2); at radius 10 a VP-tree
 must visit over 80% of the items, so the scan does the work.
 

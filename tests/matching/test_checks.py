@@ -182,7 +182,7 @@ def pasted_logo(api, org):  # type: ignore[no-untyped-def]
 
 
 def test_logo_pasted_into_a_photo_is_found_boxed_and_evidenced(api, pasted_logo):
-    from matching.core.bench.metrics import polygon_iou
+    from bench.metrics import polygon_iou
 
     data, size = pasted_logo
     body = submit(api, data, wait=20).json()  # in-process tasks: the partial-copy pass ran before the reply

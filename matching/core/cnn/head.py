@@ -46,7 +46,7 @@ __all__ = [
     "write_head",
 ]
 
-TRAIN_COMMAND = "python -m matching.core.cnn.train --seed 0"
+TRAIN_COMMAND = "python -m training.train --seed 0"
 FORMAT = "imgprotect/cnn-ranking-head"
 FORMAT_VERSION = 1
 META_KEY = "__meta__"

@@ -1,7 +1,7 @@
 """The EfficientNet-Lite0 port: torch-free checkpoint reader, weights file, Keras model.
 
 How the reference in ``data/effnet_lite0_reference.npz`` was produced (once,
-never by the test run): ``matching/core/cnn/make_reference.py`` run with
+never by the test run): ``training/make_reference.py`` run with
 ``/tmp/torchenv/bin/python`` (torch 2.13.0 CPU, Pillow 12.0.0, scikit-image
 0.25.2). It loads ``efficientnet-lite0-57934424.pth`` with ``torch.load``
 (not with our reader) into its own ~60-line PyTorch module (TF-"SAME"

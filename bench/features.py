@@ -1,6 +1,6 @@
 """Compare ORB, AKAZE and SIFT for geometric verification, on real images.
 
-    python -m matching.core.bench_features [--dataset ../shared/datasets] [--pairs N]
+    python -m bench.features [--dataset ../shared/datasets] [--pairs N]
         [--refs N] [--kinds orb,akaze,sift] [--json out.json]
 
 References are photos and logos from the dataset. Each gets the attacked
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import geometry as geo
+from matching.core import geometry as geo
 
 ATTACKS = (
     "crop_center_60", "crop_corner_40", "rotate_7", "rotate_90", "mirror", "scale_30",
@@ -40,7 +40,7 @@ ATTACKS = (
 )
 SWEEP = (8, 10, 12, 15, 18, 20, 25, 30)
 _FLOOR = SWEEP[0]
-_DEFAULT_DATASET = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+_DEFAULT_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 @dataclass

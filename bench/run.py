@@ -1,6 +1,6 @@
 """Run the copy-detection benchmark and write its report.
 
-    python -m matching.core.bench.run [--dataset PATH] [--systems service,phash,pdq]
+    python -m bench.run [--dataset PATH] [--systems service,phash,pdq]
         [--attacks a,b,...] [--refs N] [--distractors M] [--seed 0] [--top-k 5] [--out docs/]
         [--raw PATH]
 
@@ -8,8 +8,8 @@ Every system indexes the same references (timed), then answers every attacked
 copy and every unrelated image (each query timed); each copy is made once and
 shown to all systems in turn. Writes ``benchmark-matching.md``,
 ``benchmark-pr.png`` and (unless ``--raw`` says elsewhere) ``benchmark-raw.json.gz``
-into ``--out``. A system that cannot run here (``service`` before
-``matching.core.matcher.benchmark_system`` exists) is reported and skipped.
+into ``--out``. A system that cannot run here (``service`` when
+``bench.service`` cannot be imported) is reported and skipped.
 """
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def _names(value: str, known: Sequence[str] | None = None) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m matching.core.bench.run",
+    parser = argparse.ArgumentParser(prog="python -m bench.run",
                                      description="Copy-detection benchmark: service beside baselines.")
     parser.add_argument("--dataset", type=Path, default=None,
                         help=f"dataset folder (default {default_dataset_root()})")
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = run_benchmark(bench, systems, attacks=args.attacks, top_k=args.top_k)
     meta: dict[str, Any] = {
-        "command": "python -m matching.core.bench.run "
+        "command": "python -m bench.run "
                    + shlex.join(argv if argv is not None else sys.argv[1:]),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "dataset": str(args.dataset) if args.dataset else "../shared/datasets",

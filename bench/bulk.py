@@ -1,32 +1,48 @@
 """Bulk indexing throughput: Spark local[N] versus in-process, per core, hashes only and with the CNN.
 
+    python -m bench.bulk --n 2000 [--spark-master local[2]] [--cnn | --no-cnn] [--dataset PATH]
+        [--json out.json] [--keep]
+
 Builds N images augmented from ``../shared/datasets`` (random crop, resize,
 flip, JPEG quality) into a temporary folder, indexes them into a throwaway
 organisation through both paths, and reports images/s per core. The
 organisation, its files and the bulk work directory are removed afterwards.
+Uses the project's Django settings and database, as ``manage.py`` does
+(``DJANGO_SETTINGS_MODULE``, default ``imgprotect.settings``).
 """
 from __future__ import annotations
 
+import argparse
 import io
+import json
 import os
 import random
 import resource
 import shutil
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-from django.core.management import call_command
-from django.test import override_settings
+import django
+from django.apps import apps
 
-from catalog import services as catalog_services
-from catalog.models import Organisation, ProtectedImage
-from matching.bulk import services
-from spark.progress import read_progress
+if not apps.ready:  # run as a script, not inside a Django process: set Django up as manage.py does
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imgprotect.settings")
+    django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.test import override_settings  # noqa: E402
+
+from catalog import services as catalog_services  # noqa: E402
+from catalog.models import Organisation, ProtectedImage  # noqa: E402
+from matching.bulk import services  # noqa: E402
+from spark.progress import read_progress  # noqa: E402
 
 DATASETS = Path(settings.BASE_DIR).parent / "shared" / "datasets"
 
@@ -257,3 +273,29 @@ def table(report: dict[str, Any]) -> str:
 def as_json(report: dict[str, Any]) -> dict[str, Any]:
     return {**report, "results": [{**asdict(r), "per_core": r.per_core, "per_cpu_second": r.per_cpu_second,
                                    "work_per_cpu_second": r.work_per_cpu_second} for r in report["results"]]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bulk",
+        description="Index N augmented dataset images through Spark and in-process; print images/s per core.")
+    parser.add_argument("--n", type=int, default=2000, help="images to build and index (default 2000)")
+    parser.add_argument("--spark-master", default="local[2]")
+    parser.add_argument("--cnn", action=argparse.BooleanOptionalAction, default=None,
+                        help="also measure with the CNN embedding (default: when the embedder loads)")
+    parser.add_argument("--dataset", type=Path, default=DATASETS)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary images")
+    args = parser.parse_args(argv)
+    report = run(n=args.n, master=args.spark_master, cnn=args.cnn, dataset=args.dataset, keep=args.keep)
+    print(table(report))
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"note: {report['cpu_count']} CPUs, load average {report['load_average'][0]:.2f} at the end")
+    if args.json:
+        args.json.write_text(json.dumps(as_json(report), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

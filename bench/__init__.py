@@ -5,12 +5,12 @@
 - ``dataset``: the seeded split of ``../shared/datasets`` into references and
   unrelated images; attacked copies are made in memory.
 - ``systems``: the ``System`` / ``Hit`` interface the service's matcher plugs
-  into (``matching.core.matcher.benchmark_system()``), and the baselines.
+  into (``bench.service.benchmark_system()``), and the baselines.
 - ``metrics``, ``report``, ``run``: scoring, the markdown/PNG/JSON report, the CLI.
 - ``calibrate``: thresholds per score component at a target false-positive rate.
 
-    python -m matching.core.bench.run --out docs/
-    python -m matching.core.bench.calibrate --raw docs/benchmark-raw.json.gz --fpr 0.005
+    python -m bench.run --out docs/
+    python -m bench.calibrate --raw docs/benchmark-raw.json.gz --fpr 0.005
 
 Plain Python (no Django); Pillow and numpy at import, everything heavier on use.
 """

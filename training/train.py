@@ -1,13 +1,14 @@
 """Train the ranking head on copy augmentations, then measure it on a held-out split.
 
-    python -m matching.core.cnn.train --seed 0 [--out matching/core/cnn/weights/head.npz]
+    python -m training.train --seed 0 [--out matching/core/cnn/weights/head.npz]
 
 One seeded command, CPU only, one TensorFlow thread by default:
 
-1. Data: the photos and logos of ``../shared/datasets`` and a few of
-   scikit-image's photos (those the tests use are left out, so the tests
-   embed unseen pictures). Every 5th photo and every 5th logo (by sorted
-   name) is held out for evaluation and never seen in training.
+1. Data (the list lives in :mod:`.data`): the photos and logos of
+   ``../shared/datasets`` and a few of scikit-image's photos (those the tests
+   use are left out, so the tests embed unseen pictures). Every 5th photo and
+   every 5th logo (by sorted name) is held out for evaluation and never seen
+   in training.
 2. Views: for each training image its clean version, random chains of copy
    attacks (``augment.random_view``) and windows around it pasted into a
    photo (``augment.paste_view``). The backbone is frozen up to
@@ -43,18 +44,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import augment
-from .embedder import CORNER_THIRDS, THIRDS
-from .head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, HeadWeights, write_head
+from matching.core.cnn.embedder import CORNER_THIRDS, THIRDS
+from matching.core.cnn.head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, HeadWeights, write_head
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+from . import augment
+from .data import DEFAULT_DATASETS, HOLDOUT_EVERY, SKIMAGE_TRAIN, Item, Split, list_items
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPORT_DIR = REPO_ROOT / "docs" / "training"
-# Trained on; astronaut, camera, chelsea/cat, coffee, rocket and coins are kept
-# out because the tests use them as unseen pictures.
-SKIMAGE_TRAIN = ("moon", "page", "text", "clock", "immunohistochemistry", "hubble_deep_field", "retina",
-                 "brick", "grass", "gravel", "colorwheel", "stereo_motorcycle", "cell", "logo")
-HOLDOUT_EVERY = 5
 # Views per training image: (random attack chains, paste windows), besides the clean one.
 VIEWS = {"photo": (16, 3), "logo": (5, 2)}
 VIEW_RECIPE_VERSION = 1  # bump when augment.py or the view recipe changes: invalidates caches
@@ -82,51 +79,6 @@ _INIT_NAMES = {"pca": "PCA-whitening", "lw": "learned-whitening", "random": "ran
 PASTE_QUERIES = 200  # held-out logos pasted into held-out photos for the partial-copy table
 
 
-@dataclass(frozen=True)
-class Item:
-    name: str  # "photo:kodak24/kodim01.png", "logo:adidas.png", "skimage:moon"
-    kind: str  # "photo" or "logo" (skimage pictures count as photos)
-    path: Path | None = None
-
-    def load(self) -> Image.Image:
-        if self.path is not None:
-            with Image.open(self.path) as im:
-                return im.convert("RGB")
-        from skimage import data
-
-        pixels = getattr(data, self.name.split(":", 1)[1])()
-        pixels = pixels[0] if isinstance(pixels, tuple) else pixels
-        image = Image.fromarray(np.asarray(pixels))
-        if image.mode == "RGBA":  # skimage's logo: composite over white, as the embedder does
-            rgb = Image.new("RGB", image.size, (255, 255, 255))
-            rgb.paste(image, mask=image.getchannel("A"))
-            return rgb
-        return image.convert("RGB")
-
-
-@dataclass(frozen=True)
-class Split:
-    train: list[Item]
-    heldout: list[Item]
-
-
-def list_items(datasets: Path) -> Split:
-    """The data list: sorted names, every ``HOLDOUT_EVERY``-th photo and logo held out."""
-    photos = sorted(p for p in (datasets / "photos").rglob("*") if p.suffix.lower() in {".png", ".tif", ".tiff", ".jpg"})
-    logos = sorted((datasets / "logos").glob("*.png"))
-    if not photos or not logos:
-        raise SystemExit(f"no photos/logos under {datasets}; pass --datasets")
-    train: list[Item] = []
-    heldout: list[Item] = []
-    for kind, paths in (("photo", photos), ("logo", logos)):
-        base = datasets / ("photos" if kind == "photo" else "logos")
-        for i, path in enumerate(paths):
-            item = Item(f"{kind}:{path.relative_to(base).as_posix()}", kind, path)
-            (heldout if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1 else train).append(item)
-    train += [Item(f"skimage:{name}", "photo") for name in SKIMAGE_TRAIN]
-    return Split(train=train, heldout=heldout)
-
-
 # ---------------------------------------------------------------- view cache
 
 @dataclass
@@ -150,8 +102,8 @@ def _views(item: Item, index: int, backgrounds: Sequence[Image.Image], seed: int
 
 def build_cache(items: list[Item], *, seed: int, cache_dir: Path, log: Callable[[str], None]) -> Cache:
     """Backbone maps of every training view, computed once and reused by later runs."""
-    from .backbone import preprocess
-    from .embedder import feature_maps
+    from matching.core.cnn.backbone import preprocess
+    from matching.core.cnn.embedder import feature_maps
 
     recipe = {"items": [it.name for it in items], "seed": seed, "views": VIEWS,
               "recipe": VIEW_RECIPE_VERSION, "layer": FEATURE_LAYER}
@@ -236,7 +188,7 @@ class History:
 
 def imagenet_conv() -> tuple[np.ndarray, np.ndarray]:
     """The backbone's own last 1x1 convolution (BatchNorm folded): (320, 1280) kernel, bias."""
-    from .backbone import load_backbone
+    from matching.core.cnn.backbone import load_backbone
 
     layer = load_backbone(fused=True).get_layer("head_conv")
     kernel, bias = (np.asarray(w) for w in layer.get_weights())
@@ -496,8 +448,8 @@ def _eval_model(head: HeadWeights) -> Callable[[np.ndarray], tuple[np.ndarray, n
     """Batch -> (ImageNet GAP + L2 (n, 1280), trained head (n, 256)) from one backbone pass."""
     import tensorflow as tf
 
-    from .embedder import _truncated_backbone
-    from .head import head_tf
+    from matching.core.cnn.embedder import _truncated_backbone
+    from matching.core.cnn.head import head_tf
 
     cut = _truncated_backbone(None)
     conv_k, conv_b = imagenet_conv()
@@ -513,8 +465,8 @@ def _eval_model(head: HeadWeights) -> Callable[[np.ndarray], tuple[np.ndarray, n
 
 def _embed_all(images: list[Image.Image], run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                ) -> tuple[np.ndarray, np.ndarray]:
-    from .backbone import preprocess
-    from .embedder import prepare
+    from matching.core.cnn.backbone import preprocess
+    from matching.core.cnn.embedder import prepare
 
     gaps, heads = [], []
     for s in range(0, len(images), 32):
@@ -550,7 +502,7 @@ def evaluate(heldout: list[Item], head: HeadWeights, *, seed: int, log: Callable
     rng = np.random.default_rng([seed, 2027])
     chosen = rng.choice(logo_ids, size=min(paste_queries, len(logo_ids)), replace=False)
     windows = sorted({w for ws in CROP_SETS.values() for w in ws})
-    from .embedder import crop_boxes
+    from matching.core.cnn.embedder import crop_boxes
 
     paste_rank: dict[str, dict[str, list[int]]] = {c: {"gap": [], "head": []} for c in CROP_SETS}
     for logo in chosen:
@@ -573,7 +525,7 @@ def evaluate(heldout: list[Item], head: HeadWeights, *, seed: int, log: Callable
 # ---------------------------------------------------------------- report
 
 def _chosen_crop_set() -> str:
-    from .embedder import CROP_WINDOWS
+    from matching.core.cnn.embedder import CROP_WINDOWS
 
     chosen = sorted(CROP_WINDOWS)
     return next((name for name, ws in CROP_SETS.items() if sorted(ws) == chosen), f"{len(chosen)} windows")
@@ -616,7 +568,7 @@ def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: Histor
     lines = [
         "# Ranking head: training report",
         "",
-        f"Written by `python -m matching.core.cnn.train {' '.join(argv)}` (seeded; rerunning it gives the same "
+        f"Written by `python -m training.train {' '.join(argv)}` (seeded; rerunning it gives the same "
         "head on the same machine and library versions).",
         f"Head file: `{head_path.relative_to(REPO_ROOT) if head_path.is_relative_to(REPO_ROOT) else head_path}`, "
         f"SHA-256 of its arrays `{head.sha256}`.",
@@ -719,7 +671,7 @@ def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: Histor
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m matching.core.cnn.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_HEAD_PATH, help="head weights file (.npz)")
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
@@ -748,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .embedder import configure_tf_threads
+    from matching.core.cnn.embedder import configure_tf_threads
 
     configure_tf_threads(precision="float32")  # the head learns, and is evaluated, on exact features
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""``python -m matching.core.bench_check``: the check-latency benchmark runs end to end on a tiny
+"""``python -m bench.check``: the check-latency benchmark runs end to end on a tiny
 dataset (real embedder, indexes, verification), and its cache is reused on the next run."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from matching.core import bench_check
+from bench import check as bench_check
 
-from .test_bench import _tiny_dataset
+from .test_harness import _tiny_dataset
 
 
 def test_bench_check_reports_latency_rank_and_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

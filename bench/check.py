@@ -1,6 +1,6 @@
 """Latency of one check against a large protected set, and the memory each protected image costs.
 
-    python -m matching.core.bench_check --n 1000000 [--refs 60] [--unrelated 120] [--threads 1]
+    python -m bench.check --n 1000000 [--refs 60] [--unrelated 120] [--threads 1]
         [--cache var/bench-check] [--structure ivf|hnsw] [--partial background|auto|always|never]
         [--datasets ../shared/datasets] [--seed 0] [--every K] [--explain N]
 
@@ -27,7 +27,7 @@ The protected set (``--n`` images) is:
   pHash/PDQ codes are a pool picture's codes with 6-14 (pHash) or 24-56 (PDQ)
   bits flipped, the other half uniform random; half of their embeddings are a
   pool picture's embedding (clean or under a copy attack) plus noise of norm
-  1.0, the other half random unit vectors (``bench_vectorindex.make_vectors``);
+  1.0, the other half random unit vectors (``bench.vectorindex.make_vectors``);
   their ORB features are those of a pool picture, so a synthetic candidate
   costs a real verification.
 
@@ -52,8 +52,8 @@ from typing import Any
 
 import numpy as np
 
-from .bench_vectorindex import DEFAULT_DATASETS, _rss_bytes, make_vectors
-from .vectorindex import DEFAULT_STRUCTURE, STRUCTURES
+from bench.vectorindex import DEFAULT_DATASETS, _rss_bytes, make_vectors
+from matching.core.vectorindex import DEFAULT_STRUCTURE, STRUCTURES
 
 SYNTHETIC_BASE_ID = 1 << 40  # synthetic ids start here, far from the real references'
 
@@ -95,7 +95,7 @@ class ScaledStore:
         self.pool_features = pool_features
 
     def records(self, ids: Any) -> dict[int, Any]:
-        from .matcher import RefRecord
+        from matching.core.matcher import RefRecord
 
         out = self.real.records([i for i in ids if i < SYNTHETIC_BASE_ID])
         for i in ids:
@@ -115,7 +115,7 @@ class ScaledStore:
 
 
 def _pool_items(datasets: Path, exclude: set[str], count: int, seed: int) -> list[Any]:
-    from .bench.dataset import Item, _file_loader, _photos
+    from bench.dataset import Item, _file_loader, _photos
 
     photos = [p for p in _photos(datasets) if p.relative_to(datasets).as_posix() not in exclude]
     logos = [p for p in sorted((datasets / "logos").glob("*.png"))
@@ -153,7 +153,7 @@ def _percentiles(values: list[float]) -> str:
 
 def _reach(vectors: Any, embedder: Any, queries: list[tuple[str, int | None, bytes]], k: int) -> int:
     """Share of whole-frame copies whose reference the vector index returns in its top ``k``."""
-    from .loading import load_image
+    from matching.core.loading import load_image
 
     copies = [(ref, embedder.embed_one(load_image(data).image)) for group, ref, data in queries
               if group == "whole-frame copy"]
@@ -176,7 +176,7 @@ def _reach(vectors: Any, embedder: Any, queries: list[tuple[str, int | None, byt
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m matching.core.bench_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="protected images in the index (default 1M)")
     parser.add_argument("--refs", type=int, default=60, help="real references (each attacked 19 ways)")
     parser.add_argument("--unrelated", type=int, default=120, help="unrelated query pictures")
@@ -203,14 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["IMGPROTECT_TF_THREADS"] = str(args.threads)
     import faiss
 
-    from .bench.attacks import ATTACK_NAMES, PARTIAL_COPY_ATTACKS
-    from .bench.dataset import build_benchmark
-    from .cnn import augment
-    from .cnn.embedder import get_embedder
-    from .hashindex import make_hash_index
-    from .loading import load_image
-    from .matcher import Indexes, Matcher, Thresholds, index_references
-    from .vectorindex import VectorIndex
+    from bench.attacks import ATTACK_NAMES, PARTIAL_COPY_ATTACKS
+    from bench.dataset import build_benchmark
+    from matching.core.cnn.embedder import get_embedder
+    from matching.core.hashindex import make_hash_index
+    from matching.core.loading import load_image
+    from matching.core.matcher import Indexes, Matcher, Thresholds, index_references
+    from matching.core.vectorindex import VectorIndex
+    from training import augment
 
     faiss.omp_set_num_threads(args.threads)
     t0 = time.perf_counter()

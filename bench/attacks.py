@@ -8,7 +8,7 @@ meaningful, the **true region**: the polygon ``[[x, y], ...]`` (query pixels,
 clockwise from the reference's top-left corner) that the reference's content
 occupies in the result. Region accuracy of a system is scored against it.
 
-These are the canonical benchmark attacks; ``matching.core.cnn.augment`` holds
+These are the canonical benchmark attacks; ``training.augment`` holds
 the training augmentations. Pure PIL + numpy.
 """
 from __future__ import annotations

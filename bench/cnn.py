@@ -1,6 +1,6 @@
 """Time the backbone on CPU threads: one-image latency and batch throughput.
 
-    python -m matching.core.cnn.bench [--threads 1] [--batch 32] [--seconds 5]
+    python -m bench.cnn [--threads 1] [--batch 32] [--seconds 5]
 
 Must run in a fresh process: TensorFlow's thread pools are fixed on first use.
 """
@@ -27,7 +27,7 @@ def _time(fn, x: np.ndarray, seconds: float) -> list[float]:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m matching.core.cnn.bench")
+    parser = argparse.ArgumentParser(prog="python -m bench.cnn")
     parser.add_argument("--threads", type=int, default=1, help="intra-op and inter-op threads")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0, help="time spent on each measurement")
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
-    from .backbone import _load
+    from matching.core.cnn.backbone import _load
 
     run = _load(args.weights, include_top=False, fused=not args.unfused).run
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """Benchmark the vector index at scale: build time, memory, recall@10 against exact search, query latency.
 
-    python -m matching.core.bench_vectorindex --n 1000000 --dim 256 [--queries 1000] [--threads 1]
+    python -m bench.vectorindex --n 1000000 --dim 256 [--queries 1000] [--threads 1]
         [--build-threads 2] [--m 32] [--ef-construction 80] [--ef-search 64 128]
 
 Vectors (one seed): half are real CNN embeddings replicated with noise
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .vectorindex import (
+from matching.core.vectorindex import (
     DEFAULT_STRUCTURE, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, STRUCTURES, VectorIndex,
 )
 
-DEFAULT_DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+DEFAULT_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -44,8 +44,8 @@ def real_embeddings(datasets: Path, images: int, views: int, seed: int, queries:
     ``unrelated`` (``queries - queries // 2`` other images, clean: what most checks look like)."""
     from PIL import Image
 
-    from .cnn import augment
-    from .cnn.embedder import get_embedder
+    from matching.core.cnn.embedder import get_embedder
+    from training import augment
 
     paths = sorted((datasets / "photos").rglob("*.png")) + sorted((datasets / "logos").glob("*.png"))
     rng = np.random.default_rng(seed)
@@ -92,7 +92,7 @@ def make_vectors(n: int, dim: int, base: np.ndarray | None, seed: int, noise: fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m matching.core.bench_vectorindex")
+    parser = argparse.ArgumentParser(prog="python -m bench.vectorindex")
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--queries", type=int, default=1000)

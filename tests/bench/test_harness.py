@@ -11,10 +11,10 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 from skimage import data
 
-from matching.core.bench import calibrate, run
-from matching.core.bench.attacks import ATTACK_NAMES, ATTACKS, Polygon, rect
-from matching.core.bench.dataset import Benchmark, Item, attack_rng, build_benchmark
-from matching.core.bench.metrics import (
+from bench import calibrate, run
+from bench.attacks import ATTACK_NAMES, ATTACKS, Polygon, rect
+from bench.dataset import Benchmark, Item, attack_rng, build_benchmark
+from bench.metrics import (
     Outcome,
     SystemResult,
     micro_ap,
@@ -23,8 +23,8 @@ from matching.core.bench.metrics import (
     recall_at_precision,
     summarise,
 )
-from matching.core.bench.report import read_raw
-from matching.core.bench.systems import Hit, PDQBaseline, PHashBaseline, SystemUnavailable, load_system
+from bench.report import read_raw
+from bench.systems import Hit, PDQBaseline, PHashBaseline, SystemUnavailable, load_system
 
 # Attacks whose result says where the reference went; the others keep the frame.
 WITH_REGION = {"crop_centre_60", "crop_corner_40", "rotate_7", "caption_bar", "border_screenshot",
@@ -264,13 +264,13 @@ def test_baselines_find_a_reencoded_copy_and_say_how_far() -> None:
         assert distance <= system.radius < hits[1].components[f"{system.name}_distance"]
 
 
-def test_service_is_unavailable_until_the_matcher_provides_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "matching.core.matcher", types.ModuleType("matching.core.matcher"))
+def test_service_is_unavailable_until_its_module_provides_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "bench.service", types.ModuleType("bench.service"))
     with pytest.raises(SystemUnavailable, match="benchmark_system"):
         load_system("service")
-    with_factory = types.ModuleType("matching.core.matcher")
+    with_factory = types.ModuleType("bench.service")
     with_factory.benchmark_system = PHashBaseline  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "matching.core.matcher", with_factory)
+    monkeypatch.setitem(sys.modules, "bench.service", with_factory)
     assert load_system("service").name == "phash"
     with pytest.raises(KeyError):
         load_system("nope")
@@ -280,7 +280,7 @@ def test_service_is_unavailable_until_the_matcher_provides_it(monkeypatch: pytes
 
 def test_run_writes_report_plot_and_raw_then_calibrates(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "matching.core.matcher", types.ModuleType("matching.core.matcher"))
+    monkeypatch.setitem(sys.modules, "bench.service", types.ModuleType("bench.service"))
     root = _tiny_dataset(tmp_path / "datasets")
     out = tmp_path / "out"
     code = run.main(["--dataset", str(root), "--systems", "service,phash,pdq", "--refs", "4",
@@ -318,9 +318,9 @@ class _FramingPHash(PHashBaseline):
 
 def test_the_service_plugs_in_and_its_regions_are_scored(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    matcher = types.ModuleType("matching.core.matcher")
-    matcher.benchmark_system = _FramingPHash  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "matching.core.matcher", matcher)
+    service = types.ModuleType("bench.service")
+    service.benchmark_system = _FramingPHash  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bench.service", service)
     root = _tiny_dataset(tmp_path / "datasets")
     out = tmp_path / "out"
     assert run.main(["--dataset", str(root), "--systems", "service,phash", "--refs", "4", "--distractors",

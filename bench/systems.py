@@ -3,7 +3,7 @@
 A system is two calls (``System``): ``index`` once with every reference, then
 ``query`` per image, returning its best ``top_k`` candidates, best first, each a
 ``Hit`` with the system's own verdict. The service plugs in through
-``matching.core.matcher.benchmark_system()``; the baselines here are the rules
+``bench.service.benchmark_system()``; the baselines here are the rules
 the design starts from, searched exhaustively so that search never limits them.
 """
 from __future__ import annotations
@@ -141,8 +141,8 @@ class PDQBaseline(_HammingBaseline):
 
 # Cosine at which the ImageNet features call a match: the loosest value with
 # <= 0.5 % false positives (0.45 %, 3 of 665) on the unrelated queries of a
-# seed-1 default run (`python -m matching.core.bench.run --systems phash,pdq,cnn
-# --seed 1` then `python -m matching.core.bench.calibrate --components score`),
+# seed-1 default run (`python -m bench.run --systems phash,pdq,cnn
+# --seed 1` then `python -m bench.calibrate --components score`),
 # so the seed-0 report is measured on a split it was not chosen on.
 CNN_COSINE_THRESHOLD = 0.972
 
@@ -199,12 +199,12 @@ class ImageNetCNNBaseline:
 
 def _service(entry: str = "benchmark_system") -> System:
     try:
-        matcher = importlib.import_module("matching.core.matcher")
+        service = importlib.import_module("bench.service")
     except ImportError as exc:
-        raise SystemUnavailable(f"matching.core.matcher is not importable ({exc})") from exc
-    factory = getattr(matcher, entry, None)
+        raise SystemUnavailable(f"bench.service is not importable ({exc})") from exc
+    factory = getattr(service, entry, None)
     if factory is None:
-        raise SystemUnavailable(f"matching.core.matcher has no {entry}()")
+        raise SystemUnavailable(f"bench.service has no {entry}()")
     system = factory()
     if not isinstance(system, System):
         raise SystemUnavailable(f"benchmark_system() returned {type(system).__name__}, "

@@ -1,6 +1,6 @@
 """Quick VP-tree benchmark against an exhaustive numpy popcount scan.
 
-    python -m matching.core.bench_vptree --n 100000 --radius 10 --queries 200
+    python -m bench.vptree --n 100000 --radius 10 --queries 200
 
 The data imitates a hash bank: a share of the codes are near-duplicate
 clusters (a random centre plus copies with 0-8 flipped bits, as re-encoded or
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .vptree import VPTree, _dist, _pairs
+from matching.core.vptree import VPTree, _dist, _pairs
 
 _ONE = np.uint64(1)
 

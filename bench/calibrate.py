@@ -1,6 +1,6 @@
 """Choose decision thresholds from a benchmark run, at a target false-positive rate.
 
-    python -m matching.core.bench.calibrate --raw docs/benchmark-raw.json.gz --fpr 0.005 \
+    python -m bench.calibrate --raw docs/benchmark-raw.json.gz --fpr 0.005 \
         [--system service] [--components phash_distance,inliers] [--out /tmp/thresholds.json] \
         [--markdown PATH]
 
@@ -177,7 +177,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m matching.core.bench.calibrate",
+    parser = argparse.ArgumentParser(prog="python -m bench.calibrate",
                                      description="Thresholds per score component at a target FPR.")
     parser.add_argument("--raw", type=Path, default=Path("docs/benchmark-raw.json.gz"))
     parser.add_argument("--fpr", type=float, default=0.005,
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     doc = {
         "target_fpr": args.fpr,
-        "command": "python -m matching.core.bench.calibrate "
+        "command": "python -m bench.calibrate "
                    + " ".join(argv if argv is not None else sys.argv[1:]),
         "raw": str(args.raw),
         "n_unrelated": sum(o.attack is None for o in wanted[0].outcomes),

@@ -5,7 +5,7 @@ query order for every system) so a default run stays well under a megabyte
 per system; ``read_raw`` gives back the ``SystemResult`` objects, so the
 report can be redrawn without re-running:
 
-    python -m matching.core.bench.report --raw docs/benchmark-raw.json.gz --out docs/
+    python -m bench.report --raw docs/benchmark-raw.json.gz --out docs/
 """
 from __future__ import annotations
 

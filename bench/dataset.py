@@ -32,7 +32,7 @@ MIN_UNRELATED_PHOTOS = 4
 
 def default_dataset_root() -> Path:
     """``<repo>/../shared/datasets``, where the checkout and CI keep the evaluation images."""
-    return Path(__file__).resolve().parents[4] / "shared" / "datasets"
+    return Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Exact Hamming indexes against exhaustive search, on realistic hash banks.
 
-    python -m matching.core.bench_hashindex --n 100000,1000000,10000000 --words 1 --radius 10
-    python -m matching.core.bench_hashindex --n 100000,1000000 --words 4 --radius 31
+    python -m bench.hashindex --n 100000,1000000,10000000 --words 1 --radius 10
+    python -m bench.hashindex --n 100000,1000000 --words 4 --radius 31
 
 Codes: real pHash (W=1) or PDQ (W=4) of the photos and logos in
 ``../shared/datasets`` under resize, crop, JPEG, brightness, contrast, blur
@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from .bench_vptree import exhaustive_radius, flip_bits
-from .hashindex import FaissBinaryIndex, MIHIndex, _knn_scan
-from .vptree import _pairs
-from .signals import compute_signals, pdq256, pdq_dihedral, phash64, phash_dihedral, query_signals
-from .vptree import VPTree
+from bench.vptree import exhaustive_radius, flip_bits
+from matching.core.hashindex import FaissBinaryIndex, MIHIndex, _knn_scan
+from matching.core.vptree import _pairs
+from matching.core.signals import compute_signals, pdq256, pdq_dihedral, phash64, phash_dihedral, query_signals
+from matching.core.vptree import VPTree
 
-DEFAULT_DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+DEFAULT_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 # -- real hashes -------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def time_signals(repeats: int = 5, number: int = 20) -> None:
     """ms per call of each hash on a 1024x683 JPEG photo (best of ``repeats``)."""
     from skimage import data
 
-    from .loading import load_image
+    from matching.core.loading import load_image
 
     photo = Image.fromarray(data.coffee()).resize((1024, 683), Image.LANCZOS)
     buf = io.BytesIO()
