@@ -1,4 +1,4 @@
-"""``python -m matching.core.bench`` is ``python -m bench.run``."""
+"""``python -m bench`` is ``python -m bench.run``."""
 from __future__ import annotations
 
 if __name__ == "__main__":
