@@ -3,7 +3,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from catalog import services
-from catalog.models import ApiKey, Collection, Membership, Organisation, ProtectedImage
+from catalog.models import ApiKey, Collection, Invitation, Membership, Organisation, ProtectedImage
 
 
 def image_thumbnail(url: str, size: int = 64) -> str:
@@ -84,3 +84,10 @@ class ProtectedImageAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):  # type: ignore[no-untyped-def]
         for image in queryset:
             services.protected_image_delete(image=image)
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ["email", "organisation", "role", "invited_by", "created", "expires", "accepted", "revoked"]
+    list_filter = ["organisation", "role"]
+    exclude = ["token_hash"]

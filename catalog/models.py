@@ -1,4 +1,4 @@
-"""Organisations, members, API keys, collections and protected images."""
+"""Organisations, members, invitations, API keys, collections and protected images."""
 from __future__ import annotations
 
 import hashlib
@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.core.validators import validate_email
 from django.db import models
+from django.utils import timezone
 from django.core.exceptions import ValidationError
 
 
@@ -52,6 +53,37 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} @ {self.organisation} ({self.role})"
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256 random bits: one SHA-256 suffices and keeps lookups indexed.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Invitation(models.Model):
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField()
+    accepted = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    revoked = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "portal_invitation"  # created by the portal app; moved without copying
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.email} → {self.organisation} ({self.role})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.accepted is None and self.revoked is None and self.expires > timezone.now()
 
 
 def hash_api_secret(secret: str) -> str:

@@ -1,41 +1,41 @@
-"""Writes for the catalogue (STYLE.md habit 1): typed, keyword-only, atomic."""
+"""Writes for the catalogue (STYLE.md habit 1): typed, keyword-only, atomic.
+
+Organisations, members and their invitations, API keys, collections, and the
+removal of protected images. Adding and indexing an image needs the matching
+engine, so it lives in ``matching.protection``.
+
+Role rules for members live here, not in templates: an admin manages members up to
+admin; only an owner grants, changes or removes the owner role; an organisation
+never loses its last owner.
+"""
 from __future__ import annotations
 
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.core.mail import EmailMultiAlternatives
+from django.core.validators import validate_email
+from django.db import transaction
 from django.db.models import F
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from catalog.models import ApiKey, Collection, Membership, Organisation, ProtectedImage, Role, hash_api_secret
-from matching.core.errors import ImageError
-from matching.core.loading import LoadedImage
-from matching.core.signals import PDQ_MIN_QUALITY, compute_signals, from_hex64
+from catalog.models import (
+    ApiKey, Collection, Invitation, Membership, Organisation, ProtectedImage, Role, hash_api_secret, hash_token,
+    role_at_least,
+)
+from imgprotect.errors import Conflict, Forbidden, ServiceError
 
 log = logging.getLogger(__name__)
-
-
-class ServiceError(Exception):
-    """A request the service refuses; ``code`` is stable for API clients."""
-
-    code = "invalid"
-    status = 400
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code:
-            self.code = code
-
-
-class Conflict(ServiceError):
-    code = "conflict"
-    status = 409
 
 
 # --- organisations and members ---------------------------------------------
@@ -59,6 +59,125 @@ def membership_set(*, organisation: Organisation, user: AbstractBaseUser, role: 
         organisation=organisation, user=user, defaults={"role": Role(role)}
     )
     return membership
+
+
+# --- invitations and members -------------------------------------------------------
+
+@dataclass(frozen=True)
+class IssuedInvitation:
+    invitation: Invitation
+    token: str  # only in the e-mail; the row keeps its hash
+
+
+def _may_grant(actor_role: str, role: str) -> bool:
+    return role_at_least(actor_role, Role.OWNER) or (role_at_least(actor_role, Role.ADMIN) and role != Role.OWNER)
+
+
+@transaction.atomic
+def invitation_create(*, organisation: Organisation, email: str, role: str, invited_by: AbstractBaseUser,
+                      actor_role: str) -> IssuedInvitation:
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ServiceError(f"{email!r} is not a valid e-mail address.", code="invalid_email") from None
+    if role not in Role.values:
+        raise ServiceError("Unknown role.", code="invalid_role")
+    if not _may_grant(actor_role, role):
+        raise Forbidden("Only an owner may invite owners.")
+    if Membership.objects.filter(organisation=organisation, user__email__iexact=email).exists():
+        raise ServiceError(f"{email} is already a member.", code="already_member")
+    # A new invitation replaces any open one for the same address.
+    Invitation.objects.filter(organisation=organisation, email=email, accepted__isnull=True,
+                              revoked__isnull=True).update(revoked=timezone.now())
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        organisation=organisation, email=email, role=role, token_hash=hash_token(token), invited_by=invited_by,
+        expires=timezone.now() + timedelta(days=settings.IMGPROTECT_INVITATION_DAYS),
+    )
+    transaction.on_commit(lambda: _send_invitation(invitation, token))
+    return IssuedInvitation(invitation, token)
+
+
+def _send_invitation(invitation: Invitation, token: str) -> None:
+    context = {
+        "invitation": invitation,
+        "organisation": invitation.organisation,
+        "inviter": invitation.invited_by,
+        "url": settings.SITE_URL + reverse("portal:invitation", args=[token]),
+        "site_url": settings.SITE_URL,
+    }
+    message = EmailMultiAlternatives(
+        subject=f"[imgprotect] You are invited to {invitation.organisation.name}",
+        body=render_to_string("portal/email/invitation.txt", context),
+        to=[invitation.email],
+    )
+    message.attach_alternative(render_to_string("portal/email/invitation.html", context), "text/html")
+    message.send()
+
+
+def invitation_for_token(token: str) -> Invitation | None:
+    return Invitation.objects.select_related("organisation", "invited_by").filter(token_hash=hash_token(token)).first()
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user: AbstractBaseUser) -> Membership:
+    invitation = invitation_for_token(token)
+    if invitation is None or not invitation.is_open:
+        raise ServiceError("This invitation is no longer valid. Ask for a new one.", code="invitation_invalid")
+    claimed = Invitation.objects.filter(pk=invitation.pk, accepted__isnull=True, revoked__isnull=True).update(
+        accepted=timezone.now(), accepted_by=user)
+    if not claimed:
+        raise ServiceError("This invitation has already been used.", code="invitation_invalid")
+    existing = Membership.objects.filter(organisation=invitation.organisation, user=user).first()
+    if existing is not None and role_at_least(existing.role, invitation.role):
+        return existing  # an invitation never demotes
+    return membership_set(organisation=invitation.organisation, user=user, role=invitation.role)
+
+
+@transaction.atomic
+def invitation_signup(*, token: str, username: str, password: str) -> AbstractBaseUser:
+    """Create an account for an invited address and accept the invitation in one step."""
+    invitation = invitation_for_token(token)
+    if invitation is None or not invitation.is_open:
+        raise ServiceError("This invitation is no longer valid. Ask for a new one.", code="invitation_invalid")
+    User = get_user_model()
+    if User.objects.filter(username__iexact=username).exists():
+        raise ServiceError("That user name is taken.", code="username_taken")
+    user = User.objects.create_user(username=username, email=invitation.email, password=password)
+    invitation_accept(token=token, user=user)
+    return user
+
+
+def invitation_revoke(*, invitation: Invitation) -> None:
+    Invitation.objects.filter(pk=invitation.pk, accepted__isnull=True).update(revoked=timezone.now())
+
+
+def _owner_count(organisation: Organisation) -> int:
+    return Membership.objects.filter(organisation=organisation, role=Role.OWNER).count()
+
+
+@transaction.atomic
+def member_role_set(*, membership: Membership, role: str, actor_role: str) -> Membership:
+    if role not in Role.values:
+        raise ServiceError("Unknown role.", code="invalid_role")
+    if Role.OWNER in (role, membership.role) and not role_at_least(actor_role, Role.OWNER):
+        raise Forbidden("Only an owner may grant or change the owner role.")
+    if not _may_grant(actor_role, role):
+        raise Forbidden("Your role cannot grant this role.")
+    if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(membership.organisation) <= 1:
+        raise ServiceError("An organisation needs at least one owner.", code="last_owner")
+    return membership_set(organisation=membership.organisation, user=membership.user, role=role)
+
+
+@transaction.atomic
+def member_remove(*, membership: Membership, actor_role: str) -> None:
+    if membership.role == Role.OWNER:
+        if not role_at_least(actor_role, Role.OWNER):
+            raise Forbidden("Only an owner may remove an owner.")
+        if _owner_count(membership.organisation) <= 1:
+            raise ServiceError("An organisation needs at least one owner.", code="last_owner")
+    membership.delete()
 
 
 # --- API keys ----------------------------------------------------------------
@@ -163,19 +282,19 @@ def collection_delete(*, collection: Collection) -> None:
              for name in pair]
     organisation_id = collection.organisation_id
     collection.delete()
-    _bump_generation(organisation_id)
-    transaction.on_commit(lambda: _delete_files(files))
+    index_generation_bump(organisation_id=organisation_id)
+    transaction.on_commit(lambda: stored_files_delete(files))
 
 
 # --- protected images -----------------------------------------------------------
 
-def _bump_generation(organisation_id: int) -> None:
+def index_generation_bump(*, organisation_id: int) -> None:
+    """Tell every matching process that the organisation's index changed (see matching/index_registry.py)."""
     Organisation.objects.filter(pk=organisation_id).update(index_generation=F("index_generation") + 1)
 
 
-def _delete_files(names: list[str]) -> None:
-    from django.core.files.storage import default_storage
-
+def stored_files_delete(names: list[str]) -> None:
+    """Delete stored files (uploads, features) whose rows are gone; call it after commit."""
     for name in names:
         if not name:
             continue
@@ -185,158 +304,11 @@ def _delete_files(names: list[str]) -> None:
             log.warning("could not delete stored file %s: %s", name, exc)
 
 
-def protected_image_add(
-    *,
-    collection: Collection,
-    key: str,
-    data: bytes,
-    loaded: LoadedImage,
-    filename: str | None = None,
-    index_now: bool = False,
-) -> ProtectedImage:
-    """Store a validated image and queue its indexing.
-
-    ``loaded`` is the result of ``matching.core.loading.load_image(data)``: the
-    caller validates before anything is written, so bad input stores nothing.
-    With ``index_now`` the signals are computed in this call (bulk command line)
-    instead of by a worker.
-    """
-    key = key.strip()
-    if not key:
-        raise ServiceError("The image key must not be empty.", code="invalid_key")
-    if len(key) > 1024:
-        raise ServiceError("The image key is longer than 1024 characters.", code="invalid_key")
-    if ProtectedImage.objects.filter(collection=collection, key=key).exists():
-        raise Conflict(f"The collection already holds an image with key {key!r}.", code="duplicate_key")
-    duplicate = (
-        ProtectedImage.objects.filter(collection=collection, sha256_pixels=loaded.sha256_pixels)
-        .values_list("key", flat=True)
-        .first()
-    )
-    if duplicate is not None:
-        raise Conflict(f"The same picture is already protected in this collection as {duplicate!r}.",
-                       code="duplicate_image")
-    image = ProtectedImage(
-        organisation_id=collection.organisation_id,
-        collection=collection,
-        key=key,
-        size_bytes=len(data),
-        sha256_bytes=loaded.sha256_bytes,
-        sha256_pixels=loaded.sha256_pixels,
-        width=loaded.width,
-        height=loaded.height,
-        format=loaded.format,
-    )
-    if index_now:
-        _apply_signals(image, reference_signals(loaded))
-    name = filename or f"upload.{loaded.format.lower()}"
-    # The file is written before the row; if the row fails, the file is removed,
-    # so a failed upload leaves nothing behind.
-    image.file.save(name, ContentFile(data), save=False)
-    try:
-        with transaction.atomic():
-            image.save()
-            if index_now:
-                _bump_generation(collection.organisation_id)
-            else:
-                from workers.tasks import index_protected_image
-
-                image_id = image.pk
-                transaction.on_commit(lambda: index_protected_image.delay(image_id))
-    except IntegrityError as exc:
-        _delete_files([image.file.name, image.features.name])
-        raise Conflict(f"The collection already holds an image with key {key!r}.", code="duplicate_key") from exc
-    except BaseException:
-        _delete_files([image.file.name, image.features.name])
-        raise
-    return image
-
-
-@dataclass(frozen=True)
-class ReferenceSignals:
-    """Everything indexing computes for one protected image."""
-
-    signals: dict
-    embedding: bytes | None
-    features: bytes | None
-
-
-def reference_signals(loaded: LoadedImage) -> ReferenceSignals:
-    """Hashes, the CNN embedding (when enabled) and local features for verification."""
-    from matching.core.geometry import extract_features, features_to_bytes
-    from matching.engine import get_embedder
-    from matching.index_registry import embedding_to_bytes
-
-    embedder = get_embedder()
-    embedding = embedding_to_bytes(embedder.embed_one(loaded.image)) if embedder is not None else None
-    return ReferenceSignals(
-        signals=compute_signals(loaded),
-        embedding=embedding,
-        features=features_to_bytes(extract_features(loaded.image)),
-    )
-
-
-def _apply_signals(image: ProtectedImage, computed: ReferenceSignals) -> None:
-    """Set the computed signals on an unsaved or about-to-be-updated row (stores the features file)."""
-    from matching.index_registry import to_signed64
-
-    signals = computed.signals
-    image.signals = signals
-    image.phash = to_signed64(from_hex64(signals["phash"]))
-    image.pdq = signals.get("pdq", "") if signals.get("pdq_quality", 0) >= PDQ_MIN_QUALITY else ""
-    image.pdq_quality = signals.get("pdq_quality", 0)
-    image.embedding = computed.embedding
-    if computed.features is not None:
-        image.features.save("features.npz", ContentFile(computed.features), save=False)
-    image.status = ProtectedImage.Status.INDEXED
-    image.failure_reason = ""
-    image.indexed_at = timezone.now()
-
-
-def protected_image_index(*, image_id: int) -> ProtectedImage | None:
-    """Compute an image's signals and make it searchable. Idempotent.
-
-    Raises ``ImageError`` (permanent) after recording it on the row; storage
-    errors propagate so the task can retry.
-    """
-    from django.core.files.storage import default_storage
-
-    from matching.core.loading import load_image
-
-    image = ProtectedImage.objects.filter(pk=image_id).select_related("collection").first()
-    if image is None or image.status != ProtectedImage.Status.PENDING:
-        return image  # deleted meanwhile, or already done by an earlier delivery
-    with default_storage.open(image.file.name, "rb") as fh:
-        data = fh.read()
-    try:
-        computed = reference_signals(load_image(data))
-    except ImageError as exc:
-        ProtectedImage.objects.filter(pk=image_id, status=ProtectedImage.Status.PENDING).update(
-            status=ProtectedImage.Status.FAILED, failure_reason=exc.reason
-        )
-        raise
-    _apply_signals(image, computed)
-    with transaction.atomic():
-        # Claim: only the delivery that moves pending -> indexed bumps the index.
-        changed = ProtectedImage.objects.filter(pk=image_id, status=ProtectedImage.Status.PENDING).update(
-            status=image.status, signals=image.signals, phash=image.phash, pdq=image.pdq,
-            pdq_quality=image.pdq_quality, embedding=image.embedding, features=image.features.name,
-            indexed_at=image.indexed_at, failure_reason="",
-        )
-        if changed:
-            _bump_generation(image.organisation_id)
-        else:
-            name = image.features.name
-            transaction.on_commit(lambda: _delete_files([name]))  # an earlier delivery won
-    image.refresh_from_db()
-    return image
-
-
 @transaction.atomic
 def protected_image_delete(*, image: ProtectedImage) -> None:
     """Remove the row, its index entries (via the generation) and, after commit, its files."""
     names = [image.file.name, image.features.name]
     organisation_id = image.organisation_id
     image.delete()
-    _bump_generation(organisation_id)
-    transaction.on_commit(lambda: _delete_files(names))
+    index_generation_bump(organisation_id=organisation_id)
+    transaction.on_commit(lambda: stored_files_delete(names))

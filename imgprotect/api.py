@@ -9,7 +9,7 @@ from rest_framework import exceptions, pagination, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from catalog.services import ServiceError
+from imgprotect.errors import ServiceError
 from matching.core.errors import ImageError
 
 log = logging.getLogger(__name__)

@@ -4,10 +4,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from catalog.api import CollectionViewSet, OrganisationView, ProtectedImageViewSet
+from catalog.api import CollectionViewSet, OrganisationView
 from imgprotect.views import admin_image_file
 from matching.api import CheckViewSet, MatchViewSet
 from matching.bulk.api import BulkJobViewSet
+from matching.protection_api import ProtectedImageViewSet
 
 router = DefaultRouter()
 router.register("collections", CollectionViewSet, basename="collection")

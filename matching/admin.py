@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from catalog.admin import image_thumbnail
-from matching.models import Check, Match
+from matching.models import Check, DismissedPair, Licence, Match, ReviewEvent, Webhook, WebhookDelivery
 
 
 class MatchInline(admin.TabularInline):
@@ -70,3 +70,50 @@ class MatchAdmin(admin.ModelAdmin):
     @admin.display(description="Protected image")
     def reference(self, obj: Match) -> str:
         return image_thumbnail(reverse("admin-image-file", args=["catalog", obj.protected_image_id]))
+
+
+# --- review decisions and webhooks: read-mostly views for support staff ---------------------
+
+@admin.register(ReviewEvent)
+class ReviewEventAdmin(admin.ModelAdmin):
+    list_display = ["created", "organisation", "match", "action", "from_status", "to_status", "actor"]
+    list_filter = ["action", "organisation"]
+    readonly_fields = [f.name for f in ReviewEvent._meta.fields]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False  # the audit trail is never edited
+
+
+@admin.register(Licence)
+class LicenceAdmin(admin.ModelAdmin):
+    list_display = ["holder", "source", "protected_image", "organisation", "created", "revoked"]
+    list_filter = ["organisation"]
+    search_fields = ["holder", "source"]
+    raw_id_fields = ["protected_image", "origin_match"]
+
+
+@admin.register(DismissedPair)
+class DismissedPairAdmin(admin.ModelAdmin):
+    list_display = ["protected_image", "suspect_sha256", "suspect_key", "organisation", "dismissed_by", "created"]
+    list_filter = ["organisation"]
+    raw_id_fields = ["protected_image", "origin_match"]
+
+
+class DeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    extra = 0
+    fields = ["event", "status", "attempts", "status_code", "error", "next_retry", "created"]
+    readonly_fields = fields
+    can_delete = False
+    ordering = ["-created"]
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    list_display = ["url", "organisation", "active", "created"]
+    list_filter = ["active", "organisation"]
+    exclude = ["secret"]
+    inlines = [DeliveryInline]

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from catalog.models import AlertFrequency, Collection
 from matching.models import Match
+from matching.webhooks import webhook_matches_created
 
 # A digest only covers recent matches, so switching a collection from "never" to a
 # digest does not mail its whole history.
@@ -44,8 +45,6 @@ def match_alerts_send_for(*, match_ids: list[int]) -> int:
 
     Returns the number of e-mails sent. Idempotent.
     """
-    from matching.portal.webhooks import webhook_matches_created
-
     webhook_matches_created(match_ids=match_ids)
     due = Match.objects.filter(
         pk__in=match_ids, alerted__isnull=True, review_status=Match.Review.NEW,

@@ -12,11 +12,11 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from catalog import selectors as catalog_selectors
+from catalog.api import collection_from_field
 from catalog.permissions import resolve_tenant
-from catalog.uploads import read_and_validate
 from matching import selectors, services
 from matching.models import Check, Match, Verdict
+from matching.uploads import read_and_validate
 
 
 class MatchSerializer(serializers.ModelSerializer):
@@ -94,11 +94,8 @@ class CheckViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         tenant = resolve_tenant(request)
         collection = None
         if "collection" in form.validated_data:
-            collection = catalog_selectors.collection_get(
-                organisation=tenant.organisation, collection_id=form.validated_data["collection"]
-            )
-            if collection is None:
-                raise serializers.ValidationError({"collection": ["No such collection in your organisation."]})
+            collection = collection_from_field(organisation=tenant.organisation,
+                                               collection_id=form.validated_data["collection"])
         upload = form.validated_data["file"]
         data, loaded = read_and_validate(upload)
         check = services.check_submit(

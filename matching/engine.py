@@ -18,9 +18,12 @@ from django.core.files.storage import default_storage
 from django.db.models import Q
 
 from catalog.models import ProtectedImage
+from matching.core.cnn.embedder import get_embedder as load_embedder
+from matching.core.geometry import features_from_bytes
 from matching.core.loading import LoadedImage
 from matching.core.matcher import Decision, Matcher, MatchOutcome, RefRecord, Thresholds
-from matching.index_registry import registry, to_unsigned64
+from matching.encodings import to_unsigned64
+from matching.index_registry import registry
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +74,6 @@ class _FeatureCache:
             if name in self._items:
                 self._items.move_to_end(name)
                 return self._items[name]
-        from matching.core.geometry import features_from_bytes
-
         try:
             with default_storage.open(name, "rb") as fh:
                 features = features_from_bytes(fh.read())
@@ -132,9 +133,7 @@ def cnn_enabled() -> bool:
 def get_embedder() -> Any | None:
     if not cnn_enabled():
         return None
-    from matching.core.cnn.embedder import get_embedder as load
-
-    return load()
+    return load_embedder()
 
 
 def find_candidates(

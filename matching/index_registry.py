@@ -24,31 +24,14 @@ import numpy as np
 from django.conf import settings
 
 from catalog.models import Organisation, ProtectedImage
+from matching.core import hashindex, vptree
 from matching.core.hashindex import make_hash_index
 from matching.core.matcher import Indexes, pdq_words
+from matching.core.vectorindex import VectorIndex
 from matching.core.vptree import SnapshotError
+from matching.encodings import embedding_from_bytes
 
 log = logging.getLogger(__name__)
-
-U64 = 1 << 64
-EMBEDDING_DTYPE = np.float16
-
-
-def to_signed64(value: int) -> int:
-    return value - U64 if value >= 1 << 63 else value
-
-
-def to_unsigned64(value: int) -> int:
-    return value & (U64 - 1)
-
-
-def embedding_to_bytes(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype=EMBEDDING_DTYPE).tobytes()
-
-
-def embedding_from_bytes(data: bytes | memoryview) -> np.ndarray:
-    vector = np.frombuffer(bytes(data), dtype=EMBEDDING_DTYPE).astype(np.float32)
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)  # float16 rounding
 
 
 @dataclass
@@ -190,8 +173,6 @@ class IndexRegistry:
 
 
 def _hash_class(name: str) -> Any:
-    from matching.core import hashindex, vptree
-
     classes = {"MIHIndex": hashindex.MIHIndex, "VPTree": vptree.VPTree, "FaissBinaryIndex": hashindex.FaissBinaryIndex}
     if name not in classes:
         raise ValueError(f"unknown hash index kind {name!r}")
@@ -201,16 +182,12 @@ def _hash_class(name: str) -> Any:
 def _new_vectors(ids: np.ndarray, vectors: np.ndarray) -> Any:
     if not len(ids):
         return None
-    from matching.core.vectorindex import VectorIndex
-
     index = VectorIndex(dim=vectors.shape[1])
     index.add(ids, vectors)
     return index
 
 
 def _load_vectors(base: Path) -> Any:
-    from matching.core.vectorindex import VectorIndex
-
     return VectorIndex.load(base / "vectors.faiss")
 
 

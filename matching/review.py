@@ -24,9 +24,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.models import Organisation
-from catalog.services import ServiceError
-from matching.models import Match
-from matching.portal.models import DismissedPair, Licence, ReviewAction, ReviewEvent
+from imgprotect.errors import NotFound, ServiceError
+from matching.models import DismissedPair, Licence, Match, ReviewAction, ReviewEvent
+from matching.webhooks import webhook_matches_reviewed
 
 Review = Match.Review
 
@@ -47,9 +47,8 @@ _OUTCOME = {
 }
 
 
-class MatchNotFound(ServiceError):
-    code = "not_found"
-    status = 404
+class MatchNotFound(NotFound):
+    """A match id unknown in the caller's organisation."""
 
 
 @dataclass(frozen=True)
@@ -184,8 +183,6 @@ def match_review(
             Match.objects.filter(organisation=organisation, review_status=Review.NEW,
                                  protected_image_id__in=touched_images).exclude(pk__in=ids)
         ))
-    from matching.portal.webhooks import webhook_matches_reviewed
-
     webhook_matches_reviewed(events=events)
     return matches
 
@@ -258,3 +255,13 @@ def review_auto_resolve(*, matches: list[Match]) -> None:
             assert lic is not None
             note = f"Licensed to {lic.holder} ({lic.source or 'any source'}), licence #{lic.pk}."
         _record(row, action=action, from_status=Review.NEW, actor=None, note=note)
+
+
+# --- standing decisions, revoked or deleted in the settings -------------------------------------
+
+def licence_revoke(*, licence: Licence) -> None:
+    Licence.objects.filter(pk=licence.pk, revoked__isnull=True).update(revoked=timezone.now())
+
+
+def dismissed_pair_delete(*, pair: DismissedPair) -> None:
+    pair.delete()

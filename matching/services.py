@@ -12,11 +12,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.models import ApiKey, Collection, Organisation
-from catalog.services import _delete_files
+from catalog.services import stored_files_delete
+from imgprotect.dispatch import enqueue_on_commit
 from matching.core.errors import ImageError
+from matching.core.evidence import render_evidence
 from matching.core.loading import LoadedImage, load_image
 from matching.core.matcher import MatchOutcome
-from matching.engine import Candidate, find_candidates
+from matching.engine import Candidate, cnn_enabled, find_candidates
 from matching.models import Check, Match
 from matching.review import review_auto_resolve
 
@@ -50,19 +52,14 @@ def check_submit(
     try:
         with transaction.atomic():
             check.save()
-            from workers.tasks import run_check
-
-            check_id = check.pk
-            transaction.on_commit(lambda: run_check.delay(check_id))
+            enqueue_on_commit("workers.tasks.run_check", check.pk)
     except BaseException:
-        _delete_files([check.file.name])
+        stored_files_delete([check.file.name])
         raise
     return check
 
 
 def _partial_mode() -> str:
-    from matching.engine import cnn_enabled
-
     return settings.IMGPROTECT_PARTIAL_SEARCH if cnn_enabled() else "off"
 
 
@@ -205,13 +202,9 @@ def _write_outcome(check: Check, loaded: LoadedImage, candidates: list[Candidate
         Check.objects.filter(pk=check_id).update(**state)
         review_auto_resolve(matches=list(Match.objects.filter(source_check=check)))
         if positives:
-            from workers.tasks import send_match_alerts
-
-            transaction.on_commit(lambda: send_match_alerts.delay(check_id))
+            enqueue_on_commit("workers.tasks.send_match_alerts", check_id)
         if partial == Check.PartialSearch.PENDING:
-            from workers.tasks import run_check_partial
-
-            transaction.on_commit(lambda: run_check_partial.delay(check_id))
+            enqueue_on_commit("workers.tasks.run_check_partial", check_id)
     log.info(
         "check %s %s: %s positives, partial-copy search %s, stages %s, total %.1f ms",
         check_id, "answered" if check.status == Check.Status.RUNNING else "partial-copy pass done", len(positives),
@@ -221,8 +214,6 @@ def _write_outcome(check: Check, loaded: LoadedImage, candidates: list[Candidate
 
 def _render_evidence(loaded: LoadedImage, candidate: Candidate, outcome: MatchOutcome) -> bytes | None:
     """The side-by-side evidence PNG for one positive match (None when the reference cannot be read)."""
-    from matching.core.evidence import render_evidence
-
     try:
         with default_storage.open(candidate.image.file.name, "rb") as fh:
             reference = load_image(fh.read(), max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES,

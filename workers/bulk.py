@@ -11,27 +11,23 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
+from matching.alerts import match_alerts_send_for
+from matching.bulk.services import bulkjob_run, bulkjob_sweep
 from workers.tasks import RETRY
 
 
 @shared_task(acks_late=True, soft_time_limit=settings.IMGPROTECT_BULK_TIME_LIMIT_SECONDS,
              time_limit=settings.IMGPROTECT_BULK_TIME_LIMIT_SECONDS + 120)
 def run_bulk_job(job_id: int) -> str | None:
-    from matching.bulk.services import bulkjob_run
-
     job = bulkjob_run(job_id=job_id)
     return job.status if job is not None else None
 
 
 @shared_task(acks_late=True, **RETRY)
 def send_scan_alerts(match_ids: list[int]) -> int:
-    from matching.alerts import match_alerts_send_for
-
     return match_alerts_send_for(match_ids=match_ids)
 
 
 @shared_task
 def sweep_stale_bulk_jobs() -> int:
-    from matching.bulk.services import bulkjob_sweep
-
     return bulkjob_sweep()

@@ -11,14 +11,15 @@ import logging
 
 from celery import shared_task
 
+from matching.alerts import match_digest_send
+from matching.webhooks import webhook_deliveries_due, webhook_delivery_attempt
+
 log = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=30, retry_backoff_max=600,
              retry_jitter=True, max_retries=5)
 def send_alert_digests(frequency: str) -> int:
-    from matching.alerts import match_digest_send
-
     sent = match_digest_send(frequency=frequency)
     log.info("%s digest: %s e-mail(s) sent", frequency, sent)
     return sent
@@ -27,16 +28,12 @@ def send_alert_digests(frequency: str) -> int:
 @shared_task(acks_late=True)
 def deliver_webhook(delivery_id: int) -> str | None:
     """One attempt; the delivery row records the outcome and the next retry, if any."""
-    from matching.portal.webhooks import webhook_delivery_attempt
-
     delivery = webhook_delivery_attempt(delivery_id=delivery_id)
     return delivery.status if delivery else None
 
 
 @shared_task
 def retry_webhook_deliveries() -> int:
-    from matching.portal.webhooks import webhook_deliveries_due
-
     due = webhook_deliveries_due()
     for delivery_id in due:
         deliver_webhook.delay(delivery_id)

@@ -12,7 +12,9 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
+from matching import alerts, protection, services
 from matching.core.errors import ImageError
+from matching.models import Check
 
 log = logging.getLogger(__name__)
 
@@ -22,44 +24,34 @@ RETRY = {"autoretry_for": (Exception,), "dont_autoretry_for": (ImageError,), "re
 
 @shared_task(acks_late=True, **RETRY)
 def index_protected_image(image_id: int) -> None:
-    from catalog.services import protected_image_index
-
     try:
-        protected_image_index(image_id=image_id)
+        protection.protected_image_index(image_id=image_id)
     except ImageError as exc:
         log.warning("image %s cannot be indexed: %s", image_id, exc.reason)
 
 
 @shared_task(acks_late=True, **RETRY)
 def run_check(check_id: int) -> None:
-    from matching.services import check_run
-
     try:
-        check_run(check_id=check_id)
+        services.check_run(check_id=check_id)
     except ImageError as exc:
         log.warning("check %s failed: %s", check_id, exc.reason)
 
 
 @shared_task(acks_late=True, **RETRY)
 def run_check_partial(check_id: int) -> None:
-    from matching.services import check_partial_run
-
-    check_partial_run(check_id=check_id)
+    services.check_partial_run(check_id=check_id)
 
 
 @shared_task(acks_late=True, **RETRY)
 def send_match_alerts(check_id: int) -> None:
-    from matching.alerts import match_alerts_send
-
-    match_alerts_send(check_id=check_id)
+    alerts.match_alerts_send(check_id=check_id)
 
 
 @shared_task
 def sweep_stale_work() -> int:
     """Re-queue checks stuck in ``running`` past the deadline (a worker died mid-way), and partial-copy
     searches stuck the same way (after three tries those fail; the check keeps its first answer)."""
-    from matching.models import Check
-
     deadline = timezone.now() - timezone.timedelta(seconds=settings.IMGPROTECT_STALE_AFTER_SECONDS)
     stale = list(Check.objects.filter(status=Check.Status.RUNNING, started__lt=deadline).values_list("id", flat=True))
     requeued = 0
@@ -99,6 +91,3 @@ def sweep_stale_work() -> int:
                 partial_search=Check.PartialSearch.FAILED, completed=timezone.now())
     return requeued
 
-
-from workers import portal as _portal_tasks  # noqa: E402,F401  (registers the portal tasks with Celery)
-from workers import bulk as _bulk_tasks  # noqa: E402,F401  (registers the bulk-job tasks with Celery)

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
-from catalog.services import ServiceError
+from imgprotect.errors import ServiceError
 from matching.bulk import services
 from matching.bulk.models import BulkJob, BulkJobError
 

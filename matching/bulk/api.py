@@ -6,7 +6,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from catalog import selectors as catalog_selectors
+from catalog.api import collection_from_field
 from catalog.models import Role
 from catalog.permissions import resolve_tenant
 from matching.bulk import selectors, services
@@ -65,10 +65,8 @@ class BulkJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         organisation = resolve_tenant(request).organisation
         collection = None
         if "collection" in form.validated_data:
-            collection = catalog_selectors.collection_get(organisation=organisation,
-                                                          collection_id=form.validated_data["collection"])
-            if collection is None:
-                raise serializers.ValidationError({"collection": ["No such collection in your organisation."]})
+            collection = collection_from_field(organisation=organisation,
+                                               collection_id=form.validated_data["collection"])
         job = services.bulkjob_create(
             organisation=organisation, kind=form.validated_data["kind"], source=form.validated_data["source"],
             collection=collection, embed=form.validated_data["embed"], created_by=request.user, trusted=False,

@@ -20,12 +20,14 @@ import numpy as np
 from django.db import connection, models, transaction
 from django.db.models import F
 
-from catalog.models import Collection, Organisation, ProtectedImage
-from catalog.services import ReferenceSignals, _apply_signals, _delete_files
+from catalog.models import Collection, ProtectedImage
+from catalog.services import index_generation_bump, stored_files_delete
+from imgprotect.dispatch import enqueue_on_commit
 from matching.bulk.models import BulkJob, BulkJobError
 from matching.engine import find_candidates
-from matching.index_registry import embedding_to_bytes
+from matching.encodings import embedding_to_bytes
 from matching.models import Match
+from matching.protection import ReferenceSignals, apply_reference_signals
 from matching.review import review_auto_resolve
 
 log = logging.getLogger(__name__)
@@ -137,7 +139,7 @@ def _image(collection: Collection, row: dict[str, Any]) -> ProtectedImage:
     vector = signals.pop("embedding", None)
     embedding = embedding_to_bytes(np.asarray(vector, dtype=np.float32)) if vector is not None else None
     # The same columns the in-process path fills; the executors already stored the features file.
-    _apply_signals(image, ReferenceSignals(signals=signals, embedding=embedding, features=None))
+    apply_reference_signals(image, ReferenceSignals(signals=signals, embedding=embedding, features=None))
     if row.get("features_name"):
         image.features.name = row["features_name"]
     return image
@@ -146,7 +148,7 @@ def _image(collection: Collection, row: dict[str, Any]) -> ProtectedImage:
 def _delete_unreferenced(names: set[str]) -> None:
     used = set(ProtectedImage.objects.filter(file__in=names).values_list("file", flat=True))
     used |= set(ProtectedImage.objects.filter(features__in=names).values_list("features", flat=True))
-    _delete_files(sorted(names - used))
+    stored_files_delete(sorted(names - used))
 
 
 def load_index(job: BulkJob, heartbeat: Callable[[], None]) -> int:
@@ -182,7 +184,7 @@ def load_index(job: BulkJob, heartbeat: Callable[[], None]) -> int:
     # One index generation for the whole load, not one per batch: every matching process reconciles
     # with the database when the generation moves, and a load of millions should cost them one pass.
     # Bumped even when this attempt inserted nothing, for rows an interrupted attempt left unannounced.
-    Organisation.objects.filter(pk=collection.organisation_id).update(index_generation=F("index_generation") + 1)
+    index_generation_bump(organisation_id=collection.organisation_id)
     return inserted
 
 
@@ -202,8 +204,6 @@ def _match(job: BulkJob, suspect: str, candidate: Any) -> Match:
 
 def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
     """Match every scanned image against the organisation's collections and write match reports."""
-    from workers.bulk import send_scan_alerts
-
     for rows in output_batches(job.work_dir):
         heartbeat()
         ok, errors = _split(rows)
@@ -234,5 +234,5 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
                                                      match_reports=F("match_reports") + len(created))
             ids = [m.pk for m in created]
             if ids:
-                transaction.on_commit(lambda ids=ids: send_scan_alerts.delay(ids))
+                enqueue_on_commit("workers.bulk.send_scan_alerts", ids)
 

@@ -25,10 +25,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from catalog.models import Collection, Organisation, ProtectedImage
-from catalog.services import Conflict, ServiceError
 from catalog.sources import SourceError, open_source, source_check_allowed
+from imgprotect import dispatch
+from imgprotect.errors import Conflict, ServiceError
 from matching.bulk import load
 from matching.bulk.models import BulkJob, BulkJobError
+from matching.engine import cnn_enabled
+from matching.index_registry import registry
 from spark.progress import read_progress
 from spark.submit import SubmitError, build_submission, launch, stop
 
@@ -52,9 +55,7 @@ class _Stopped(Exception):
 # --- create, start, cancel, resume ---------------------------------------------------------
 
 def _enqueue(job_id: int) -> None:
-    from workers.bulk import run_bulk_job
-
-    transaction.on_commit(lambda: run_bulk_job.delay(job_id))
+    dispatch.enqueue_on_commit("workers.bulk.run_bulk_job", job_id)
 
 
 @transaction.atomic
@@ -88,8 +89,6 @@ def bulkjob_create(
     except SourceError as exc:
         raise ServiceError(str(exc), code="source_not_allowed") from exc
     if embed is None:  # as indexing in-process does: embed when the CNN stage is on
-        from matching.engine import cnn_enabled
-
         embed = cnn_enabled()
     options: dict[str, Any] = {"embed": bool(embed), **(extra_options or {})}
     if spark_master:
@@ -348,8 +347,6 @@ def bulkjob_load(*, job: BulkJob) -> None:
     if job.kind == BulkJob.Kind.INDEX:
         inserted = load.load_index(job, heartbeat)
         log.info("bulk job %s: %s images inserted", job.pk, inserted)
-        from matching.index_registry import registry
-
         # Extend the organisation's index snapshot now, so matching workers load it instead of rebuilding.
         registry.get(job.organisation_id)
     else:
@@ -391,15 +388,13 @@ def bulkjob_sweep() -> int:
             log.warning("bulk job %s: %s", job.pk, message)
     # A queued job whose message was lost (broker restart) would wait forever: send it again, once per
     # period (the claim makes a duplicate message harmless).
-    from workers.bulk import run_bulk_job
-
     for job_id in BulkJob.objects.filter(status=BulkJob.Status.QUEUED, heartbeat__lt=deadline).values_list(
         "id", flat=True
     ):
         if BulkJob.objects.filter(pk=job_id, status=BulkJob.Status.QUEUED, heartbeat__lt=deadline).update(
             heartbeat=now
         ):
-            run_bulk_job.delay(job_id)
+            dispatch.task("workers.bulk.run_bulk_job").delay(job_id)
     return failed
 
 

@@ -17,6 +17,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 
 from catalog.models import Membership, Role, role_at_least
+from matching.portal.services import visit_touch
 
 ROLE_HELP = {
     Role.VIEWER: "read-only",
@@ -94,8 +95,6 @@ def account_view(methods: Sequence[str] = ("GET",)) -> Callable[..., Any]:
 
 def _note_visit(request: HttpRequest, membership: Membership) -> None:
     """Keep "since your last visit" stable for a whole session: fixed at the session's first page."""
-    from matching.portal.services import visit_touch
-
     if request.session.get(SESSION_ORG) != membership.organisation.slug:  # unchanged: no session write
         request.session[SESSION_ORG] = membership.organisation.slug
     key = SESSION_SINCE.format(membership.organisation_id)

@@ -6,6 +6,8 @@ from typing import Any
 from django.http import HttpRequest
 
 from catalog.models import Role, role_at_least
+from matching.models import Match
+from matching.portal.selectors import memberships_of
 
 
 def portal(request: HttpRequest) -> dict[str, Any]:
@@ -14,8 +16,6 @@ def portal(request: HttpRequest) -> dict[str, Any]:
     context: dict[str, Any] = {"current_org": organisation, "current_role": role}
     if organisation is None or role is None:
         return context
-    from matching.models import Match
-    from matching.portal.selectors import memberships_of
 
     context.update(
         my_memberships=list(memberships_of(request.user)),

@@ -20,15 +20,13 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from catalog.services import ServiceError
-from matching.models import Match
-from matching.portal.models import ReviewAction, ReviewEvent
+from imgprotect.errors import Conflict
+from matching.models import Match, ReviewAction, ReviewEvent
 from matching.portal.presentation import describe_edit_report, edit_report_facts, signal_rows
 
 
-class NotConfirmed(ServiceError):
+class NotConfirmed(Conflict):
     code = "not_confirmed"
-    status = 409
 
 
 def _read(name: str) -> bytes | None:

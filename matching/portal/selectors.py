@@ -9,9 +9,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from catalog.models import Collection, Membership, Organisation, ProtectedImage
-from matching.models import Check, Match, Verdict
-from matching.portal.models import DismissedPair, Invitation, Licence, ReviewEvent, Webhook, WebhookDelivery
+from catalog.models import Collection, Invitation, Membership, Organisation, ProtectedImage
+from matching.models import Check, DismissedPair, Licence, Match, ReviewEvent, Verdict, Webhook, WebhookDelivery
 
 
 def memberships_of(user: AbstractBaseUser) -> QuerySet[Membership]:

@@ -11,9 +11,9 @@ import time
 import pytest
 from django.core.files.storage import default_storage
 
-from catalog import services as catalog_services
 from catalog.models import ProtectedImage
-from catalog.services import ServiceError
+from imgprotect.errors import ServiceError
+from matching import protection
 from matching.bulk import services
 from matching.bulk.models import BulkJobError
 from matching.core.loading import load_image
@@ -71,7 +71,7 @@ def test_index_from_s3_into_s3_storage(org, settings, monkeypatch):
 
         # The in-process path writes through django-storages to the same server.
         data = photo_png("rocket")
-        image = catalog_services.protected_image_add(collection=collection, key="rocket upload.png", data=data,
+        image = protection.protected_image_add(collection=collection, key="rocket upload.png", data=data,
                                                      loaded=load_image(data), index_now=True)
         assert s3.get("media", f"imgprotect/{image.file.name}") == data
 

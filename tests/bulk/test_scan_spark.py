@@ -8,7 +8,7 @@ import pytest
 from django.core import mail
 from django.core.management import call_command
 
-from catalog import services as catalog_services
+from matching import protection
 from matching.bulk import services
 from matching.bulk.models import BulkJob
 from matching.core.loading import load_image
@@ -28,7 +28,7 @@ def test_scan_reports_planted_copies_only_and_alerts(org, tmp_path: Path, django
     collection = CollectionFactory(organisation=org, slug="brand", name="Brand", alert_emails="legal@acme.test")
     for name in PROTECTED:
         data = photo_png(name)
-        catalog_services.protected_image_add(collection=collection, key=f"{name}.png", data=data,
+        protection.protected_image_add(collection=collection, key=f"{name}.png", data=data,
                                              loaded=load_image(data), index_now=True)
     crawl = write(tmp_path / "crawl", {
         "copies/coffee small.jpg": resized_jpeg("coffee", 0.5, 70),

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from catalog.models import ProtectedImage
-from catalog.services import Conflict, ServiceError
+from imgprotect.errors import Conflict, ServiceError
 from catalog.sources import SourceNotAllowed, source_check_allowed
 from matching.bulk import services
 from matching.bulk.models import BulkJob, BulkJobError

@@ -12,6 +12,7 @@ from django.test import Client
 
 from catalog import services as catalog_services
 from catalog.models import Collection, Membership, Organisation, ProtectedImage, Role
+from matching import protection
 from matching import services as matching_services
 from matching.core.loading import load_image
 from matching.models import Check, Match
@@ -66,7 +67,7 @@ class World:
 def protect(collection: Collection, key: str, data: bytes) -> ProtectedImage:
     """A protected image, stored and marked indexed without running the matching engine."""
     loaded = load_image(data)
-    image = catalog_services.protected_image_add(collection=collection, key=key, data=data, loaded=loaded,
+    image = protection.protected_image_add(collection=collection, key=key, data=data, loaded=loaded,
                                                  filename=key)
     ProtectedImage.objects.filter(pk=image.pk).update(
         status=ProtectedImage.Status.INDEXED, signals={"phash": "c3a5f00f0ff00c3a"})

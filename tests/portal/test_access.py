@@ -13,10 +13,10 @@ from django.urls import URLPattern, URLResolver, reverse
 
 from matching.bulk.models import BulkJob
 from catalog.models import Membership, Role
-from catalog.services import api_key_create
+from catalog.models import Invitation
+from catalog.services import api_key_create, invitation_create
 from matching.portal import urls as portal_urls
-from matching.portal.models import DismissedPair, Invitation, Licence, Webhook
-from matching.portal.services import invitation_create
+from matching.models import DismissedPair, Licence, Webhook
 
 V, M, A, O = Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER
 ROLES = [V, M, A, O]

@@ -1,12 +1,12 @@
-"""The portal's rows have working admin pages; the audit trail cannot be edited there."""
+"""The review, invitation and webhook rows have working admin pages; the audit trail cannot be edited there."""
 from __future__ import annotations
 
 import pytest
 from django.test import Client
 
-from catalog.models import Role
-from matching.portal.models import DismissedPair, Invitation, Licence, ReviewEvent, Webhook, WebhookDelivery
-from matching.portal.services import invitation_create
+from catalog.models import Invitation, Role
+from catalog.services import invitation_create
+from matching.models import DismissedPair, Licence, ReviewEvent, Webhook, WebhookDelivery
 from matching.review import Decision, LicenceTerms, match_review
 
 
@@ -24,7 +24,7 @@ def test_admin_pages(world, model):
     staff.save()
     client = Client()
     client.force_login(staff)
-    base = f"/admin/portal/{model._meta.model_name}/"
+    base = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
     assert client.get(base).status_code == 200
     obj = model.objects.first()
     page = client.get(f"{base}{obj.pk}/change/")

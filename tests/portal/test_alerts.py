@@ -125,8 +125,9 @@ def test_never_means_never(world, inbox):
 
 
 def test_beat_runs_the_digests_and_webhook_retries(settings):
-    import workers.tasks  # noqa: F401 - what a worker imports; it must register the portal's tasks too
     from imgprotect.celery import app
+
+    app.loader.import_default_modules()  # what a worker does at start-up: imports the app's task modules
 
     schedule = settings.CELERY_BEAT_SCHEDULE
     assert schedule["alert-digest-hourly"]["args"] == ["hourly"]

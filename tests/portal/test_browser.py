@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from catalog.models import Membership, Organisation, Role
 from matching.models import Match
 from matching.portal.presentation import describe_edit_report
-from matching.portal.models import Licence, ReviewEvent
+from matching.models import Licence, ReviewEvent
 from tests.factories import UserFactory
 from tests.images import encode, photo, truncated_jpeg
 from tests.portal.conftest import evidence_png

@@ -5,7 +5,7 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 
 from catalog.models import Membership, Role
-from matching.portal.models import Invitation
+from catalog.models import Invitation
 
 
 def _url(world, name: str, *args: object) -> str:  # type: ignore[no-untyped-def]

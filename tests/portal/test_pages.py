@@ -14,9 +14,9 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from catalog.models import Membership, ProtectedImage, Role
-from matching.models import Check, Match
-from matching.portal.models import CheckOrigin, Invitation, PortalVisit
+from catalog.models import Invitation, Membership, ProtectedImage, Role
+from matching.models import Check, CheckOrigin, Match
+from matching.portal.models import PortalVisit
 from matching.portal.presentation import describe_edit_report, outlines, signal_rows
 from tests.images import png_declaring, truncated_jpeg
 from tests.portal.conftest import PASSWORD, record_check, small_jpeg, small_png
@@ -263,7 +263,7 @@ def test_invitation_rules(world):
     assert "already a member" in response.content.decode()
     assert world.client(Role.OWNER).post(invite, {"email": "boss@example.com", "role": "owner"}).status_code == 302
     # an existing user accepts while logged in; an expired or withdrawn link is refused
-    from matching.portal.services import invitation_create, invitation_revoke
+    from catalog.services import invitation_create, invitation_revoke
 
     issued = invitation_create(organisation=world.org, email="rival@rival.test", role="viewer",
                                invited_by=world.users[Role.OWNER], actor_role=Role.OWNER)

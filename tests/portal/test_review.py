@@ -10,10 +10,11 @@ import pytest
 from django.urls import reverse
 
 from catalog.models import Role
-from catalog.services import ServiceError, collection_create
+from catalog.services import collection_create
+from imgprotect.errors import ServiceError
 from matching.models import Match
 from matching.portal.evidence import NotConfirmed, evidence_export
-from matching.portal.models import CheckOrigin, DismissedPair, Licence, ReviewEvent
+from matching.models import CheckOrigin, DismissedPair, Licence, ReviewEvent
 from matching.review import (Decision, LicenceTerms, MatchNotFound, match_review, review_auto_resolve,
                              source_covered)
 from tests.images import encode

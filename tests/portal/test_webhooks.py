@@ -16,9 +16,8 @@ from django.utils import timezone
 from catalog.models import Role
 from matching.alerts import match_alerts_send
 from matching.models import Match
-from matching.portal.models import Webhook, WebhookDelivery
-from matching.portal.services import webhook_create
-from matching.portal.webhooks import retry_delay, webhook_delivery_attempt, webhook_url_validate
+from matching.models import Webhook, WebhookDelivery
+from matching.webhooks import retry_delay, webhook_create, webhook_delivery_attempt, webhook_url_validate
 from matching.review import Decision, match_review
 from tests.portal.conftest import record_check, small_jpeg
 from tests.portal.servers import webhook_receiver
@@ -233,7 +232,7 @@ def test_a_stuck_attempt_is_released(world, allow_private):
     delivery = WebhookDelivery.objects.create(webhook=hook, event="ping", event_key="k", payload={},
                                               status="sending", attempts=1,
                                               last_attempt=timezone.now() - timedelta(hours=1))
-    from matching.portal.webhooks import webhook_deliveries_due
+    from matching.webhooks import webhook_deliveries_due
 
     assert webhook_deliveries_due() == [delivery.pk]
     assert webhook_delivery_attempt(delivery_id=delivery.pk).attempts == 2

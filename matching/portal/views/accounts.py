@@ -9,8 +9,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_http_methods
 
-from catalog.services import ServiceError
-from matching.portal import selectors, services
+from catalog import services
+from imgprotect.errors import ServiceError
+from matching.portal import selectors
 from matching.portal.access import SESSION_ORG, account_view
 from matching.portal.forms import SignupForm
 

@@ -11,14 +11,17 @@ from django.template.loader import render_to_string
 
 from catalog import services as catalog_services
 from catalog.models import ProtectedImage, Role
-from catalog.services import ServiceError
-from catalog.uploads import read_and_validate
+from imgprotect.errors import ServiceError
+from matching import protection
+from matching.bulk import selectors as bulk_selectors
+from matching.bulk import services as bulk_services
 from matching.core.errors import ImageError
 from matching.portal import bulk, selectors, services
 from matching.portal.access import SESSION_SINCE, portal_view
 from matching.portal.forms import CheckForm, CollectionForm
 from matching.portal.views.common import found, org_url, page, paginate, wants_json
 from matching.portal.views.review import evidence_context
+from matching.uploads import read_and_validate
 
 IMAGES_PER_PAGE = 24
 COLLECTIONS_PER_PAGE = 12
@@ -118,7 +121,7 @@ def collection_upload(request: HttpRequest, pk: int) -> HttpResponse:
     for upload in uploads:
         try:
             data, loaded = read_and_validate(upload)
-            image = catalog_services.protected_image_add(
+            image = protection.protected_image_add(
                 collection=col, key=key if key and len(uploads) == 1 else upload.name, data=data, loaded=loaded,
                 filename=upload.name)
             image.refresh_from_db()
@@ -223,8 +226,6 @@ def check(request: HttpRequest, pk: int) -> HttpResponse:
 
 @portal_view(role=Role.MEMBER, methods=["POST"])
 def bulk_start(request: HttpRequest, pk: int) -> HttpResponse:
-    from matching.bulk import services as bulk_services
-
     col = found(selectors.collection_of(request.organisation, pk))
     source = (request.POST.get("source") or "").strip()
     try:
@@ -240,7 +241,5 @@ def bulk_start(request: HttpRequest, pk: int) -> HttpResponse:
 
 @portal_view(role=Role.VIEWER)
 def bulk_progress(request: HttpRequest, pk: int) -> HttpResponse:
-    from matching.bulk import selectors as bulk_selectors
-
     job = found(bulk_selectors.bulkjob_get(organisation=request.organisation, job_id=pk))
     return JsonResponse(bulk.progress(job))

@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from catalog.models import Role
-from catalog.services import ServiceError
+from imgprotect.errors import ServiceError
 from matching.models import Match
 from matching.portal import presentation, selectors
 from matching.portal.access import portal_view

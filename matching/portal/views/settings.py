@@ -6,19 +6,21 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from catalog import services as catalog_services
 from catalog.models import ApiKey, Role
-from catalog.services import ServiceError
-from matching.engine import default_thresholds
+from imgprotect.errors import ServiceError
+from matching import review as review_services
+from matching import webhooks as webhook_services
 from matching.alerts import pending_digest_counts
+from matching.engine import default_thresholds
 from matching.portal import selectors, services
 from matching.portal.access import ROLE_HELP, portal_view
 from matching.portal.forms import AlertsForm, ApiKeyForm, InviteForm, RoleForm, ThresholdForm, WebhookForm
 from matching.portal.views.common import found, org_url, page, paginate
-from matching.portal.webhooks import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_send_test
+from matching.webhooks import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 ADMIN = Role.ADMIN
 
@@ -66,7 +68,7 @@ def member_invite(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         _member_action(
             request,
-            lambda: services.invitation_create(
+            lambda: catalog_services.invitation_create(
                 organisation=request.organisation, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
                 invited_by=request.user, actor_role=request.role),
             lambda issued: f"Invitation sent to {issued.invitation.email}.")
@@ -76,8 +78,6 @@ def member_invite(request: HttpRequest) -> HttpResponse:
 
 
 def raise_forbidden(exc: ServiceError) -> None:
-    from django.core.exceptions import PermissionDenied
-
     raise PermissionDenied(exc.message)
 
 
@@ -88,7 +88,7 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
     if form.is_valid():
         _member_action(
             request,
-            lambda: services.member_role_set(membership=membership, role=form.cleaned_data["role"],
+            lambda: catalog_services.member_role_set(membership=membership, role=form.cleaned_data["role"],
                                              actor_role=request.role),
             lambda _: f"{membership.user.get_username()} is now {form.cleaned_data['role']}.")
     else:
@@ -99,7 +99,8 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view(role=ADMIN, methods=["POST"])
 def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
     membership = found(selectors.membership_of(request.organisation, pk))
-    removed = _member_action(request, lambda: services.member_remove(membership=membership, actor_role=request.role),
+    removed = _member_action(request,
+                             lambda: catalog_services.member_remove(membership=membership, actor_role=request.role),
                              lambda _: f"{membership.user.get_username()} was removed.")
     if removed and membership.user_id == request.user.pk:
         return HttpResponseRedirect("/")
@@ -109,7 +110,7 @@ def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view(role=ADMIN, methods=["POST"])
 def invitation_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     invitation = found(selectors.invitation_of(request.organisation, pk))
-    services.invitation_revoke(invitation=invitation)
+    catalog_services.invitation_revoke(invitation=invitation)
     messages.success(request, f"The invitation to {invitation.email} was withdrawn.")
     return HttpResponseRedirect(org_url(request, "settings-members"))
 
@@ -206,7 +207,7 @@ def webhooks(request: HttpRequest) -> HttpResponse:
     form = WebhookForm(request.POST or None, initial={"active": True})
     if request.method == "POST" and form.is_valid():
         try:
-            hook = services.webhook_create(organisation=request.organisation, url=form.cleaned_data["url"],
+            hook = webhook_services.webhook_create(organisation=request.organisation, url=form.cleaned_data["url"],
                                            description=form.cleaned_data["description"], created_by=request.user)
         except ValidationError as exc:
             form.add_error("url", exc)
@@ -226,7 +227,7 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
                        initial={"url": hook.url, "description": hook.description, "active": hook.active})
     if request.method == "POST" and form.is_valid():
         try:
-            services.webhook_update(webhook=hook, **form.cleaned_data)
+            webhook_services.webhook_update(webhook=hook, **form.cleaned_data)
         except ValidationError as exc:
             form.add_error("url", exc)
         else:
@@ -243,7 +244,7 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view(role=ADMIN, methods=["POST"])
 def webhook_test(request: HttpRequest, pk: int) -> HttpResponse:
     hook = found(selectors.webhook_of(request.organisation, pk))
-    delivery = webhook_send_test(webhook=hook)
+    delivery = webhook_services.webhook_send_test(webhook=hook)
     delivery.refresh_from_db()
     if delivery.status == delivery.Status.DELIVERED:
         messages.success(request, f"Test event delivered: your endpoint answered {delivery.status_code}.")
@@ -258,7 +259,7 @@ def webhook_test(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view(role=ADMIN, methods=["POST"])
 def webhook_rotate(request: HttpRequest, pk: int) -> HttpResponse:
     hook = found(selectors.webhook_of(request.organisation, pk))
-    services.webhook_rotate_secret(webhook=hook)
+    webhook_services.webhook_rotate_secret(webhook=hook)
     messages.success(request, "New signing secret made; update your endpoint's copy now.")
     return HttpResponseRedirect(org_url(request, "settings-webhook", hook.pk))
 
@@ -266,7 +267,7 @@ def webhook_rotate(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view(role=ADMIN, methods=["POST"])
 def webhook_delete(request: HttpRequest, pk: int) -> HttpResponse:
     hook = found(selectors.webhook_of(request.organisation, pk))
-    services.webhook_delete(webhook=hook)
+    webhook_services.webhook_delete(webhook=hook)
     messages.success(request, "Webhook deleted.")
     return HttpResponseRedirect(org_url(request, "settings-webhooks"))
 
@@ -284,7 +285,7 @@ def decisions(request: HttpRequest) -> HttpResponse:
 @portal_view(role=ADMIN, methods=["POST"])
 def licence_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     licence = found(selectors.licence_of(request.organisation, pk))
-    services.licence_revoke(licence=licence)
+    review_services.licence_revoke(licence=licence)
     messages.success(request, f"Licence for {licence.holder} revoked; new matches from that source will alert.")
     return HttpResponseRedirect(org_url(request, "settings-decisions"))
 
@@ -292,6 +293,6 @@ def licence_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view(role=ADMIN, methods=["POST"])
 def pair_delete(request: HttpRequest, pk: int) -> HttpResponse:
     pair = found(selectors.dismissed_pair_of(request.organisation, pk))
-    services.dismissed_pair_delete(pair=pair)
+    review_services.dismissed_pair_delete(pair=pair)
     messages.success(request, "The pair will be reported again if it is found.")
     return HttpResponseRedirect(org_url(request, "settings-decisions"))

@@ -13,11 +13,11 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from catalog.management.commands.index_images import print_errors, run_bulk_job
 from catalog.models import Collection, Organisation
-from catalog.services import ServiceError
-from matching.bulk import selectors, services
+from imgprotect.errors import ServiceError
+from matching.bulk import services
 from matching.bulk.load import suspect_key
+from matching.management.progress import bulk_job_finish, run_bulk_job
 from matching.models import Match
 
 MAX_MATCHES_PRINTED = 200
@@ -57,13 +57,7 @@ class Command(BaseCommand):
                                               spark_master=opts["spark_master"], trusted=True, start=False)
             except ServiceError as exc:
                 raise CommandError(exc.message) from exc
-        job = run_bulk_job(job, sys.stderr)
-        print_errors(self, selectors.bulkjob_errors(job=job))
-        if job.status != "done":
-            if job.log_tail:
-                self.stderr.write(job.log_tail.rstrip()[-3000:])
-            raise CommandError(f"bulk job {job.pk} {job.status}: {job.error or 'stopped'}"
-                               " (rerun the same command to resume it)")
+        job = bulk_job_finish(self, run_bulk_job(job, sys.stderr))
         prefix = suspect_key(job.source, "")
         matches = (Match.objects.filter(organisation=organisation, source_check__isnull=True,
                                         suspect_key__startswith=prefix)

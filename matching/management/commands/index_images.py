@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -18,87 +17,12 @@ from django.core.management.base import BaseCommand, CommandError
 from catalog import services
 from catalog.models import ProtectedImage
 from catalog.sources import SourceError, iter_source, source_check_allowed
+from imgprotect.errors import ServiceError
+from matching.bulk import services as bulk
 from matching.core.errors import ImageError, RetryableError
 from matching.core.loading import load_image
-
-if TYPE_CHECKING:  # the bulk app is imported only on the Spark path
-    from django.db.models import QuerySet
-
-    from matching.bulk.models import BulkJob, BulkJobError
-
-# Beyond this many, per-file errors are summarised (the admin and the API list them all).
-MAX_ERRORS_PRINTED = 1000
-
-
-class Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, stream, total: int | None = None) -> None:  # type: ignore[no-untyped-def]
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.total = total
-        self.started = time.monotonic()
-        self.shown = False
-
-    def update(self, done: int, failed: int, *, rate: float | None = None, note: str = "") -> None:
-        if not self.enabled:
-            return
-        if rate is None:
-            rate = done / max(time.monotonic() - self.started, 1e-6)
-        if self.total:
-            width = 30
-            filled = int(width * min(done, self.total) / self.total)
-            bar = "#" * filled + "-" * (width - filled)
-            left = f"{(self.total - done) / rate:.0f}s" if rate > 0 else "?"
-            text = f"\r[{bar}] {done}/{self.total} {rate:.0f}/s failed {failed} eta {left}"
-        else:
-            text = f"\r{done} files {rate:.0f}/s failed {failed}"
-        self.stream.write(f"{text} {note}".rstrip() + "\033[K")
-        self.stream.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.enabled and self.shown:
-            self.stream.write("\n")
-            self.shown = False
-
-
-def print_errors(command: BaseCommand, errors: QuerySet[BulkJobError]) -> None:
-    """Per-file errors of a bulk job, as the in-process path prints them."""
-    count = errors.count()
-    for error in errors[:MAX_ERRORS_PRINTED]:
-        command.stderr.write(f"skipped {error.key}: {error.reason}")
-    if count > MAX_ERRORS_PRINTED:
-        command.stderr.write(f"... and {count - MAX_ERRORS_PRINTED} more (see the job's errors in the API or admin)")
-
-
-def run_bulk_job(job: BulkJob, stream: TextIO) -> BulkJob:
-    """Run a queued bulk job in this process with a live progress bar; the job as it ended."""
-    from matching.bulk.services import bulkjob_run
-
-    progress = Progress(stream)
-    phase: dict[str, str | None] = {"status": None}
-
-    def on_progress(current: BulkJob) -> None:
-        if current.total:
-            progress.total = current.total
-        if current.status == "loading" and phase["status"] != "loading":
-            progress.update(current.finished_count, current.failed, rate=current.rate or 0.0, note="loading...")
-        elif current.status == "running":
-            note = "listing..." if not current.total else "starting Spark..." if not current.rate else ""
-            progress.update(current.finished_count, current.failed, rate=current.rate or 0.0, note=note)
-        phase["status"] = current.status
-
-    try:
-        finished = bulkjob_run(job_id=job.pk, on_progress=on_progress)
-    except KeyboardInterrupt:
-        raise CommandError(f"interrupted: bulk job {job.pk} failed; rerun the same command to resume it") from None
-    finally:
-        progress.close()
-    if finished is None:
-        raise CommandError(f"bulk job {job.pk} disappeared")
-    return finished
-
+from matching.management.progress import Progress, bulk_job_finish, run_bulk_job
+from matching.protection import protected_image_add
 
 class Command(BaseCommand):
     help = "Index every image under SOURCE (a directory or s3://bucket/prefix) into a collection."
@@ -141,10 +65,10 @@ class Command(BaseCommand):
                 try:
                     data = item.read()
                     loaded = load_image(data, max_bytes=max_bytes, max_pixels=settings.IMGPROTECT_MAX_PIXELS)
-                    services.protected_image_add(collection=collection, key=item.key, data=data, loaded=loaded,
-                                                 filename=item.key.rsplit("/", 1)[-1], index_now=True)
+                    protected_image_add(collection=collection, key=item.key, data=data, loaded=loaded,
+                                        filename=item.key.rsplit("/", 1)[-1], index_now=True)
                     indexed += 1
-                except (ImageError, services.ServiceError, RetryableError, OSError) as exc:
+                except (ImageError, ServiceError, RetryableError, OSError) as exc:
                     failed += 1
                     message = getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
                     progress.close()  # keep the error on its own line
@@ -158,9 +82,6 @@ class Command(BaseCommand):
         )
 
     def handle_spark(self, organisation, collection, source: str, opts) -> None:  # type: ignore[no-untyped-def]
-        from matching.bulk import selectors as bulk_selectors
-        from matching.bulk import services as bulk
-
         started = time.monotonic()
         job = bulk.bulkjob_find_resumable(organisation=organisation, kind="index", source=source,
                                           collection=collection)
@@ -172,15 +93,9 @@ class Command(BaseCommand):
                 job = bulk.bulkjob_create(organisation=organisation, kind="index", source=source,
                                           collection=collection, embed=opts["embed"],
                                           spark_master=opts["spark_master"], trusted=True, start=False)
-            except services.ServiceError as exc:
+            except ServiceError as exc:
                 raise CommandError(exc.message) from exc
-        job = run_bulk_job(job, sys.stderr)
-        print_errors(self, bulk_selectors.bulkjob_errors(job=job))
-        if job.status != "done":
-            if job.log_tail:
-                self.stderr.write(job.log_tail.rstrip()[-3000:])
-            raise CommandError(f"bulk job {job.pk} {job.status}: {job.error or 'stopped'}"
-                               " (rerun the same command to resume it)")
+        job = bulk_job_finish(self, run_bulk_job(job, sys.stderr))
         elapsed = time.monotonic() - started
         self.stdout.write(
             f"indexed {job.done}, unchanged {job.skipped}, failed {job.failed} of {job.total} files "

@@ -39,13 +39,15 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from matching.models import Match
-from matching.portal.models import ReviewEvent, Webhook, WebhookDelivery
+from catalog.models import Organisation
+from imgprotect.dispatch import enqueue_on_commit
+from matching.models import Match, ReviewEvent, Webhook, WebhookDelivery, new_webhook_secret
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,35 @@ def webhook_url_validate(url: str) -> None:
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
     return f"sha256={mac.hexdigest()}"
+
+
+# --- webhook settings ---------------------------------------------------------------
+
+@transaction.atomic
+def webhook_create(*, organisation: Organisation, url: str, description: str = "",
+                   created_by: AbstractBaseUser | None = None) -> Webhook:
+    webhook_url_validate(url)
+    return Webhook.objects.create(organisation=organisation, url=url.strip(), description=description.strip(),
+                                  created_by=created_by)
+
+
+@transaction.atomic
+def webhook_update(*, webhook: Webhook, url: str, description: str, active: bool) -> Webhook:
+    if url.strip() != webhook.url:
+        webhook_url_validate(url)
+    webhook.url, webhook.description, webhook.active = url.strip(), description.strip(), active
+    webhook.save(update_fields=["url", "description", "active"])
+    return webhook
+
+
+def webhook_rotate_secret(*, webhook: Webhook) -> Webhook:
+    webhook.secret = new_webhook_secret()
+    webhook.save(update_fields=["secret"])
+    return webhook
+
+
+def webhook_delete(*, webhook: Webhook) -> None:
+    webhook.delete()
 
 
 # --- connections pinned to the vetted address ----------------------------------
@@ -207,10 +238,8 @@ def _enqueue(organisation_id: int, items: list[tuple[str, str, dict[str, Any]]])
             )
             if new:
                 created.append(delivery.pk)
-    if created:
-        from workers.portal import deliver_webhook
-
-        transaction.on_commit(lambda: [deliver_webhook.delay(i) for i in created])
+    for delivery_id in created:
+        enqueue_on_commit("workers.portal.deliver_webhook", delivery_id)
     return created
 
 
@@ -260,9 +289,7 @@ def webhook_send_test(*, webhook: Webhook) -> WebhookDelivery:
     payload = _envelope("ping", webhook.organisation, {"message": "Test event from imgprotect.",
                                                        "webhook": {"id": webhook.pk, "url": webhook.url}})
     delivery = WebhookDelivery.objects.create(webhook=webhook, event="ping", event_key=key, payload=payload)
-    from workers.portal import deliver_webhook
-
-    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
+    enqueue_on_commit("workers.portal.deliver_webhook", delivery.pk)
     return delivery
 
 

@@ -11,6 +11,7 @@ from django.db import transaction
 from catalog import services
 from catalog.models import ApiKey, Organisation, ProtectedImage, Role
 from matching.core.loading import load_image
+from matching.protection import protected_image_add
 
 # Photos bundled inside scikit-image's wheel (no download).
 DEMO_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
@@ -58,8 +59,8 @@ class Command(BaseCommand):
             if key in have:
                 continue
             data = _photo_bytes(name)
-            services.protected_image_add(collection=collection, key=key, data=data, loaded=load_image(data),
-                                         filename=key, index_now=True)
+            protected_image_add(collection=collection, key=key, data=data, loaded=load_image(data), filename=key,
+                                index_now=True)
             added += 1
         secret = None
         if not ApiKey.objects.filter(organisation=org, name="demo", revoked__isnull=True).exists():
