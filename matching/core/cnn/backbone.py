@@ -81,7 +81,7 @@ def load_backbone(weights_path: str | Path | None = None, include_top: bool = Fa
                   fused: bool = True) -> "keras.Model":
     """The Keras model with ImageNet weights, built once per process and shared.
 
-    ``weights_path`` defaults to ``$IMGPROTECT_DATA_DIR/models/efficientnet_lite0_imagenet.npz``;
+    ``weights_path`` defaults to ``<data_dir>/models/efficientnet_lite0_imagenet.npz`` (``.config``);
     a missing file is converted from the installed package first. A corrupt or
     mismatched file raises ``WeightsError`` naming ``python -m matching.core.cnn.convert``.
     ``fused`` (default) folds BatchNorm into the convolutions for inference;

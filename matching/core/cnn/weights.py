@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import current
+
 __all__ = [
     "CONVERT_COMMAND",
     "PTH_SHA256",
@@ -46,10 +48,10 @@ class WeightsError(RuntimeError):
     """The weights cannot be had: corrupt file, missing source. Permanent: do not retry."""
 
 
-def default_weights_path() -> Path:
-    """``$IMGPROTECT_DATA_DIR/models/efficientnet_lite0_imagenet.npz`` (data dir defaults to ``./var``)."""
-    data_dir = os.environ.get("IMGPROTECT_DATA_DIR") or "var"
-    return Path(data_dir) / "models" / WEIGHTS_FILENAME
+def default_weights_path(data_dir: Path | None = None) -> Path:
+    """``<data_dir>/models/efficientnet_lite0_imagenet.npz``; ``data_dir`` defaults to this
+    process's ``CnnConfig.data_dir`` (see :mod:`.config`)."""
+    return Path(data_dir if data_dir is not None else current().data_dir) / "models" / WEIGHTS_FILENAME
 
 
 def default_source_path() -> Path:
@@ -134,7 +136,7 @@ def convert_checkpoint(source: Path | None = None, output: Path | None = None) -
     With no ``source`` the packaged checkpoint is used and must match
     ``PTH_SHA256``; an explicit source is taken as is (its digest is recorded).
     """
-    from . import efficientnet_lite
+    from .efficientnet_lite import keras_weights_from_torch
     from .torch_reader import TorchCheckpointError, read_state_dict
 
     output = Path(output) if output is not None else default_weights_path()
@@ -145,7 +147,7 @@ def convert_checkpoint(source: Path | None = None, output: Path | None = None) -
         raise WeightsError(f"{source} has SHA-256 {source_sha256}, expected {PTH_SHA256}")
     try:
         state_dict = read_state_dict(source)
-        arrays = efficientnet_lite.keras_weights_from_torch(state_dict)
+        arrays = keras_weights_from_torch(state_dict)
     except (TorchCheckpointError, KeyError, ValueError, OSError) as exc:
         raise WeightsError(f"cannot convert {source}: {exc}") from exc
     write_weights(output, arrays, source_sha256=source_sha256)
