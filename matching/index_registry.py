@@ -25,8 +25,9 @@ from django.conf import settings
 
 from catalog.models import Organisation, ProtectedImage
 from matching.core.hashindex import make_hash_index
-from matching.core.matcher import Indexes, pdq_words
-from matching.core.vptree import SnapshotError
+from matching.core.hamming import pdq_words
+from matching.core.matcher import Indexes
+from matching.core.snapshots import SnapshotError
 
 log = logging.getLogger(__name__)
 
