@@ -1,4 +1,4 @@
-"""The matching cascade, in order of cost (DESIGN.md §4), over pluggable parts.
+"""The matching cascade, in order of cost (docs/matching.md), over pluggable parts.
 
 A ``Matcher`` gathers candidates from every stage it has — exact digests,
 pHash and PDQ with the eight flip/rotation variants of the query, CNN
@@ -8,7 +8,7 @@ through geometric verification, which confirms a modified copy and localises
 it; an embedding that is only close makes ``similar``.
 
 It knows nothing of Django: references come through a ``ReferenceStore``
-(STYLE.md habit 6), which the service implements over the database and the
+(docs/coding-habits.md, "Matching behind small interfaces"), which the service implements over the database and the
 benchmark over memory.
 """
 from __future__ import annotations
