@@ -218,7 +218,8 @@ def _as_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(row[name] for name, _ in FIELDS)
 
 
-def _one(key: str, size: int, options: JobOptions, signals_fn: Callable[..., dict[str, Any]]):  # type: ignore[no-untyped-def]
+def _one(key: str, size: int, options: JobOptions,
+         signals_fn: Callable[..., dict[str, Any]]) -> tuple[dict[str, Any], Any]:
     """(row, loaded image or None) for one key; never raises for a bad file."""
     try:
         key.encode("utf-8")

@@ -93,7 +93,8 @@ def as_query(code: Any, words: int) -> CodeArray:
     a = as_codes(a.reshape(1, -1) if a.ndim <= 1 else a, words)
     if a.shape[0] != 1:
         raise ValueError(f"expected one code of {words} words, got shape {a.shape}")
-    return a[0]
+    row: CodeArray = a[0]
+    return row
 
 
 def distances(cols: CodeArray, q: CodeArray) -> npt.NDArray[np.integer[Any]]:
@@ -109,7 +110,7 @@ def distances(cols: CodeArray, q: CodeArray) -> npt.NDArray[np.integer[Any]]:
         block, dst = cols[:, s:s + _BLOCK], out[s:s + _BLOCK]
         np.bitwise_count(np.bitwise_xor(block[0], q[0]), out=dst, casting="unsafe")
         for w in range(1, words):
-            dst += np.bitwise_count(np.bitwise_xor(block[w], q[w]))
+            np.add(dst, np.bitwise_count(np.bitwise_xor(block[w], q[w])), out=dst, casting="unsafe")
     return out
 
 

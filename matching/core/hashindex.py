@@ -236,7 +236,7 @@ class _Segment:
     """Codes with their m CSR tables and tombstones; never changes except ``alive``."""
 
     def __init__(self, cols: CodeArray, ids: IntArray, m: int,
-                 tables: tuple[np.ndarray, np.ndarray] | None = None,
+                 tables: tuple[npt.NDArray[Any], npt.NDArray[Any]] | None = None,
                  alive: npt.NDArray[np.bool_] | None = None) -> None:
         self.cols, self.ids = cols, ids
         self.words, n = cols.shape
@@ -255,7 +255,7 @@ class _Segment:
     def __len__(self) -> int:
         return len(self.ids) - self.n_dead
 
-    def _build_tables(self) -> tuple[np.ndarray, np.ndarray]:
+    def _build_tables(self) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         n = len(self.ids)
         if not self.m:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -708,10 +708,10 @@ class MIHIndex:
 
     # snapshots -------------------------------------------------------------------------
 
-    def _arrays(self) -> dict[str, np.ndarray]:
+    def _arrays(self) -> dict[str, npt.NDArray[Any]]:
         meta = [FORMAT_VERSION, self.words, -1 if self.substrings is None else self.substrings,
                 self._main.m, self._delta.m]
-        arrays: dict[str, np.ndarray] = {"meta": np.array(meta, dtype=np.int64)}
+        arrays: dict[str, npt.NDArray[Any]] = {"meta": np.array(meta, dtype=np.int64)}
         for name, seg in (("main", self._main), ("delta", self._delta)):
             for key in _SNAPSHOT_SEGMENT_KEYS:
                 arrays[f"{name}_{key}"] = getattr(seg, key)
@@ -749,7 +749,7 @@ class MIHIndex:
         return index
 
     @staticmethod
-    def _load_segment(a: dict[str, np.ndarray], name: str, words: int, m: int) -> _Segment:
+    def _load_segment(a: dict[str, npt.NDArray[Any]], name: str, words: int, m: int) -> _Segment:
         cols, ids, alive = a[f"{name}_cols"], a[f"{name}_ids"], a[f"{name}_alive"]
         offsets, order = a[f"{name}_offsets"], a[f"{name}_order"]
         n = len(ids)
@@ -775,7 +775,7 @@ class MIHIndex:
 
 # -- snapshot files ---------------------------------------------------------------------
 
-def _checksum(arrays: dict[str, np.ndarray]) -> npt.NDArray[np.uint8]:
+def _checksum(arrays: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.uint8]:
     h = hashlib.sha256()
     for key in sorted(arrays):
         a = np.ascontiguousarray(arrays[key])
@@ -784,11 +784,11 @@ def _checksum(arrays: dict[str, np.ndarray]) -> npt.NDArray[np.uint8]:
     return np.frombuffer(h.digest(), dtype=np.uint8)
 
 
-def _save_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], *, prefix: str) -> None:
+def _save_npz(path: str | os.PathLike[str], arrays: dict[str, npt.NDArray[Any]], *, prefix: str) -> None:
     atomic_savez(path, dict(arrays, checksum=_checksum(arrays)), prefix=prefix)
 
 
-def _load_npz(path: str | os.PathLike[str], keys: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+def _load_npz(path: str | os.PathLike[str], keys: tuple[str, ...], what: str) -> dict[str, npt.NDArray[Any]]:
     try:
         with np.load(path, allow_pickle=False) as z:
             if set(z.files) != {*keys, "checksum"}:

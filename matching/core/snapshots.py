@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["SnapshotError", "atomic_savez", "atomic_write", "fsync_dir"]
 
@@ -49,13 +51,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], *, 
         raise
 
 
-def atomic_savez(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], *, prefix: str,
+def atomic_savez(path: str | os.PathLike[str], arrays: Mapping[str, npt.NDArray[Any]], *, prefix: str,
                  mode: int | None = None, durable: bool = True) -> None:
     """Write ``arrays`` as one .npz that replaces ``path`` atomically (:func:`atomic_write`)."""
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)  # a file object: numpy adds no ".npz" suffix
+            members: dict[str, Any] = dict(arrays)
+            np.savez(f, **members)  # a file object: numpy adds no ".npz" suffix
 
     atomic_write(path, write, prefix=prefix, mode=mode, durable=durable)
 

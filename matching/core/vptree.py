@@ -53,6 +53,10 @@ from .hamming import (
 )
 from .snapshots import SnapshotError, atomic_savez
 
+# The old private names, only for matching/core/bench_vptree.py and bench_hashindex.py, which are
+# moving out of matching/core: they should import distances/ranked_pairs from .hamming instead.
+_dist, _pairs = distances, ranked_pairs
+
 __all__ = [
     "FORMAT_VERSION",
     "VPTree",
@@ -116,7 +120,7 @@ def brute_force_knn(codes: Any, ids: Any, code: Any, k: int) -> list[tuple[int, 
 
 # -- the tree --------------------------------------------------------------------
 
-def _build_arrays(cols: CodeArray, ids: IntArray, leaf_size: int) -> dict[str, np.ndarray]:
+def _build_arrays(cols: CodeArray, ids: IntArray, leaf_size: int) -> dict[str, npt.NDArray[Any]]:
     """Median-split VP-tree over word-major ``cols``; iterative, permutes copies.
 
     Node fields grow in typed ``array('q')`` buffers (no Python object per
@@ -190,7 +194,7 @@ class VPTree:
     # construction ---------------------------------------------------------------
 
     @classmethod
-    def build(cls, codes: np.ndarray, ids: np.ndarray, *, leaf_size: int = 64) -> VPTree:
+    def build(cls, codes: npt.NDArray[Any], ids: npt.NDArray[Any], *, leaf_size: int = 64) -> VPTree:
         """A tree over ``codes`` (n, W) or (n,) for W=1; a repeated id keeps its last code."""
         c, i = as_codes(codes), as_ids(ids)
         if len(c) != len(i):
@@ -201,7 +205,7 @@ class VPTree:
                        np.ones(len(i), dtype=bool))
         return tree
 
-    def _set_tree(self, arrays: dict[str, np.ndarray], alive: npt.NDArray[np.bool_]) -> None:
+    def _set_tree(self, arrays: dict[str, npt.NDArray[Any]], alive: npt.NDArray[np.bool_]) -> None:
         self._cols: CodeArray = arrays["cols"]
         self._ids: IntArray = arrays["ids"]
         self._start: IntArray = arrays["start"]
@@ -447,7 +451,7 @@ class VPTree:
 
     # snapshots -------------------------------------------------------------------------
 
-    def _arrays(self) -> dict[str, np.ndarray]:
+    def _arrays(self) -> dict[str, npt.NDArray[Any]]:
         return {
             "meta": np.array([FORMAT_VERSION, self.words, self.leaf_size], dtype=np.int64),
             "cols": self._cols, "ids": self._ids, "alive": self._alive,
@@ -457,7 +461,7 @@ class VPTree:
         }
 
     @staticmethod
-    def _checksum(arrays: dict[str, np.ndarray]) -> npt.NDArray[np.uint8]:
+    def _checksum(arrays: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.uint8]:
         h = hashlib.sha256()
         for key in _SNAPSHOT_KEYS:
             a = np.ascontiguousarray(arrays[key])
@@ -501,7 +505,7 @@ class VPTree:
         return tree
 
     @staticmethod
-    def _validate(a: dict[str, np.ndarray], words: int) -> None:
+    def _validate(a: dict[str, npt.NDArray[Any]], words: int) -> None:
         """Shape and dtype checks, so a well-checksummed file from a buggy writer
         fails here rather than as an IndexError inside a query."""
         n, nodes = len(a["ids"]), len(a["start"])

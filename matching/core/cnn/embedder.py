@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import ImageTooSmall
 from .config import PRECISIONS, current
@@ -75,7 +76,7 @@ _precision_set: str | None = None
 _lock = threading.Lock()  # guards _truncated
 _embedders_lock = threading.Lock()  # guards _embedders (held while an Embedder builds, which takes _lock)
 _embedders: dict[tuple[str, str], "Embedder"] = {}
-_truncated: dict[str, Callable[[np.ndarray], Any]] = {}
+_truncated: dict[str, Callable[[npt.NDArray[Any]], Any]] = {}
 
 
 def _cpu_has_bfloat16() -> bool:
@@ -168,7 +169,7 @@ def crop_boxes(size: tuple[int, int],
     return boxes
 
 
-def _pixels(image: "Image.Image") -> np.ndarray:
+def _pixels(image: "Image.Image") -> npt.NDArray[Any]:
     """``(224, 224, 3)`` uint8: ``backbone.preprocess`` without its float normalisation, which
     the graph does (same float32 operations, so the same values, at a quarter of the copying)."""
     from PIL import Image
@@ -181,7 +182,7 @@ def _batches(images: Sequence["Image.Image"], batch_size: int) -> Any:
         yield np.stack([_pixels(im) for im in images[start : start + batch_size]])
 
 
-def _truncated_backbone(weights_path: str | Path | None) -> Callable[[np.ndarray], Any]:
+def _truncated_backbone(weights_path: str | Path | None) -> Callable[[npt.NDArray[Any]], Any]:
     """EfficientNet-Lite0 up to ``FEATURE_LAYER``: batch (n, 224, 224, 3) -> (n, 7, 7, 320)."""
     key = str(Path(weights_path or default_weights_path()).resolve())
     with _lock:
@@ -201,7 +202,7 @@ def _truncated_backbone(weights_path: str | Path | None) -> Callable[[np.ndarray
     return run
 
 
-def feature_maps(batch: np.ndarray, *, weights_path: str | Path | None = None) -> np.ndarray:
+def feature_maps(batch: npt.NDArray[Any], *, weights_path: str | Path | None = None) -> npt.NDArray[Any]:
     """The head's input for a preprocessed batch: ``(n, 7, 7, 320)`` float32 (training uses it)."""
     return np.asarray(_truncated_backbone(weights_path)(batch.astype(np.float32, copy=False)))
 
@@ -219,14 +220,14 @@ class Embedder:
 
         head = self.head
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.uint8)])
-        def run(pixels: Any) -> Any:
+        def forward(pixels: Any) -> Any:
             batch = (tf.cast(pixels, tf.float32) / 255.0 - 0.5) / 0.5  # as backbone.preprocess
             return head_tf(cut(batch), head)
 
-        self._run = run
+        self._run: Callable[[npt.NDArray[np.uint8]], Any] = tf.function(
+            forward, input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.uint8)])
 
-    def embed(self, images: Sequence["Image.Image"], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    def embed(self, images: Sequence["Image.Image"], *, batch_size: int = DEFAULT_BATCH_SIZE) -> npt.NDArray[Any]:
         """``(n, 256)`` float32, rows L2-normalised; the same image always gives the same row."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -235,13 +236,15 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32)
         vectors = np.concatenate(out)
         # Unit length in float32 whatever the graph's arithmetic (bfloat16 leaves norms ~0.3 % off).
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        unit: npt.NDArray[np.float32] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return unit
 
-    def embed_one(self, image: "Image.Image") -> np.ndarray:
+    def embed_one(self, image: "Image.Image") -> npt.NDArray[Any]:
         """``(256,)`` float32 for one image (a check's latency path)."""
-        return self.embed([image])[0]
+        row: npt.NDArray[Any] = self.embed([image])[0]
+        return row
 
-    def embed_crops(self, image: "Image.Image", *, whole: bool = True) -> tuple[list[Box], np.ndarray]:
+    def embed_crops(self, image: "Image.Image", *, whole: bool = True) -> tuple[list[Box], npt.NDArray[Any]]:
         """The whole image and the ``CROP_WINDOWS`` tiles: boxes (pixels, whole image first) and
         ``(len(boxes), 256)`` vectors, for partial-copy search (a logo pasted into a photo,
         a corner crop): query the index with every row and merge candidates by best score.

@@ -15,8 +15,10 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .config import current
 
@@ -69,7 +71,7 @@ def default_source_path() -> Path:
     return path
 
 
-def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+def arrays_sha256(arrays: dict[str, npt.NDArray[Any]]) -> str:
     """Digest of names, dtypes, shapes and bytes, independent of zip layout."""
     digest = hashlib.sha256()
     for name in sorted(arrays):
@@ -84,7 +86,7 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def write_weights(path: Path, arrays: dict[str, np.ndarray], *, source_sha256: str) -> None:
+def write_weights(path: Path, arrays: dict[str, npt.NDArray[Any]], *, source_sha256: str) -> None:
     """Write atomically (temp file + rename), so a reader never sees half a file."""
     if META_KEY in arrays:
         raise ValueError(f"{META_KEY} is reserved")
@@ -99,7 +101,8 @@ def write_weights(path: Path, arrays: dict[str, np.ndarray], *, source_sha256: s
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays, **{META_KEY: np.array(json.dumps(meta))})
+            members: dict[str, Any] = {**arrays, META_KEY: np.array(json.dumps(meta))}
+            np.savez(fh, **members)
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; other workers must read it
         os.replace(tmp, path)
     except BaseException:
@@ -107,7 +110,7 @@ def write_weights(path: Path, arrays: dict[str, np.ndarray], *, source_sha256: s
         raise
 
 
-def read_weights(path: Path) -> dict[str, np.ndarray]:
+def read_weights(path: Path) -> dict[str, npt.NDArray[Any]]:
     """Load and verify a weights file; ``WeightsError`` names the fix when it is bad."""
     fix = f"delete it or rebuild it with `{CONVERT_COMMAND} --output {path}`"
     try:
