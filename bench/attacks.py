@@ -312,5 +312,5 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in (
     Attack("collage_2x2", _collage_2x2),
 )}
 ATTACK_NAMES: tuple[str, ...] = tuple(ATTACKS)
-# The copy is a small part of the query: DESIGN.md gives these their own targets.
+# The copy is a small part of the query: docs/benchmarks.md reports these apart.
 PARTIAL_COPY_ATTACKS = frozenset({"paste_logo", "collage_2x2"})

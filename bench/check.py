@@ -200,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < args.refs:
         parser.error("--n must be at least --refs")
 
-    os.environ["IMGPROTECT_TF_THREADS"] = str(args.threads)
+    from matching.core.cnn.config import configure
+
+    configure(tf_threads=args.threads)
     import faiss
 
     from bench.attacks import ATTACK_NAMES, PARTIAL_COPY_ATTACKS

@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
-    from matching.core.cnn.backbone import _load
+    from matching.core.cnn.backbone import load_loaded
 
-    run = _load(args.weights, include_top=False, fused=not args.unfused).run
+    run = load_loaded(args.weights, include_top=False, fused=not args.unfused).run
     rng = np.random.default_rng(0)
     one = rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
     batch = rng.uniform(-1, 1, (args.batch, 224, 224, 3)).astype(np.float32)

@@ -34,8 +34,8 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from bench.vptree import exhaustive_radius, flip_bits
-from matching.core.hashindex import FaissBinaryIndex, MIHIndex, _knn_scan
-from matching.core.vptree import _pairs
+from matching.core.hamming import ranked_pairs
+from matching.core.hashindex import FaissBinaryIndex, MIHIndex, knn_scan
 from matching.core.signals import compute_signals, pdq256, pdq_dihedral, phash64, phash_dihedral, query_signals
 from matching.core.vptree import VPTree
 
@@ -237,8 +237,8 @@ class _Scan:
         return exhaustive_radius(self.cols, self.ids, q, r)
 
     def query_knn(self, q: np.ndarray, k: int) -> list[tuple[int, int]]:
-        pos, d = _knn_scan(self.cols, q, k)
-        return _pairs(self.ids[pos], d, k)
+        pos, d = knn_scan(self.cols, q, k)
+        return ranked_pairs(self.ids[pos], d, k)
 
     def save(self, path: str) -> None:
         np.savez(path, cols=self.cols, ids=self.ids)

@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("IMGPROTECT_TF_THREADS", str(args.threads))
+    from matching.core.cnn.config import configure
+
+    configure(tf_threads=args.threads)
     import faiss
 
     faiss.omp_set_num_threads(args.threads)

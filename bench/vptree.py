@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from matching.core.vptree import VPTree, _dist, _pairs
+from matching.core.hamming import distances, ranked_pairs
+from matching.core.vptree import VPTree
 
 _ONE = np.uint64(1)
 
@@ -58,18 +59,18 @@ def make_queries(codes: np.ndarray, count: int, *, seed: int = 1) -> np.ndarray:
 
 def exhaustive_radius(cols: np.ndarray, ids: np.ndarray, q: np.ndarray, radius: int) -> list[tuple[int, int]]:
     """The fastest plain numpy scan we know: one xor + popcount pass per word."""
-    d = _dist(cols, q)
+    d = distances(cols, q)
     sel = np.flatnonzero(d <= radius)
-    return _pairs(ids[sel], d[sel])
+    return ranked_pairs(ids[sel], d[sel])
 
 
 def exhaustive_knn(cols: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int) -> list[tuple[int, int]]:
     """All distances, then the k-th smallest from a histogram (linear, and
     several times faster than np.partition over a million small integers)."""
-    d = _dist(cols, q)
+    d = distances(cols, q)
     kth = int(np.searchsorted(np.cumsum(np.bincount(d)), min(k, len(d))))
     sel = np.flatnonzero(d <= kth)
-    return _pairs(ids[sel], d[sel], k)
+    return ranked_pairs(ids[sel], d[sel], k)
 
 
 def _mean_ms(fn, queries: np.ndarray) -> tuple[float, list]:

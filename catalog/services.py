@@ -1,4 +1,4 @@
-"""Writes for the catalogue (STYLE.md habit 1): typed, keyword-only, atomic.
+"""Writes for the catalogue (docs/coding-habits.md, habit 1): typed, keyword-only, atomic.
 
 Organisations, members and their invitations, API keys, collections, and the
 removal of protected images. Adding and indexing an image needs the matching

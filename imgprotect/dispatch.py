@@ -4,7 +4,7 @@ Tasks import services (``workers/``); services only name the task they queue.
 The lookup goes through the app's task registry, so the task's own
 ``apply_async`` runs: it honours ``CELERY_TASK_ALWAYS_EAGER`` (the embedded
 default runs tasks in-process), which ``app.send_task`` would not. Enqueueing
-after commit means a worker never sees an uncommitted row (STYLE.md habit 2).
+after commit means a worker never sees an uncommitted row (docs/coding-habits.md, habit 2).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Typed environment helpers that fail loudly on bad values (STYLE.md habit 10).
+"""Typed environment helpers that fail loudly on bad values (docs/coding-habits.md, habit 10).
 
 Each helper also honours ``<NAME>_FILE``: when set, the value is read from that
 file, so secrets can come from Docker/Kubernetes secret mounts.

@@ -148,11 +148,15 @@ IMGPROTECT_INDEX_DIR = DATA_DIR / "indexes"
 # pHash Hamming distance at or under which a copy is a near duplicate. See docs/benchmarks.md.
 # Unset: the calibrated value in matching/core/thresholds.json applies.
 IMGPROTECT_PHASH_NEAR_DUPLICATE = env_optional_int("IMGPROTECT_PHASH_NEAR_DUPLICATE", minimum=0)
-# pHash radius searched for candidates (all flip/rotation variants of the query); unset: the calibrated
-# value, or 16 with the CNN off (matching.engine.default_thresholds).
+# pHash radius searched for candidates (all flip/rotation variants of the query); unset: the engine's
+# default, or HASHES_ONLY_PHASH_CANDIDATE with the CNN off (both in matching/core/matcher.py).
 IMGPROTECT_PHASH_CANDIDATE_RADIUS = env_optional_int("IMGPROTECT_PHASH_CANDIDATE_RADIUS", minimum=0)
 # The CNN embedding stage (TensorFlow). Off: hashes and geometric verification only.
 IMGPROTECT_CNN_ENABLED = env_bool("IMGPROTECT_CNN_ENABLED", True)
+# TensorFlow's intra/inter-op threads per process (1: one worker process per core) and the
+# convolutions' arithmetic (matching/core/cnn/config.py); matching.engine and bulk jobs pass them on.
+IMGPROTECT_TF_THREADS = env_int("IMGPROTECT_TF_THREADS", 1, minimum=1)
+IMGPROTECT_CNN_PRECISION = env_choice("IMGPROTECT_CNN_PRECISION", "auto", ("auto", "bfloat16", "float32"))
 # The partial-copy pass (CNN on 13 tiles, for logos pasted into pictures and cropped corners), which
 # runs when the cheap passes found no copy. "background": the check answers first and the pass adds
 # its findings after, in a task of its own; "inline": the check answers once it is done; "off": never.

@@ -7,6 +7,7 @@ image deleted a moment ago can never be reported, whatever an index holds.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Collection
@@ -18,6 +19,8 @@ from django.core.files.storage import default_storage
 from django.db.models import Q
 
 from catalog.models import ProtectedImage
+from matching.core.cnn.config import CnnConfig
+from matching.core.cnn.config import configure as configure_cnn
 from matching.core.cnn.embedder import get_embedder as load_embedder
 from matching.core.geometry import features_from_bytes
 from matching.core.loading import LoadedImage
@@ -48,17 +51,10 @@ class Candidate:
         }
 
 
-# pHash radius without the CNN: the hashes are then the only net for modified copies, so it is
-# cast wider than the calibrated 10 (which assumes the CNN finds what lies further out).
-HASHES_ONLY_PHASH_CANDIDATE = 16
-
-
 def default_thresholds() -> Thresholds:
-    """Calibrated values (matching/core/thresholds.json), then settings that override them."""
-    radius = settings.IMGPROTECT_PHASH_CANDIDATE_RADIUS
-    if radius is None and not cnn_enabled():
-        radius = HASHES_ONLY_PHASH_CANDIDATE
-    return Thresholds.load(phash_near_duplicate=settings.IMGPROTECT_PHASH_NEAR_DUPLICATE, phash_candidate=radius)
+    """The engine's thresholds (matching/core/thresholds.json), then the settings that override them."""
+    return Thresholds.load(cnn=cnn_enabled(), phash_near_duplicate=settings.IMGPROTECT_PHASH_NEAR_DUPLICATE,
+                           phash_candidate=settings.IMGPROTECT_PHASH_CANDIDATE_RADIUS)
 
 
 class _FeatureCache:
@@ -130,9 +126,17 @@ def cnn_enabled() -> bool:
     return settings.IMGPROTECT_CNN_ENABLED
 
 
+def cnn_config() -> CnnConfig:
+    """The CNN's settings for this process, from imgprotect/settings.py."""
+    return CnnConfig(data_dir=settings.DATA_DIR, tf_threads=settings.IMGPROTECT_TF_THREADS,
+                     precision=settings.IMGPROTECT_CNN_PRECISION)
+
+
 def get_embedder() -> Any | None:
     if not cnn_enabled():
         return None
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, before its import
+    configure_cnn(cnn_config())
     return load_embedder()
 
 

@@ -5,7 +5,7 @@ command line) holds, per organisation, a pHash index, a PDQ index and a CNN
 vector index. They are loaded from snapshot files when present, then
 reconciled with the database whenever the organisation's ``index_generation``
 moved, so a process never serves a stale index and never rebuilds an
-unchanged one (STYLE.md habit 8). The database stays the source of truth:
+unchanged one (docs/coding-habits.md, habit 8). The database stays the source of truth:
 candidates are re-read from it before any verdict, so an index that still
 holds a deleted image cannot produce a match.
 """
@@ -26,9 +26,10 @@ from django.conf import settings
 from catalog.models import Organisation, ProtectedImage
 from matching.core import hashindex, vptree
 from matching.core.hashindex import make_hash_index
-from matching.core.matcher import Indexes, pdq_words
+from matching.core.hamming import pdq_words
+from matching.core.matcher import Indexes
+from matching.core.snapshots import SnapshotError
 from matching.core.vectorindex import VectorIndex
-from matching.core.vptree import SnapshotError
 from matching.encodings import embedding_from_bytes
 
 log = logging.getLogger(__name__)

@@ -73,7 +73,7 @@ def check_run(*, check_id: int) -> Check | None:
     """Match a queued check and write its match reports. Idempotent.
 
     Only the delivery that moves the check from queued to running does the
-    work (STYLE.md habit 3). Image errors are permanent: the check fails with
+    work (docs/coding-habits.md, habit 3). Image errors are permanent: the check fails with
     the reason. Other errors put it back to queued and propagate for a retry.
 
     With ``IMGPROTECT_PARTIAL_SEARCH=background`` (the default) the check

@@ -16,11 +16,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from matching.core import signals as core_signals
+from matching.core.cnn.config import CnnConfig, configure
 from matching.core.errors import ImageError, RetryableError
 from matching.core.loading import load_image
 
@@ -79,6 +80,16 @@ class JobOptions:
     store_s3_endpoint: str | None = None
     # Index jobs also store the local features geometric verification reads (None: not computed).
     features_prefix: str | None = None
+    # The CNN's settings (matching/core/cnn/config.py), from the driver's arguments: executors read no
+    # environment variable. cnn_data_dir holds models/ (the converted weights); on a cluster every
+    # executor must see it at this path. None: the engine's default.
+    cnn_data_dir: str | None = None
+    tf_threads: int = 1
+    cnn_precision: str = "auto"
+
+    def cnn_config(self) -> CnnConfig:
+        base = CnnConfig(tf_threads=self.tf_threads, precision=self.cnn_precision)
+        return base if self.cnn_data_dir is None else replace(base, data_dir=Path(self.cnn_data_dir))
 
 
 # --- per-process caches: a Python worker is reused across tasks, so these load once --------
@@ -98,16 +109,19 @@ def _source(options: JobOptions) -> LocalSource | S3Source:
         return _sources[key]
 
 
-def load_embedder(spec: str = "auto") -> Any:
+def load_embedder(spec: str = "auto", cnn: CnnConfig | None = None) -> Any:
     """The embedding model for ``spec``, built once per process.
 
     It must offer ``embed(images: list[PIL.Image]) -> array (n, d)`` with
     L2-normalised rows. "auto" is the product's CNN (``get_embedder``).
+    ``cnn`` configures the CNN of this process before the first model is built.
     """
     global _warmup_cpu
     with _cache_lock:
         embedder = _embedders.get(spec)
         if embedder is None:
+            if cnn is not None:
+                configure(cnn)
             started, cpu = time.perf_counter(), time.process_time()
             if spec == "auto":
                 from matching.core.cnn.embedder import get_embedder
@@ -134,12 +148,12 @@ class BackboneEmbedder:
     def __init__(self) -> None:
         from matching.core.cnn.embedder import configure_tf_threads
 
-        configure_tf_threads()  # IMGPROTECT_TF_THREADS, 1 by default: one core per Python worker
+        configure_tf_threads()  # CnnConfig.tf_threads, 1 by default: one core per Python worker
 
     def embed(self, images: list[Any]) -> Any:
         import numpy as np
 
-        from matching.core.cnn import pooled_features
+        from matching.core.cnn.backbone import pooled_features
 
         features = pooled_features(images)
         return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
@@ -204,7 +218,8 @@ def _as_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(row[name] for name, _ in FIELDS)
 
 
-def _one(key: str, size: int, options: JobOptions, signals_fn: Callable[..., dict[str, Any]]):  # type: ignore[no-untyped-def]
+def _one(key: str, size: int, options: JobOptions,
+         signals_fn: Callable[..., dict[str, Any]]) -> tuple[dict[str, Any], Any]:
     """(row, loaded image or None) for one key; never raises for a bad file."""
     try:
         key.encode("utf-8")
@@ -259,7 +274,7 @@ def _finish(row: dict[str, Any], embedding: Any = None) -> tuple[Any, ...]:
 
 
 def _embed_batch(batch: list[tuple[dict[str, Any], Any]], options: JobOptions) -> Iterator[tuple[Any, ...]]:
-    embedder = load_embedder(options.embedder)
+    embedder = load_embedder(options.embedder, options.cnn_config())
     try:
         vectors = embedder.embed([image for _, image in batch])
     except ImageError:

@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from matching.core.cnn.config import PRECISIONS
 from spark.compute import SCHEMA_DDL, JobOptions, partitions_for, process_partition
 from spark.progress import write_progress
 from spark.sources import SourceError, open_source
@@ -52,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--store-prefix", default="")
     p.add_argument("--store-s3-endpoint", default=None)
     p.add_argument("--features-prefix", default=None, help="also store local features under this storage prefix")
+    p.add_argument("--cnn-data-dir", default=None,
+                   help="directory holding models/ (the CNN's converted weights), as every executor sees it")
+    p.add_argument("--tf-threads", type=int, default=1, help="TensorFlow threads per Python worker")
+    p.add_argument("--cnn-precision", choices=PRECISIONS, default="auto")
     return p.parse_args(argv)
 
 
@@ -148,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 source=args.source, kind=args.kind, s3_endpoint=args.s3_endpoint, max_bytes=args.max_bytes,
                 max_pixels=args.max_pixels, embed=args.embed, embedder=args.embedder, batch_size=args.batch_size,
                 store_root=args.store_root, store_prefix=args.store_prefix, store_s3_endpoint=args.store_s3_endpoint,
-                features_prefix=args.features_prefix,
+                features_prefix=args.features_prefix, cnn_data_dir=args.cnn_data_dir,
+                tf_threads=args.tf_threads, cnn_precision=args.cnn_precision,
             )
             rdd = sc.parallelize(pending, partitions_for(len(pending), args.partition_size)).mapPartitions(
                 lambda it: process_partition(it, options, counters)

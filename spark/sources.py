@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matching.core.errors import FileTooLarge, RetryableError
 
@@ -99,11 +100,11 @@ class LocalSource:
         return data
 
 
-_clients: dict[str | None, object] = {}
+_clients: dict[str | None, Any] = {}
 _clients_lock = threading.Lock()
 
 
-def s3_client(endpoint_url: str | None):  # type: ignore[no-untyped-def]
+def s3_client(endpoint_url: str | None) -> Any:
     """One boto3 client per endpoint and process (clients are thread-safe and costly to build)."""
     with _clients_lock:
         client = _clients.get(endpoint_url)
@@ -125,7 +126,7 @@ class S3Source:
         self.bucket, self.prefix = split_s3_url(url)
         self.endpoint_url = endpoint_url or None
 
-    def _client(self):  # type: ignore[no-untyped-def]
+    def _client(self) -> Any:
         return s3_client(self.endpoint_url)
 
     def check(self) -> None:
@@ -157,7 +158,7 @@ class S3Source:
         for attempt in range(READ_ATTEMPTS):
             try:
                 body = self._client().get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
-                data = body.read(max_bytes + 1)
+                data: bytes = body.read(max_bytes + 1)
                 if len(data) > max_bytes:
                     raise FileTooLarge(f"The object is larger than the limit of {max_bytes} bytes.")
                 return data

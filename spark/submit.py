@@ -116,7 +116,6 @@ def build_submission(
         "spark.pyspark.driver.python": python,
         # One Python worker per core: numeric libraries must not start their own thread pools.
         "spark.executorEnv.OMP_NUM_THREADS": "1",
-        "spark.executorEnv.IMGPROTECT_TF_THREADS": "1",
         "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
         # The JVM only moves rows (the work is in Python): the C1 compiler alone and the serial collector
         # halve its CPU time (13.6 -> 7.1 CPU-s over 2,000 images, measured), which the Python workers get back.
@@ -125,7 +124,7 @@ def build_submission(
     env = dict(os.environ)
     env.update({"SPARK_HOME": home, "JAVA_HOME": java_home(), "PYSPARK_PYTHON": python,
                 "PYSPARK_DRIVER_PYTHON": python, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-                "IMGPROTECT_TF_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+                "TF_CPP_MIN_LOG_LEVEL": "2"})
     env.pop("DJANGO_SETTINGS_MODULE", None)  # the job never loads Django
     if is_local_master(master):
         # Driver and executors are this machine: stay on loopback, never on a public interface.

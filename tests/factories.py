@@ -1,4 +1,4 @@
-"""Model factories in one place (STYLE.md habit 11)."""
+"""Model factories in one place (docs/coding-habits.md, habit 11)."""
 from __future__ import annotations
 
 import factory

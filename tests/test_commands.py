@@ -1,4 +1,4 @@
-"""The command-line contract of DESIGN.md §5: index_images and match_images."""
+"""The command-line contract of docs/cli.md: index_images and match_images."""
 from __future__ import annotations
 
 import io

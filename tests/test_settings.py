@@ -49,8 +49,8 @@ def test_embedded_default_needs_no_service(settings):
 
 
 def test_phash_candidate_radius_defaults_to_calibrated_or_wider_without_the_cnn(settings):
-    from matching.core.matcher import Thresholds
-    from matching.engine import HASHES_ONLY_PHASH_CANDIDATE, default_thresholds
+    from matching.core.matcher import HASHES_ONLY_PHASH_CANDIDATE, Thresholds
+    from matching.engine import default_thresholds
 
     calibrated = Thresholds.load().phash_candidate
     settings.IMGPROTECT_PHASH_CANDIDATE_RADIUS = None

@@ -448,10 +448,10 @@ def _eval_model(head: HeadWeights) -> Callable[[np.ndarray], tuple[np.ndarray, n
     """Batch -> (ImageNet GAP + L2 (n, 1280), trained head (n, 256)) from one backbone pass."""
     import tensorflow as tf
 
-    from matching.core.cnn.embedder import _truncated_backbone
+    from matching.core.cnn.embedder import truncated_backbone
     from matching.core.cnn.head import head_tf
 
-    cut = _truncated_backbone(None)
+    cut = truncated_backbone(None)
     conv_k, conv_b = imagenet_conv()
 
     @tf.function(input_signature=[tf.TensorSpec((None, 224, 224, 3), tf.float32)])

@@ -1,4 +1,4 @@
-"""Thin Celery tasks for bulk jobs (ids in, one service call; STYLE.md habits 2 and 4).
+"""Thin Celery tasks for bulk jobs (ids in, one service call; docs/coding-habits.md, habits 2 and 4).
 
 ``run_bulk_job`` is long (it follows spark-submit, then loads the output), so
 it has its own time limits; it is never retried: a failed job records why and

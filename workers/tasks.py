@@ -1,4 +1,4 @@
-"""Thin Celery tasks: ids in, one service call, bounded retries (STYLE.md habits 2 and 4).
+"""Thin Celery tasks: ids in, one service call, bounded retries (docs/coding-habits.md, habits 2 and 4).
 
 Image errors are permanent and never retried; anything else (a lost database
 or storage connection) is retried with backoff a bounded number of times.

@@ -11,7 +11,7 @@ from catalog.models import Collection, Organisation
 
 
 class BulkJob(models.Model):
-    """A small state machine (STYLE.md habit 5).
+    """A small state machine (docs/coding-habits.md, habit 5).
 
     queued -> running (Spark computes signals) -> loading (rows written) -> done;
     running/loading -> failed (an error, or the sweeper after the heartbeat stops);

@@ -205,12 +205,13 @@ def _job_arguments(job: BulkJob) -> tuple[list[str], dict[str, str], dict[str, s
             "--partition-size", str(options.get("partition_size") or settings.IMGPROTECT_BULK_PARTITION_SIZE),
             "--max-bytes", str(settings.IMGPROTECT_MAX_UPLOAD_BYTES),
             "--max-pixels", str(settings.IMGPROTECT_MAX_PIXELS)]
-    env = {"IMGPROTECT_DATA_DIR": str(settings.DATA_DIR)}
+    env: dict[str, str] = {}
     secrets: dict[str, str] = {}
     if endpoint:
         args += ["--s3-endpoint", endpoint]
     if options.get("embed"):
-        args += ["--embed", "--embedder", options.get("embedder") or "auto"]
+        args += ["--embed", "--embedder", options.get("embedder") or "auto", "--cnn-data-dir", str(settings.DATA_DIR),
+                 "--tf-threads", str(settings.IMGPROTECT_TF_THREADS), "--cnn-precision", settings.IMGPROTECT_CNN_PRECISION]
     if job.kind == BulkJob.Kind.INDEX:
         skip = job.work_dir / f"skip-{job.attempts}.jsonl"
         _write_skip_file(job, skip)

@@ -1,6 +1,6 @@
 """Error types shared by the matching core.
 
-Permanent and transient failures are different types (STYLE.md habit 14): a
+Permanent and transient failures are different types (docs/coding-habits.md): a
 corrupt upload fails once with a clear reason, a storage hiccup is retried.
 """
 from __future__ import annotations

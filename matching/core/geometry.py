@@ -119,7 +119,7 @@ class Features:
     width: int
     height: int
     keypoints: FloatArray
-    descriptors: np.ndarray
+    descriptors: npt.NDArray[Any]
     sizes: FloatArray | None = None
     angles: FloatArray | None = None
     pixel_scale: float = 1.0
@@ -237,7 +237,7 @@ class Verification:
 # Extraction
 
 
-def _gray(image: Image.Image, max_side: int, min_side: int, clahe: bool) -> tuple[np.ndarray, float, float]:
+def _gray(image: Image.Image, max_side: int, min_side: int, clahe: bool) -> tuple[npt.NDArray[Any], float, float]:
     """8-bit grey pixels resized so the long side is <= max_side and, for
     small pictures, >= min_side; plus original px per processed px in x, y."""
     import cv2
@@ -264,16 +264,16 @@ def _detector(kind: str, max_features: int) -> Any:
 
     if kind == "orb":
         # More pyramid levels than the default 8 reach 30 % thumbnails.
-        return cv2.ORB_create(nfeatures=max_features, scaleFactor=1.2, nlevels=10,
+        return cv2.ORB.create(nfeatures=max_features, scaleFactor=1.2, nlevels=10,
                               edgeThreshold=19, patchSize=19, fastThreshold=12)
     if kind == "akaze":
-        return cv2.AKAZE_create(threshold=0.0008)
+        return cv2.AKAZE.create(threshold=0.0008)
     if kind == "sift":
-        return cv2.SIFT_create(nfeatures=max_features)
+        return cv2.SIFT.create(nfeatures=max_features)
     raise ValueError(f"unknown feature kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
-def _detect(gray: np.ndarray, kind: str, max_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _detect(gray: npt.NDArray[Any], kind: str, max_features: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
     """Keypoints (processed px, corner convention), sizes, angles, descriptors."""
     kps, desc = _detector(kind, max_features).detectAndCompute(gray, None)
     width = {"orb": 32, "akaze": 61, "sift": 128}[kind]
@@ -378,7 +378,7 @@ def mirror_features(
     return mirrored
 
 
-def _thumb(gray: np.ndarray) -> npt.NDArray[np.uint8]:
+def _thumb(gray: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     import cv2
 
     h, w = gray.shape
@@ -387,7 +387,7 @@ def _thumb(gray: np.ndarray) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(cv2.resize(gray, size, interpolation=cv2.INTER_AREA))
 
 
-def _build(gray: np.ndarray, flipped: bool, sx: float, sy: float, size: tuple[int, int],
+def _build(gray: npt.NDArray[Any], flipped: bool, sx: float, sy: float, size: tuple[int, int],
            kind: str, max_features: int) -> Features:
     """Features of ``gray`` (or of its mirror image, keypoints mapped back
     into the unflipped frame) in original pixel coordinates."""
@@ -408,7 +408,7 @@ def _build(gray: np.ndarray, flipped: bool, sx: float, sy: float, size: tuple[in
 # Serialisation (numpy .npz, never pickle: these bytes come back from storage)
 
 
-def _arrays(f: Features, prefix: str) -> dict[str, np.ndarray]:
+def _arrays(f: Features, prefix: str) -> dict[str, npt.NDArray[Any]]:
     desc = f.descriptors
     # OpenCV's SIFT descriptors are integers in [0, 255] stored as float32:
     # keeping them as bytes is lossless and four times smaller.
@@ -485,7 +485,7 @@ def features_from_bytes(data: bytes) -> Features:
 # Polygon helpers (small convex polygons, plain numpy)
 
 
-def _area(poly: np.ndarray) -> float:
+def _area(poly: npt.NDArray[Any]) -> float:
     """Signed shoelace area; positive for TL, TR, BR, BL order in y-down coordinates."""
     if len(poly) < 3:
         return 0.0
@@ -493,7 +493,7 @@ def _area(poly: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
 
 
-def _is_convex(poly: np.ndarray) -> bool:
+def _is_convex(poly: npt.NDArray[Any]) -> bool:
     """Strictly convex and simple (no self-intersection) for a quadrilateral."""
     edges = np.roll(poly, -1, axis=0) - poly
     nxt = np.roll(edges, -1, axis=0)
@@ -501,7 +501,7 @@ def _is_convex(poly: np.ndarray) -> bool:
     return bool(np.all(cross > 0) or np.all(cross < 0))
 
 
-def _clip_to_rect(poly: np.ndarray, width: float, height: float) -> np.ndarray:
+def _clip_to_rect(poly: npt.NDArray[Any], width: float, height: float) -> npt.NDArray[Any]:
     """Sutherland-Hodgman clip of a convex polygon to [0, width] x [0, height]."""
     pts = [tuple(p) for p in poly]
     for axis, bound, keep_below in ((0, 0.0, False), (0, width, True), (1, 0.0, False), (1, height, True)):
@@ -521,13 +521,13 @@ def _clip_to_rect(poly: np.ndarray, width: float, height: float) -> np.ndarray:
     return np.array(pts, np.float64).reshape(-1, 2)
 
 
-def _apply(h: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _apply(h: npt.NDArray[Any], pts: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Projected points and their homogeneous w."""
     hom = np.c_[pts, np.ones(len(pts))] @ h.T
     return hom[:, :2] / hom[:, 2:3], hom[:, 2]
 
 
-def _jacobian(h: np.ndarray, x: float, y: float) -> np.ndarray:
+def _jacobian(h: npt.NDArray[Any], x: float, y: float) -> npt.NDArray[Any]:
     w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
     u = (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w
     v = (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
@@ -535,7 +535,7 @@ def _jacobian(h: np.ndarray, x: float, y: float) -> np.ndarray:
                      [h[1, 0] - h[2, 0] * v, h[1, 1] - h[2, 1] * v]]) / w
 
 
-def _consistent(h: np.ndarray, q: Features, r: Features, qi: np.ndarray, ri: np.ndarray) -> np.ndarray:
+def _consistent(h: npt.NDArray[Any], q: Features, r: Features, qi: npt.NDArray[Any], ri: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Which matches agree with ``h`` in keypoint orientation and size too.
 
     Detectors give each keypoint an orientation and a size that transform
@@ -563,7 +563,7 @@ def _consistent(h: np.ndarray, q: Features, r: Features, qi: np.ndarray, ri: np.
     return (turn <= _MAX_TURN_DEG) & (size <= _MAX_LOG2_SIZE)
 
 
-def _inside(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
+def _inside(poly: npt.NDArray[Any], pts: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Which points lie inside (or on) the convex polygon ``poly``."""
     a = poly
     b = np.roll(poly, -1, axis=0)
@@ -572,7 +572,7 @@ def _inside(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return np.all(cross >= -1e-6, axis=1) | np.all(cross <= 1e-6, axis=1)
 
 
-def _appearance(h: np.ndarray, q: Features, r: Features) -> float | None:
+def _appearance(h: npt.NDArray[Any], q: Features, r: Features) -> float | None:
     """Normalised cross-correlation of the two thumbnails once ``h`` aligns
     them, over the copied region; None when it cannot be judged (no
     thumbnails, a region of a few pixels, or flat pixels on either side).
@@ -632,7 +632,7 @@ def _appearance(h: np.ndarray, q: Features, r: Features) -> float | None:
     return float(np.median(scores))
 
 
-def _hull_area(pts: np.ndarray) -> float:
+def _hull_area(pts: npt.NDArray[Any]) -> float:
     import cv2
 
     if len(pts) < 3:
@@ -644,7 +644,7 @@ def _hull_area(pts: np.ndarray) -> float:
 # Matching and model fitting
 
 
-def _knn2(q: np.ndarray, r: np.ndarray, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+def _knn2(q: npt.NDArray[Any], r: npt.NDArray[Any], binary: bool) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """The two nearest reference descriptors of each query descriptor:
     distances (Hamming, or squared L2) and indices, both (n, 2)."""
     import faiss
@@ -667,7 +667,7 @@ def _knn2(q: np.ndarray, r: np.ndarray, binary: bool) -> tuple[np.ndarray, np.nd
     return dist.astype(np.float32), idx
 
 
-def _match(q: Features, r: Features, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+def _match(q: Features, r: Features, ratio: float) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Indices (query, reference) of matches passing Lowe's ratio test."""
     binary = q.kind != "sift"
     qd = np.ascontiguousarray(q.descriptors, np.uint8 if binary else np.float32)
@@ -680,12 +680,12 @@ def _match(q: Features, r: Features, ratio: float) -> tuple[np.ndarray, np.ndarr
 
 @dataclass
 class _Fit:
-    h: np.ndarray
+    h: npt.NDArray[Any]
     model: str
-    mask: np.ndarray  # bool, per match
+    mask: npt.NDArray[Any]  # bool, per match
 
 
-def _fit_homography(src: np.ndarray, dst: np.ndarray, thr: float, method: str) -> _Fit | None:
+def _fit_homography(src: npt.NDArray[Any], dst: npt.NDArray[Any], thr: float, method: str) -> _Fit | None:
     import cv2
 
     flag = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC}[method]
@@ -695,7 +695,7 @@ def _fit_homography(src: np.ndarray, dst: np.ndarray, thr: float, method: str) -
     return _Fit(h / h[2, 2], "homography", mask.ravel().astype(bool))
 
 
-def _fit_similarity(src: np.ndarray, dst: np.ndarray, thr: float, method: str) -> _Fit | None:
+def _fit_similarity(src: npt.NDArray[Any], dst: npt.NDArray[Any], thr: float, method: str) -> _Fit | None:
     import cv2
 
     a, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=thr,
@@ -705,8 +705,8 @@ def _fit_similarity(src: np.ndarray, dst: np.ndarray, thr: float, method: str) -
     return _Fit(np.vstack([a, [0.0, 0.0, 1.0]]), "similarity", mask.ravel().astype(bool))
 
 
-def _region(h: np.ndarray, ref_size: tuple[int, int], query_size: tuple[int, int]
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _region(h: npt.NDArray[Any], ref_size: tuple[int, int], query_size: tuple[int, int]
+            ) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
     """The reference outline mapped by ``h`` (unclipped), the part inside the
     query frame, and that part mapped back into the reference."""
     (rw, rh), (qw, qh) = ref_size, query_size
@@ -716,8 +716,8 @@ def _region(h: np.ndarray, ref_size: tuple[int, int], query_size: tuple[int, int
     return quad, qpoly, rpoly
 
 
-def _edit(h: np.ndarray, ref_size: tuple[int, int], query_size: tuple[int, int],
-          qpoly: np.ndarray, rpoly: np.ndarray, perspective: bool) -> EditReport:
+def _edit(h: npt.NDArray[Any], ref_size: tuple[int, int], query_size: tuple[int, int],
+          qpoly: npt.NDArray[Any], rpoly: npt.NDArray[Any], perspective: bool) -> EditReport:
     # Scale, rotation and stretch are read off the local linear part of h at
     # the centre of the visible region: for a homography they vary across the
     # picture and that is where the copy is.
@@ -749,7 +749,7 @@ def edit_from_transform(transform: Any, reference_size: tuple[int, int],
     return _edit(h, reference_size, query_size, qpoly, rpoly, persp), qpoly.tolist()
 
 
-def _judge(fit: _Fit, q: Features, r: Features, qi: np.ndarray, ri: np.ndarray,
+def _judge(fit: _Fit, q: Features, r: Features, qi: npt.NDArray[Any], ri: npt.NDArray[Any],
            mirrored: bool, min_inliers: int) -> Verification:
     """Accept ``fit`` or say why not; on acceptance fill in the geometry.
     Inliers count only matches that also agree in orientation and size."""

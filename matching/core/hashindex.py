@@ -58,18 +58,22 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from .vptree import (
-    SnapshotError,
-    VPTree,
-    _as_codes,
-    _as_id_array,
-    _as_ids,
-    _as_query,
-    _dedupe_last,
-    _dist,
-    _atomic_savez,
-    _pairs,
+from .hamming import (
+    CodeArray,
+    IntArray,
+    PendingCodes,
+    as_codes,
+    as_id_array,
+    as_ids,
+    as_query,
+    checked_entries,
+    dedupe_last,
+    distances,
+    has_duplicates,
+    ranked_pairs,
 )
+from .snapshots import SnapshotError, atomic_savez
+from .vptree import VPTree
 
 __all__ = [
     "FORMAT_VERSION",
@@ -81,8 +85,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-IntArray = npt.NDArray[np.int64]
-CodeArray = npt.NDArray[np.uint64]
 
 # Cost model, nanoseconds on one core, fitted to timings on the bench's
 # realistic banks (1M codes): a blocked scan streams a code in ~1.1 ns per
@@ -234,7 +236,7 @@ class _Segment:
     """Codes with their m CSR tables and tombstones; never changes except ``alive``."""
 
     def __init__(self, cols: CodeArray, ids: IntArray, m: int,
-                 tables: tuple[np.ndarray, np.ndarray] | None = None,
+                 tables: tuple[npt.NDArray[Any], npt.NDArray[Any]] | None = None,
                  alive: npt.NDArray[np.bool_] | None = None) -> None:
         self.cols, self.ids = cols, ids
         self.words, n = cols.shape
@@ -253,7 +255,7 @@ class _Segment:
     def __len__(self) -> int:
         return len(self.ids) - self.n_dead
 
-    def _build_tables(self) -> tuple[np.ndarray, np.ndarray]:
+    def _build_tables(self) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         n = len(self.ids)
         if not self.m:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -338,12 +340,12 @@ class _Segment:
         if self.m and r // self.m < self.layout[0][1]:
             found = self._candidates(self._query_keys(q), "ball", r, self.scan_ns)
         if found is None:
-            d = _dist(self.cols, q)
+            d = distances(self.cols, q)
             pos = np.flatnonzero(d <= r)
             d = d[pos]
         else:
             pos = found[0]
-            d = _dist(self.cols[:, pos], q)
+            d = distances(self.cols[:, pos], q)
             sel = d <= r
             pos, d = pos[sel], d[sel]
             if len(pos) > 1:  # a code can sit in the buckets of several tables
@@ -360,7 +362,7 @@ class _Segment:
         k = min(k, len(self))
         found = self._knn_steps(q, k) if self.m else None
         if found is None:
-            found = _knn_scan(self.cols, q, k, self.alive if self.n_dead else None)
+            found = knn_scan(self.cols, q, k, self.alive if self.n_dead else None)
         pos, d = found
         return self.ids[pos], d
 
@@ -395,7 +397,7 @@ class _Segment:
             pos, cost = found
             budget -= cost
             if len(pos):
-                d = _dist(self.cols[:, pos], q).astype(np.int64)
+                d = distances(self.cols[:, pos], q).astype(np.int64)
                 keep = d <= bound
                 if self.n_dead:
                     keep &= self.alive[pos]
@@ -438,7 +440,7 @@ class _Segment:
         if self._sample is None:
             step = max(1, len(self.ids) // _SAMPLE)
             self._sample = np.ascontiguousarray(self.cols[:, ::step][:, :_SAMPLE])
-        d = _dist(self._sample, q)
+        d = distances(self._sample, q)
         bits = 64 * self.words
         p = min(max(float(d.mean()) / bits, 1e-6), 1 - 1e-6)
         i = np.arange(radius + 1)
@@ -477,7 +479,7 @@ def _knn_schedule(words: int, m: int) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
-def _knn_scan(cols: CodeArray, q: CodeArray, k: int,
+def knn_scan(cols: CodeArray, q: CodeArray, k: int,
               alive: npt.NDArray[np.bool_] | None = None) -> tuple[IntArray, npt.NDArray[Any]]:
     """Exhaustive k-NN in cache-sized blocks: positions and distances of
     every (live) code up to the k-th distance, ties included.
@@ -488,7 +490,7 @@ def _knn_scan(cols: CodeArray, q: CodeArray, k: int,
     """
     words, n = cols.shape
     head = min(n, max(_KNN_HEAD, 8 * k))
-    d = _dist(cols[:, :head], q)
+    d = distances(cols[:, :head], q)
     pos = np.arange(head) if alive is None else np.flatnonzero(alive[:head])
     kept_d = d[pos]
     bound = 64 * words
@@ -498,7 +500,7 @@ def _knn_scan(cols: CodeArray, q: CodeArray, k: int,
         pos, kept_d = pos[sel], kept_d[sel]
     pos_parts, d_parts, kept = [pos], [kept_d], len(pos)
     for s in range(head, n, _SCAN_BLOCK):
-        d = _dist(cols[:, s:s + _SCAN_BLOCK], q)
+        d = distances(cols[:, s:s + _SCAN_BLOCK], q)
         sel = np.flatnonzero(d <= bound)
         if alive is not None and len(sel):
             sel = sel[alive[s + sel]]
@@ -560,8 +562,7 @@ class MIHIndex:
         self.substrings = substrings
         self._main = _empty_segment(self.words)
         self._delta = _empty_segment(self.words)
-        self._pend_ids = np.empty(0, dtype=np.int64)
-        self._pend_cols = np.empty((self.words, 0), dtype=np.uint64)
+        self._pending = PendingCodes(self.words)
 
     def _m_for(self, n: int) -> int:
         if self.substrings is not None:  # explicit: tables whatever the size
@@ -576,11 +577,11 @@ class MIHIndex:
     @classmethod
     def build(cls, codes: Any, ids: Any, *, substrings: int | None = None) -> MIHIndex:
         """An index over ``codes`` (n, W) or (n,) for W=1; a repeated id keeps its last code."""
-        c, i = _as_codes(codes), _as_ids(ids)
+        c, i = as_codes(codes), as_ids(ids)
         if len(c) != len(i):
             raise ValueError(f"{len(c)} codes but {len(i)} ids")
         index = cls(words=c.shape[1], substrings=substrings)
-        i, c = _dedupe(i, c)
+        i, c = dedupe_last(i, c)
         index._main = index._segment(c.T, i.copy())
         return index
 
@@ -591,28 +592,26 @@ class MIHIndex:
 
     def _rebuild(self) -> None:
         """Everything into one main segment."""
-        parts = [self._live(self._main), self._live(self._delta), (self._pend_cols, self._pend_ids)]
+        parts = [self._live(self._main), self._live(self._delta), (self._pending.cols, self._pending.ids)]
         cols = np.concatenate([p[0] for p in parts], axis=1)
         ids = np.concatenate([p[1] for p in parts])
         self._main = self._segment(cols, ids)
         self._delta = _empty_segment(self.words)
-        self._pend_ids = np.empty(0, dtype=np.int64)
-        self._pend_cols = np.empty((self.words, 0), dtype=np.uint64)
+        self._pending.clear()
 
     def _fold_pending(self) -> None:
         """Pending items into the delta segment (rebuilt: it is small)."""
         cols, ids = self._live(self._delta)
-        self._delta = self._segment(np.concatenate((cols, self._pend_cols), axis=1),
-                                    np.concatenate((ids, self._pend_ids)))
-        self._pend_ids = np.empty(0, dtype=np.int64)
-        self._pend_cols = np.empty((self.words, 0), dtype=np.uint64)
+        self._delta = self._segment(np.concatenate((cols, self._pending.cols), axis=1),
+                                    np.concatenate((ids, self._pending.ids)))
+        self._pending.clear()
 
     def _compact(self) -> None:
         main_live = len(self._main)
         if (self._main.n_dead > _DEAD_SHARE * len(self._main.ids)
-                or len(self._delta) + len(self._pend_ids) > max(_DELTA_SHARE * main_live, _PENDING_MAX)):
+                or len(self._delta) + len(self._pending.ids) > max(_DELTA_SHARE * main_live, _PENDING_MAX)):
             self._rebuild()
-        elif (len(self._pend_ids) > _PENDING_MAX
+        elif (len(self._pending.ids) > _PENDING_MAX
               or self._delta.n_dead > max(_DEAD_SHARE * len(self._delta.ids), _PENDING_MAX)):
             self._fold_pending()
 
@@ -620,9 +619,7 @@ class MIHIndex:
         ids = np.unique(ids)
         self._main.kill(ids)
         self._delta.kill(ids)
-        if len(self._pend_ids):
-            keep = ~np.isin(self._pend_ids, ids)
-            self._pend_ids, self._pend_cols = self._pend_ids[keep], self._pend_cols[:, keep]
+        self._pending.discard(ids)
 
     def add(self, ids: Any, codes: Any) -> None:
         """Insert or replace codes; searchable when the call returns.
@@ -631,30 +628,26 @@ class MIHIndex:
         delta segment, rebuilt in time proportional to its size; a full
         rebuild happens only when the delta reaches 1/8 of the main segment.
         """
-        i, c = _as_ids(ids), _as_codes(codes, self.words)
-        if len(i) != len(c):
-            raise ValueError(f"{len(i)} ids but {len(c)} codes")
-        i, c = _dedupe(i, c)
+        i, c = checked_entries(ids, codes, self.words)
         self._forget(i)
-        self._pend_ids = np.concatenate((self._pend_ids, i))
-        self._pend_cols = np.concatenate((self._pend_cols, c.T), axis=1)
+        self._pending.append(i, c)
         self._compact()
 
     def remove(self, ids: Any) -> None:
         """Delete ids (tombstones, compacted past 20%); unknown ids are ignored."""
-        self._forget(_as_ids(ids))
+        self._forget(as_ids(ids))
         self._compact()
 
     # introspection -----------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._main) + len(self._delta) + len(self._pend_ids)
+        return len(self._main) + len(self._delta) + len(self._pending.ids)
 
     def __contains__(self, id_: object) -> bool:
-        i = _as_id_array(id_)
+        i = as_id_array(id_)
         if i is None:
             return False
-        if np.any(self._pend_ids == i[0]):
+        if i[0] in self._pending:
             return True
         for seg in (self._main, self._delta):
             pos = seg.positions(i)
@@ -665,13 +658,13 @@ class MIHIndex:
     def ids(self) -> IntArray:
         """All stored ids, ascending."""
         return np.sort(np.concatenate((self._live(self._main)[1], self._live(self._delta)[1],
-                                       self._pend_ids)))
+                                       self._pending.ids)))
 
     # queries ---------------------------------------------------------------------------
 
     def query_radius(self, code: Any, radius: int) -> list[tuple[int, int]]:
         """All (id, distance) with distance <= radius, sorted by (distance, id)."""
-        q = _as_query(code, self.words)
+        q = as_query(code, self.words)
         radius = min(math.floor(radius), 64 * self.words)
         if radius < 0:
             return []
@@ -681,19 +674,19 @@ class MIHIndex:
                 i, d = seg.radius(q, radius)
                 ids.append(i)
                 ds.append(d.astype(np.int64))
-        if len(self._pend_ids):
-            d = _dist(self._pend_cols, q)
+        if len(self._pending.ids):
+            d = distances(self._pending.cols, q)
             sel = d <= radius
-            ids.append(self._pend_ids[sel])
+            ids.append(self._pending.ids[sel])
             ds.append(d[sel].astype(np.int64))
         if not ids:
             return []
-        return _pairs(np.concatenate(ids), np.concatenate(ds))
+        return ranked_pairs(np.concatenate(ids), np.concatenate(ds))
 
     def query_knn(self, code: Any, k: int) -> list[tuple[int, int]]:
         """The k nearest (id, distance), sorted by (distance, id); ties at the
         k-th distance go to the smaller ids, so the answer is unique."""
-        q = _as_query(code, self.words)
+        q = as_query(code, self.words)
         k = min(int(k), len(self))
         if k <= 0:
             return []
@@ -703,26 +696,26 @@ class MIHIndex:
                 i, d = seg.knn(q, k)
                 ids.append(i)
                 ds.append(d.astype(np.int64))
-        if len(self._pend_ids):
-            ids.append(self._pend_ids)
-            ds.append(_dist(self._pend_cols, q).astype(np.int64))
+        if len(self._pending.ids):
+            ids.append(self._pending.ids)
+            ds.append(distances(self._pending.cols, q).astype(np.int64))
         i, d = np.concatenate(ids), np.concatenate(ds)
         if len(d) > k:
             kth = int(np.searchsorted(np.cumsum(np.bincount(d)), k))
             sel = d <= kth
             i, d = i[sel], d[sel]
-        return _pairs(i, d, k)
+        return ranked_pairs(i, d, k)
 
     # snapshots -------------------------------------------------------------------------
 
-    def _arrays(self) -> dict[str, np.ndarray]:
+    def _arrays(self) -> dict[str, npt.NDArray[Any]]:
         meta = [FORMAT_VERSION, self.words, -1 if self.substrings is None else self.substrings,
                 self._main.m, self._delta.m]
-        arrays: dict[str, np.ndarray] = {"meta": np.array(meta, dtype=np.int64)}
+        arrays: dict[str, npt.NDArray[Any]] = {"meta": np.array(meta, dtype=np.int64)}
         for name, seg in (("main", self._main), ("delta", self._delta)):
             for key in _SNAPSHOT_SEGMENT_KEYS:
                 arrays[f"{name}_{key}"] = getattr(seg, key)
-        arrays["pend_ids"], arrays["pend_cols"] = self._pend_ids, self._pend_cols
+        arrays["pend_ids"], arrays["pend_cols"] = self._pending.ids, self._pending.cols
         return arrays
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -747,16 +740,16 @@ class MIHIndex:
             if (pend_ids.dtype != np.int64 or pend_ids.ndim != 1 or pend_cols.dtype != np.uint64
                     or pend_cols.shape != (words, len(pend_ids))):
                 raise ValueError("pending arrays malformed")
-            if _has_duplicates(np.concatenate([s.ids[s.alive] for s in segs] + [pend_ids])):
+            if has_duplicates(np.concatenate([s.ids[s.alive] for s in segs] + [pend_ids])):
                 raise ValueError("duplicate ids")
         except (ValueError, TypeError, IndexError) as e:
             raise SnapshotError(f"snapshot is inconsistent: {e}") from e
         index._main, index._delta = segs
-        index._pend_ids, index._pend_cols = pend_ids, pend_cols
+        index._pending = PendingCodes(words, pend_ids, pend_cols)
         return index
 
     @staticmethod
-    def _load_segment(a: dict[str, np.ndarray], name: str, words: int, m: int) -> _Segment:
+    def _load_segment(a: dict[str, npt.NDArray[Any]], name: str, words: int, m: int) -> _Segment:
         cols, ids, alive = a[f"{name}_cols"], a[f"{name}_ids"], a[f"{name}_alive"]
         offsets, order = a[f"{name}_offsets"], a[f"{name}_order"]
         n = len(ids)
@@ -782,21 +775,7 @@ class MIHIndex:
 
 # -- snapshot files ---------------------------------------------------------------------
 
-def _has_duplicates(ids: IntArray) -> bool:
-    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):  # the common case: built in id order
-        return False
-    s = np.sort(ids)
-    return bool(np.any(s[1:] == s[:-1]))
-
-
-def _dedupe(ids: IntArray, codes: CodeArray) -> tuple[IntArray, CodeArray]:
-    """:func:`_dedupe_last`, skipping its sort when ids are already increasing."""
-    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
-        return ids, codes
-    return _dedupe_last(ids, codes)
-
-
-def _checksum(arrays: dict[str, np.ndarray]) -> npt.NDArray[np.uint8]:
+def _checksum(arrays: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.uint8]:
     h = hashlib.sha256()
     for key in sorted(arrays):
         a = np.ascontiguousarray(arrays[key])
@@ -805,11 +784,11 @@ def _checksum(arrays: dict[str, np.ndarray]) -> npt.NDArray[np.uint8]:
     return np.frombuffer(h.digest(), dtype=np.uint8)
 
 
-def _save_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], *, prefix: str) -> None:
-    _atomic_savez(path, dict(arrays, checksum=_checksum(arrays)), prefix=prefix)
+def _save_npz(path: str | os.PathLike[str], arrays: dict[str, npt.NDArray[Any]], *, prefix: str) -> None:
+    atomic_savez(path, dict(arrays, checksum=_checksum(arrays)), prefix=prefix)
 
 
-def _load_npz(path: str | os.PathLike[str], keys: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+def _load_npz(path: str | os.PathLike[str], keys: tuple[str, ...], what: str) -> dict[str, npt.NDArray[Any]]:
     try:
         with np.load(path, allow_pickle=False) as z:
             if set(z.files) != {*keys, "checksum"}:
@@ -850,11 +829,11 @@ class FaissBinaryIndex:
 
     @classmethod
     def build(cls, codes: Any, ids: Any) -> FaissBinaryIndex:
-        c, i = _as_codes(codes), _as_ids(ids)
+        c, i = as_codes(codes), as_ids(ids)
         if len(c) != len(i):
             raise ValueError(f"{len(c)} codes but {len(i)} ids")
         index = cls(words=c.shape[1])
-        i, c = _dedupe(i, c)
+        i, c = dedupe_last(i, c)
         index._index.add_with_ids(index._bytes(c), i)
         return index
 
@@ -864,15 +843,15 @@ class FaissBinaryIndex:
         return np.ascontiguousarray(codes).view(np.uint8).reshape(-1, 8 * self.words)
 
     def add(self, ids: Any, codes: Any) -> None:
-        i, c = _as_ids(ids), _as_codes(codes, self.words)
+        i, c = as_ids(ids), as_codes(codes, self.words)
         if len(i) != len(c):
             raise ValueError(f"{len(i)} ids but {len(c)} codes")
-        i, c = _dedupe(i, c)
+        i, c = dedupe_last(i, c)
         self.remove(i)
         self._index.add_with_ids(self._bytes(c), i)
 
     def remove(self, ids: Any) -> None:
-        i = np.unique(_as_ids(ids))
+        i = np.unique(as_ids(ids))
         if len(i) and len(self):
             self._index.remove_ids(i)
 
@@ -885,7 +864,7 @@ class FaissBinaryIndex:
         return np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
 
     def __contains__(self, id_: object) -> bool:
-        i = _as_id_array(id_)
+        i = as_id_array(id_)
         return i is not None and bool(np.any(self.ids() == i[0]))
 
     def _range(self, q: CodeArray, radius: int) -> tuple[IntArray, IntArray]:
@@ -894,19 +873,19 @@ class FaissBinaryIndex:
         return ids.astype(np.int64), dist.astype(np.int64)
 
     def query_radius(self, code: Any, radius: int) -> list[tuple[int, int]]:
-        q = _as_query(code, self.words)
+        q = as_query(code, self.words)
         radius = min(math.floor(radius), 64 * self.words)
         if radius < 0 or not len(self):
             return []
-        return _pairs(*self._range(q, radius))
+        return ranked_pairs(*self._range(q, radius))
 
     def query_knn(self, code: Any, k: int) -> list[tuple[int, int]]:
-        q = _as_query(code, self.words)
+        q = as_query(code, self.words)
         k = min(int(k), len(self))
         if k <= 0:
             return []
         dist, _ = self._index.search(self._bytes(q[None, :]), k)
-        return _pairs(*self._range(q, int(dist[0, k - 1])), k)
+        return ranked_pairs(*self._range(q, int(dist[0, k - 1])), k)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         import faiss

@@ -1,4 +1,4 @@
-"""The matching cascade, in order of cost (DESIGN.md §4), over pluggable parts.
+"""The matching cascade, in order of cost (docs/matching.md), over pluggable parts.
 
 A ``Matcher`` gathers candidates from every stage it has — exact digests,
 pHash and PDQ with the eight flip/rotation variants of the query, CNN
@@ -8,7 +8,7 @@ through geometric verification, which confirms a modified copy and localises
 it; an embedding that is only close makes ``similar``.
 
 It knows nothing of Django: references come through a ``ReferenceStore``
-(STYLE.md habit 6), which the service implements over the database and the
+(docs/coding-habits.md, "Matching behind small interfaces"), which the service implements over the database and the
 benchmark over memory.
 """
 from __future__ import annotations
@@ -23,28 +23,42 @@ from typing import Any, Protocol
 from matching.core.cascade import (
     EXACT, MODIFIED_COPY, NEAR_DUPLICATE, NONE, POSITIVE_VERDICTS, SIMILAR, VERDICT_ORDER,
 )
+from matching.core.hamming import pdq_words
 from matching.core.loading import LoadedImage
 
+# The calibrated thresholds and how they were measured: the one place their values are written
+# (docs/matching.md). The ``Thresholds`` defaults below read them; settings only override them.
 THRESHOLDS_FILE = Path(__file__).with_name("thresholds.json")
+
+
+def _calibrated(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    values: dict[str, Any] = data.get("thresholds", data)
+    return values
+
+
+_CALIBRATED = _calibrated()
 PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER = "auto", "always", "never"
 PARTIAL_MODES = (PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER)
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Decision thresholds; calibrated values live in ``thresholds.json`` (see docs/benchmarks.md)."""
+    """Decision thresholds; the calibrated ones come from ``thresholds.json`` (docs/matching.md)."""
 
-    phash_near_duplicate: int = 8       # Hamming bits, query as given
-    pdq_near_duplicate: int = 31        # Hamming bits, query as given
-    pdq_variant_copy: int = 31          # a flip/rotation variant this close is a modified copy
+    phash_near_duplicate: int = _CALIBRATED["phash_near_duplicate"]  # Hamming bits, query as given
+    pdq_near_duplicate: int = _CALIBRATED["pdq_near_duplicate"]      # Hamming bits, query as given
+    # A flip/rotation variant this close is a modified copy.
+    pdq_variant_copy: int = _CALIBRATED["pdq_variant_copy"]
     # Radii searched for candidates. No wider than the hashes can decide at (pHash 10 is the
     # original design's match rule, PDQ 48 the near-duplicate threshold): at 1M protected
     # images, pHash 16 / PDQ 63 turned every query into hundreds of chance candidates and a
     # 72 ms hash stage (python -m bench.check), and the CNN finds the rest.
     phash_candidate: int = 10
+    # (Without the CNN, HASHES_ONLY_PHASH_CANDIDATE below.)
     pdq_candidate: int = 48
-    min_inliers: int = 15               # geometric verification must find at least this many
-    cnn_similar: float = 0.80           # cosine at or above: ``similar`` when not verified
+    min_inliers: int = _CALIBRATED["min_inliers"]  # geometric verification must find at least this many
+    cnn_similar: float = _CALIBRATED["cnn_similar"]  # cosine at or above: ``similar`` when not verified
     cnn_candidate: float = 0.35         # cosine below: not worth verifying
     verify_top: int = 6                 # candidates sent to geometric verification
 
@@ -60,16 +74,23 @@ class Thresholds:
         return replace(self, **changes) if changes else self
 
     @classmethod
-    def load(cls, path: Path | None = None, **env_overrides: Any) -> "Thresholds":
-        """Calibrated values from the JSON file, then explicit overrides (settings)."""
+    def load(cls, path: Path | None = None, *, cnn: bool = True, **overrides: Any) -> "Thresholds":
+        """The defaults (the calibrated ``thresholds.json``), or the values of another thresholds
+        file at ``path``; without the CNN the wider ``HASHES_ONLY_PHASH_CANDIDATE``; then the
+        overrides that are not None (settings)."""
         values: dict[str, Any] = {}
-        file = path or THRESHOLDS_FILE
-        if file.exists():
-            data = json.loads(file.read_text())
+        if path is not None and path.exists():
             known = {f.name for f in fields(cls)}
-            values.update({k: v for k, v in data.get("thresholds", data).items() if k in known})
-        values.update({k: v for k, v in env_overrides.items() if v is not None})
+            values.update({k: v for k, v in _calibrated(path).items() if k in known})
+        if not cnn:
+            values["phash_candidate"] = HASHES_ONLY_PHASH_CANDIDATE
+        values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+# pHash radius without the CNN: the hashes are then the only net for modified copies, so it is
+# cast wider than the default radius (which assumes the CNN finds what lies further out).
+HASHES_ONLY_PHASH_CANDIDATE = 16
 
 
 @dataclass(frozen=True)
@@ -620,16 +641,6 @@ class IndexedReferences:
         if self.vectors is not None:
             out.vectors = VectorIndex.build(self.ids, self.vectors)
         return out
-
-
-def pdq_words(hex_codes: Collection[str]) -> Any:
-    """256-bit PDQ codes (64 hex digits each) as ``(n, 4)`` uint64, big-endian words (the hash
-    indexes' layout)."""
-    import numpy as np
-
-    if not hex_codes:
-        return np.zeros((0, 4), np.uint64)
-    return np.frombuffer(bytes.fromhex("".join(hex_codes)), dtype=">u8").astype(np.uint64).reshape(-1, 4)
 
 
 def index_references(refs: list[tuple[int, Any]], *, embedder: Any | None = None) -> IndexedReferences:

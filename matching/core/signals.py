@@ -103,7 +103,7 @@ def _grey(image: Image.Image) -> Image.Image:
 def _phash_pixels(grey: Image.Image) -> npt.NDArray[np.float64]:
     """imagehash's input: LANCZOS 32x32 of the greyscale image."""
     size = _HASH_SIZE * _HIGHFREQ_FACTOR
-    return np.asarray(grey.resize((size, size), Image.LANCZOS), dtype=np.float64)
+    return np.asarray(grey.resize((size, size), Image.Resampling.LANCZOS), dtype=np.float64)
 
 
 def _phash_bits(pixels: npt.NDArray[np.float64]) -> int:
@@ -184,7 +184,7 @@ def _pdq_input(grey: Image.Image) -> npt.NDArray[np.uint8]:
     """
     # reducing_gap: an integer box reduction first, then bilinear; 35% faster
     # on large photos and the same hashes (measured).
-    small = np.asarray(grey.resize((PDQ_SIDE, PDQ_SIDE), Image.BILINEAR, reducing_gap=1.0))
+    small = np.asarray(grey.resize((PDQ_SIDE, PDQ_SIDE), Image.Resampling.BILINEAR, reducing_gap=1.0))
     return np.repeat(small[:, :, None], 3, axis=2)
 
 

@@ -33,7 +33,7 @@ tombstone positions) holding the SHA-256 of the index file, the live count,
 the last id added and a generation number bumped by every change.
 :func:`read_checkpoint` reads only that small file, so a worker can tell that
 its snapshot is current without loading (or rebuilding) anything. Any damage
-raises :class:`~matching.core.vptree.SnapshotError`.
+raises :class:`~matching.core.snapshots.SnapshotError`.
 
 FAISS is imported lazily. Threads are FAISS's process-wide OpenMP setting,
 left alone here; the figures in docs/training/vectorindex.md are for
@@ -44,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,7 +52,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .vptree import SnapshotError
+from .snapshots import SnapshotError, atomic_savez, atomic_write
 
 __all__ = [
     "DEAD_SHARE",
@@ -496,31 +495,23 @@ class VectorIndex:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        digest = ""
+
+        def write_index(tmp: str) -> None:
+            nonlocal digest
             faiss.write_index(self._index, tmp)
-            os.chmod(tmp, 0o644)
             digest = _file_sha256(Path(tmp))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        # Not fsynced (as before): a lost snapshot is rebuilt from the database.
+        atomic_write(path, write_index, prefix=f".{path.name}.", mode=0o644, durable=False)
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "sha256": digest, **asdict(self.checkpoint),
                 "stored": int(self._index.ntotal), "hnsw_threshold": self.hnsw_threshold, "m": self.m,
                 "ef_search": self.ef_search, "ef_construction": self.ef_construction,
                 "structure": self.structure, "nprobe": self.nprobe, "trained_count": self._trained_count}
         ckpt = _checkpoint_path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{ckpt.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, meta=np.array(json.dumps(meta, sort_keys=True)),
-                         dead=np.flatnonzero(self._dead).astype(np.int64))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, ckpt)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_savez(ckpt, {"meta": np.array(json.dumps(meta, sort_keys=True)),
+                            "dead": np.flatnonzero(self._dead).astype(np.int64)},
+                     prefix=f".{ckpt.name}.", mode=0o644, durable=False)
         return self.checkpoint
 
     @classmethod

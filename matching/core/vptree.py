@@ -32,16 +32,29 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from array import array
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .hamming import (
+    CodeArray,
+    IntArray,
+    PendingCodes,
+    as_codes,
+    as_id_array,
+    as_ids,
+    as_query,
+    checked_entries,
+    dedupe_last,
+    distances,
+    ranked_pairs,
+)
+from .snapshots import SnapshotError, atomic_savez
+
 __all__ = [
     "FORMAT_VERSION",
-    "SnapshotError",
     "VPTree",
     "brute_force_knn",
     "brute_force_radius",
@@ -61,7 +74,6 @@ _MIN_EVIDENCE_DEPTH = 3
 _GIVE_UP_AFTER = 8
 # Leaves explored greedily to seed the k-NN bound before the exact pass.
 _KNN_BEAM = 8
-_BLOCK = 1 << 16  # codes per popcount block: xor temporaries stay in L2
 _PENDING_MIN = 1024
 _PENDING_SHARE = 0.05
 _DEAD_SHARE = 0.20
@@ -71,98 +83,6 @@ _SNAPSHOT_KEYS = (
     "pend_ids", "pend_cols",
 )
 
-IntArray = npt.NDArray[np.int64]
-CodeArray = npt.NDArray[np.uint64]
-
-
-class SnapshotError(Exception):
-    """A snapshot file is missing, truncated, corrupt or of another format version."""
-
-
-# -- conversions ---------------------------------------------------------------
-
-def _as_codes(codes: Any, words: int | None = None) -> CodeArray:
-    """Codes as a C-contiguous (n, W) uint64 array.
-
-    int64 input is reinterpreted bit for bit (databases store 64-bit hashes
-    as signed bigint); other integer types must be non-negative.
-    """
-    if isinstance(codes, np.ndarray):
-        a = codes
-        if a.dtype == np.int64:
-            a = a.view(np.uint64)
-        elif a.dtype != np.uint64:
-            if a.dtype.kind not in "ui" or (a.size and a.min() < 0):
-                raise TypeError(f"codes must be unsigned 64-bit integers, got {a.dtype}")
-            a = a.astype(np.uint64)
-    else:
-        a = np.array(codes, dtype=np.uint64)  # raises on negative / too large ints
-    if a.ndim == 1:
-        a = a.reshape(-1, 1)
-    if a.ndim != 2 or (words is not None and a.shape[1] != words):
-        raise ValueError(f"codes must have shape (n, {words or 'W'}), got {a.shape}")
-    return np.ascontiguousarray(a)
-
-
-def _as_ids(ids: Any) -> IntArray:
-    a = np.asarray(ids)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    if a.ndim != 1 or (a.size and a.dtype.kind not in "ui"):
-        raise TypeError(f"ids must be a 1-D integer array, got {a.dtype} {a.shape}")
-    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
-        raise ValueError("ids must fit in int64")
-    return a.astype(np.int64)
-
-
-def _as_id_array(id_: object) -> IntArray | None:
-    """``id_`` as a one-element int64 array, or None when it cannot be an id (not an integer,
-    a bool, or outside int64): membership tests answer False for those."""
-    if not isinstance(id_, (int, np.integer)) or isinstance(id_, bool):
-        return None
-    if not -(2**63) <= int(id_) < 2**63:
-        return None
-    return np.array([id_], dtype=np.int64)
-
-
-def _as_query(code: Any, words: int) -> CodeArray:
-    """One code as (W,) uint64: a Python/numpy int (negative = two's complement) or W words."""
-    if isinstance(code, (int, np.integer)) and not isinstance(code, bool):
-        bits = 64 * words
-        v = int(code)
-        if v < 0 and v >= -(1 << (bits - 1)):
-            v += 1 << bits
-        if not 0 <= v < (1 << bits):
-            raise ValueError(f"code does not fit in {bits} bits: {code}")
-        mask = (1 << 64) - 1
-        return np.array([(v >> (64 * (words - 1 - i))) & mask for i in range(words)], dtype=np.uint64)
-    a = code if isinstance(code, np.ndarray) else np.array(code, dtype=np.uint64)
-    a = _as_codes(a.reshape(1, -1) if a.ndim <= 1 else a, words)
-    if a.shape[0] != 1:
-        raise ValueError(f"expected one code of {words} words, got shape {a.shape}")
-    return a[0]
-
-
-def _dist(cols: CodeArray, q: CodeArray) -> npt.NDArray[np.integer[Any]]:
-    """Hamming distances between word-major codes (W, m) and one code (W,).
-
-    uint8 for one word, uint16 beyond (4 words can differ in 256 bits). Long
-    inputs go in cache-sized blocks: the xor temporary of a 10M-code scan
-    would otherwise stream 80 MB through memory (measured ~2.5x slower).
-    """
-    words, m = cols.shape
-    out = np.empty(m, dtype=np.uint8 if words == 1 else np.uint16)
-    for s in range(0, m, _BLOCK):
-        block, dst = cols[:, s:s + _BLOCK], out[s:s + _BLOCK]
-        np.bitwise_count(np.bitwise_xor(block[0], q[0]), out=dst, casting="unsafe")
-        for w in range(1, words):
-            dst += np.bitwise_count(np.bitwise_xor(block[w], q[w]))
-    return out
-
-
-def _pairs(ids: IntArray, dists: npt.NDArray[Any], k: int | None = None) -> list[tuple[int, int]]:
-    order = np.lexsort((ids, dists))[:k]
-    return list(zip(ids[order].tolist(), dists[order].tolist()))
 
 
 def _ranges(starts: IntArray, ends: IntArray) -> IntArray:
@@ -173,41 +93,30 @@ def _ranges(starts: IntArray, ends: IntArray) -> IntArray:
     return shift + np.arange(total, dtype=np.int64)
 
 
-def _dedupe_last(ids: IntArray, codes: CodeArray) -> tuple[IntArray, CodeArray]:
-    """Keep the last occurrence of each id (later writes win, as with add)."""
-    if len(ids) < 2:
-        return ids, codes
-    rev_unique, rev_first = np.unique(ids[::-1], return_index=True)
-    if len(rev_unique) == len(ids):
-        return ids, codes
-    keep = np.sort(len(ids) - 1 - rev_first)
-    return ids[keep], codes[keep]
-
-
 # -- brute force (the reference the tree must equal) --------------------------
 
 def brute_force_radius(codes: Any, ids: Any, code: Any, radius: int) -> list[tuple[int, int]]:
     """All (id, distance) with distance <= radius, sorted by (distance, id)."""
-    c, i = _as_codes(codes), _as_ids(ids)
-    d = np.bitwise_count(np.bitwise_xor(c, _as_query(code, c.shape[1]))).sum(axis=1)
+    c, i = as_codes(codes), as_ids(ids)
+    d = np.bitwise_count(np.bitwise_xor(c, as_query(code, c.shape[1]))).sum(axis=1)
     sel = d <= radius
-    return _pairs(i[sel], d[sel])
+    return ranked_pairs(i[sel], d[sel])
 
 
 def brute_force_knn(codes: Any, ids: Any, code: Any, k: int) -> list[tuple[int, int]]:
     """The k nearest (id, distance), sorted by (distance, id): ties go to smaller ids."""
-    c, i = _as_codes(codes), _as_ids(ids)
-    d = np.bitwise_count(np.bitwise_xor(c, _as_query(code, c.shape[1]))).sum(axis=1)
+    c, i = as_codes(codes), as_ids(ids)
+    d = np.bitwise_count(np.bitwise_xor(c, as_query(code, c.shape[1]))).sum(axis=1)
     k = max(int(k), 0)
     if 0 < k < len(d):  # only the candidates up to the k-th distance need sorting
         sel = d <= np.partition(d, k - 1)[k - 1]
         i, d = i[sel], d[sel]
-    return _pairs(i, d, k)
+    return ranked_pairs(i, d, k)
 
 
 # -- the tree --------------------------------------------------------------------
 
-def _build_arrays(cols: CodeArray, ids: IntArray, leaf_size: int) -> dict[str, np.ndarray]:
+def _build_arrays(cols: CodeArray, ids: IntArray, leaf_size: int) -> dict[str, npt.NDArray[Any]]:
     """Median-split VP-tree over word-major ``cols``; iterative, permutes copies.
 
     Node fields grow in typed ``array('q')`` buffers (no Python object per
@@ -230,7 +139,7 @@ def _build_arrays(cols: CodeArray, ids: IntArray, leaf_size: int) -> dict[str, n
         v = s + int(rng.integers(e - s))
         cols[:, [s, v]] = cols[:, [v, s]]
         ids[[s, v]] = ids[[v, s]]
-        d = _dist(cols[:, s + 1:e], cols[:, s])
+        d = distances(cols[:, s + 1:e], cols[:, s])
         half = (e - s - 1) // 2  # >= 1 because leaf_size >= 2
         order = np.argpartition(d, half)
         cols[:, s + 1:e] = cols[:, s + 1:e][:, order]
@@ -257,39 +166,6 @@ def _build_arrays(cols: CodeArray, ids: IntArray, leaf_size: int) -> dict[str, n
     }
 
 
-def _atomic_savez(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], *, prefix: str) -> None:
-    """Write ``arrays`` as one .npz that replaces ``path`` atomically (temp file, fsync, rename)."""
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=prefix, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # a file object: numpy adds no ".npz" suffix
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(os.path.dirname(path) or ".")
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _fsync_dir(path: str) -> None:
-    """Make a rename durable (POSIX); harmless where directories cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class VPTree:
     """Exact radius and k-NN search under Hamming distance, with updates and snapshots.
 
@@ -309,24 +185,23 @@ class VPTree:
         empty_cols = np.empty((self.words, 0), dtype=np.uint64)
         self._set_tree(_build_arrays(empty_cols, empty_ids, self.leaf_size),
                        np.ones(0, dtype=bool))
-        self._pend_ids = empty_ids
-        self._pend_cols = empty_cols
+        self._pending = PendingCodes(self.words)
 
     # construction ---------------------------------------------------------------
 
     @classmethod
-    def build(cls, codes: np.ndarray, ids: np.ndarray, *, leaf_size: int = 64) -> VPTree:
+    def build(cls, codes: npt.NDArray[Any], ids: npt.NDArray[Any], *, leaf_size: int = 64) -> VPTree:
         """A tree over ``codes`` (n, W) or (n,) for W=1; a repeated id keeps its last code."""
-        c, i = _as_codes(codes), _as_ids(ids)
+        c, i = as_codes(codes), as_ids(ids)
         if len(c) != len(i):
             raise ValueError(f"{len(c)} codes but {len(i)} ids")
         tree = cls(words=c.shape[1], leaf_size=leaf_size)
-        i, c = _dedupe_last(i, c)
+        i, c = dedupe_last(i, c)
         tree._set_tree(_build_arrays(np.ascontiguousarray(c.T), i, tree.leaf_size),
                        np.ones(len(i), dtype=bool))
         return tree
 
-    def _set_tree(self, arrays: dict[str, np.ndarray], alive: npt.NDArray[np.bool_]) -> None:
+    def _set_tree(self, arrays: dict[str, npt.NDArray[Any]], alive: npt.NDArray[np.bool_]) -> None:
         self._cols: CodeArray = arrays["cols"]
         self._ids: IntArray = arrays["ids"]
         self._start: IntArray = arrays["start"]
@@ -348,11 +223,10 @@ class VPTree:
 
     def _rebuild(self) -> None:
         alive = self._alive
-        ids = np.concatenate((self._ids[alive], self._pend_ids))
-        cols = np.concatenate((self._cols[:, alive], self._pend_cols), axis=1)
+        ids = np.concatenate((self._ids[alive], self._pending.ids))
+        cols = np.concatenate((self._cols[:, alive], self._pending.cols), axis=1)
         self._set_tree(_build_arrays(cols, ids, self.leaf_size), np.ones(len(ids), dtype=bool))
-        self._pend_ids = np.empty(0, dtype=np.int64)
-        self._pend_cols = np.empty((self.words, 0), dtype=np.uint64)
+        self._pending.clear()
 
     # updates ------------------------------------------------------------------------
 
@@ -369,9 +243,7 @@ class VPTree:
         pos = pos[self._alive[pos]]
         self._alive[pos] = False
         self._n_dead += len(pos)
-        if len(self._pend_ids):
-            keep = ~np.isin(self._pend_ids, ids)
-            self._pend_ids, self._pend_cols = self._pend_ids[keep], self._pend_cols[:, keep]
+        self._pending.discard(ids)
 
     def add(self, ids: Any, codes: Any) -> None:
         """Insert or replace codes; searchable immediately (pending buffer).
@@ -379,56 +251,52 @@ class VPTree:
         When pending items exceed max(1024, 5% of the size), or tombstones 20%
         of the tree, the call rebuilds the tree: O(n log n), ~0.6 s at 1M codes.
         """
-        i, c = _as_ids(ids), _as_codes(codes, self.words)
-        if len(i) != len(c):
-            raise ValueError(f"{len(i)} ids but {len(c)} codes")
-        i, c = _dedupe_last(i, c)
+        i, c = checked_entries(ids, codes, self.words)
         self._forget(i)
-        self._pend_ids = np.concatenate((self._pend_ids, i))
-        self._pend_cols = np.concatenate((self._pend_cols, c.T), axis=1)
-        if (len(self._pend_ids) > max(_PENDING_MIN, _PENDING_SHARE * len(self))
+        self._pending.append(i, c)
+        if (len(self._pending) > max(_PENDING_MIN, _PENDING_SHARE * len(self))
                 or self._n_dead > _DEAD_SHARE * len(self._ids)):
             self._rebuild()
 
     def remove(self, ids: Any) -> None:
         """Delete ids (tombstones; rebuilt past 20% of the tree); unknown ids are ignored."""
-        self._forget(_as_ids(ids))
+        self._forget(as_ids(ids))
         if self._n_dead > _DEAD_SHARE * len(self._ids):
             self._rebuild()
 
     # introspection -------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._ids) - self._n_dead + len(self._pend_ids)
+        return len(self._ids) - self._n_dead + len(self._pending)
 
     def __contains__(self, id_: object) -> bool:
-        i = _as_id_array(id_)
+        i = as_id_array(id_)
         if i is None:
             return False
-        if np.any(self._pend_ids == i[0]):
+        if i[0] in self._pending:
             return True
         pos = self._tree_positions(i)
         return bool(len(pos) and self._alive[pos[0]])
 
     def ids(self) -> IntArray:
         """All stored ids, ascending."""
-        return np.sort(np.concatenate((self._ids[self._alive], self._pend_ids)))
+        return np.sort(np.concatenate((self._ids[self._alive], self._pending.ids)))
 
     # queries ---------------------------------------------------------------------------
 
     def query_radius(self, code: Any, radius: int) -> list[tuple[int, int]]:
         """All (id, distance) with distance <= radius, sorted by (distance, id)."""
-        q = _as_query(code, self.words)
+        q = as_query(code, self.words)
         radius = min(math.floor(radius), 64 * self.words)  # distances are integers
         if radius < 0:
             return []
         ids, d = self._search(q, radius)
-        return _pairs(ids, d)
+        return ranked_pairs(ids, d)
 
     def query_knn(self, code: Any, k: int) -> list[tuple[int, int]]:
         """The k nearest (id, distance), sorted by (distance, id); ties at the
         k-th distance go to the smaller ids, so the answer is unique."""
-        q = _as_query(code, self.words)
+        q = as_query(code, self.words)
         k = min(int(k), len(self))
         if k <= 0:
             return []
@@ -444,11 +312,11 @@ class VPTree:
             kth = int(np.searchsorted(np.cumsum(np.bincount(d)), k))
             sel = d <= kth
             ids, d = ids[sel], d[sel]
-        return _pairs(ids, d, k)
+        return ranked_pairs(ids, d, k)
 
     def _knn_scan(self, q: CodeArray, k: int) -> tuple[IntArray, npt.NDArray[Any]]:
         """Exhaustive k-NN candidates: every live item up to the k-th distance (ties included)."""
-        d, pd = _dist(self._cols, q), _dist(self._pend_cols, q)
+        d, pd = distances(self._cols, q), distances(self._pending.cols, q)
         bins = 64 * self.words + 1
         counts = np.bincount(d[self._alive] if self._n_dead else d, minlength=bins)
         kth = int(np.searchsorted(np.cumsum(counts + np.bincount(pd, minlength=bins)), k))
@@ -456,7 +324,7 @@ class VPTree:
         if self._n_dead:
             pos = pos[self._alive[pos]]
         psel = np.flatnonzero(pd <= kth)
-        return (np.concatenate((self._ids[pos], self._pend_ids[psel])),
+        return (np.concatenate((self._ids[pos], self._pending.ids[psel])),
                 np.concatenate((d[pos], pd[psel])))
 
     def _search(self, q: CodeArray, radius: int) -> tuple[IntArray, npt.NDArray[Any]]:
@@ -466,10 +334,10 @@ class VPTree:
             live = self._alive[pos]
             pos, d = pos[live], d[live]
         ids = self._ids[pos]
-        if len(self._pend_ids):
-            pd = _dist(self._pend_cols, q)
+        if len(self._pending.ids):
+            pd = distances(self._pending.cols, q)
             sel = pd <= radius
-            ids, d = np.concatenate((ids, self._pend_ids[sel])), np.concatenate((d, pd[sel]))
+            ids, d = np.concatenate((ids, self._pending.ids[sel])), np.concatenate((d, pd[sel]))
         return ids, d
 
     def _walk_pays(self, n: int) -> bool:
@@ -481,7 +349,7 @@ class VPTree:
         return max(0, int(np.ceil(np.log2(max(size, 1.0) / self.leaf_size))))
 
     def _full_scan(self, q: CodeArray, radius: int) -> tuple[IntArray, npt.NDArray[Any]]:
-        d = _dist(self._cols, q)
+        d = distances(self._cols, q)
         pos = np.flatnonzero(d <= radius)
         return pos, d[pos]
 
@@ -509,7 +377,7 @@ class VPTree:
                 if not len(front):
                     break
             vpos = self._start[front]
-            dq = _dist(self._cols[:, vpos], q).astype(np.int64)
+            dq = distances(self._cols[:, vpos], q).astype(np.int64)
             hit = dq <= radius
             if hit.any():
                 hit_pos.append(vpos[hit])
@@ -533,7 +401,7 @@ class VPTree:
         self._gave_up.pop(radius, None)
         if leaf_s:
             idx = _ranges(np.concatenate(leaf_s), np.concatenate(leaf_e))
-            d = _dist(self._cols[:, idx], q)
+            d = distances(self._cols[:, idx], q)
             sel = d <= radius
             hit_pos.append(idx[sel])
             hit_d.append(d[sel].astype(np.int64))
@@ -545,8 +413,8 @@ class VPTree:
         """An upper bound on the k-th nearest distance: the k-th best of the
         pending items plus a greedy beam descent to a few promising leaves."""
         found: list[npt.NDArray[Any]] = []
-        if len(self._pend_ids):
-            found.append(_dist(self._pend_cols, q).astype(np.int64))
+        if len(self._pending.ids):
+            found.append(distances(self._pending.cols, q).astype(np.int64))
         if len(self._ids):
             front = np.zeros(1, dtype=np.int64)
             lower = np.zeros(1, dtype=np.int64)
@@ -556,12 +424,12 @@ class VPTree:
                 if leaf.any():
                     idx = _ranges(self._start[front[leaf]], self._end[front[leaf]])
                     idx = idx[self._alive[idx]]
-                    found.append(_dist(self._cols[:, idx], q).astype(np.int64))
+                    found.append(distances(self._cols[:, idx], q).astype(np.int64))
                     front, ch, lower = front[~leaf], ch[~leaf], lower[~leaf]
                     if not len(front):
                         break
                 vpos = self._start[front]
-                dq = _dist(self._cols[:, vpos], q).astype(np.int64)
+                dq = distances(self._cols[:, vpos], q).astype(np.int64)
                 found.append(dq[self._alive[vpos]])
                 dq = dq[:, None]
                 # Smallest distance any item of the child can have to q.
@@ -579,17 +447,17 @@ class VPTree:
 
     # snapshots -------------------------------------------------------------------------
 
-    def _arrays(self) -> dict[str, np.ndarray]:
+    def _arrays(self) -> dict[str, npt.NDArray[Any]]:
         return {
             "meta": np.array([FORMAT_VERSION, self.words, self.leaf_size], dtype=np.int64),
             "cols": self._cols, "ids": self._ids, "alive": self._alive,
             "start": self._start, "end": self._end, "child": self._child,
             "clo": self._clo, "chi": self._chi,
-            "pend_ids": self._pend_ids, "pend_cols": self._pend_cols,
+            "pend_ids": self._pending.ids, "pend_cols": self._pending.cols,
         }
 
     @staticmethod
-    def _checksum(arrays: dict[str, np.ndarray]) -> npt.NDArray[np.uint8]:
+    def _checksum(arrays: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.uint8]:
         h = hashlib.sha256()
         for key in _SNAPSHOT_KEYS:
             a = np.ascontiguousarray(arrays[key])
@@ -605,7 +473,7 @@ class VPTree:
         """
         arrays = self._arrays()
         arrays["checksum"] = self._checksum(arrays)
-        _atomic_savez(path, arrays, prefix=".vptree-")
+        atomic_savez(path, arrays, prefix=".vptree-")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> VPTree:
@@ -629,11 +497,11 @@ class VPTree:
         except (ValueError, TypeError) as e:
             raise SnapshotError(f"snapshot is inconsistent: {e}") from e
         tree._set_tree(arrays, arrays["alive"].copy())
-        tree._pend_ids, tree._pend_cols = arrays["pend_ids"], arrays["pend_cols"]
+        tree._pending = PendingCodes(words, arrays["pend_ids"], arrays["pend_cols"])
         return tree
 
     @staticmethod
-    def _validate(a: dict[str, np.ndarray], words: int) -> None:
+    def _validate(a: dict[str, npt.NDArray[Any]], words: int) -> None:
         """Shape and dtype checks, so a well-checksummed file from a buggy writer
         fails here rather than as an IndexError inside a query."""
         n, nodes = len(a["ids"]), len(a["start"])

@@ -6,11 +6,14 @@ Importing this package does not import TensorFlow; the first
 """
 
 from .backbone import classify, load_backbone, pooled_features, preprocess
+from .config import CnnConfig, configure
 from .weights import WeightsError, convert_checkpoint, default_weights_path
 
 __all__ = [
+    "CnnConfig",
     "WeightsError",
     "classify",
+    "configure",
     "convert_checkpoint",
     "default_weights_path",
     "load_backbone",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .efficientnet_lite import FEATURE_CHANNELS, INPUT_SHAPE, NUM_CLASSES
 from .weights import WeightsError, convert_checkpoint, default_weights_path, read_weights
@@ -29,16 +30,16 @@ DEFAULT_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
-class _Loaded:
+class Loaded:
     model: "keras.Model"
-    run: Callable[[np.ndarray], Any]  # batch (n, 224, 224, 3) -> pooled (n, 1280) or logits (n, 1000)
+    run: Callable[[npt.NDArray[Any]], Any]  # batch (n, 224, 224, 3) -> pooled (n, 1280) or logits (n, 1000)
 
 
 _lock = threading.Lock()
-_loaded: dict[tuple[str, bool, bool], _Loaded] = {}
+_loaded: dict[tuple[str, bool, bool], Loaded] = {}
 
 
-def _load(weights_path: str | Path | None, include_top: bool, fused: bool = True) -> _Loaded:
+def load_loaded(weights_path: str | Path | None, include_top: bool, fused: bool = True) -> Loaded:
     path = Path(weights_path) if weights_path is not None else default_weights_path()
     key = (str(path.resolve()), include_top, fused)
     loaded = _loaded.get(key)
@@ -51,7 +52,7 @@ def _load(weights_path: str | Path | None, include_top: bool, fused: bool = True
     return loaded
 
 
-def _build(path: Path, include_top: bool, fused: bool) -> _Loaded:
+def _build(path: Path, include_top: bool, fused: bool) -> Loaded:
     import tensorflow as tf
 
     from .efficientnet_lite import build_backbone, fuse_batchnorm, set_weights
@@ -69,29 +70,30 @@ def _build(path: Path, include_top: bool, fused: bool) -> _Loaded:
         raise WeightsError(f"weights file {path} does not fit EfficientNet-Lite0 ({exc}); "
                            "rebuild it with `python -m matching.core.cnn.convert`") from exc
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)])
-    def run(batch: Any) -> Any:
+    def forward(batch: Any) -> Any:
         out = model(batch, training=False)
         return out if include_top else tf.reduce_mean(out, axis=(1, 2))
 
-    return _Loaded(model=model, run=run)
+    run: Callable[[npt.NDArray[Any]], Any] = tf.function(
+        forward, input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)])
+    return Loaded(model=model, run=run)
 
 
 def load_backbone(weights_path: str | Path | None = None, include_top: bool = False, *,
                   fused: bool = True) -> "keras.Model":
     """The Keras model with ImageNet weights, built once per process and shared.
 
-    ``weights_path`` defaults to ``$IMGPROTECT_DATA_DIR/models/efficientnet_lite0_imagenet.npz``;
+    ``weights_path`` defaults to ``<data_dir>/models/efficientnet_lite0_imagenet.npz`` (``.config``);
     a missing file is converted from the installed package first. A corrupt or
     mismatched file raises ``WeightsError`` naming ``python -m matching.core.cnn.convert``.
     ``fused`` (default) folds BatchNorm into the convolutions for inference;
     ``fused=False`` returns the layer-for-layer port with its BatchNorm layers,
     for fine-tuning. The returned model is shared: do not change its weights.
     """
-    return _load(weights_path, include_top, fused).model
+    return load_loaded(weights_path, include_top, fused).model
 
 
-def preprocess(image: "Image.Image") -> np.ndarray:
+def preprocess(image: "Image.Image") -> npt.NDArray[Any]:
     """RGB, bilinear resize of the whole image to 224x224 (no crop), ``(x/255 - 0.5)/0.5``.
 
     Returns ``(224, 224, 3)`` float32. The whole frame is kept on purpose: a
@@ -103,7 +105,7 @@ def preprocess(image: "Image.Image") -> np.ndarray:
     return (np.asarray(rgb, dtype=np.float32) / 255.0 - 0.5) / 0.5
 
 
-def _batches(images: "np.ndarray | Iterable[Image.Image]", batch_size: int) -> Iterable[np.ndarray]:
+def _batches(images: "npt.NDArray[Any] | Iterable[Image.Image]", batch_size: int) -> Iterable[npt.NDArray[Any]]:
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE:
             raise ValueError(f"expected preprocessed images (n, 224, 224, 3), got {images.shape}")
@@ -111,7 +113,7 @@ def _batches(images: "np.ndarray | Iterable[Image.Image]", batch_size: int) -> I
         for start in range(0, len(batch), batch_size):
             yield batch[start : start + batch_size]
         return
-    chunk: list[np.ndarray] = []
+    chunk: list[npt.NDArray[Any]] = []
     for image in images:
         chunk.append(preprocess(image))
         if len(chunk) == batch_size:
@@ -122,15 +124,15 @@ def _batches(images: "np.ndarray | Iterable[Image.Image]", batch_size: int) -> I
 
 
 def _run(images: Any, width: int, *, include_top: bool, weights_path: str | Path | None,
-         batch_size: int) -> np.ndarray:
-    loaded = _load(weights_path, include_top)
+         batch_size: int) -> npt.NDArray[Any]:
+    loaded = load_loaded(weights_path, include_top)
     outputs = [np.asarray(loaded.run(batch)) for batch in _batches(images, batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, width), np.float32)
 
 
-def pooled_features(images: "np.ndarray | Iterable[Image.Image]", *,
+def pooled_features(images: "npt.NDArray[Any] | Iterable[Image.Image]", *,
                     weights_path: str | Path | None = None,
-                    batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+                    batch_size: int = DEFAULT_BATCH_SIZE) -> npt.NDArray[Any]:
     """``(n, 1280)`` float32: the 7x7x1280 feature map averaged over space.
 
     ``images``: PIL images (preprocessed here) or an already preprocessed
@@ -140,9 +142,9 @@ def pooled_features(images: "np.ndarray | Iterable[Image.Image]", *,
                 batch_size=batch_size)
 
 
-def classify(images: "np.ndarray | Iterable[Image.Image]", *,
+def classify(images: "npt.NDArray[Any] | Iterable[Image.Image]", *,
              weights_path: str | Path | None = None,
-             batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+             batch_size: int = DEFAULT_BATCH_SIZE) -> npt.NDArray[Any]:
     """``(n, 1000)`` float32 ImageNet logits (no softmax), same inputs as ``pooled_features``."""
     return _run(images, NUM_CLASSES, include_top=True, weights_path=weights_path,
                 batch_size=batch_size)

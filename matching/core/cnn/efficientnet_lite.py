@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -113,7 +114,7 @@ def build_backbone(include_top: bool = False, *, fused: bool = False) -> "keras.
     return keras.Model(inputs, x, name="efficientnet_lite0_fused" if fused else "efficientnet_lite0")
 
 
-def _bn(prefix: str, sd: dict[str, np.ndarray], layer: str) -> dict[str, np.ndarray]:
+def _bn(prefix: str, sd: dict[str, npt.NDArray[Any]], layer: str) -> dict[str, npt.NDArray[Any]]:
     return {
         f"{layer}/gamma": sd[f"{prefix}.weight"],
         f"{layer}/beta": sd[f"{prefix}.bias"],
@@ -122,18 +123,18 @@ def _bn(prefix: str, sd: dict[str, np.ndarray], layer: str) -> dict[str, np.ndar
     }
 
 
-def _conv(key: str, sd: dict[str, np.ndarray]) -> np.ndarray:
+def _conv(key: str, sd: dict[str, npt.NDArray[Any]]) -> npt.NDArray[Any]:
     return sd[key].transpose(2, 3, 1, 0)  # OIHW -> HWIO
 
 
-def keras_weights_from_torch(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def keras_weights_from_torch(state_dict: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
     """Map the PyTorch state dict to ``{keras variable path: array}``.
 
     Raises ``KeyError`` for a missing tensor and ``ValueError`` when a tensor
     is left over, so a checkpoint of another architecture cannot half-load.
     """
     sd = state_dict
-    out: dict[str, np.ndarray] = {"stem_conv/kernel": _conv("_conv_stem.weight", sd)}
+    out: dict[str, npt.NDArray[Any]] = {"stem_conv/kernel": _conv("_conv_stem.weight", sd)}
     out |= _bn("_bn0", sd, "stem_bn")
     used = {"_conv_stem.weight", *(f"_bn0.{s}" for s in ("weight", "bias", "running_mean", "running_var"))}
     for i, spec in enumerate(block_specs()):
@@ -161,14 +162,14 @@ def keras_weights_from_torch(state_dict: dict[str, np.ndarray]) -> dict[str, np.
     return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in out.items()}
 
 
-def fuse_batchnorm(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def fuse_batchnorm(weights: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
     """Fold each ``<x>_bn`` into the ``<x>_conv`` before it, for ``build_backbone(fused=True)``.
 
     ``y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta`` becomes a
     convolution with kernel scaled by ``s = gamma / sqrt(var + eps)`` per output
     channel and bias ``beta - mean * s``. Computed in float64, stored float32.
     """
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, npt.NDArray[Any]] = {}
     bn_layers = {name[: -len("/gamma")] for name in weights if name.endswith("_bn/gamma")}
     for bn in sorted(bn_layers):
         conv = bn[: -len("_bn")] + "_conv"
@@ -189,7 +190,7 @@ def fuse_batchnorm(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def set_weights(model: "keras.Model", weights: dict[str, np.ndarray]) -> None:
+def set_weights(model: "keras.Model", weights: dict[str, npt.NDArray[Any]]) -> None:
     """Assign every variable of ``model`` from ``weights`` (by variable path).
 
     Weights the model lacks (the classifier of a headless model) are ignored;

@@ -1,11 +1,12 @@
-"""Image -> 256-d L2-normalised embedding for copy detection (DESIGN §4 item 3).
+"""Image -> 256-d L2-normalised embedding for copy detection (docs/cnn.md, docs/matching.md).
 
 One :class:`Embedder` per process and per (backbone weights, head) pair, built
 under a lock by :func:`get_embedder`; inference is one cached ``tf.function``
 (EfficientNet-Lite0 cut at ``block15_project_conv``, then the trained head of
 :mod:`.head`). TensorFlow is imported on first use; its thread pools are set
-from ``IMGPROTECT_TF_THREADS`` (default 1: one worker process per core, the
-deployment the throughput target is stated for) before the first model is built.
+from ``CnnConfig.tf_threads`` (:mod:`.config`; default 1: one worker process per
+core, the deployment the throughput target is stated for) before the first model
+is built.
 
 Inputs are RGB PIL images of any size: the whole frame is resized to 224x224
 (``backbone.preprocess``), so a tiny image is simply upscaled. An aspect ratio
@@ -16,17 +17,19 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import ImageTooSmall
+from .config import PRECISIONS, current
 from .efficientnet_lite import INPUT_SHAPE
 from .head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, HeadWeights, head_tf, read_head
+from .weights import default_weights_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -36,11 +39,10 @@ __all__ = [
     "CROP_WINDOWS",
     "MAX_ASPECT",
     "THIRDS",
-    "PRECISION_ENV",
-    "THREADS_ENV",
     "Embedder",
     "configure_tf_threads",
     "precision",
+    "resolve_precision",
     "crop_boxes",
     "feature_maps",
     "get_embedder",
@@ -49,15 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-THREADS_ENV = "IMGPROTECT_TF_THREADS"
-# Arithmetic of the convolutions: "bfloat16" (oneDNN's mixed precision: convolutions in bfloat16,
-# accumulation and the head in float32), "float32", or "auto" (default): bfloat16 where the CPU
-# has native bfloat16 instructions (AVX512_BF16 or AMX), float32 elsewhere. On this project's
-# machine bfloat16 doubles bulk throughput (77 -> 154 images/s a core, model only) and moves an
-# embedding by a mean cosine of 0.001 (min 0.005) from float32; every figure in
-# docs/benchmarks.md section 4 was measured with it. Training and the port check run float32.
-PRECISION_ENV = "IMGPROTECT_CNN_PRECISION"
-PRECISIONS = ("auto", "bfloat16", "float32")
 MAX_ASPECT = 8.0
 DEFAULT_BATCH_SIZE = 32
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), pixels of the image given
@@ -83,18 +76,7 @@ _precision_set: str | None = None
 _lock = threading.Lock()  # guards _truncated
 _embedders_lock = threading.Lock()  # guards _embedders (held while an Embedder builds, which takes _lock)
 _embedders: dict[tuple[str, str], "Embedder"] = {}
-_truncated: dict[str, Callable[[np.ndarray], Any]] = {}
-
-
-def _threads_from_env() -> int:
-    raw = os.environ.get(THREADS_ENV, "1").strip() or "1"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
-    return value
+_truncated: dict[str, Callable[[npt.NDArray[Any]], Any]] = {}
 
 
 def _cpu_has_bfloat16() -> bool:
@@ -106,10 +88,12 @@ def _cpu_has_bfloat16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _precision_from_env(requested: str | None) -> str:
-    raw = (requested if requested is not None else os.environ.get(PRECISION_ENV, "auto")).strip().lower() or "auto"
+def resolve_precision(requested: str) -> str:
+    """``requested`` (one of ``PRECISIONS``) as the arithmetic to run: "auto" becomes
+    "bfloat16" where the CPU has native bfloat16 instructions, else "float32"."""
+    raw = requested.strip().lower() or "auto"
     if raw not in PRECISIONS:
-        raise ValueError(f"{PRECISION_ENV} must be one of {', '.join(PRECISIONS)}, got {raw!r}")
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if raw == "auto":
         return "bfloat16" if _cpu_has_bfloat16() else "float32"
     return raw
@@ -121,8 +105,8 @@ def precision() -> str | None:
 
 
 def configure_tf_threads(threads: int | None = None, *, precision: str | None = None) -> int:
-    """Fix TensorFlow's intra- and inter-op pools (``IMGPROTECT_TF_THREADS``, default 1) and the
-    convolutions' arithmetic (``IMGPROTECT_CNN_PRECISION``, see ``PRECISION_ENV``), once per process.
+    """Fix TensorFlow's intra- and inter-op pools and the convolutions' arithmetic (see
+    ``config.PRECISIONS``), once per process; ``None`` takes this process's ``CnnConfig``.
 
     Must run before TensorFlow executes its first op; when something else in
     the process got there first the pools cannot change any more, which is
@@ -134,9 +118,11 @@ def configure_tf_threads(threads: int | None = None, *, precision: str | None = 
     with _threads_lock:
         if _threads_set is not None:
             return _threads_set
-        wanted = threads if threads is not None else _threads_from_env()
-        arithmetic = _precision_from_env(precision)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        config = current()
+        wanted = threads if threads is not None else config.tf_threads
+        if wanted < 1:
+            raise ValueError(f"threads must be a positive integer, got {wanted!r}")
+        arithmetic = resolve_precision(precision if precision is not None else config.precision)
         import tensorflow as tf
 
         try:
@@ -183,7 +169,7 @@ def crop_boxes(size: tuple[int, int],
     return boxes
 
 
-def _pixels(image: "Image.Image") -> np.ndarray:
+def _pixels(image: "Image.Image") -> npt.NDArray[Any]:
     """``(224, 224, 3)`` uint8: ``backbone.preprocess`` without its float normalisation, which
     the graph does (same float32 operations, so the same values, at a quarter of the copying)."""
     from PIL import Image
@@ -196,10 +182,8 @@ def _batches(images: Sequence["Image.Image"], batch_size: int) -> Any:
         yield np.stack([_pixels(im) for im in images[start : start + batch_size]])
 
 
-def _truncated_backbone(weights_path: str | Path | None) -> Callable[[np.ndarray], Any]:
+def truncated_backbone(weights_path: str | Path | None) -> Callable[[npt.NDArray[Any]], Any]:
     """EfficientNet-Lite0 up to ``FEATURE_LAYER``: batch (n, 224, 224, 3) -> (n, 7, 7, 320)."""
-    from .weights import default_weights_path
-
     key = str(Path(weights_path or default_weights_path()).resolve())
     with _lock:
         run = _truncated.get(key)
@@ -218,9 +202,9 @@ def _truncated_backbone(weights_path: str | Path | None) -> Callable[[np.ndarray
     return run
 
 
-def feature_maps(batch: np.ndarray, *, weights_path: str | Path | None = None) -> np.ndarray:
+def feature_maps(batch: npt.NDArray[Any], *, weights_path: str | Path | None = None) -> npt.NDArray[Any]:
     """The head's input for a preprocessed batch: ``(n, 7, 7, 320)`` float32 (training uses it)."""
-    return np.asarray(_truncated_backbone(weights_path)(batch.astype(np.float32, copy=False)))
+    return np.asarray(truncated_backbone(weights_path)(batch.astype(np.float32, copy=False)))
 
 
 class Embedder:
@@ -231,19 +215,19 @@ class Embedder:
     def __init__(self, head_path: str | Path | None = None, weights_path: str | Path | None = None) -> None:
         # Read the head first: a missing or corrupt file fails before TensorFlow starts.
         self.head: HeadWeights = read_head(Path(head_path) if head_path else None)
-        cut = _truncated_backbone(weights_path)
+        cut = truncated_backbone(weights_path)
         import tensorflow as tf
 
         head = self.head
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.uint8)])
-        def run(pixels: Any) -> Any:
+        def forward(pixels: Any) -> Any:
             batch = (tf.cast(pixels, tf.float32) / 255.0 - 0.5) / 0.5  # as backbone.preprocess
             return head_tf(cut(batch), head)
 
-        self._run = run
+        self._run: Callable[[npt.NDArray[np.uint8]], Any] = tf.function(
+            forward, input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.uint8)])
 
-    def embed(self, images: Sequence["Image.Image"], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    def embed(self, images: Sequence["Image.Image"], *, batch_size: int = DEFAULT_BATCH_SIZE) -> npt.NDArray[Any]:
         """``(n, 256)`` float32, rows L2-normalised; the same image always gives the same row."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -252,13 +236,15 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32)
         vectors = np.concatenate(out)
         # Unit length in float32 whatever the graph's arithmetic (bfloat16 leaves norms ~0.3 % off).
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        unit: npt.NDArray[np.float32] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return unit
 
-    def embed_one(self, image: "Image.Image") -> np.ndarray:
+    def embed_one(self, image: "Image.Image") -> npt.NDArray[Any]:
         """``(256,)`` float32 for one image (a check's latency path)."""
-        return self.embed([image])[0]
+        row: npt.NDArray[Any] = self.embed([image])[0]
+        return row
 
-    def embed_crops(self, image: "Image.Image", *, whole: bool = True) -> tuple[list[Box], np.ndarray]:
+    def embed_crops(self, image: "Image.Image", *, whole: bool = True) -> tuple[list[Box], npt.NDArray[Any]]:
         """The whole image and the ``CROP_WINDOWS`` tiles: boxes (pixels, whole image first) and
         ``(len(boxes), 256)`` vectors, for partial-copy search (a logo pasted into a photo,
         a corner crop): query the index with every row and merge candidates by best score.
@@ -273,8 +259,6 @@ class Embedder:
 
 def get_embedder(head_path: str | Path | None = None, weights_path: str | Path | None = None) -> Embedder:
     """The process-wide :class:`Embedder` for these files, built on first call (thread-safe)."""
-    from .weights import default_weights_path
-
     key = (str(Path(head_path or DEFAULT_HEAD_PATH).resolve()),
            str(Path(weights_path or default_weights_path()).resolve()))
     embedder = _embedders.get(key)
@@ -298,10 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     parser = argparse.ArgumentParser(prog="python -m matching.core.cnn.embedder")
-    parser.add_argument("--threads", type=int, default=None, help=f"default: ${THREADS_ENV} or 1")
+    parser.add_argument("--threads", type=int, default=None, help="default: 1")
     parser.add_argument("--seconds", type=float, default=5.0, help="time spent on each measurement")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--precision", choices=PRECISIONS, default=None, help=f"default: ${PRECISION_ENV} or auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="default: auto")
     args = parser.parse_args(argv)
     threads = configure_tf_threads(args.threads, precision=args.precision)
     datasets = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "photos"

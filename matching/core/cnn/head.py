@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .weights import WeightsError, arrays_sha256
 
@@ -62,7 +63,7 @@ _OPTIONAL = ("mlp/kernel1", "mlp/bias1", "mlp/kernel2", "mlp/bias2")
 class HeadWeights:
     """Arrays by name (``conv/kernel`` (320, 1280), ``gem/p`` (), ``proj/kernel`` (1280, 256) ...)."""
 
-    arrays: dict[str, np.ndarray]
+    arrays: dict[str, npt.NDArray[Any]]
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -78,7 +79,7 @@ class HeadWeights:
         return arrays_sha256(self.arrays)
 
 
-def _check_shapes(arrays: dict[str, np.ndarray]) -> None:
+def _check_shapes(arrays: dict[str, npt.NDArray[Any]]) -> None:
     missing = [n for n in _REQUIRED if n not in arrays]
     if missing:
         raise ValueError(f"missing arrays {missing}")
@@ -109,7 +110,8 @@ def write_head(path: Path, head: HeadWeights) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays, **{META_KEY: np.array(json.dumps(meta, sort_keys=True))})
+            members: dict[str, Any] = {**arrays, META_KEY: np.array(json.dumps(meta, sort_keys=True))}
+            np.savez(fh, **members)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -145,11 +147,11 @@ def read_head(path: Path | None = None) -> HeadWeights:
     return HeadWeights(arrays=arrays, meta=meta)
 
 
-def _l2n(x: np.ndarray) -> np.ndarray:
+def _l2n(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def head_numpy(features: np.ndarray, head: HeadWeights) -> np.ndarray:
+def head_numpy(features: npt.NDArray[Any], head: HeadWeights) -> npt.NDArray[Any]:
     """Reference implementation on ``(n, 7, 7, 320)`` feature maps -> ``(n, 256)`` float32."""
     a = head.arrays
     x = np.clip(features.astype(np.float32) @ a["conv/kernel"] + a["conv/bias"], 0.0, 6.0)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["TorchCheckpointError", "read_state_dict"]
@@ -80,7 +81,7 @@ class _StorageRef:
     key: str
     storage_type: _StorageType
     numel: int
-    data: np.ndarray | None = None  # 1-d, native byte order, set by the loader
+    data: npt.NDArray[Any] | None = None  # 1-d, native byte order, set by the loader
 
 
 @dataclass
@@ -175,7 +176,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return _StorageView(ref, int(view_offset), int(view_size))
 
 
-def _storage_array(raw: bytes, storage_type: _StorageType, numel: int, little_endian: bool) -> np.ndarray:
+def _storage_array(raw: bytes, storage_type: _StorageType, numel: int, little_endian: bool) -> npt.NDArray[Any]:
     dtype = np.dtype(("<" if little_endian else ">") + storage_type.dtype_code)
     if len(raw) != numel * dtype.itemsize:
         raise TorchCheckpointError(
@@ -184,7 +185,7 @@ def _storage_array(raw: bytes, storage_type: _StorageType, numel: int, little_en
     return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=True)
 
 
-def _materialise(tensor: _TensorRef) -> np.ndarray:
+def _materialise(tensor: _TensorRef) -> npt.NDArray[Any]:
     storage = tensor.storage
     if isinstance(storage, _StorageView):
         root, base = storage.root, storage.offset
@@ -213,10 +214,10 @@ def _materialise(tensor: _TensorRef) -> np.ndarray:
     return flat
 
 
-def _to_state_dict(obj: Any) -> dict[str, np.ndarray]:
+def _to_state_dict(obj: Any) -> dict[str, npt.NDArray[Any]]:
     if not isinstance(obj, dict):
         raise TorchCheckpointError(f"top-level object is a {type(obj).__name__}, not a state dict")
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, npt.NDArray[Any]] = {}
     for name, value in obj.items():
         if not isinstance(name, str) or not isinstance(value, _TensorRef):
             raise TorchCheckpointError(f"entry {name!r:.80} is not a named tensor")
@@ -224,7 +225,7 @@ def _to_state_dict(obj: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _read_zip(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+def _read_zip(path: str | os.PathLike[str]) -> dict[str, npt.NDArray[Any]]:
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
@@ -255,7 +256,7 @@ def _load_plain(fh: IO[bytes]) -> Any:
     return _NoGlobals(fh).load()
 
 
-def _read_legacy(fh: IO[bytes]) -> dict[str, np.ndarray]:
+def _read_legacy(fh: IO[bytes]) -> dict[str, npt.NDArray[Any]]:
     if _load_plain(fh) != LEGACY_MAGIC_NUMBER:
         raise TorchCheckpointError("not a PyTorch checkpoint (magic number mismatch)")
     if _load_plain(fh) != LEGACY_PROTOCOL_VERSION:
@@ -284,7 +285,7 @@ def _read_legacy(fh: IO[bytes]) -> dict[str, np.ndarray]:
     return _to_state_dict(obj)
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, npt.NDArray[Any]]:
     """Return the tensors of a ``.pth`` state dict as numpy arrays, by name.
 
     Raises ``TorchCheckpointError`` for anything that is not a plain tensor

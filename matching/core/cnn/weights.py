@@ -15,8 +15,12 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+
+from .config import current
 
 __all__ = [
     "CONVERT_COMMAND",
@@ -46,10 +50,10 @@ class WeightsError(RuntimeError):
     """The weights cannot be had: corrupt file, missing source. Permanent: do not retry."""
 
 
-def default_weights_path() -> Path:
-    """``$IMGPROTECT_DATA_DIR/models/efficientnet_lite0_imagenet.npz`` (data dir defaults to ``./var``)."""
-    data_dir = os.environ.get("IMGPROTECT_DATA_DIR") or "var"
-    return Path(data_dir) / "models" / WEIGHTS_FILENAME
+def default_weights_path(data_dir: Path | None = None) -> Path:
+    """``<data_dir>/models/efficientnet_lite0_imagenet.npz``; ``data_dir`` defaults to this
+    process's ``CnnConfig.data_dir`` (see :mod:`.config`)."""
+    return Path(data_dir if data_dir is not None else current().data_dir) / "models" / WEIGHTS_FILENAME
 
 
 def default_source_path() -> Path:
@@ -67,7 +71,7 @@ def default_source_path() -> Path:
     return path
 
 
-def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+def arrays_sha256(arrays: dict[str, npt.NDArray[Any]]) -> str:
     """Digest of names, dtypes, shapes and bytes, independent of zip layout."""
     digest = hashlib.sha256()
     for name in sorted(arrays):
@@ -82,7 +86,7 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def write_weights(path: Path, arrays: dict[str, np.ndarray], *, source_sha256: str) -> None:
+def write_weights(path: Path, arrays: dict[str, npt.NDArray[Any]], *, source_sha256: str) -> None:
     """Write atomically (temp file + rename), so a reader never sees half a file."""
     if META_KEY in arrays:
         raise ValueError(f"{META_KEY} is reserved")
@@ -97,7 +101,8 @@ def write_weights(path: Path, arrays: dict[str, np.ndarray], *, source_sha256: s
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays, **{META_KEY: np.array(json.dumps(meta))})
+            members: dict[str, Any] = {**arrays, META_KEY: np.array(json.dumps(meta))}
+            np.savez(fh, **members)
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; other workers must read it
         os.replace(tmp, path)
     except BaseException:
@@ -105,7 +110,7 @@ def write_weights(path: Path, arrays: dict[str, np.ndarray], *, source_sha256: s
         raise
 
 
-def read_weights(path: Path) -> dict[str, np.ndarray]:
+def read_weights(path: Path) -> dict[str, npt.NDArray[Any]]:
     """Load and verify a weights file; ``WeightsError`` names the fix when it is bad."""
     fix = f"delete it or rebuild it with `{CONVERT_COMMAND} --output {path}`"
     try:
@@ -134,7 +139,7 @@ def convert_checkpoint(source: Path | None = None, output: Path | None = None) -
     With no ``source`` the packaged checkpoint is used and must match
     ``PTH_SHA256``; an explicit source is taken as is (its digest is recorded).
     """
-    from . import efficientnet_lite
+    from .efficientnet_lite import keras_weights_from_torch
     from .torch_reader import TorchCheckpointError, read_state_dict
 
     output = Path(output) if output is not None else default_weights_path()
@@ -145,7 +150,7 @@ def convert_checkpoint(source: Path | None = None, output: Path | None = None) -
         raise WeightsError(f"{source} has SHA-256 {source_sha256}, expected {PTH_SHA256}")
     try:
         state_dict = read_state_dict(source)
-        arrays = efficientnet_lite.keras_weights_from_torch(state_dict)
+        arrays = keras_weights_from_torch(state_dict)
     except (TorchCheckpointError, KeyError, ValueError, OSError) as exc:
         raise WeightsError(f"cannot convert {source}: {exc}") from exc
     write_weights(output, arrays, source_sha256=source_sha256)

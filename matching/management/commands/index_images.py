@@ -1,4 +1,4 @@
-"""index_images --org ORG --collection NAME SOURCE [--spark-master URL]  (DESIGN.md §5).
+"""index_images --org ORG --collection NAME SOURCE [--spark-master URL]  (docs/cli.md).
 
 Without ``--spark-master`` (and with ``IMGPROTECT_BULK_VIA_SPARK`` off) the
 images are indexed in this process, one by one. With it, a bulk job runs the

@@ -1,4 +1,4 @@
-"""match_images --org ORG [--collection NAME] [--top-k K] [--format jsonl] QUERY...  (DESIGN.md §5)."""
+"""match_images --org ORG [--collection NAME] [--top-k K] [--format jsonl] QUERY...  (docs/cli.md)."""
 from __future__ import annotations
 
 import json

@@ -8,13 +8,17 @@ with or without Django; without it, stop pytest from loading that file:
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
-os.environ.setdefault("IMGPROTECT_CNN_PRECISION", "float32")  # as tests/conftest.py explains
 from PIL import Image
+
+from matching.core.cnn.config import configure
+
+# As tests/conftest.py explains, this process runs the CNN in float32 (matching.core reads no
+# environment variable, so it is told here; under Django, matching.engine passes the setting).
+configure(precision="float32")
 
 from .helpers import encode
 

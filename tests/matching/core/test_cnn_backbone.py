@@ -216,7 +216,11 @@ def test_convert_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_default_location_follows_data_dir_and_converts_when_missing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IMGPROTECT_DATA_DIR", str(tmp_path / "data"))
+    from dataclasses import replace
+
+    from matching.core.cnn import config
+
+    monkeypatch.setattr(config, "_current", replace(config.current(), data_dir=tmp_path / "data"))
     target = tmp_path / "data" / "models" / "efficientnet_lite0_imagenet.npz"
     assert cnn.default_weights_path() == target
     assert not target.exists()

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from matching.core.cnn.embedder import Embedder, _threads_from_env, get_embedder, prepare
+from matching.core.cnn.config import CnnConfig
+from matching.core.cnn.embedder import Embedder, get_embedder, prepare
 from matching.core.cnn.head import DEFAULT_HEAD_PATH, TRAIN_COMMAND, read_head
 from matching.core.cnn.weights import WeightsError
 from matching.core.errors import ImageTooSmall
@@ -142,13 +143,13 @@ def test_corrupted_head_file_names_the_train_command(tmp_path: Path) -> None:
     assert TRAIN_COMMAND in str(info.value)
 
 
-def test_thread_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IMGPROTECT_TF_THREADS", "2")
-    assert _threads_from_env() == 2
-    for bad in ("0", "-1", "many"):
-        monkeypatch.setenv("IMGPROTECT_TF_THREADS", bad)
-        with pytest.raises(ValueError, match="IMGPROTECT_TF_THREADS"):
-            _threads_from_env()
+def test_cnn_config_is_validated() -> None:
+    assert CnnConfig(tf_threads=2, precision="float32").tf_threads == 2
+    for bad in (0, -1, "many", True):
+        with pytest.raises(ValueError, match="tf_threads"):
+            CnnConfig(tf_threads=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="precision"):
+        CnnConfig(precision="half")
 
 
 _PRECISION_SCRIPT = r"""
@@ -200,11 +201,9 @@ def test_bfloat16_embeddings_agree_with_float32_and_still_rank_copies_first() ->
 def test_precision_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     from matching.core.cnn import embedder as module
 
-    monkeypatch.setenv(module.PRECISION_ENV, "half")
-    with pytest.raises(ValueError, match=module.PRECISION_ENV):
-        module._precision_from_env(None)
-    monkeypatch.setenv(module.PRECISION_ENV, "auto")
+    with pytest.raises(ValueError, match="precision"):
+        module.resolve_precision("half")
     monkeypatch.setattr(module, "_cpu_has_bfloat16", lambda: False)
-    assert module._precision_from_env(None) == "float32"
+    assert module.resolve_precision("auto") == "float32"
     monkeypatch.setattr(module, "_cpu_has_bfloat16", lambda: True)
-    assert module._precision_from_env(None) == "bfloat16" and module._precision_from_env("float32") == "float32"
+    assert module.resolve_precision("auto") == "bfloat16" and module.resolve_precision("float32") == "float32"

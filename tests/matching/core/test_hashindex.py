@@ -18,7 +18,8 @@ from matching.core.hashindex import (
     auto_substrings,
     make_hash_index,
 )
-from matching.core.vptree import SnapshotError, VPTree, brute_force_knn, brute_force_radius
+from matching.core.snapshots import SnapshotError
+from matching.core.vptree import VPTree, brute_force_knn, brute_force_radius
 
 from .helpers import assert_same_as_brute_force, clustered_codes, queries_for, uniform_codes
 
@@ -219,11 +220,11 @@ def test_segments_pending_delta_and_merges() -> None:
     extra = uniform_codes(rng, 4500, 1)
     index.add(np.arange(38_000, 40_100), extra[:2100])  # 2000 replacements + 100 new: pending
     model.update(zip(range(38_000, 40_100), extra[:2100]))
-    assert len(index._pend_ids) == 2100 and index._main.n_dead == 2000
+    assert len(index._pending) == 2100 and index._main.n_dead == 2000
     # Past the pending limit (4096) but under 1/8 of the main segment: a delta segment.
     index.add(np.arange(40_100, 42_500), extra[2100:])
     model.update(zip(range(40_100, 42_500), extra[2100:]))
-    assert len(index._pend_ids) == 0 and len(index._delta) == 4500 and index._main.n_dead == 2000
+    assert len(index._pending) == 0 and len(index._delta) == 4500 and index._main.n_dead == 2000
     assert index._delta.m == 4
     index.remove(np.arange(0, 1000))
     for i in range(1000):
@@ -330,7 +331,7 @@ def mutated_index() -> tuple[MIHIndex, np.ndarray, np.ndarray]:
     model.update(zip(range(480, 506), extra))
     for i in range(0, 50, 3):
         model.pop(i)
-    assert len(index._pend_ids) and index._main.n_dead and len(index._delta)
+    assert len(index._pending) and index._main.n_dead and len(index._delta)
     c, i = model_arrays(model, 4)
     return index, c, i
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from matching.core.vectorindex import IVF_NPROBE, IVF_REGROW, VectorIndex, ivf_lists, read_checkpoint
-from matching.core.vptree import SnapshotError
+from matching.core.snapshots import SnapshotError
 
 DIM = 32
 

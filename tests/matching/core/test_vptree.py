@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from matching.core import vptree
+from matching.core.snapshots import SnapshotError
 from matching.core.vptree import (
     FORMAT_VERSION,
-    SnapshotError,
     VPTree,
     brute_force_knn,
     brute_force_radius,
@@ -177,7 +177,7 @@ def test_default_thresholds_trigger_rebuilds() -> None:
     tree = VPTree.build(codes, ids)
     extra = uniform_codes(rng, 1100, 1)
     tree.add(np.arange(3000, 4100), extra)  # more than max(1024, 5%) pending
-    assert len(tree._pend_ids) == 0 and len(tree._ids) == 4100
+    assert len(tree._pending) == 0 and len(tree._ids) == 4100
     tree.remove(np.arange(0, 900))  # 22% of the tree: tombstones are compacted
     assert tree._n_dead == 0 and len(tree) == 3200
     all_codes, all_ids = np.concatenate((codes, extra))[900:], np.arange(900, 4100)
@@ -265,7 +265,7 @@ def mutated_tree() -> tuple[VPTree, np.ndarray, np.ndarray]:
     model.update(zip(range(480, 510), extra))
     for i in range(0, 50, 3):
         model.pop(i)
-    assert len(tree._pend_ids) and tree._n_dead  # both survive into the snapshot
+    assert len(tree._pending) and tree._n_dead  # both survive into the snapshot
     c, i = model_arrays(model, 4)
     return tree, c, i
 
