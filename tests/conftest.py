@@ -11,6 +11,15 @@ import pytest
 os.environ.setdefault("IMGPROTECT_CNN_PRECISION", "float32")
 
 
+def pytest_configure(config):  # type: ignore[no-untyped-def]
+    # pytest-django may have read the settings before this file set the variable above; the
+    # engine takes its precision from the settings (matching.engine.cnn_config), so pin it there too.
+    from django.conf import settings
+
+    if settings.configured:
+        settings.IMGPROTECT_CNN_PRECISION = os.environ["IMGPROTECT_CNN_PRECISION"]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
     """In CI a skipped test is a failure: every real part must be there (definition of done)."""
