@@ -67,6 +67,10 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
     invite = services.invitation_for_token(token)
     if invite is None or not invite.is_open:
         return render(request, "portal/account/invitation.html", {"invalid": True}, status=404)
+    if request.user.is_authenticated and not services.invitation_is_for(invitation=invite, user=request.user):
+        # Bound to the invited address: another account holding the link may not use it.
+        return render(request, "portal/account/invitation.html", {"invite": invite, "wrong_account": True},
+                      status=403)
     form = SignupForm(request.POST or None) if not request.user.is_authenticated else None
     if request.method == "POST":
         try:
