@@ -12,7 +12,9 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from catalog.models import ApiKey, Collection, Membership, Organisation, ProtectedImage, Role, hash_api_secret
+from catalog.models import (
+    ApiKey, Collection, Membership, Organisation, ProtectedImage, Role, hash_api_secret, role_at_least,
+)
 from matching.core.errors import ImageError
 from matching.core.loading import LoadedImage
 from matching.core.signals import PDQ_MIN_QUALITY, compute_signals, from_hex64
@@ -86,10 +88,24 @@ def api_key_create(
     return IssuedKey(key=key, secret=secret)
 
 
-def api_key_revoke(*, key: ApiKey) -> ApiKey:
-    ApiKey.objects.filter(pk=key.pk, revoked__isnull=True).update(revoked=timezone.now())
+def api_key_revoke(*, key: ApiKey, reason: str = "") -> ApiKey:
+    ApiKey.objects.filter(pk=key.pk, revoked__isnull=True).update(revoked=timezone.now(), revoked_reason=reason[:200])
     key.refresh_from_db()
     return key
+
+
+def api_keys_revoke_for_member(*, organisation_id: int, user: AbstractBaseUser, role: str | None,
+                               reason: str) -> int:
+    """Revoke the keys ``user`` made in an organisation that outrank ``role`` (None: all of them).
+
+    A key acts with the rights of its creator at the time it was made; when the creator
+    leaves (role None) or is demoted, keys above their new role must not outlive that
+    (docs/security.md). Returns how many keys were revoked.
+    """
+    keys = ApiKey.objects.filter(organisation_id=organisation_id, created_by=user, revoked__isnull=True)
+    if role is not None:
+        keys = keys.filter(role__in=[r for r in Role.values if not role_at_least(role, r)])
+    return keys.update(revoked=timezone.now(), revoked_reason=reason[:200])
 
 
 # --- collections ---------------------------------------------------------------

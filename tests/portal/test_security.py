@@ -58,3 +58,65 @@ def test_finding_06_signup_through_an_invitation_gets_the_invited_address(world)
     assert response.status_code == 302
     membership = Membership.objects.get(organisation=world.org, user__username="newcomer")
     assert membership.user.email == "newcomer@example.com" and membership.role == Role.MEMBER
+
+
+# --- finding 7: API keys do not outlive their creator's membership or role ------------------------------
+
+def _key_client(secret: str) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+
+
+def test_finding_07_api_keys_revoked_when_creator_removed(world):  # type: ignore[no-untyped-def]
+    from catalog.services import api_key_create
+
+    admin_user = world.users[Role.ADMIN]
+    made = api_key_create(organisation=world.org, name="admin's script", role=Role.ADMIN, created_by=admin_user)
+    other = api_key_create(organisation=world.org, name="owner's script", role=Role.ADMIN,
+                           created_by=world.users[Role.OWNER])
+    assert _key_client(made.secret).get("/api/v1/organisation/").status_code == 200
+
+    membership = Membership.objects.get(organisation=world.org, user=admin_user)
+    owner = world.client(Role.OWNER)
+    assert owner.post(reverse("portal:settings-member-remove", args=["acme", membership.pk])).status_code == 302
+    assert not Membership.objects.filter(pk=membership.pk).exists()
+
+    answer = _key_client(made.secret).get("/api/v1/organisation/")
+    assert answer.status_code == 401 and "revoked" in answer.json()["detail"]
+    assert _key_client(other.secret).get("/api/v1/organisation/").status_code == 200  # others' keys stay
+    made.key.refresh_from_db()
+    assert made.key.revoked is not None and "admin-user left" in made.key.revoked_reason
+    listing = owner.get(reverse("portal:settings-api-keys", args=["acme"])).content.decode()
+    assert "Its creator admin-user left the organisation" in listing
+
+
+def test_finding_07_api_keys_revoked_when_creator_demoted(world):  # type: ignore[no-untyped-def]
+    from catalog.services import api_key_create
+
+    admin_user = world.users[Role.ADMIN]
+    admin_key = api_key_create(organisation=world.org, name="admin key", role=Role.ADMIN, created_by=admin_user)
+    member_key = api_key_create(organisation=world.org, name="member key", role=Role.MEMBER, created_by=admin_user)
+    membership = Membership.objects.get(organisation=world.org, user=admin_user)
+    owner = world.client(Role.OWNER)
+    owner.post(reverse("portal:settings-member-role", args=["acme", membership.pk]), {"role": Role.MEMBER})
+    assert Membership.objects.get(pk=membership.pk).role == Role.MEMBER
+
+    assert _key_client(admin_key.secret).get("/api/v1/organisation/").status_code == 401
+    assert _key_client(member_key.secret).get("/api/v1/organisation/").status_code == 200  # within the new role
+    admin_key.key.refresh_from_db()
+    assert admin_key.key.revoked_reason == "its creator admin-user became member"
+    # Promotion revokes nothing; a later demotion to viewer takes the member key too.
+    owner.post(reverse("portal:settings-member-role", args=["acme", membership.pk]), {"role": Role.ADMIN})
+    assert _key_client(member_key.secret).get("/api/v1/organisation/").status_code == 200
+    owner.post(reverse("portal:settings-member-role", args=["acme", membership.pk]), {"role": Role.VIEWER})
+    assert _key_client(member_key.secret).get("/api/v1/organisation/").status_code == 401
+
+
+def test_finding_07_api_keys_revoked_when_creator_account_deleted(world):  # type: ignore[no-untyped-def]
+    from catalog.models import ApiKey
+    from catalog.services import api_key_create
+
+    made = api_key_create(organisation=world.org, name="leaver", role=Role.MEMBER, created_by=world.users[Role.MEMBER])
+    world.users[Role.MEMBER].delete()  # as the admin does: the membership goes by cascade
+    key = ApiKey.objects.get(pk=made.key.pk)
+    assert key.revoked is not None and key.created_by is None
+    assert _key_client(made.secret).get("/api/v1/organisation/").status_code == 401
