@@ -83,3 +83,38 @@ def env_optional_int(name: str, *, minimum: int | None = None) -> int | None:
     if value is None or value == "":
         return None
     return env_int(name, 0, minimum=minimum)
+
+
+_RATE_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"20/h"`` -> (20 requests, 3600 seconds); DRF's format (the unit's first letter counts)."""
+    count, _, period = rate.strip().partition("/")
+    unit = period.strip()[:1].lower()
+    if not count.strip().isdigit() or int(count) < 1 or unit not in _RATE_PERIODS:
+        raise ValueError(f"{rate!r} is not a rate like 20/minute (units: second, minute, hour, day)")
+    return int(count), _RATE_PERIODS[unit]
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate such as ``60/minute`` or ``5/h`` (DRF's format), checked at start-up."""
+    value = (_raw(name) or "").strip() or default
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return value
+
+
+def cache_from_url(url: str, *, key_prefix: str = "imgprotect") -> dict:
+    """Django's CACHES["default"] from a URL: ``redis://``/``rediss://`` (Redis), ``locmem://``, ``dummy://``."""
+    scheme = url.partition("://")[0].lower()
+    if scheme in {"redis", "rediss", "unix"}:
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url, "KEY_PREFIX": key_prefix}
+    if scheme == "locmem":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": url.partition("://")[2]
+                or "imgprotect", "KEY_PREFIX": key_prefix}
+    if scheme == "dummy":
+        return {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}
+    raise ConfigError(f"cache URL {url.split('@')[-1]!r}: use redis://, rediss://, locmem:// or dummy://")

@@ -14,7 +14,11 @@ from pathlib import Path
 import dj_database_url
 from celery.schedules import crontab
 
-from imgprotect.env import ConfigError, env_bool, env_choice, env_float, env_int, env_list, env_optional_int, env_str
+from datetime import timedelta
+
+from imgprotect.env import (
+    ConfigError, cache_from_url, env_bool, env_choice, env_float, env_int, env_list, env_optional_int, env_rate, env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("IMGPROTECT_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -41,6 +45,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "catalog",
     "matching",
     "matching.bulk",
@@ -56,6 +61,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "imgprotect.urls"
@@ -247,6 +254,36 @@ SPECTACULAR_SETTINGS = {
     },
     "SECURITY": [{"ApiKeyAuth": []}],
 }
+
+# --- cache: rate-limit counters (and DRF's throttle history) ----------------------
+# CACHE_URL (redis://, rediss://, locmem://, dummy://), else Redis at REDIS_URL or the Celery
+# broker's Redis, else memory local to each process (the embedded default).
+_redis_broker = CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+CACHE_URL = env_str("CACHE_URL") or env_str("REDIS_URL") or _redis_broker or "locmem://imgprotect"
+CACHES = {"default": cache_from_url(CACHE_URL)}
+
+# --- rate limits (docs/security.md) -----------------------------------------------
+# Logins: django-axes locks a user name on one client address after this many wrong passwords
+# in a row, for the cool-off (each further try restarts it); a success resets the count.
+AUTHENTICATION_BACKENDS = ["imgprotect.ratelimit.LoginLockoutBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("IMGPROTECT_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("IMGPROTECT_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "imgprotect.ratelimit.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "imgprotect.ratelimit.client_ip"
+# Proxies in front of the service that append to X-Forwarded-For (0: use the socket's address).
+IMGPROTECT_TRUSTED_PROXIES = env_int("IMGPROTECT_TRUSTED_PROXIES", 0, minimum=0)
+# Login attempts from one address, whatever the user name (bounds password spraying).
+IMGPROTECT_LOGIN_RATE_PER_IP = env_rate("IMGPROTECT_LOGIN_RATE_PER_IP", "60/hour")
+# Password-reset requests: per e-mail address asked for, and per client address.
+IMGPROTECT_PASSWORD_RESET_RATE_PER_ADDRESS = env_rate("IMGPROTECT_PASSWORD_RESET_RATE_PER_ADDRESS", "3/hour")
+IMGPROTECT_PASSWORD_RESET_RATE_PER_IP = env_rate("IMGPROTECT_PASSWORD_RESET_RATE_PER_IP", "20/hour")
+# The API: per key (or per logged-in user) and per client address; over it, 429 with Retry-After.
+IMGPROTECT_API_RATE_PER_KEY = env_rate("IMGPROTECT_API_RATE_PER_KEY", "1200/minute")
+IMGPROTECT_API_RATE_PER_IP = env_rate("IMGPROTECT_API_RATE_PER_IP", "3000/minute")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "imgprotect.ratelimit.ApiKeyRateThrottle", "imgprotect.ratelimit.ApiIpRateThrottle"]
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
