@@ -47,6 +47,7 @@ class CollectionSerializer(serializers.ModelSerializer):
 
 
 class CollectionViewSet(viewsets.ModelViewSet):
+    queryset = Collection.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = CollectionSerializer
     write_roles = {"create": Role.ADMIN, "update": Role.ADMIN, "partial_update": Role.ADMIN, "destroy": Role.ADMIN}
 
@@ -101,6 +102,7 @@ class ImageFilter(django_filters.FilterSet):
 
 class ProtectedImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                             viewsets.GenericViewSet):
+    queryset = ProtectedImage.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = ProtectedImageSerializer
     filterset_class = ImageFilter
     parser_classes = [MultiPartParser, FormParser]

@@ -118,3 +118,22 @@ def cache_from_url(url: str, *, key_prefix: str = "imgprotect") -> dict:
     if scheme == "dummy":
         return {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}
     raise ConfigError(f"cache URL {url.split('@')[-1]!r}: use redis://, rediss://, locmem:// or dummy://")
+
+
+# Values that documentation, examples or older defaults have used: never a real secret.
+PLACEHOLDER_SECRETS = ("change-me", "changeme", "change-me-in-production", "insecure", "django-insecure", "secret",
+                       "set-secret_key", "your-secret-key", "replace-me")
+MIN_SECRET_KEY_LENGTH = 50
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why ``key`` is no production SECRET_KEY (None when it will do); Django's own deploy check
+    asks for 50+ characters with 5+ distinct ones."""
+    if not key:
+        return "is not set"
+    lowered = key.strip().lower()
+    if any(marker in lowered for marker in PLACEHOLDER_SECRETS):
+        return "is a placeholder"
+    if len(key) < MIN_SECRET_KEY_LENGTH or len(set(key)) < 5:
+        return f"is too short or too simple (it needs {MIN_SECRET_KEY_LENGTH}+ random characters)"
+    return None

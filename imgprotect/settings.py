@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from imgprotect.env import (
     ConfigError, cache_from_url, env_bool, env_choice, env_float, env_int, env_list, env_optional_int, env_rate, env_str,
+    secret_key_problem,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -25,10 +26,16 @@ DATA_DIR = Path(env_str("IMGPROTECT_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 TESTING = "pytest" in sys.modules
 
 DEBUG = env_bool("DEBUG", False)
+# DEBUG=false outside the tests is production: it gets a real secret and HTTPS-only defaults
+# (docs/security.md). Development runs with DEBUG=true (scripts/dev sets it).
+PRODUCTION = not DEBUG and not TESTING
 SECRET_KEY = env_str("SECRET_KEY")
+if PRODUCTION and (_secret_problem := secret_key_problem(SECRET_KEY)):
+    raise ConfigError(
+        f"SECRET_KEY {_secret_problem}: with DEBUG=false imgprotect refuses to start on a guessable key. Set "
+        "SECRET_KEY (or SECRET_KEY_FILE) to 50+ random characters, e.g. from "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))', or set DEBUG=true for development.")
 if not SECRET_KEY:
-    if not DEBUG and not TESTING and env_bool("IMGPROTECT_REQUIRE_SECRET", False):
-        raise ConfigError("SECRET_KEY must be set in production")
     SECRET_KEY = "insecure-dev-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -54,6 +61,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -308,6 +316,44 @@ LOGGING = {
     "loggers": {"django.request": {"level": "ERROR"}},
 }
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
-SESSION_COOKIE_SECURE = env_bool("BEHIND_TLS_PROXY")
-CSRF_COOKIE_SECURE = env_bool("BEHIND_TLS_PROXY")
+# --- HTTPS, cookies and the browser's defences (docs/security.md) ---------------------
+# On by default in production; each can be turned off for a deployment that needs it.
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
+    # The header the TLS proxy sets, "Name: value"; the proxy must overwrite it on every request.
+    _proxy_header, _, _proxy_value = env_str("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto: https").partition(":")
+    if not _proxy_header.strip() or not _proxy_value.strip():
+        raise ConfigError("SECURE_PROXY_SSL_HEADER must look like 'X-Forwarded-Proto: https'")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.strip().upper().replace("-", "_"), _proxy_value.strip())
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # the container's health probe speaks plain HTTP on loopback
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", PRODUCTION or BEHIND_TLS_PROXY)
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # the portal's script reads the token from the page (static/portal/portal.js)
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+# The portal's pages load scripts, styles, images and fonts from this site only, with no inline
+# code; the templates and static/portal/*.js are written for it (tests/portal/test_security.py).
+# The admin and the Swagger page bring their own inline code, so they are left out; image files
+# set their own stricter sandbox policy (matching/portal/views/files.py).
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/admin/", "/api/docs/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}

@@ -4,6 +4,9 @@ Each test is named after the finding it closes and failed before its fix.
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from django.test import Client
 from django.urls import reverse
 
@@ -120,3 +123,54 @@ def test_finding_07_api_keys_revoked_when_creator_account_deleted(world):  # typ
     key = ApiKey.objects.get(pk=made.key.pk)
     assert key.revoked is not None and key.created_by is None
     assert _key_client(made.secret).get("/api/v1/organisation/").status_code == 401
+
+
+# --- finding 13: a Content-Security-Policy on every portal page, which the portal satisfies ------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _policy(response) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    header = response["Content-Security-Policy"]
+    return {part.split()[0]: part.split()[1:] for part in header.split(";") if part.strip()}
+
+
+def test_finding_13_csp_on_every_portal_page(world):  # type: ignore[no-untyped-def]
+    owner = world.client(Role.OWNER)
+    pages = [reverse(f"portal:{name}", args=["acme", *args]) for name, args in [
+        ("dashboard", []), ("collections", []), ("collection", [world.collection.pk]), ("image", [world.image.pk]),
+        ("checks", []), ("check", [world.check.pk]), ("desk", []), ("match", [world.match.pk]),
+        ("settings-members", []), ("settings-api-keys", []), ("settings-webhooks", []), ("settings-alerts", []),
+    ]]
+    public = [reverse("portal:login"), reverse("portal:password-reset"), "/no-such-page/"]
+    for url in pages + public:
+        response = (owner if url in pages else Client()).get(url)
+        assert response.status_code in (200, 404), url
+        policy = _policy(response)
+        assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"], url
+        assert policy["object-src"] == ["'none'"] and policy["frame-ancestors"] == ["'none'"], url
+        assert "'unsafe-inline'" not in response["Content-Security-Policy"], url
+    # Image files keep their own, stricter sandbox policy.
+    image = owner.get(reverse("portal:image-file", args=["acme", world.image.pk]))
+    assert "sandbox" in image["Content-Security-Policy"] and "script-src" not in image["Content-Security-Policy"]
+
+
+INLINE_CODE = [
+    (re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I), "inline <script>"),
+    (re.compile(r"<style\b", re.I), "<style> block"),
+    (re.compile(r"\sstyle\s*=", re.I), "style attribute"),
+    (re.compile(r"\son[a-z]+\s*=", re.I), "inline event handler"),
+    (re.compile(r"javascript:", re.I), "javascript: URL"),
+]
+
+
+def test_finding_13_portal_templates_and_scripts_satisfy_the_csp():
+    templates = [p for p in (ROOT / "templates").rglob("*.html") if "email" not in p.parts]
+    assert len(templates) > 30
+    found = [f"{p.relative_to(ROOT)}: {what}" for p in templates for pattern, what in INLINE_CODE
+             if pattern.search(p.read_text())]
+    assert found == []
+    for script in (ROOT / "static" / "portal").glob("*.js"):
+        source = script.read_text()
+        for forbidden in ("eval(", "new Function", "setAttribute(\"style\"", "document.write", "document.cookie"):
+            assert forbidden not in source, f"{script.name} uses {forbidden}"
