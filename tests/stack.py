@@ -102,6 +102,9 @@ def django_stack(workdir: Path, *, db_prefix: str, env: dict[str, str], web_work
         # DEBUG=false is production: a real secret, and plain HTTP on loopback instead of the HTTPS redirect.
         "SECRET_KEY": secrets.token_urlsafe(50),
         "SECURE_SSL_REDIRECT": "false",
+        # One key drives every request of a test run: never throttled by accident (the limits have their own tests).
+        "IMGPROTECT_API_RATE_PER_KEY": "100000/minute",
+        "IMGPROTECT_API_RATE_PER_IP": "100000/minute",
         **env,
     }
     full_env.pop("DJANGO_SETTINGS_MODULE", None)
