@@ -37,7 +37,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "prefix", "organisation", "role", "created", "last_used", "revoked"]
     list_filter = ["role", "organisation", ("revoked", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix", "organisation__slug"]
-    readonly_fields = ["prefix", "hashed_secret", "created", "last_used", "revoked", "created_by"]
+    readonly_fields = ["prefix", "hashed_secret", "created", "last_used", "revoked", "revoked_reason", "created_by"]
     actions = ["revoke"]
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]

@@ -50,6 +50,7 @@ class CollectionSerializer(serializers.ModelSerializer):
 
 
 class CollectionViewSet(viewsets.ModelViewSet):
+    queryset = Collection.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = CollectionSerializer
     write_roles = {"create": Role.ADMIN, "update": Role.ADMIN, "partial_update": Role.ADMIN, "destroy": Role.ADMIN}
 

@@ -102,6 +102,8 @@ class ApiKey(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     last_used = models.DateTimeField(null=True, blank=True)
     revoked = models.DateTimeField(null=True, blank=True)
+    # Why, when the service revoked it (its creator left or was demoted; docs/security.md).
+    revoked_reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-created"]

@@ -120,11 +120,26 @@ def invitation_for_token(token: str) -> Invitation | None:
     return Invitation.objects.select_related("organisation", "invited_by").filter(token_hash=hash_token(token)).first()
 
 
+def invitation_is_for(*, invitation: Invitation, user: AbstractBaseUser) -> bool:
+    """Whether ``user`` is the person invited: their account's e-mail is the invited address.
+
+    Accounts cannot change their own address in the portal (only through the admin), and an
+    account made from an invitation gets the invited address, so the account's e-mail is the
+    verified one.
+    """
+    email = (getattr(user, "email", "") or "").strip()
+    return bool(email) and email.casefold() == invitation.email.strip().casefold()
+
+
 @transaction.atomic
 def invitation_accept(*, token: str, user: AbstractBaseUser) -> Membership:
     invitation = invitation_for_token(token)
     if invitation is None or not invitation.is_open:
         raise ServiceError("This invitation is no longer valid. Ask for a new one.", code="invitation_invalid")
+    if not invitation_is_for(invitation=invitation, user=user):
+        # The link alone proves nothing: it may have been forwarded or leaked (docs/security.md).
+        raise Forbidden(f"This invitation was sent to another e-mail address than the one of "
+                        f"{user.get_username()}.", code="invitation_wrong_account")
     claimed = Invitation.objects.filter(pk=invitation.pk, accepted__isnull=True, revoked__isnull=True).update(
         accepted=timezone.now(), accepted_by=user)
     if not claimed:
@@ -205,10 +220,24 @@ def api_key_create(
     return IssuedKey(key=key, secret=secret)
 
 
-def api_key_revoke(*, key: ApiKey) -> ApiKey:
-    ApiKey.objects.filter(pk=key.pk, revoked__isnull=True).update(revoked=timezone.now())
+def api_key_revoke(*, key: ApiKey, reason: str = "") -> ApiKey:
+    ApiKey.objects.filter(pk=key.pk, revoked__isnull=True).update(revoked=timezone.now(), revoked_reason=reason[:200])
     key.refresh_from_db()
     return key
+
+
+def api_keys_revoke_for_member(*, organisation_id: int, user: AbstractBaseUser, role: str | None,
+                               reason: str) -> int:
+    """Revoke the keys ``user`` made in an organisation that outrank ``role`` (None: all of them).
+
+    A key acts with the rights of its creator at the time it was made; when the creator
+    leaves (role None) or is demoted, keys above their new role must not outlive that
+    (docs/security.md). Returns how many keys were revoked.
+    """
+    keys = ApiKey.objects.filter(organisation_id=organisation_id, created_by=user, revoked__isnull=True)
+    if role is not None:
+        keys = keys.filter(role__in=[r for r in Role.values if not role_at_least(role, r)])
+    return keys.update(revoked=timezone.now(), revoked_reason=reason[:200])
 
 
 # --- collections ---------------------------------------------------------------

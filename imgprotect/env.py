@@ -6,6 +6,7 @@ file, so secrets can come from Docker/Kubernetes secret mounts.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 
@@ -83,3 +84,75 @@ def env_optional_int(name: str, *, minimum: int | None = None) -> int | None:
     if value is None or value == "":
         return None
     return env_int(name, 0, minimum=minimum)
+
+
+_RATE_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"20/h"`` -> (20 requests, 3600 seconds); DRF's format (the unit's first letter counts)."""
+    count, _, period = rate.strip().partition("/")
+    unit = period.strip()[:1].lower()
+    if not count.strip().isdigit() or int(count) < 1 or unit not in _RATE_PERIODS:
+        raise ValueError(f"{rate!r} is not a rate like 20/minute (units: second, minute, hour, day)")
+    return int(count), _RATE_PERIODS[unit]
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate such as ``60/minute`` or ``5/h`` (DRF's format), checked at start-up."""
+    value = (_raw(name) or "").strip() or default
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return value
+
+
+def cache_from_url(url: str, *, key_prefix: str = "imgprotect") -> dict:
+    """Django's CACHES["default"] from a URL: ``redis://``/``rediss://`` (Redis), ``locmem://``, ``dummy://``."""
+    scheme = url.partition("://")[0].lower()
+    if scheme in {"redis", "rediss", "unix"}:
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url, "KEY_PREFIX": key_prefix}
+    if scheme == "locmem":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": url.partition("://")[2]
+                or "imgprotect", "KEY_PREFIX": key_prefix}
+    if scheme == "dummy":
+        return {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}
+    raise ConfigError(f"cache URL {url.split('@')[-1]!r}: use redis://, rediss://, locmem:// or dummy://")
+
+
+# Values that documentation, examples or older defaults have used: never a real secret.
+PLACEHOLDER_SECRETS = ("change-me", "changeme", "change-me-in-production", "insecure", "django-insecure", "secret",
+                       "set-secret_key", "your-secret-key", "replace-me")
+MIN_SECRET_KEY_LENGTH = 50
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why ``key`` is no production SECRET_KEY (None when it will do); Django's own deploy check
+    asks for 50+ characters with 5+ distinct ones."""
+    if not key:
+        return "is not set"
+    lowered = key.strip().lower()
+    if any(marker in lowered for marker in PLACEHOLDER_SECRETS):
+        return "is a placeholder"
+    if len(key) < MIN_SECRET_KEY_LENGTH or len(set(key)) < 5:
+        return f"is too short or too simple (it needs {MIN_SECRET_KEY_LENGTH}+ random characters)"
+    return None
+
+
+def embedded_secret_key(data_dir: Path) -> str:
+    """The embedded default's SECRET_KEY: random, made on first use and kept in ``data_dir/secret_key``
+    (readable by its owner only), so two data dirs never share one and none is public."""
+    path = data_dir / "secret_key"
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if secret_key_problem(key) is None:
+        return key
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key

@@ -14,18 +14,35 @@ from pathlib import Path
 import dj_database_url
 from celery.schedules import crontab
 
-from imgprotect.env import ConfigError, env_bool, env_choice, env_float, env_int, env_list, env_optional_int, env_str
+from datetime import timedelta
+
+from imgprotect.env import (
+    ConfigError, cache_from_url, env_bool, env_choice, env_float, env_int, env_list, env_optional_int, env_rate, env_str,
+    embedded_secret_key, secret_key_problem,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("IMGPROTECT_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 TESTING = "pytest" in sys.modules
 
 DEBUG = env_bool("DEBUG", False)
+DATABASE_URL = env_str("DATABASE_URL")
+# The embedded default (no DATABASE_URL: SQLite and files under the data dir) is one machine's
+# service or a command-line run; a deployment names its database. DEBUG=false on a deployment is
+# production: it gets a real secret and HTTPS-only defaults (docs/security.md).
+EMBEDDED = not DATABASE_URL
+PRODUCTION = not DEBUG and not TESTING and not EMBEDDED
 SECRET_KEY = env_str("SECRET_KEY")
+if (PRODUCTION or (SECRET_KEY and not DEBUG and not TESTING)) and (_secret_problem := secret_key_problem(SECRET_KEY)):
+    raise ConfigError(
+        f"SECRET_KEY {_secret_problem}: with DEBUG=false imgprotect refuses to start on a guessable key. Set "
+        "SECRET_KEY (or SECRET_KEY_FILE) to 50+ random characters, e.g. from "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))', or set DEBUG=true for development.")
 if not SECRET_KEY:
-    if not DEBUG and not TESTING and env_bool("IMGPROTECT_REQUIRE_SECRET", False):
-        raise ConfigError("SECRET_KEY must be set in production")
-    SECRET_KEY = "insecure-dev-key-set-SECRET_KEY-in-production"
+    # Never a public key: the embedded default makes a random one, once per data dir, kept beside
+    # its database (mode 0600); development and tests use a fixed throw-away one.
+    SECRET_KEY = (embedded_secret_key(DATA_DIR) if EMBEDDED and not DEBUG and not TESTING
+                  else "insecure-dev-key-set-SECRET_KEY-in-production")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -41,6 +58,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "catalog",
     "matching",
     "matching.bulk",
@@ -49,6 +67,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -56,6 +75,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "imgprotect.urls"
@@ -77,7 +98,6 @@ TEMPLATES = [
 ]
 
 # --- database: SQLite under the data dir unless DATABASE_URL is set ---------
-DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
 else:
@@ -252,6 +272,36 @@ SPECTACULAR_SETTINGS = {
     "SECURITY": [{"ApiKeyAuth": []}],
 }
 
+# --- cache: rate-limit counters (and DRF's throttle history) ----------------------
+# CACHE_URL (redis://, rediss://, locmem://, dummy://), else Redis at REDIS_URL or the Celery
+# broker's Redis, else memory local to each process (the embedded default).
+_redis_broker = CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+CACHE_URL = env_str("CACHE_URL") or env_str("REDIS_URL") or _redis_broker or "locmem://imgprotect"
+CACHES = {"default": cache_from_url(CACHE_URL)}
+
+# --- rate limits (docs/security.md) -----------------------------------------------
+# Logins: django-axes locks a user name on one client address after this many wrong passwords
+# in a row, for the cool-off (each further try restarts it); a success resets the count.
+AUTHENTICATION_BACKENDS = ["imgprotect.ratelimit.LoginLockoutBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("IMGPROTECT_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("IMGPROTECT_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "imgprotect.ratelimit.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "imgprotect.ratelimit.client_ip"
+# Proxies in front of the service that append to X-Forwarded-For (0: use the socket's address).
+IMGPROTECT_TRUSTED_PROXIES = env_int("IMGPROTECT_TRUSTED_PROXIES", 0, minimum=0)
+# Login attempts from one address, whatever the user name (bounds password spraying).
+IMGPROTECT_LOGIN_RATE_PER_IP = env_rate("IMGPROTECT_LOGIN_RATE_PER_IP", "60/hour")
+# Password-reset requests: per e-mail address asked for, and per client address.
+IMGPROTECT_PASSWORD_RESET_RATE_PER_ADDRESS = env_rate("IMGPROTECT_PASSWORD_RESET_RATE_PER_ADDRESS", "3/hour")
+IMGPROTECT_PASSWORD_RESET_RATE_PER_IP = env_rate("IMGPROTECT_PASSWORD_RESET_RATE_PER_IP", "20/hour")
+# The API: per key (or per logged-in user) and per client address; over it, 429 with Retry-After.
+IMGPROTECT_API_RATE_PER_KEY = env_rate("IMGPROTECT_API_RATE_PER_KEY", "1200/minute")
+IMGPROTECT_API_RATE_PER_IP = env_rate("IMGPROTECT_API_RATE_PER_IP", "3000/minute")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "imgprotect.ratelimit.ApiKeyRateThrottle", "imgprotect.ratelimit.ApiIpRateThrottle"]
+
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
@@ -275,6 +325,44 @@ LOGGING = {
     "loggers": {"django.request": {"level": "ERROR"}},
 }
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
-SESSION_COOKIE_SECURE = env_bool("BEHIND_TLS_PROXY")
-CSRF_COOKIE_SECURE = env_bool("BEHIND_TLS_PROXY")
+# --- HTTPS, cookies and the browser's defences (docs/security.md) ---------------------
+# On by default in production; each can be turned off for a deployment that needs it.
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
+    # The header the TLS proxy sets, "Name: value"; the proxy must overwrite it on every request.
+    _proxy_header, _, _proxy_value = env_str("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto: https").partition(":")
+    if not _proxy_header.strip() or not _proxy_value.strip():
+        raise ConfigError("SECURE_PROXY_SSL_HEADER must look like 'X-Forwarded-Proto: https'")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.strip().upper().replace("-", "_"), _proxy_value.strip())
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # the container's health probe speaks plain HTTP on loopback
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", PRODUCTION or BEHIND_TLS_PROXY)
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # the portal's script reads the token from the page (static/portal/portal.js)
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+# The portal's pages load scripts, styles, images and fonts from this site only, with no inline
+# code; the templates and static/portal/*.js are written for it (tests/portal/test_security.py).
+# The admin and the Swagger page bring their own inline code, so they are left out; image files
+# set their own stricter sandbox policy (matching/portal/views/files.py).
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/admin/", "/api/docs/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}

@@ -60,6 +60,7 @@ class CheckSubmitSerializer(serializers.Serializer):
 
 
 class CheckViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = Check.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = CheckSerializer
     parser_classes = [MultiPartParser, FormParser]
     filterset_fields = ["status", "collection"]
@@ -153,6 +154,7 @@ class MatchFilter(django_filters.FilterSet):
 
 
 class MatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = Match.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = MatchSerializer
     filterset_class = MatchFilter
 

@@ -54,6 +54,7 @@ class ImageFilter(django_filters.FilterSet):
 
 class ProtectedImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                             viewsets.GenericViewSet):
+    queryset = ProtectedImage.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = ProtectedImageSerializer
     filterset_class = ImageFilter
     parser_classes = [MultiPartParser, FormParser]

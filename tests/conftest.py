@@ -42,6 +42,21 @@ def _isolated_data(settings, tmp_path: Path):  # type: ignore[no-untyped-def]
     registry.forget()
 
 
+@pytest.fixture(autouse=True)
+def _no_accidental_throttling(settings):  # type: ignore[no-untyped-def]
+    """Rate-limit counters start empty in each test, and limits are far above what a test does;
+    the tests of the limits set them low themselves (docs/security.md)."""
+    from django.core.cache import cache
+
+    settings.AXES_FAILURE_LIMIT = 1000
+    for name in ("IMGPROTECT_LOGIN_RATE_PER_IP", "IMGPROTECT_PASSWORD_RESET_RATE_PER_ADDRESS",
+                 "IMGPROTECT_PASSWORD_RESET_RATE_PER_IP", "IMGPROTECT_API_RATE_PER_KEY", "IMGPROTECT_API_RATE_PER_IP"):
+        setattr(settings, name, "100000/minute")
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def media_files(settings):  # type: ignore[no-untyped-def]
     """A callable listing every stored file, to prove failed requests leave nothing behind."""

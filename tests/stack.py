@@ -8,6 +8,7 @@ Shared by ``tests/integration`` and ``tests/bulk``. PostgreSQL and Redis must al
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -98,6 +99,12 @@ def django_stack(workdir: Path, *, db_prefix: str, env: dict[str, str], web_work
         "SITE_URL": f"http://127.0.0.1:{port}",
         "PYTHONUNBUFFERED": "1",
         "IMGPROTECT_CNN_PRECISION": "auto",  # the service's default, not the test process's float32
+        # DEBUG=false is production: a real secret, and plain HTTP on loopback instead of the HTTPS redirect.
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "SECURE_SSL_REDIRECT": "false",
+        # One key drives every request of a test run: never throttled by accident (the limits have their own tests).
+        "IMGPROTECT_API_RATE_PER_KEY": "100000/minute",
+        "IMGPROTECT_API_RATE_PER_IP": "100000/minute",
         **env,
     }
     full_env.pop("DJANGO_SETTINGS_MODULE", None)

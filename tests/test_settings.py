@@ -36,7 +36,7 @@ def test_env_helpers_parse_and_refuse(monkeypatch, tmp_path):
 
 def test_env_example_lists_every_variable_the_settings_read():
     source = (ROOT / "imgprotect" / "settings.py").read_text()
-    used = set(re.findall(r'env_(?:str|bool|int|float|list|optional_int)\("([A-Z0-9_]+)"', source))
+    used = set(re.findall(r'env_(?:str|bool|int|float|list|optional_int|choice|rate)\("([A-Z0-9_]+)"', source))
     documented = set(re.findall(r"^([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert used, "the settings read no variables?"
     assert used - documented == set()

@@ -49,6 +49,7 @@ class BulkJobErrorSerializer(serializers.ModelSerializer):
 
 
 class BulkJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = BulkJob.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = BulkJobSerializer
     filterset_fields = ["status", "kind", "collection"]
     # Bulk work is heavy and reads whole sources: admins only.

@@ -5,10 +5,20 @@
   "use strict";
 
   function csrfToken() {
+    // From the page, never the cookie: the CSRF cookie is HttpOnly (docs/security.md).
     var input = document.querySelector("input[name=csrfmiddlewaretoken]");
     if (input) return input.value;
-    var m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return m ? decodeURIComponent(m[1]) : "";
+    var meta = document.querySelector("meta[name=csrf-token]");
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  /* Bars take their width from data-width (a percentage): the Content-Security-Policy forbids
+     style attributes in the markup, not styles set from script. */
+  function applyWidths(root) {
+    root.querySelectorAll("[data-width]").forEach(function (node) {
+      var pct = parseFloat(node.getAttribute("data-width"));
+      node.style.width = Math.max(0, Math.min(100, isNaN(pct) ? 0 : pct)) + "%";
+    });
   }
 
   function humanBytes(n) {
@@ -165,6 +175,7 @@
       .then(function (r) { return r.text(); })
       .then(function (html) {
         target.innerHTML = html;
+        applyWidths(target);
         var root = target.querySelector("[data-finished]");
         if (root && root.getAttribute("data-finished") === "false" && attempt < 600) {
           setTimeout(function () { poll(target, url, attempt + 1); }, Math.min(2000, 400 + attempt * 100));
@@ -351,6 +362,11 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    applyWidths(document);
+    // Selects that submit their form on change (no inline handlers under the CSP).
+    document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
+      select.addEventListener("change", function () { select.form.submit(); });
+    });
     document.querySelectorAll("[data-upload]").forEach(setupUpload);
     document.querySelectorAll("form[data-check-form]").forEach(setupCheckForm);
     document.querySelectorAll("form[data-desk]").forEach(setupDesk);

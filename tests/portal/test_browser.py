@@ -75,9 +75,11 @@ def page(browser, live_server, settings):  # type: ignore[no-untyped-def]
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Whatever the portal's Content-Security-Policy blocks is an error too (docs/security.md).
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     yield page
     context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
+    assert errors == [], f"JavaScript errors or CSP violations: {errors}"
 
 
 class Shots:

@@ -265,7 +265,7 @@ def test_invitation_rules(world):
     # an existing user accepts while logged in; an expired or withdrawn link is refused
     from catalog.services import invitation_create, invitation_revoke
 
-    issued = invitation_create(organisation=world.org, email="rival@rival.test", role="viewer",
+    issued = invitation_create(organisation=world.org, email="Owner@Rival.test", role="viewer",
                                invited_by=world.users[Role.OWNER], actor_role=Role.OWNER)
     rival = world.client("rival")
     assert rival.post(reverse("portal:invitation", args=[issued.token])).status_code == 302

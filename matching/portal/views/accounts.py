@@ -1,6 +1,7 @@
 """Log in and out, password reset and change, invitations, and the organisation chooser."""
 from __future__ import annotations
 
+from django.conf import settings as django_settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
@@ -10,15 +11,50 @@ from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_http_methods
 
 from catalog import services
+from imgprotect import ratelimit
 from imgprotect.errors import ServiceError
 from matching.portal import selectors
 from matching.portal.access import SESSION_ORG, account_view
 from matching.portal.forms import SignupForm
 
-login_view = auth_views.LoginView.as_view(template_name="portal/account/login.html",
-                                          redirect_authenticated_user=True)
+class _LoginView(auth_views.LoginView):
+    """Login with a per-address cap on attempts (password spraying); django-axes locks a user
+    name per address after repeated failures (imgprotect/ratelimit.py, docs/security.md)."""
+
+    def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        wait = ratelimit.hit("login-ip", ratelimit.client_ip(request), django_settings.IMGPROTECT_LOGIN_RATE_PER_IP)
+        if wait:
+            return ratelimit.too_many(request, wait, title="Too many login attempts",
+                                      message="Too many logins were tried from your network.")
+        return super().post(request, *args, **kwargs)
+
+
+class _PasswordResetView(auth_views.PasswordResetView):
+    """Password reset, throttled per client address and per e-mail address asked for, so the
+    form cannot be used to flood an inbox."""
+
+    def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        wait = ratelimit.hit("password-reset-ip", ratelimit.client_ip(request),
+                             django_settings.IMGPROTECT_PASSWORD_RESET_RATE_PER_IP)
+        if wait:
+            return self._too_many(wait)
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form):  # type: ignore[no-untyped-def]
+        wait = ratelimit.hit("password-reset-address", form.cleaned_data["email"].strip().lower(),
+                             django_settings.IMGPROTECT_PASSWORD_RESET_RATE_PER_ADDRESS)
+        if wait:
+            return self._too_many(wait)
+        return super().form_valid(form)
+
+    def _too_many(self, wait: int) -> HttpResponse:
+        return ratelimit.too_many(self.request, wait, title="Too many reset requests",
+                                  message="Reset links were asked for too often. A link already sent still works.")
+
+
+login_view = _LoginView.as_view(template_name="portal/account/login.html", redirect_authenticated_user=True)
 logout_view = auth_views.LogoutView.as_view()
-password_reset = auth_views.PasswordResetView.as_view(
+password_reset = _PasswordResetView.as_view(
     template_name="portal/account/password_reset_form.html",
     email_template_name="portal/email/password_reset.txt",
     html_email_template_name="portal/email/password_reset.html",
@@ -68,6 +104,10 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
     invite = services.invitation_for_token(token)
     if invite is None or not invite.is_open:
         return render(request, "portal/account/invitation.html", {"invalid": True}, status=404)
+    if request.user.is_authenticated and not services.invitation_is_for(invitation=invite, user=request.user):
+        # Bound to the invited address: another account holding the link may not use it.
+        return render(request, "portal/account/invitation.html", {"invite": invite, "wrong_account": True},
+                      status=403)
     form = SignupForm(request.POST or None) if not request.user.is_authenticated else None
     if request.method == "POST":
         try:
