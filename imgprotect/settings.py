@@ -194,9 +194,16 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 120, minimu
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 180, minimum=1)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = True
+# A worker killed with its tasks (docs/architecture.md, "When a worker dies"): Redis hands an unacked
+# message to another worker after this long. It must outlast the longest a live worker holds one
+# (a retry's countdown, at most 60 s, plus the hard time limit), or running tasks would run twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 120,
+                                  minimum=CELERY_TASK_TIME_LIMIT + 60),
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
-    "sweep-stale-work": {"task": "workers.tasks.sweep_stale_work", "schedule": 300.0},
+    "sweep-stale-work": {"task": "workers.tasks.sweep_stale_work", "schedule": 60.0},
     # Portal: alert digests and webhook retries (workers/portal.py).
     "alert-digest-hourly": {"task": "workers.portal.send_alert_digests", "schedule": crontab(minute=0),
                             "args": ["hourly"]},
@@ -205,8 +212,10 @@ CELERY_BEAT_SCHEDULE = {
                            "args": ["daily"]},
     "webhook-retries": {"task": "workers.portal.retry_webhook_deliveries", "schedule": 30.0},
 }
-# Work stuck in "running" longer than this is reset by the sweeper.
-IMGPROTECT_STALE_AFTER_SECONDS = env_int("IMGPROTECT_STALE_AFTER_SECONDS", 900, minimum=60)
+# Work "running" longer than this lost its worker: the hard time limit ends any live attempt sooner
+# (prefork pool), so the sweeper or a redelivered task may take it over (docs/architecture.md).
+IMGPROTECT_STALE_AFTER_SECONDS = env_int("IMGPROTECT_STALE_AFTER_SECONDS", CELERY_TASK_TIME_LIMIT + 30,
+                                         minimum=CELERY_TASK_TIME_LIMIT + 1)
 # How long `POST /checks?wait=` may block at most.
 IMGPROTECT_MAX_CHECK_WAIT_SECONDS = env_float("IMGPROTECT_MAX_CHECK_WAIT_SECONDS", 30.0)
 

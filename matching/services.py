@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from catalog.models import ApiKey, Collection, Organisation
@@ -69,11 +71,18 @@ def _load_check_image(check: Check) -> LoadedImage:
     return load_image(data, max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES, max_pixels=settings.IMGPROTECT_MAX_PIXELS)
 
 
+def stale_before() -> datetime:
+    """Work claimed before this lost its worker: no live attempt runs past the hard time limit,
+    which IMGPROTECT_STALE_AFTER_SECONDS exceeds (imgprotect/settings.py)."""
+    return timezone.now() - timedelta(seconds=settings.IMGPROTECT_STALE_AFTER_SECONDS)
+
+
 def check_run(*, check_id: int) -> Check | None:
     """Match a queued check and write its match reports. Idempotent.
 
     Only the delivery that moves the check from queued to running does the
-    work (docs/coding-habits.md, habit 3). Image errors are permanent: the check fails with
+    work (docs/coding-habits.md, habit 3), or one that takes over a check whose attempt
+    died with its worker (running past ``stale_before``). Image errors are permanent: the check fails with
     the reason. Other errors put it back to queued and propagate for a retry.
 
     With ``IMGPROTECT_PARTIAL_SEARCH=background`` (the default) the check
@@ -82,9 +91,12 @@ def check_run(*, check_id: int) -> Check | None:
     ``partial_search`` is ``pending`` and ``check_partial_run`` (its own task)
     runs the partial-copy pass and adds what it finds to the same check.
     """
+    running = Check.Status.RUNNING
     claimed = Check.objects.filter(pk=check_id, status=Check.Status.QUEUED).update(
-        status=Check.Status.RUNNING, started=timezone.now()
-    )
+        status=running, started=timezone.now()
+    ) or Check.objects.filter(pk=check_id, status=running, started__lt=stale_before(), attempts__lt=3).update(
+        started=timezone.now(), attempts=F("attempts") + 1
+    )  # or a redelivery takes over a dead attempt (docs/architecture.md, "When a worker dies")
     if not claimed:
         return Check.objects.filter(pk=check_id).first()
     check = Check.objects.select_related("organisation").get(pk=check_id)
@@ -124,9 +136,12 @@ def check_partial_run(*, check_id: int) -> Check | None:
     replaces the check's result and sends alerts for the new matches. Other
     errors put it back to pending and propagate for a retry.
     """
-    claimed = Check.objects.filter(pk=check_id, status=Check.Status.DONE,
-                                   partial_search=Check.PartialSearch.PENDING).update(
-        partial_search=Check.PartialSearch.RUNNING, partial_started=timezone.now()
+    running = Check.PartialSearch.RUNNING
+    answered = Check.objects.filter(pk=check_id, status=Check.Status.DONE)
+    claimed = answered.filter(partial_search=Check.PartialSearch.PENDING).update(
+        partial_search=running, partial_started=timezone.now()
+    ) or answered.filter(partial_search=running, partial_started__lt=stale_before(), attempts__lt=3).update(
+        partial_started=timezone.now(), attempts=F("attempts") + 1
     )
     if not claimed:
         return Check.objects.filter(pk=check_id).first()

@@ -58,16 +58,27 @@ class Stack:
     def manage(self) -> list[str]:
         return [sys.executable, str(ROOT / "manage.py")]
 
-    def start_worker(self, name: str, *pool: str) -> subprocess.Popen:
-        """A Celery worker on this stack's queue; ``pool`` e.g. ``("--pool", "solo")`` or ``("-c", "1")``."""
+    def start_worker(self, name: str, *pool: str, new_session: bool = False) -> subprocess.Popen:
+        """A Celery worker on this stack's queue; ``pool`` e.g. ``("--pool", "solo")`` or ``("-c", "1")``.
+        ``new_session``: the worker and its pool processes get a process group of their own (to kill them all)."""
         worker = subprocess.Popen(
             [str(BIN / "celery"), "-A", "imgprotect", "worker", "-l", "info", *pool,
              "-Q", self.env["CELERY_TASK_DEFAULT_QUEUE"], "-n", f"{name}-{self.dbname}@%h", "--without-gossip",
              "--without-mingle"],
             env=self.env, cwd=ROOT, stdout=open(self.logs / f"{name}.log", "wb"), stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
         self.processes.append(worker)
         return worker
+
+    def start_beat(self) -> subprocess.Popen:
+        """Celery beat with the product's schedule (its state file in the logs folder)."""
+        beat = subprocess.Popen(
+            [str(BIN / "celery"), "-A", "imgprotect", "beat", "-l", "info", "-s", str(self.logs / "beat-schedule")],
+            env=self.env, cwd=ROOT, stdout=open(self.logs / "beat.log", "wb"), stderr=subprocess.STDOUT,
+        )
+        self.processes.append(beat)
+        return beat
 
     def shell(self, code: str) -> str:
         """The last line ``manage.py shell -c code`` prints."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -30,7 +29,9 @@ def index_protected_image(image_id: int) -> None:
         log.warning("image %s cannot be indexed: %s", image_id, exc.reason)
 
 
-@shared_task(acks_late=True, **RETRY)
+# reject_on_worker_lost: a pool process that dies mid-task (OOM) gives its message back at once; the
+# claim in the service bounds the loop (a running check is taken over only after its deadline, three times).
+@shared_task(acks_late=True, reject_on_worker_lost=True, **RETRY)
 def run_check(check_id: int) -> None:
     try:
         services.check_run(check_id=check_id)
@@ -38,7 +39,7 @@ def run_check(check_id: int) -> None:
         log.warning("check %s failed: %s", check_id, exc.reason)
 
 
-@shared_task(acks_late=True, **RETRY)
+@shared_task(acks_late=True, reject_on_worker_lost=True, **RETRY)
 def run_check_partial(check_id: int) -> None:
     services.check_partial_run(check_id=check_id)
 
@@ -51,8 +52,10 @@ def send_match_alerts(check_id: int) -> None:
 @shared_task
 def sweep_stale_work() -> int:
     """Re-queue checks stuck in ``running`` past the deadline (a worker died mid-way), and partial-copy
-    searches stuck the same way (after three tries those fail; the check keeps its first answer)."""
-    deadline = timezone.now() - timezone.timedelta(seconds=settings.IMGPROTECT_STALE_AFTER_SECONDS)
+    searches stuck the same way (after three tries those fail; the check keeps its first answer).
+    Queued work whose message went down with its worker is sent once more (docs/architecture.md,
+    "When a worker dies")."""
+    deadline = services.stale_before()
     stale = list(Check.objects.filter(status=Check.Status.RUNNING, started__lt=deadline).values_list("id", flat=True))
     requeued = 0
     for check_id in stale:
@@ -66,14 +69,25 @@ def sweep_stale_work() -> int:
                 status=Check.Status.FAILED, failure_code="stale", failure_reason="Matching did not finish in time.",
                 finished=timezone.now(),
             )
-    # Pending that long: the task was lost before a worker took it (claiming makes a duplicate harmless).
-    lost = list(Check.objects.filter(partial_search=Check.PartialSearch.PENDING, finished__lt=deadline)
+    # Queued that long and never sent again: its message may have died in a worker between delivery and
+    # claim (the broker gives it back only after CELERY_VISIBILITY_TIMEOUT). Once per check: in a backlog
+    # this adds one duplicate per check, which the claim turns into a no-op.
+    for check_id in list(Check.objects.filter(Q(started__isnull=True) | Q(started__lt=deadline),
+                                              status=Check.Status.QUEUED, attempts=0, created__lt=deadline)
+                         .values_list("id", flat=True)):
+        if Check.objects.filter(pk=check_id, status=Check.Status.QUEUED, attempts=0).update(attempts=1):
+            run_check.delay(check_id)
+            requeued += 1
+    # Pending that long since the answer or the last send: the task was lost before a worker took it
+    # (claiming makes a duplicate harmless). partial_started marks each send, so one per deadline.
+    lost = list(Check.objects.filter(Q(partial_started__isnull=True, finished__lt=deadline)
+                                     | Q(partial_started__lt=deadline), partial_search=Check.PartialSearch.PENDING)
                 .values_list("id", flat=True))
     running = Check.PartialSearch.RUNNING
     for check_id in list(Check.objects.filter(partial_search=running, partial_started__lt=deadline)
                          .values_list("id", flat=True)):
         if Check.objects.filter(pk=check_id, partial_search=running, attempts__lt=3).update(
-            partial_search=Check.PartialSearch.PENDING, attempts=F("attempts") + 1
+            partial_search=Check.PartialSearch.PENDING, attempts=F("attempts") + 1, partial_started=timezone.now()
         ):
             run_check_partial.delay(check_id)
             requeued += 1
@@ -82,7 +96,7 @@ def sweep_stale_work() -> int:
                 partial_search=Check.PartialSearch.FAILED, completed=timezone.now())
     for check_id in lost:
         if Check.objects.filter(pk=check_id, partial_search=Check.PartialSearch.PENDING, attempts__lt=3).update(
-            attempts=F("attempts") + 1
+            attempts=F("attempts") + 1, partial_started=timezone.now()
         ):
             run_check_partial.delay(check_id)
             requeued += 1

@@ -90,3 +90,68 @@ def test_partial_copy_search_that_fails_goes_back_to_pending_for_a_retry(org, mo
         services.check_partial_run(check_id=check.pk)
     check.refresh_from_db()
     assert check.partial_search == "pending" and check.result is None and check.completed is None
+
+
+def test_a_redelivered_task_takes_over_a_check_whose_worker_died(org, settings):
+    """The claim lets a redelivery re-take a running check only past the deadline, three times at most."""
+    dead = _queued_check(org)
+    stale = timezone.now() - timedelta(seconds=settings.IMGPROTECT_STALE_AFTER_SECONDS + 5)
+    Check.objects.filter(pk=dead.pk).update(status="running", started=stale)
+    live = _queued_check(org)
+    Check.objects.filter(pk=live.pk).update(status="running", started=timezone.now() - timedelta(seconds=60))
+
+    assert services.check_run(check_id=dead.pk).status == "done"
+    assert Check.objects.get(pk=dead.pk).attempts == 1
+    assert services.check_run(check_id=live.pk).status == "running"  # its attempt may still be alive
+    assert Check.objects.get(pk=live.pk).attempts == 0
+
+    Check.objects.filter(pk=dead.pk).update(status="running", started=stale, attempts=3)
+    assert services.check_run(check_id=dead.pk).status == "running"  # out of attempts: the sweeper fails it
+
+
+def test_a_redelivered_partial_copy_pass_takes_over_one_whose_worker_died(org, settings, monkeypatch):
+    check = _queued_check(org)
+    stale = timezone.now() - timedelta(seconds=settings.IMGPROTECT_STALE_AFTER_SECONDS + 5)
+    Check.objects.filter(pk=check.pk).update(status="done", finished=stale, result={"verdict": "none"},
+                                             partial_search="running", partial_started=stale)
+    monkeypatch.setattr(tasks.run_check_partial, "delay", lambda check_id: None)
+    assert services.check_partial_run(check_id=check.pk).partial_search == "done"
+    assert Check.objects.get(pk=check.pk).attempts == 1
+
+
+def test_sweeper_sends_a_lost_queued_check_once(org, settings, monkeypatch):
+    old = timezone.now() - timedelta(seconds=settings.IMGPROTECT_STALE_AFTER_SECONDS + 5)
+    lost = _queued_check(org)  # its message died in a worker before the claim
+    young = _queued_check(org)
+    Check.objects.filter(pk=lost.pk).update(created=old)
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.run_check, "delay", sent.append)
+
+    assert tasks.sweep_stale_work() == 1 and sent == [lost.pk]
+    assert Check.objects.get(pk=lost.pk).status == "queued"  # the claim is the worker's, not the sweeper's
+    assert tasks.sweep_stale_work() == 0 and sent == [lost.pk]  # once: a backlog gets one duplicate at most
+    assert Check.objects.get(pk=young.pk).attempts == 0
+
+
+def test_sweeper_sends_a_lost_partial_copy_pass_once_per_deadline(org, settings, monkeypatch):
+    check = _queued_check(org)
+    stale = timezone.now() - timedelta(seconds=settings.IMGPROTECT_STALE_AFTER_SECONDS + 5)
+    Check.objects.filter(pk=check.pk).update(status="done", finished=stale, result={"verdict": "none"},
+                                             partial_search="pending")
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.run_check_partial, "delay", sent.append)
+    assert tasks.sweep_stale_work() == 1
+    assert tasks.sweep_stale_work() == 0 and sent == [check.pk]  # the next minute's sweep waits
+
+
+def test_recovery_settings_fit_the_task_time_limit(settings):
+    """A dead worker's checks come back within about five minutes: beat sweeps every minute, the
+    deadline and the broker's redelivery outlast the hard time limit (a live attempt is never re-run)."""
+    limit = settings.CELERY_TASK_TIME_LIMIT
+    assert settings.CELERY_BEAT_SCHEDULE["sweep-stale-work"]["schedule"] <= 60
+    assert limit < settings.IMGPROTECT_STALE_AFTER_SECONDS <= limit + 60
+    assert settings.IMGPROTECT_STALE_AFTER_SECONDS + 60 <= 300
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    assert visibility >= limit + tasks.RETRY["retry_backoff_max"]
+    for task in (tasks.run_check, tasks.run_check_partial):
+        assert task.acks_late and task.reject_on_worker_lost and task.max_retries == 5
