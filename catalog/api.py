@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import django_filters
-from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -11,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog import selectors, services
+from catalog.files import file_response
 from catalog.models import Collection, Organisation, ProtectedImage, Role, validate_email_list
 from catalog.permissions import resolve_tenant
 from catalog.uploads import read_and_validate
@@ -133,4 +133,4 @@ class ProtectedImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mi
     @action(detail=True, methods=["get"])
     def file(self, request, pk=None):  # type: ignore[no-untyped-def]
         image = self.get_object()
-        return FileResponse(image.file.open("rb"), content_type=f"image/{image.format.lower()}")
+        return file_response(image.file.open("rb"), image_format=image.format)

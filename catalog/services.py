@@ -12,6 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
+from catalog.files import extension_for
 from catalog.models import ApiKey, Collection, Membership, Organisation, ProtectedImage, Role, hash_api_secret
 from matching.core.errors import ImageError
 from matching.core.loading import LoadedImage
@@ -229,7 +230,8 @@ def protected_image_add(
     )
     if index_now:
         _apply_signals(image, reference_signals(loaded))
-    name = filename or f"upload.{loaded.format.lower()}"
+    # Named from the decoded format: the uploader's ``filename`` never chooses how the file is served.
+    name = f"upload.{extension_for(loaded.format)}"
     # The file is written before the row; if the row fails, the file is removed,
     # so a failed upload leaves nothing behind.
     image.file.save(name, ContentFile(data), save=False)

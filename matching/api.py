@@ -5,7 +5,7 @@ import time
 
 import django_filters
 from django.conf import settings
-from django.http import FileResponse, Http404
+from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -13,6 +13,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from catalog import selectors as catalog_selectors
+from catalog.files import file_response
 from catalog.permissions import resolve_tenant
 from catalog.uploads import read_and_validate
 from matching import selectors, services
@@ -168,4 +169,4 @@ class MatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         match = self.get_object()
         if not match.evidence:
             raise Http404
-        return FileResponse(match.evidence.open("rb"), content_type="image/png")
+        return file_response(match.evidence.open("rb"), image_format="PNG")

@@ -11,6 +11,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from catalog.files import extension_for
 from catalog.models import ApiKey, Collection, Organisation
 from catalog.services import _delete_files
 from matching.core.errors import ImageError
@@ -46,7 +47,8 @@ def check_submit(
         submitted_by=submitted_by if submitted_by is not None and submitted_by.is_authenticated else None,
         api_key=api_key,
     )
-    check.file.save(filename or f"check.{loaded.format.lower()}", ContentFile(data), save=False)
+    # The stored name comes from the decoded format; the uploader's name is only shown (original_name).
+    check.file.save(f"check.{extension_for(loaded.format)}", ContentFile(data), save=False)
     try:
         with transaction.atomic():
             check.save()

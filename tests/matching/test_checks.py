@@ -268,3 +268,14 @@ def test_wait_complete_waits_for_the_partial_copy_pass_and_bad_values_are_refuse
                         format="multipart")
     assert response.status_code == 400 and "complete" in response.json()["fields"]
     assert Check.objects.count() == 1
+
+
+def test_finding_01_check_files_and_evidence_are_typed_and_sandboxed(api, protected):
+    from tests.test_admin import assert_served_as_png
+
+    body = submit(api, photo_png("rocket"), "poc.html", wait=5).json()
+    check = Check.objects.get(pk=body["id"])
+    assert check.original_name == "poc.html" and check.file.name.endswith(".png")
+    evidence = api.get(body["matches"][0]["evidence_url"])
+    assert_served_as_png(evidence)
+
