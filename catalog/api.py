@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from catalog import selectors, services
 from catalog.files import file_response
+from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.models import Collection, Organisation, ProtectedImage, Role, validate_email_list
 from catalog.permissions import resolve_tenant
 from catalog.uploads import read_and_validate
@@ -46,7 +47,7 @@ class CollectionSerializer(serializers.ModelSerializer):
         extra_kwargs = {"phash_max_distance": {"min_value": 0, "max_value": 64}}
 
 
-class CollectionViewSet(viewsets.ModelViewSet):
+class CollectionViewSet(IdLookupMixin, viewsets.ModelViewSet):
     serializer_class = CollectionSerializer
     write_roles = {"create": Role.ADMIN, "update": Role.ADMIN, "partial_update": Role.ADMIN, "destroy": Role.ADMIN}
 
@@ -83,13 +84,14 @@ class ProtectedImageSerializer(serializers.ModelSerializer):
 
 
 class ImageUploadSerializer(serializers.Serializer):
-    collection = serializers.IntegerField(help_text="Id of one of your collections.")
+    collection = id_field(help_text="Id of one of your collections.")
     file = serializers.FileField(help_text="JPEG, PNG, WebP, GIF, BMP or TIFF.")
     key = serializers.CharField(required=False, max_length=1024,
                                 help_text="Your identifier for the image; defaults to the file name.")
 
 
 class ImageFilter(django_filters.FilterSet):
+    collection = OwnObjectFilter(scope=own_collections, noun="collection")
     created_after = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt")
     key = django_filters.CharFilter(field_name="key", lookup_expr="icontains")
@@ -99,7 +101,7 @@ class ImageFilter(django_filters.FilterSet):
         fields = ["collection", "status", "format", "key", "created_after", "created_before"]
 
 
-class ProtectedImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                             viewsets.GenericViewSet):
     serializer_class = ProtectedImageSerializer
     filterset_class = ImageFilter
