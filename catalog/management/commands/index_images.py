@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from catalog import services
+from catalog.management.database import database_ready
 from catalog.models import ProtectedImage
 from catalog.sources import SourceError, iter_source, source_check_allowed
 from matching.core.errors import ImageError, RetryableError
@@ -114,6 +115,7 @@ class Command(BaseCommand):
         parser.add_argument("source")
 
     def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
+        database_ready()
         try:
             source = source_check_allowed(opts["source"], trusted=True)
         except SourceError as exc:

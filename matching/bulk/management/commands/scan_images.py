@@ -14,6 +14,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from catalog.management.commands.index_images import print_errors, run_bulk_job
+from catalog.management.database import database_ready
 from catalog.models import Collection, Organisation
 from catalog.services import ServiceError
 from matching.bulk import selectors, services
@@ -35,6 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("source")
 
     def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
+        database_ready()
         organisation = Organisation.objects.filter(slug=opts["org"]).first()
         if organisation is None:
             raise CommandError(f"no organisation {opts['org']!r}")
