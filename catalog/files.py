@@ -24,6 +24,19 @@ SANDBOX_CSP = "sandbox; default-src 'none'; img-src 'self'"
 _SAFE_EXTENSIONS = frozenset({*EXTENSIONS.values(), "jpeg", "tiff", "npz"})
 
 
+# The portal's downscaled copies of stored images, kept in the cache under these keys.
+RENDITION_SIZES = {"thumb": 360, "view": 1600}
+
+
+def rendition_cache_key(name: str, pixels: int) -> str:
+    return f"portal-rendition:{pixels}:{name}"
+
+
+def rendition_cache_keys(name: str) -> list[str]:
+    """Every cached rendition of a stored file (removed with the file)."""
+    return [rendition_cache_key(name, pixels) for pixels in RENDITION_SIZES.values()]
+
+
 def extension_for(image_format: str) -> str:
     """The stored file's extension for a decoded format; ``bin`` for anything else."""
     return EXTENSIONS.get((image_format or "").upper(), "bin")

@@ -49,6 +49,16 @@ def organisation_create(*, slug: str, name: str | None = None, owner: AbstractBa
     return org
 
 
+@transaction.atomic
+def organisation_delete(*, organisation: Organisation) -> None:
+    """Remove the organisation with all its rows and, after commit, every file and index snapshot it had."""
+    from catalog.deletion import purge_organisation
+
+    purge = purge_organisation(organisation)
+    organisation.delete()
+    purge.after_commit()
+
+
 def organisation_get_or_create(*, slug: str) -> Organisation:
     org = Organisation.objects.filter(slug=slugify(slug)).first()
     return org or organisation_create(slug=slug, name=slug)
@@ -160,12 +170,14 @@ def collection_update(*, collection: Collection, **fields: object) -> Collection
 
 @transaction.atomic
 def collection_delete(*, collection: Collection) -> None:
-    files = [name for pair in ProtectedImage.objects.filter(collection=collection).values_list("file", "features")
-             for name in pair]
+    """Remove the collection, its images and everything derived from them (catalog/deletion.py)."""
+    from catalog.deletion import purge_collection
+
+    purge = purge_collection(collection)
     organisation_id = collection.organisation_id
     collection.delete()
     _bump_generation(organisation_id)
-    transaction.on_commit(lambda: _delete_files(files))
+    purge.after_commit()
 
 
 # --- protected images -----------------------------------------------------------
@@ -336,9 +348,12 @@ def protected_image_index(*, image_id: int) -> ProtectedImage | None:
 
 @transaction.atomic
 def protected_image_delete(*, image: ProtectedImage) -> None:
-    """Remove the row, its index entries (via the generation) and, after commit, its files."""
-    names = [image.file.name, image.features.name]
+    """Remove the row, its index entries (via the generation) and, after commit, its files and every
+    file derived from it (catalog/deletion.py)."""
+    from catalog.deletion import purge_images
+
+    purge = purge_images(ProtectedImage.objects.filter(pk=image.pk))
     organisation_id = image.organisation_id
     image.delete()
     _bump_generation(organisation_id)
-    transaction.on_commit(lambda: _delete_files(names))
+    purge.after_commit()

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from django.db.models.fields.files import FieldFile
 from django.http import Http404, HttpRequest, HttpResponse
 
-from catalog.files import file_response, harden
+from catalog.files import RENDITION_SIZES, file_response, harden, rendition_cache_key
 from matching.portal import selectors
 from matching.portal.access import portal_view
 from matching.portal.views.common import found
@@ -19,7 +19,7 @@ from matching.portal.views.common import found
 CACHE_CONTROL = "private, max-age=3600"
 
 
-RENDITIONS = {"thumb": 360, "view": 1600}
+RENDITIONS = RENDITION_SIZES
 
 
 def _serve(request: HttpRequest, field: FieldFile, image_format: str | None) -> HttpResponse:
@@ -40,7 +40,7 @@ def _serve(request: HttpRequest, field: FieldFile, image_format: str | None) -> 
 
 def _rendition(field: FieldFile, pixels: int) -> HttpResponse:
     """A JPEG no larger than ``pixels`` a side, upright (EXIF), alpha on white: any browser shows it."""
-    key = f"portal-rendition:{pixels}:{field.name}"
+    key = rendition_cache_key(field.name, pixels)
     data = cache.get(key)
     if data is None:
         from PIL import Image, ImageOps
