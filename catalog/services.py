@@ -212,7 +212,8 @@ def protected_image_add(
     ``loaded`` is the result of ``matching.core.loading.load_image(data)``: the
     caller validates before anything is written, so bad input stores nothing.
     With ``index_now`` the signals are computed in this call (bulk command line)
-    instead of by a worker.
+    instead of by a worker. ``filename`` (the uploader's) is accepted for callers' convenience but
+    never names the stored file: that comes from the decoded format (catalog/files.py).
     """
     key = key.strip()
     if not key:
