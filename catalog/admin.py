@@ -23,6 +23,13 @@ class OrganisationAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
     readonly_fields = ["index_generation"]
 
+    def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
+        services.organisation_delete(organisation=obj)
+
+    def delete_queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        for organisation in queryset:
+            services.organisation_delete(organisation=organisation)
+
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
@@ -56,6 +63,13 @@ class CollectionAdmin(admin.ModelAdmin):
     list_filter = ["organisation"]
     search_fields = ["name", "slug", "organisation__slug"]
     prepopulated_fields = {"slug": ["name"]}
+
+    def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
+        services.collection_delete(collection=obj)
+
+    def delete_queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        for collection in queryset:
+            services.collection_delete(collection=collection)
 
 
 @admin.register(ProtectedImage)

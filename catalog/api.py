@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog import selectors, services
+from catalog.filters import IdLookupMixin
 from catalog.models import Collection, Organisation, Role, validate_email_list
 from catalog.permissions import resolve_tenant
 
@@ -49,7 +50,7 @@ class CollectionSerializer(serializers.ModelSerializer):
         extra_kwargs = {"phash_max_distance": {"min_value": 0, "max_value": 64}}
 
 
-class CollectionViewSet(viewsets.ModelViewSet):
+class CollectionViewSet(IdLookupMixin, viewsets.ModelViewSet):
     queryset = Collection.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = CollectionSerializer
     write_roles = {"create": Role.ADMIN, "update": Role.ADMIN, "partial_update": Role.ADMIN, "destroy": Role.ADMIN}

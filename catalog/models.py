@@ -163,8 +163,11 @@ class Collection(models.Model):
 
 
 def protected_upload_to(instance: "ProtectedImage", filename: str) -> str:
-    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
-    return f"protected/{instance.organisation_id}/{instance.collection_id}/{uuid.uuid4().hex}.{ext[:8]}"
+    # Named from the decoded format, never from the uploader's name (catalog/files.py).
+    from catalog.files import extension_for
+
+    ext = extension_for(instance.format)
+    return f"protected/{instance.organisation_id}/{instance.collection_id}/{uuid.uuid4().hex}.{ext}"
 
 
 def features_upload_to(instance: "ProtectedImage", filename: str) -> str:

@@ -33,6 +33,7 @@ from catalog.models import (
     ApiKey, Collection, Invitation, Membership, Organisation, ProtectedImage, Role, hash_api_secret, hash_token,
     role_at_least,
 )
+from catalog.deletion import purge_collection, purge_images, purge_organisation, stored_files_delete
 from imgprotect.errors import Conflict, Forbidden, ServiceError
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,14 @@ def organisation_create(*, slug: str, name: str | None = None, owner: AbstractBa
     if owner is not None:
         Membership.objects.create(user=owner, organisation=org, role=Role.OWNER)
     return org
+
+
+@transaction.atomic
+def organisation_delete(*, organisation: Organisation) -> None:
+    """Remove the organisation with all its rows and, after commit, every file and index snapshot it had."""
+    purge = purge_organisation(organisation)
+    organisation.delete()
+    purge.after_commit()
 
 
 def organisation_get_or_create(*, slug: str) -> Organisation:
@@ -307,12 +316,12 @@ def collection_update(*, collection: Collection, **fields: object) -> Collection
 
 @transaction.atomic
 def collection_delete(*, collection: Collection) -> None:
-    files = [name for pair in ProtectedImage.objects.filter(collection=collection).values_list("file", "features")
-             for name in pair]
+    """Remove the collection, its images and everything derived from them (catalog/deletion.py)."""
+    purge = purge_collection(collection)
     organisation_id = collection.organisation_id
     collection.delete()
     index_generation_bump(organisation_id=organisation_id)
-    transaction.on_commit(lambda: stored_files_delete(files))
+    purge.after_commit()
 
 
 # --- protected images -----------------------------------------------------------
@@ -322,22 +331,12 @@ def index_generation_bump(*, organisation_id: int) -> None:
     Organisation.objects.filter(pk=organisation_id).update(index_generation=F("index_generation") + 1)
 
 
-def stored_files_delete(names: list[str]) -> None:
-    """Delete stored files (uploads, features) whose rows are gone; call it after commit."""
-    for name in names:
-        if not name:
-            continue
-        try:
-            default_storage.delete(name)
-        except OSError as exc:  # the row is gone; a leftover file is logged, not fatal
-            log.warning("could not delete stored file %s: %s", name, exc)
-
-
 @transaction.atomic
 def protected_image_delete(*, image: ProtectedImage) -> None:
-    """Remove the row, its index entries (via the generation) and, after commit, its files."""
-    names = [image.file.name, image.features.name]
+    """Remove the row, its index entries (via the generation) and, after commit, its files and every
+    file derived from it (catalog/deletion.py)."""
+    purge = purge_images(ProtectedImage.objects.filter(pk=image.pk))
     organisation_id = image.organisation_id
     image.delete()
     index_generation_bump(organisation_id=organisation_id)
-    transaction.on_commit(lambda: stored_files_delete(names))
+    purge.after_commit()

@@ -5,7 +5,7 @@ import time
 
 import django_filters
 from django.conf import settings
-from django.http import FileResponse, Http404
+from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -13,6 +13,8 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from catalog.api import collection_from_field
+from catalog.files import file_response
+from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.permissions import resolve_tenant
 from matching import selectors, services
 from matching.models import Check, Match, Verdict
@@ -56,14 +58,26 @@ class CheckSerializer(serializers.ModelSerializer):
 
 class CheckSubmitSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="The suspect image.")
-    collection = serializers.IntegerField(required=False, help_text="Only match this collection.")
+    collection = id_field(required=False, help_text="Only match this collection.")
 
 
-class CheckViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+def own_checks(request):  # type: ignore[no-untyped-def]
+    return selectors.check_list(organisation=resolve_tenant(request).organisation)
+
+
+class CheckFilter(django_filters.FilterSet):
+    collection = OwnObjectFilter(scope=own_collections, noun="collection")
+
+    class Meta:
+        model = Check
+        fields = ["status", "collection"]
+
+
+class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = Check.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = CheckSerializer
     parser_classes = [MultiPartParser, FormParser]
-    filterset_fields = ["status", "collection"]
+    filterset_class = CheckFilter
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return selectors.check_list(organisation=resolve_tenant(self.request).organisation).prefetch_related(
@@ -142,18 +156,18 @@ class CheckViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
 
 class MatchFilter(django_filters.FilterSet):
-    collection = django_filters.NumberFilter(field_name="protected_image__collection_id")
+    collection = OwnObjectFilter(field_name="protected_image__collection", scope=own_collections, noun="collection")
     verdict = django_filters.MultipleChoiceFilter(choices=Verdict.choices)
     created_after = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt")
-    check = django_filters.NumberFilter(field_name="source_check_id")
+    check = OwnObjectFilter(field_name="source_check", scope=own_checks, noun="check")
 
     class Meta:
         model = Match
         fields = ["collection", "verdict", "created_after", "created_before", "check"]
 
 
-class MatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class MatchViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = Match.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = MatchSerializer
     filterset_class = MatchFilter
@@ -167,4 +181,4 @@ class MatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         match = self.get_object()
         if not match.evidence:
             raise Http404
-        return FileResponse(match.evidence.open("rb"), content_type="image/png")
+        return file_response(match.evidence.open("rb"), image_format="PNG")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -71,6 +72,13 @@ class IndexRegistry:
                 self._orgs.clear()
             else:
                 self._orgs.pop(organisation_id, None)
+
+    def drop_snapshot(self, organisation_id: int) -> None:
+        """Forget the organisation's indexes and delete its snapshot, after images were deleted: no entry
+        of a deleted image stays on disk. The next ``get`` rebuilds from the database."""
+        with self._lock:
+            self._orgs.pop(organisation_id, None)
+            shutil.rmtree(self._dir(organisation_id), ignore_errors=True)
 
     # -- snapshots ------------------------------------------------------------
     def _dir(self, organisation_id: int) -> Path:
@@ -133,14 +141,18 @@ class IndexRegistry:
         gone = np.setdiff1d(have, ids, assume_unique=True)
         new = ~np.isin(ids, have, assume_unique=True)
         rebuild = current is None or len(gone) + int(new.sum()) > max(1024, len(ids) // 5)
-        chosen = rows if rebuild else [r for r, is_new in zip(rows, new) if is_new]
+        # Hash indexes remove by tombstones, which a snapshot would keep on disk: after a deletion they
+        # are rebuilt from the rows (cheap); the vector index removes for real, or is rebuilt too.
+        rebuild_hashes = rebuild or len(gone) > 0
+        added = [r for r, is_new in zip(rows, new) if is_new]
+        chosen = rows if rebuild_hashes else added
 
         phash_ids = np.fromiter((r[0] for r in chosen), dtype=np.int64, count=len(chosen))
         phash_codes = np.fromiter((r[1] for r in chosen), dtype=np.int64, count=len(chosen)).view(np.uint64)
         with_pdq = [r for r in chosen if r[2]]
         pdq_ids = np.fromiter((r[0] for r in with_pdq), dtype=np.int64, count=len(with_pdq))
         pdq_codes = pdq_words([r[2] for r in with_pdq])
-        with_vec = [r for r in chosen if r[3]]
+        with_vec = [r for r in (rows if rebuild else added) if r[3]]
         vec_ids = np.fromiter((r[0] for r in with_vec), dtype=np.int64, count=len(with_vec))
         vectors = (np.stack([embedding_from_bytes(r[3]) for r in with_vec]) if with_vec
                    else np.zeros((0, 0), np.float32))
@@ -152,15 +164,18 @@ class IndexRegistry:
                 vectors=_new_vectors(vec_ids, vectors),
             )
         else:
-            if len(gone):
-                indexes.phash.remove(gone)
-                indexes.pdq.remove(gone)
+            if rebuild_hashes:
+                indexes.phash = make_hash_index(1, codes=phash_codes.reshape(-1, 1), ids=phash_ids)
+                indexes.pdq = make_hash_index(4, codes=pdq_codes, ids=pdq_ids)
                 if indexes.vectors is not None:
                     indexes.vectors.remove(gone)
-            if len(phash_ids):
-                indexes.phash.add(phash_ids, phash_codes.reshape(-1, 1))
-            if len(pdq_ids):
-                indexes.pdq.add(pdq_ids, pdq_codes)
+                    if indexes.vectors.n_dead:  # HNSW tombstones
+                        indexes.vectors.rebuild()
+            else:
+                if len(phash_ids):
+                    indexes.phash.add(phash_ids, phash_codes.reshape(-1, 1))
+                if len(pdq_ids):
+                    indexes.pdq.add(pdq_ids, pdq_codes)
             if len(vec_ids):
                 if indexes.vectors is None:
                     indexes.vectors = _new_vectors(vec_ids, vectors)

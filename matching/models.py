@@ -21,8 +21,10 @@ class Verdict(models.TextChoices):
 
 
 def check_upload_to(instance: "Check", filename: str) -> str:
-    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
-    return f"checks/{instance.organisation_id}/{uuid.uuid4().hex}.{ext[:8]}"
+    # check_submit names the file from the decoded format; any other extension is refused (catalog/files.py).
+    from catalog.files import safe_extension
+
+    return f"checks/{instance.organisation_id}/{uuid.uuid4().hex}.{safe_extension(filename)}"
 
 
 class Check(models.Model):

@@ -14,7 +14,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from catalog.models import Collection, ProtectedImage
-from catalog.services import index_generation_bump, stored_files_delete
+from catalog.files import extension_for
+from catalog.deletion import stored_files_delete
+from catalog.services import index_generation_bump
 from imgprotect.dispatch import enqueue_on_commit
 from imgprotect.errors import Conflict, ServiceError
 from matching.core.errors import ImageError
@@ -69,7 +71,8 @@ def protected_image_add(
     )
     if index_now:
         apply_reference_signals(image, reference_signals(loaded))
-    name = filename or f"upload.{loaded.format.lower()}"
+    # Named from the decoded format: the uploader's ``filename`` never chooses how the file is served.
+    name = f"upload.{extension_for(loaded.format)}"
     # The file is written before the row; if the row fails, the file is removed,
     # so a failed upload leaves nothing behind.
     image.file.save(name, ContentFile(data), save=False)

@@ -3,7 +3,6 @@ get, delete, and the stored file. The routes are ``/api/v1/images/`` (imgprotect
 from __future__ import annotations
 
 import django_filters
-from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -13,6 +12,8 @@ from rest_framework.response import Response
 from catalog import selectors as catalog_selectors
 from catalog import services as catalog_services
 from catalog.api import collection_from_field
+from catalog.files import file_response
+from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.models import ProtectedImage
 from catalog.permissions import resolve_tenant
 from matching import protection
@@ -36,13 +37,14 @@ class ProtectedImageSerializer(serializers.ModelSerializer):
 
 
 class ImageUploadSerializer(serializers.Serializer):
-    collection = serializers.IntegerField(help_text="Id of one of your collections.")
+    collection = id_field(help_text="Id of one of your collections.")
     file = serializers.FileField(help_text="JPEG, PNG, WebP, GIF, BMP or TIFF.")
     key = serializers.CharField(required=False, max_length=1024,
                                 help_text="Your identifier for the image; defaults to the file name.")
 
 
 class ImageFilter(django_filters.FilterSet):
+    collection = OwnObjectFilter(scope=own_collections, noun="collection")
     created_after = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt")
     key = django_filters.CharFilter(field_name="key", lookup_expr="icontains")
@@ -52,7 +54,7 @@ class ImageFilter(django_filters.FilterSet):
         fields = ["collection", "status", "format", "key", "created_after", "created_before"]
 
 
-class ProtectedImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                             viewsets.GenericViewSet):
     queryset = ProtectedImage.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = ProtectedImageSerializer
@@ -85,4 +87,4 @@ class ProtectedImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mi
     @action(detail=True, methods=["get"])
     def file(self, request, pk=None):  # type: ignore[no-untyped-def]
         image = self.get_object()
-        return FileResponse(image.file.open("rb"), content_type=f"image/{image.format.lower()}")
+        return file_response(image.file.open("rb"), image_format=image.format)

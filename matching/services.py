@@ -9,12 +9,13 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from catalog.models import ApiKey, Collection, Organisation
-from catalog.services import stored_files_delete
+from catalog.files import extension_for
+from catalog.models import ApiKey, Collection, Organisation, ProtectedImage
+from catalog.deletion import stored_files_delete
 from imgprotect.dispatch import enqueue_on_commit
 from matching.core.errors import ImageError
 from matching.core.evidence import render_evidence
@@ -50,7 +51,8 @@ def check_submit(
         submitted_by=submitted_by if submitted_by is not None and submitted_by.is_authenticated else None,
         api_key=api_key,
     )
-    check.file.save(filename or f"check.{loaded.format.lower()}", ContentFile(data), save=False)
+    # The stored name comes from the decoded format; the uploader's name is only shown (original_name).
+    check.file.save(f"check.{extension_for(loaded.format)}", ContentFile(data), save=False)
     try:
         with transaction.atomic():
             check.save()
@@ -122,7 +124,11 @@ def check_run(*, check_id: int) -> Check | None:
         partial = Check.PartialSearch.DONE
     else:
         partial = Check.PartialSearch.SKIPPED
-    _write_outcome(check, loaded, candidates, outcome, partial=partial, started=started)
+    try:
+        _write_outcome(check, loaded, candidates, outcome, partial=partial, started=started)
+    except BaseException:  # never left running for the sweeper: back to queued for the retry
+        Check.objects.filter(pk=check_id, status=Check.Status.RUNNING).update(status=Check.Status.QUEUED)
+        raise
     check.refresh_from_db()
     return check
 
@@ -163,8 +169,13 @@ def check_partial_run(*, check_id: int) -> Check | None:
             partial_search=Check.PartialSearch.PENDING)
         raise
     answer = check.result or {}
-    _write_outcome(check, loaded, candidates, outcome, partial=Check.PartialSearch.DONE, started=started,
-                   extra={"answer_timings_ms": answer.get("timings_ms")})
+    try:
+        _write_outcome(check, loaded, candidates, outcome, partial=Check.PartialSearch.DONE, started=started,
+                       extra={"answer_timings_ms": answer.get("timings_ms")})
+    except BaseException:
+        Check.objects.filter(pk=check_id, partial_search=Check.PartialSearch.RUNNING).update(
+            partial_search=Check.PartialSearch.PENDING)
+        raise
     check.refresh_from_db()
     return check
 
@@ -172,26 +183,63 @@ def check_partial_run(*, check_id: int) -> Check | None:
 def _write_outcome(check: Check, loaded: LoadedImage, candidates: list[Candidate], outcome: MatchOutcome, *,
                    partial: str, started: float, extra: dict[str, object] | None = None) -> None:
     """One transaction: the match reports (new ones with their evidence), the check's result and
-    state, review auto-resolution; alerts, and the partial-copy task when pending, after commit."""
-    check_id = check.pk
-    positives = [c for c in candidates if c.decision.is_match]
-    shown = positives + [c for c in candidates if not c.decision.is_match][: max(0, RESULT_TOP_K - len(positives))]
-    signals = outcome.signals
-    result = {
-        "verdict": positives[0].decision.verdict if positives else "none",
-        "match": bool(positives),
-        "candidates": [c.as_json() for c in shown],
-        "signals": {key: signals.get(key) for key in ("phash", "pdq", "pdq_quality", "sha256_pixels", "width",
-                                                     "height")},
-        "partial_search": partial,
-        "notes": outcome.notes,
-        "timings_ms": outcome.timings_ms,
-        **(extra or {}),
-    }
+    state, review auto-resolution; alerts, and the partial-copy task when pending, after commit.
+
+    A protected image deleted between the search and this write is left out: the check finishes
+    with the remaining candidates instead of failing on the vanished row.
+    """
     known = set(Match.objects.filter(source_check=check).values_list("protected_image_id", flat=True))
-    evidence = {c.image.pk: _render_evidence(loaded, c, outcome) for c in positives if c.image.pk not in known}
+    evidence = {c.image.pk: _render_evidence(loaded, c, outcome) for c in candidates
+                if c.decision.is_match and c.image.pk not in known}
+    for attempt in range(1, _WRITE_ATTEMPTS + 1):
+        written: list[str] = []  # evidence files of this attempt, removed if it rolls back
+        try:
+            positives = _write_once(check, candidates, outcome, evidence, written, partial=partial, extra=extra)
+            break
+        except IntegrityError:
+            # The image went between our existence check and the commit (a database that cannot lock
+            # rows for update): look again, without it.
+            stored_files_delete(written)
+            if attempt == _WRITE_ATTEMPTS:
+                raise
+            log.info("check %s: a candidate was deleted while writing; writing again", check.pk)
+        except BaseException:
+            stored_files_delete(written)
+            raise
+    log.info(
+        "check %s %s: %s positives, partial-copy search %s, stages %s, total %.1f ms",
+        check.pk, "answered" if check.status == Check.Status.RUNNING else "partial-copy pass done", len(positives),
+        partial or "-", outcome.timings_ms, (time.perf_counter() - started) * 1000,
+    )
+
+
+_WRITE_ATTEMPTS = 3
+
+
+def _write_once(check: Check, candidates: list[Candidate], outcome: MatchOutcome, evidence: dict[int, bytes | None],
+                written: list[str], *, partial: str, extra: dict[str, object] | None) -> list[Candidate]:
+    check_id = check.pk
     now = timezone.now()
     with transaction.atomic():
+        # Locks the candidates' rows (PostgreSQL) so none can be deleted before this commits; an image
+        # deleted since the search is dropped from the answer.
+        alive = set(ProtectedImage.objects.select_for_update().filter(pk__in=[c.image.pk for c in candidates])
+                    .values_list("pk", flat=True))
+        candidates = [c for c in candidates if c.image.pk in alive]
+        positives = [c for c in candidates if c.decision.is_match]
+        shown = positives + [c for c in candidates if not c.decision.is_match][: max(0, RESULT_TOP_K - len(positives))]
+        signals = outcome.signals
+        result = {
+            "verdict": positives[0].decision.verdict if positives else "none",
+            "match": bool(positives),
+            "candidates": [c.as_json() for c in shown],
+            "signals": {key: signals.get(key) for key in ("phash", "pdq", "pdq_quality", "sha256_pixels", "width",
+                                                         "height")},
+            "partial_search": partial,
+            "notes": outcome.notes,
+            "timings_ms": outcome.timings_ms,
+            **(extra or {}),
+        }
         for c in positives:
             match, created = Match.objects.get_or_create(
                 source_check=check,
@@ -207,6 +255,7 @@ def _write_outcome(check: Check, loaded: LoadedImage, candidates: list[Candidate
             )
             if created and evidence.get(c.image.pk):
                 match.evidence.save("evidence.png", ContentFile(evidence[c.image.pk]), save=True)
+                written.append(match.evidence.name)
         state: dict[str, object] = {"result": result, "partial_search": partial}
         if partial == Check.PartialSearch.PENDING:
             state.update(status=Check.Status.DONE, finished=now)
@@ -220,11 +269,7 @@ def _write_outcome(check: Check, loaded: LoadedImage, candidates: list[Candidate
             enqueue_on_commit("workers.tasks.send_match_alerts", check_id)
         if partial == Check.PartialSearch.PENDING:
             enqueue_on_commit("workers.tasks.run_check_partial", check_id)
-    log.info(
-        "check %s %s: %s positives, partial-copy search %s, stages %s, total %.1f ms",
-        check_id, "answered" if check.status == Check.Status.RUNNING else "partial-copy pass done", len(positives),
-        partial or "-", result["timings_ms"], (time.perf_counter() - started) * 1000,
-    )
+    return positives
 
 
 def _render_evidence(loaded: LoadedImage, candidate: Candidate, outcome: MatchOutcome) -> bytes | None:

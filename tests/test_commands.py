@@ -107,3 +107,58 @@ def test_match_images_reports_cropped_and_rotated_copies_with_a_region(indexed, 
         assert best["key"] == key and best["match"] is True and best["verdict"] == "modified_copy"
         assert len(best["region"]) >= 4
         assert all(0 <= x <= 400 and 0 <= y <= 300 for x, y in best["region"])
+
+
+def _command(data_dir: Path, *args: str, database_url: str | None = None,  # type: ignore[no-untyped-def]
+             secret_key: str | None = "k3y-" + "x9Qz" * 13):
+    """Run manage.py in a fresh process, as an operator would, against ``data_dir``."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PYTEST", "DJANGO_SETTINGS"))}
+    env.update(IMGPROTECT_DATA_DIR=str(data_dir), IMGPROTECT_CNN_ENABLED="false", PYTHONPATH=str(root))
+    env.pop("SECRET_KEY", None)
+    if database_url:
+        env["DATABASE_URL"] = database_url
+        if secret_key:
+            env["SECRET_KEY"] = secret_key  # a deployment (DATABASE_URL set) must bring its own
+    return subprocess.run([sys.executable, str(root / "manage.py"), *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_finding_16_commands_set_up_a_fresh_embedded_database(tmp_path):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "coffee.png").write_bytes(photo_png("coffee"))
+    data = tmp_path / "fresh-data"  # never used before: no database file yet
+    indexed = _command(data, "index_images", "--org", "acme", "--collection", "Photos", str(refs))
+    assert indexed.returncode == 0, indexed.stderr
+    assert "Traceback" not in indexed.stderr and "indexed 1, unchanged 0, failed 0" in indexed.stdout
+    # match_images first, on a data directory of its own
+    (refs / "query.png").write_bytes(photo_png("coffee"))
+    other = _command(tmp_path / "other-data", "match_images", "--org", "acme", "--format", "jsonl",
+                     str(refs / "query.png"))
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert other.stderr.strip() == "CommandError: no organisation 'acme'"
+    matched = _command(data, "match_images", "--org", "acme", "--format", "jsonl", str(refs / "query.png"))
+    assert matched.returncode == 0, matched.stderr
+    assert json.loads(matched.stdout)["matches"][0]["verdict"] == "exact"
+
+
+@pytest.mark.parametrize("command", [["index_images", "--org", "acme", "--collection", "c", "."],
+                                     ["match_images", "--org", "acme", "x.png"]])
+def test_finding_16_with_database_url_commands_say_what_to_run(tmp_path, command):
+    done = _command(tmp_path / "data", *command, database_url=f"sqlite:///{tmp_path / 'external.sqlite3'}")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "CommandError: the database is not set up or not up to date: run `python manage.py migrate` first"]
+
+
+def test_a_deployment_without_a_secret_key_says_so_in_one_line(tmp_path):
+    done = _command(tmp_path / "data", "match_images", "--org", "acme", "x.png",
+                    database_url=f"sqlite:///{tmp_path / 'external.sqlite3'}", secret_key=None)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("configuration error: SECRET_KEY is not set")

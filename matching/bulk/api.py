@@ -1,12 +1,14 @@
 """REST API for bulk jobs: create (index or scan), list, get, cancel, resume, and per-file errors."""
 from __future__ import annotations
 
+import django_filters
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from catalog.api import collection_from_field
+from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.models import Role
 from catalog.permissions import resolve_tenant
 from matching.bulk import selectors, services
@@ -35,8 +37,8 @@ class BulkJobSerializer(serializers.ModelSerializer):
 class BulkJobCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=BulkJob.Kind.choices)
     source = serializers.CharField(max_length=2048, help_text="A directory under the allowed roots, or s3://bucket/prefix.")
-    collection = serializers.IntegerField(required=False, help_text="Index: the target collection (required). "
-                                                                    "Scan: only match this collection.")
+    collection = id_field(required=False, help_text="Index: the target collection (required). "
+                                                    "Scan: only match this collection.")
     embed = serializers.BooleanField(required=False, allow_null=True, default=None,
                                      help_text="Compute CNN embeddings (default: when the CNN stage is enabled).")
 
@@ -48,10 +50,18 @@ class BulkJobErrorSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class BulkJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class BulkJobFilter(django_filters.FilterSet):
+    collection = OwnObjectFilter(scope=own_collections, noun="collection")
+
+    class Meta:
+        model = BulkJob
+        fields = ["status", "kind", "collection"]
+
+
+class BulkJobViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = BulkJob.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = BulkJobSerializer
-    filterset_fields = ["status", "kind", "collection"]
+    filterset_class = BulkJobFilter
     # Bulk work is heavy and reads whole sources: admins only.
     write_roles = {"create": Role.ADMIN, "cancel": Role.ADMIN, "resume": Role.ADMIN}
 

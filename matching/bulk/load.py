@@ -21,7 +21,8 @@ from django.db import connection, models, transaction
 from django.db.models import F
 
 from catalog.models import Collection, ProtectedImage
-from catalog.services import index_generation_bump, stored_files_delete
+from catalog.deletion import stored_files_delete
+from catalog.services import index_generation_bump
 from imgprotect.dispatch import enqueue_on_commit
 from matching.bulk.models import BulkJob, BulkJobError
 from matching.engine import find_candidates

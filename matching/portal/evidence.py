@@ -20,6 +20,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from catalog.files import extension_for, sniff_format
 from imgprotect.errors import Conflict
 from matching.models import Match, ReviewAction, ReviewEvent
 from matching.portal.presentation import describe_edit_report, edit_report_facts, signal_rows
@@ -39,10 +40,6 @@ def _read(name: str) -> bytes | None:
         return None
 
 
-def _ext(name: str, fallback: str) -> str:
-    return name.rsplit(".", 1)[-1].lower() if "." in name else fallback
-
-
 def _who(user: AbstractBaseUser | None) -> dict[str, str] | None:
     if user is None:
         return None
@@ -60,11 +57,12 @@ def evidence_export(*, match: Match, actor: AbstractBaseUser) -> tuple[str, byte
     check = match.source_check
     files: dict[str, bytes] = {}
     suspect = _read(check.file.name) if check is not None else None
+    # Named from the decoded format, never from the stored name (which once kept the uploader's extension).
     if suspect is not None:
-        files[f"suspect.{_ext(check.file.name, 'img')}"] = suspect
+        files[f"suspect.{extension_for(sniff_format(suspect[:16]))}"] = suspect
     protected = _read(image.file.name)
     if protected is not None:
-        files[f"protected.{_ext(image.file.name, image.format.lower())}"] = protected
+        files[f"protected.{extension_for(image.format)}"] = protected
     evidence = _read(match.evidence.name) if match.evidence else None
     if evidence is not None:
         files["evidence.png"] = evidence

@@ -197,3 +197,14 @@ def test_openapi_schema_and_docs_page(api, client):
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
     assert b"cdn" not in docs.content.lower()
+
+
+def test_finding_01_image_file_is_typed_from_the_decoded_format_and_sandboxed(api, collection):
+    from tests.test_admin import assert_served_as_png, png_with_script
+
+    body = upload(api, collection.pk, png_with_script(), "poc.html").json()
+    image = ProtectedImage.objects.get(pk=body["id"])
+    assert body["key"] == "poc.html" and image.file.name.endswith(".png")
+    served = api.get(f"/api/v1/images/{image.pk}/file/")
+    assert_served_as_png(served)
+    assert b"".join(served.streaming_content) == png_with_script()

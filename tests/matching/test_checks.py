@@ -268,3 +268,39 @@ def test_wait_complete_waits_for_the_partial_copy_pass_and_bad_values_are_refuse
                         format="multipart")
     assert response.status_code == 400 and "complete" in response.json()["fields"]
     assert Check.objects.count() == 1
+
+
+def test_finding_01_check_files_and_evidence_are_typed_and_sandboxed(api, protected):
+    from tests.test_admin import assert_served_as_png
+
+    body = submit(api, photo_png("rocket"), "poc.html", wait=5).json()
+    check = Check.objects.get(pk=body["id"])
+    assert check.original_name == "poc.html" and check.file.name.endswith(".png")
+    evidence = api.get(body["matches"][0]["evidence_url"])
+    assert_served_as_png(evidence)
+
+
+def test_finding_11_an_image_deleted_during_matching_does_not_leave_the_check_running(api, org, protected,
+                                                                                      monkeypatch):
+    """The copy is protected twice; one of the two is deleted between the search and the write."""
+    from matching import engine
+
+    other = CollectionFactory(organisation=org, slug="archive")
+    assert api.post("/api/v1/images/", {"collection": other.pk, "key": "coffee again.png",
+                                        "file": SimpleUploadedFile("c.png", photo_png("coffee"))}).status_code == 201
+    doomed = ProtectedImage.objects.get(collection=protected, key="coffee.png")
+    search = engine.find_candidates
+
+    def search_then_delete(**kwargs):  # type: ignore[no-untyped-def]
+        found = search(**kwargs)
+        assert doomed.pk in [c.image.pk for c in found[0] if c.decision.is_match]
+        ProtectedImage.objects.filter(pk=doomed.pk).delete()  # another request deletes it meanwhile
+        return found
+
+    monkeypatch.setattr(services, "find_candidates", search_then_delete)
+    check = submit(api, photo_png("coffee"), "copy.png").json()
+    check = Check.objects.get(pk=check["id"])
+    assert check.status == "done" and check.finished is not None
+    assert [m.protected_image.key for m in check.matches.all()] == ["coffee again.png"]
+    assert doomed.pk not in [c["image_id"] for c in check.result["candidates"]]
+    assert check.result["verdict"] == "exact"

@@ -386,12 +386,26 @@ def test_outlines_need_sizes_and_sane_polygons(world):
 
 
 def test_a_stored_file_never_becomes_a_page(world):
-    """The suspect's stored name keeps the uploader's extension; serving it must not make it HTML."""
+    """The suspect is stored under its decoded format's extension and served as that image, sandboxed."""
     check = record_check(world.org, small_jpeg("rocket"), [], name="trick.html")
-    assert check.file.name.endswith(".html")
+    assert check.file.name.endswith(".jpg") and check.original_name == "trick.html"
     response = world.client(Role.VIEWER).get(reverse("portal:check-file", args=["acme", check.pk]))
-    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Type"] == "image/jpeg"
     assert "sandbox" in response["Content-Security-Policy"] and response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_finding_01_every_portal_file_response_is_typed_and_sandboxed(world):
+    client = world.client(Role.VIEWER)
+    urls = {"image/png": reverse("portal:image-file", args=["acme", world.image.pk]),
+            "image/jpeg": reverse("portal:check-file", args=["acme", world.check.pk])}
+    urls["image/jpeg "] = urls["image/png"] + "?size=thumb"  # a rendition is a stored picture too
+    urls["image/png "] = reverse("portal:match-evidence", args=["acme", world.match.pk])
+    for content_type, url in urls.items():
+        response = client.get(url)
+        assert response.status_code == 200 and response["Content-Type"] == content_type.strip(), url
+        assert response["X-Content-Type-Options"] == "nosniff", url
+        assert "sandbox" in response["Content-Security-Policy"], url
+        assert "default-src 'none'" in response["Content-Security-Policy"], url
 
 
 def test_bulk_import_form_refuses_sources_outside_the_allowed_roots(world, settings, tmp_path):

@@ -218,6 +218,22 @@ def test_export_view(world):
     assert zipfile.ZipFile(io.BytesIO(response.content)).testzip() is None
 
 
+def test_finding_01_export_is_sandboxed_and_names_files_from_their_decoded_format(world, settings):
+    from pathlib import Path
+
+    # A suspect stored before names came from the decoded format kept the uploader's extension.
+    old = Path(settings.MEDIA_ROOT) / world.check.file.name
+    old.rename(old.with_suffix(".html"))
+    type(world.check).objects.filter(pk=world.check.pk).update(file=world.check.file.name.rsplit(".", 1)[0] + ".html")
+    match_review(organisation=world.org, match_ids=[world.match.pk], decision=Decision.CONFIRM,
+                 actor=world.users[Role.MEMBER])
+    response = world.client(Role.MEMBER).post(reverse("portal:match-export", args=["acme", world.match.pk]))
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    assert response["X-Content-Type-Options"] == "nosniff" and "sandbox" in response["Content-Security-Policy"]
+    names = sorted(name.split("/", 1)[1] for name in zipfile.ZipFile(io.BytesIO(response.content)).namelist())
+    assert names == ["SHA256SUMS", "evidence.png", "protected.png", "report.json", "report.txt", "suspect.jpg"]
+
+
 def test_match_page_degrades_without_geometry_and_shows_it_when_present(world):
     client = world.client(Role.VIEWER)
     url = reverse("portal:match", args=["acme", world.match.pk])

@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.text import slugify
 
 from catalog import services
+from catalog.management.database import database_ready
 from catalog.models import Organisation, Role
 
 
@@ -16,6 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--create-org", action="store_true", help="create the organisation when absent")
 
     def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
+        database_ready()
         organisation = Organisation.objects.filter(slug=slugify(opts["org"])).first()
         if organisation is None:
             if not opts["create_org"]:

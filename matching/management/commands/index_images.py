@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from catalog import services
+from catalog.management.database import database_ready
 from catalog.models import ProtectedImage
 from catalog.sources import SourceError, iter_source, source_check_allowed
 from imgprotect.errors import ServiceError
@@ -38,6 +39,7 @@ class Command(BaseCommand):
         parser.add_argument("source")
 
     def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
+        database_ready()
         try:
             source = source_check_allowed(opts["source"], trusted=True)
         except SourceError as exc:

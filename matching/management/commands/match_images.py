@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.text import slugify
 
+from catalog.management.database import database_ready
 from catalog.models import Collection, Organisation
 from catalog.sources import iter_source
 from matching.core.errors import ImageError
@@ -29,6 +30,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
         if opts["top_k"] < 1:
             raise CommandError("--top-k must be at least 1")
+        database_ready()
         organisation = Organisation.objects.filter(slug=slugify(opts["org"])).first()
         if organisation is None:
             raise CommandError(f"no organisation {opts['org']!r}")

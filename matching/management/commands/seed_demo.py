@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from catalog import services
+from catalog.management.database import database_ready
 from catalog.models import ApiKey, Organisation, ProtectedImage, Role
 from matching.core.loading import load_image
 from matching.protection import protected_image_add
@@ -35,6 +36,7 @@ class Command(BaseCommand):
     help = "Idempotently set up demo data and print how to log in."
 
     def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
+        database_ready()
         username = os.environ.get("IMGPROTECT_DEMO_USER", "demo")
         password = os.environ.get("IMGPROTECT_DEMO_PASSWORD", "demo-imgprotect")
         User = get_user_model()

@@ -6,12 +6,12 @@ the browser that asked for it.
 from __future__ import annotations
 
 import io
-import mimetypes
 
 from django.core.cache import cache
 from django.db.models.fields.files import FieldFile
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 
+from catalog.files import RENDITION_SIZES, file_response, harden, rendition_cache_key
 from matching.portal import selectors
 from matching.portal.access import portal_view
 from matching.portal.views.common import found
@@ -19,10 +19,11 @@ from matching.portal.views.common import found
 CACHE_CONTROL = "private, max-age=3600"
 
 
-RENDITIONS = {"thumb": 360, "view": 1600}
+RENDITIONS = RENDITION_SIZES
 
 
-def _serve(request: HttpRequest, field: FieldFile, content_type: str | None = None) -> HttpResponse:
+def _serve(request: HttpRequest, field: FieldFile, image_format: str | None) -> HttpResponse:
+    """``image_format``: the decoded format recorded on the row (None: read from the file, never its name)."""
     if not field:
         raise Http404("No file.")
     size = RENDITIONS.get(request.GET.get("size", ""))
@@ -32,19 +33,14 @@ def _serve(request: HttpRequest, field: FieldFile, content_type: str | None = No
         handle = field.open("rb")
     except OSError:
         raise Http404("The file is missing from storage.") from None
-    guessed = content_type or mimetypes.guess_type(field.name)[0] or ""
-    # The stored name keeps the uploader's extension: never let it pick a type a browser would run.
-    response = FileResponse(handle, content_type=guessed if guessed.startswith("image/") and "svg" not in guessed
-                            else "application/octet-stream")
+    response = file_response(handle, image_format=image_format)
     response["Cache-Control"] = CACHE_CONTROL
-    response["Content-Disposition"] = "inline"
-    response["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; sandbox"
     return response
 
 
 def _rendition(field: FieldFile, pixels: int) -> HttpResponse:
     """A JPEG no larger than ``pixels`` a side, upright (EXIF), alpha on white: any browser shows it."""
-    key = f"portal-rendition:{pixels}:{field.name}"
+    key = rendition_cache_key(field.name, pixels)
     data = cache.get(key)
     if data is None:
         from PIL import Image, ImageOps
@@ -65,7 +61,7 @@ def _rendition(field: FieldFile, pixels: int) -> HttpResponse:
             raise Http404("No preview for this file.") from None
         data = buffer.getvalue()
         cache.set(key, data, 3600)
-    response = HttpResponse(data, content_type="image/jpeg")
+    response = harden(HttpResponse(data, content_type="image/jpeg"))
     response["Cache-Control"] = CACHE_CONTROL
     return response
 
@@ -73,16 +69,16 @@ def _rendition(field: FieldFile, pixels: int) -> HttpResponse:
 @portal_view()
 def image_file(request: HttpRequest, pk: int) -> HttpResponse:
     image = found(selectors.image_of(request.organisation, pk))
-    return _serve(request, image.file, f"image/{image.format.lower()}" if image.format else None)
+    return _serve(request, image.file, image.format)
 
 
 @portal_view()
 def check_file(request: HttpRequest, pk: int) -> HttpResponse:
     check = found(selectors.check_of(request.organisation, pk))
-    return _serve(request, check.file)
+    return _serve(request, check.file, None)
 
 
 @portal_view()
 def match_evidence(request: HttpRequest, pk: int) -> HttpResponse:
     match = found(selectors.match_of(request.organisation, pk))
-    return _serve(request, match.evidence, "image/png")
+    return _serve(request, match.evidence, "PNG")

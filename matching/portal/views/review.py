@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
+from catalog.files import harden
 from catalog.models import Role
 from imgprotect.errors import ServiceError
 from matching.models import Match
@@ -132,7 +133,7 @@ def match_export(request: HttpRequest, pk: int) -> HttpResponse:
     except ServiceError as exc:
         messages.error(request, exc.message)
         return HttpResponseRedirect(org_url(request, "match", obj.pk))
-    response = HttpResponse(data, content_type="application/zip")
+    response = harden(HttpResponse(data, content_type="application/zip"))
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     response["Cache-Control"] = "private, no-store"
     return response

@@ -13,6 +13,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.management.database import database_ready
 from catalog.models import Collection, Organisation
 from imgprotect.errors import ServiceError
 from matching.bulk import services
@@ -35,6 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("source")
 
     def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
+        database_ready()
         organisation = Organisation.objects.filter(slug=opts["org"]).first()
         if organisation is None:
             raise CommandError(f"no organisation {opts['org']!r}")
