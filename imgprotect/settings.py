@@ -139,6 +139,12 @@ STORAGES = {
 # --- image limits ------------------------------------------------------------
 IMGPROTECT_MAX_UPLOAD_BYTES = env_int("IMGPROTECT_MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1024)
 IMGPROTECT_MAX_PIXELS = env_int("IMGPROTECT_MAX_PIXELS", 40_000_000, minimum=10_000)
+# Memory per image (docs/architecture.md, "Memory per image"): the decoded raster's limit (a larger
+# JPEG decodes scaled down, a larger PNG is refused), the working picture's long side, and how many
+# threads of one process decode and match at once.
+IMGPROTECT_MAX_DECODE_BYTES = env_int("IMGPROTECT_MAX_DECODE_BYTES", 4 * IMGPROTECT_MAX_PIXELS, minimum=1024 * 1024)
+IMGPROTECT_WORK_MAX_SIDE = env_int("IMGPROTECT_WORK_MAX_SIDE", 2048, minimum=256)
+IMGPROTECT_HEAVY_WORK_SLOTS = env_int("IMGPROTECT_HEAVY_WORK_SLOTS", 2, minimum=1)
 # Uploaded bodies above this go to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = IMGPROTECT_MAX_UPLOAD_BYTES + 1024 * 1024

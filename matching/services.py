@@ -14,7 +14,7 @@ from django.utils import timezone
 from catalog.models import ApiKey, Collection, Organisation
 from catalog.services import _delete_files
 from matching.core.errors import ImageError
-from matching.core.loading import LoadedImage, load_image
+from matching.core.loading import LoadedImage, heavy_work, load_image
 from matching.core.matcher import MatchOutcome
 from matching.engine import Candidate, find_candidates
 from matching.models import Check, Match
@@ -69,7 +69,12 @@ def _partial_mode() -> str:
 def _load_check_image(check: Check) -> LoadedImage:
     with default_storage.open(check.file.name, "rb") as fh:
         data = fh.read()
-    return load_image(data, max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES, max_pixels=settings.IMGPROTECT_MAX_PIXELS)
+    return _load(data)
+
+
+def _load(data: bytes) -> LoadedImage:
+    return load_image(data, max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES, max_pixels=settings.IMGPROTECT_MAX_PIXELS,
+                      max_side=settings.IMGPROTECT_WORK_MAX_SIDE, max_decode_bytes=settings.IMGPROTECT_MAX_DECODE_BYTES)
 
 
 def check_run(*, check_id: int) -> Check | None:
@@ -94,11 +99,12 @@ def check_run(*, check_id: int) -> Check | None:
     started = time.perf_counter()
     mode = _partial_mode()
     try:
-        loaded = _load_check_image(check)
-        candidates, outcome = find_candidates(
-            organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
-            top_k=RESULT_TOP_K, partial={"inline": "auto", "background": "never", "off": "never"}[mode],
-        )
+        with heavy_work(settings.IMGPROTECT_HEAVY_WORK_SLOTS):
+            loaded = _load_check_image(check)
+            candidates, outcome = find_candidates(
+                organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
+                top_k=RESULT_TOP_K, partial={"inline": "auto", "background": "never", "off": "never"}[mode],
+            )
     except ImageError as exc:
         Check.objects.filter(pk=check_id).update(
             status=Check.Status.FAILED, failure_code=exc.code, failure_reason=exc.reason, finished=timezone.now()
@@ -136,11 +142,12 @@ def check_partial_run(*, check_id: int) -> Check | None:
     check = Check.objects.select_related("organisation").get(pk=check_id)
     started = time.perf_counter()
     try:
-        loaded = _load_check_image(check)
-        candidates, outcome = find_candidates(
-            organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
-            top_k=RESULT_TOP_K, partial="auto",
-        )
+        with heavy_work(settings.IMGPROTECT_HEAVY_WORK_SLOTS):
+            loaded = _load_check_image(check)
+            candidates, outcome = find_candidates(
+                organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
+                top_k=RESULT_TOP_K, partial="auto",
+            )
     except ImageError as exc:  # it decoded a moment ago: the stored file changed under us
         Check.objects.filter(pk=check_id).update(partial_search=Check.PartialSearch.FAILED,
                                                  completed=timezone.now())
@@ -224,9 +231,9 @@ def _render_evidence(loaded: LoadedImage, candidate: Candidate, outcome: MatchOu
     from matching.core.evidence import render_evidence
 
     try:
-        with default_storage.open(candidate.image.file.name, "rb") as fh:
-            reference = load_image(fh.read(), max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES,
-                                   max_pixels=settings.IMGPROTECT_MAX_PIXELS)
+        with default_storage.open(candidate.image.file.name, "rb") as fh, \
+                heavy_work(settings.IMGPROTECT_HEAVY_WORK_SLOTS):
+            reference = _load(fh.read())
     except (ImageError, OSError) as exc:
         log.warning("no evidence for protected image %s: %s", candidate.image.pk, exc)
         return None
