@@ -398,7 +398,7 @@ def test_bulk_import_form_refuses_sources_outside_the_allowed_roots(world, setti
     from matching.bulk.models import BulkJob
 
     settings.IMGPROTECT_SOURCE_ROOTS = [str(tmp_path / "allowed")]
-    client = world.client("member")
+    client = world.client("admin")
     url = f"/o/{world.org.slug}/collections/{world.collection.pk}/bulk/"
     response = client.post(url, {"source": "/etc"}, follow=True)
     assert response.status_code == 200 and BulkJob.objects.count() == 0

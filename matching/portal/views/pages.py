@@ -221,7 +221,7 @@ def check(request: HttpRequest, pk: int) -> HttpResponse:
     return page(request, "portal/check.html", context)
 
 
-@portal_view(role=Role.MEMBER, methods=["POST"])
+@portal_view(role=Role.ADMIN, methods=["POST"])  # as POST /api/v1/bulk-jobs/ (docs/bulk.md)
 def bulk_start(request: HttpRequest, pk: int) -> HttpResponse:
     from matching.bulk import services as bulk_services
 
