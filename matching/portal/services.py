@@ -190,13 +190,13 @@ def portal_check_submit(*, organisation: Organisation, data: bytes, loaded: Load
 # --- webhooks ---------------------------------------------------------------------------
 
 @transaction.atomic
-def webhook_create(*, organisation: Organisation, url: str, description: str = "",
+def webhook_create(*, organisation: Organisation, url: str, description: str = "", active: bool = True,
                    created_by: AbstractBaseUser | None = None) -> Webhook:
     from matching.portal.webhooks import webhook_url_validate
 
     webhook_url_validate(url)
     return Webhook.objects.create(organisation=organisation, url=url.strip(), description=description.strip(),
-                                  created_by=created_by)
+                                  active=active, created_by=created_by)
 
 
 @transaction.atomic
