@@ -14,6 +14,7 @@ from catalog import selectors, services
 from catalog.models import Collection, Organisation, ProtectedImage, Role, validate_email_list
 from catalog.permissions import resolve_tenant
 from catalog.uploads import read_and_validate
+from catalog.validators import single_line
 
 
 class OrganisationSerializer(serializers.ModelSerializer):
@@ -43,7 +44,8 @@ class CollectionSerializer(serializers.ModelSerializer):
         model = Collection
         fields = ["id", "slug", "name", "description", "alert_emails", "phash_max_distance", "image_count", "created"]
         read_only_fields = ["id", "created", "image_count"]
-        extra_kwargs = {"phash_max_distance": {"min_value": 0, "max_value": 64}}
+        extra_kwargs = {"phash_max_distance": {"min_value": 0, "max_value": 64},
+                        "name": {"validators": [single_line]}}
 
 
 class CollectionViewSet(viewsets.ModelViewSet):

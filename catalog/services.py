@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -13,6 +14,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog.models import ApiKey, Collection, Membership, Organisation, ProtectedImage, Role, hash_api_secret
+from catalog.validators import single_line
 from matching.core.errors import ImageError
 from matching.core.loading import LoadedImage
 from matching.core.signals import PDQ_MIN_QUALITY, compute_signals, from_hex64
@@ -38,10 +40,24 @@ class Conflict(ServiceError):
     status = 409
 
 
+def names_validate(**names: str) -> None:
+    """Refuse names with a line break or control character (catalog/validators.py): a
+    ``ValidationError`` per field, which the API answers with 400."""
+    errors = {}
+    for field, value in names.items():
+        try:
+            single_line(value)
+        except ValidationError as exc:
+            errors[field] = exc.messages
+    if errors:
+        raise ValidationError(errors)
+
+
 # --- organisations and members ---------------------------------------------
 
 @transaction.atomic
 def organisation_create(*, slug: str, name: str | None = None, owner: AbstractBaseUser | None = None) -> Organisation:
+    names_validate(name=name or slug)
     org = Organisation.objects.create(slug=slugify(slug) or "org", name=name or slug)
     if owner is not None:
         Membership.objects.create(user=owner, organisation=org, role=Role.OWNER)
@@ -73,6 +89,7 @@ class IssuedKey:
 def api_key_create(
     *, organisation: Organisation, name: str, role: str = Role.MEMBER, created_by: AbstractBaseUser | None = None
 ) -> IssuedKey:
+    names_validate(name=name)
     prefix = secrets.token_hex(4)
     secret = f"ipk_{prefix}_{secrets.token_urlsafe(32)}"
     key = ApiKey.objects.create(
@@ -116,6 +133,7 @@ def collection_create(
     alert_emails: str = "",
     phash_max_distance: int | None = None,
 ) -> Collection:
+    names_validate(name=name)
     if slug and Collection.objects.filter(organisation=organisation, slug=slugify(slug)).exists():
         raise Conflict(f"A collection with slug {slugify(slug)!r} already exists.")
     collection = Collection(
@@ -146,6 +164,8 @@ def collection_update(*, collection: Collection, **fields: object) -> Collection
     unknown = set(fields) - allowed
     if unknown:
         raise ServiceError(f"Cannot update {', '.join(sorted(unknown))}.")
+    if "name" in fields:
+        names_validate(name=str(fields["name"]))
     for name, value in fields.items():
         setattr(collection, name, slugify(str(value)) if name == "slug" else value)
     if "slug" in fields and Collection.objects.filter(

@@ -21,7 +21,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.models import AlertFrequency, Collection, Membership, Organisation, Role, role_at_least
-from catalog.services import ServiceError, collection_update, membership_set
+from catalog.services import ServiceError, collection_update, membership_set, names_validate
+from catalog.validators import one_line
 from matching.core.loading import LoadedImage
 from matching.models import Check
 from matching.portal.models import (
@@ -81,7 +82,7 @@ def _send_invitation(invitation: Invitation, token: str) -> None:
         "site_url": settings.SITE_URL,
     }
     message = EmailMultiAlternatives(
-        subject=f"[imgprotect] You are invited to {invitation.organisation.name}",
+        subject=one_line(f"[imgprotect] You are invited to {invitation.organisation.name}"),
         body=render_to_string("portal/email/invitation.txt", context),
         to=[invitation.email],
     )
@@ -195,6 +196,7 @@ def webhook_create(*, organisation: Organisation, url: str, description: str = "
     from matching.portal.webhooks import webhook_url_validate
 
     webhook_url_validate(url)
+    names_validate(description=description)
     return Webhook.objects.create(organisation=organisation, url=url.strip(), description=description.strip(),
                                   active=active, created_by=created_by)
 
@@ -205,6 +207,7 @@ def webhook_update(*, webhook: Webhook, url: str, description: str, active: bool
 
     if url.strip() != webhook.url:
         webhook_url_validate(url)
+    names_validate(description=description)
     webhook.url, webhook.description, webhook.active = url.strip(), description.strip(), active
     webhook.save(update_fields=["url", "description", "active"])
     return webhook

@@ -197,3 +197,14 @@ def test_openapi_schema_and_docs_page(api, client):
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
     assert b"cdn" not in docs.content.lower()
+
+
+@pytest.mark.parametrize("name", ["Logos\nBcc: victim@example.com", "Lo\rgos", "Tab\there", "nul\x00"])
+def test_finding_14_the_api_refuses_a_name_with_a_line_break(api, org, name):
+    refused = api.post("/api/v1/collections/", {"name": name}, format="json")
+    assert refused.status_code == 400 and "name" in refused.json()["fields"], refused.json()
+    assert not Collection.objects.exists()
+    cid = api.post("/api/v1/collections/", {"name": "Logos"}, format="json").json()["id"]
+    patched = api.patch(f"/api/v1/collections/{cid}/", {"name": name}, format="json")
+    assert patched.status_code == 400 and "name" in patched.json()["fields"]
+    assert Collection.objects.get(pk=cid).name == "Logos"

@@ -406,3 +406,19 @@ def test_bulk_import_form_refuses_sources_outside_the_allowed_roots(world, setti
     assert len(errors) == 1 and "/etc" in errors[0]
     page = client.get(f"/o/{world.org.slug}/collections/{world.collection.pk}/")
     assert b"Start a bulk import" in page.content
+
+
+def test_finding_14_the_portal_refuses_names_with_line_breaks(world):
+    from catalog.models import ApiKey, Collection
+
+    client = world.client("admin")
+    response = client.post(reverse("portal:collection-create", args=["acme"]), {"name": "Press\nkit"})
+    assert response.status_code == 400 and "single line" in response.content.decode()
+    response = client.post(reverse("portal:collection-edit", args=["acme", world.collection.pk]),
+                           {"name": "Logos\r\nBcc: x@y.z"})
+    assert response.status_code == 400
+    assert Collection.objects.get(pk=world.collection.pk).name == "Logos"
+    assert not Collection.objects.filter(name__contains="\n").exists()
+    keys = ApiKey.objects.count()
+    client.post(reverse("portal:settings-api-keys", args=["acme"]), {"name": "ci\nkey", "role": "member"})
+    assert ApiKey.objects.count() == keys
