@@ -196,9 +196,11 @@ IMGPROTECT_MAX_CHECK_WAIT_SECONDS = env_float("IMGPROTECT_MAX_CHECK_WAIT_SECONDS
 SPARK_MASTER = env_str("SPARK_MASTER", "local[*]")  # or spark://host:7077 (driver in client mode here)
 SPARK_DRIVER_MEMORY = env_str("SPARK_DRIVER_MEMORY", "1g")
 SPARK_EXECUTOR_MEMORY = env_str("SPARK_EXECUTOR_MEMORY")
-# Bulk sources must lie under one of these (local directories and/or s3://bucket/prefix).
-# Unset: the command line may read any source, the API none.
-IMGPROTECT_SOURCE_ROOTS = env_list("IMGPROTECT_SOURCE_ROOTS")
+# Bulk sources: each organisation may read only its own roots (catalog/sources.py, docs/bulk.md):
+# "acme=/data/acme,s3://bucket/acme;beta=/data/beta", and/or shared roots without "slug=" of which
+# each organisation reads only <root>/<org-slug>/. Unset: the command line may read any source, the
+# API and the portal none. Groups are split on ";" by catalog.sources, not here.
+IMGPROTECT_SOURCE_ROOTS = env_str("IMGPROTECT_SOURCE_ROOTS")
 IMGPROTECT_SOURCE_S3_ENDPOINT_URL = env_str("IMGPROTECT_SOURCE_S3_ENDPOINT_URL") or env_str("AWS_S3_ENDPOINT_URL")
 IMGPROTECT_BULK_VIA_SPARK = env_bool("IMGPROTECT_BULK_VIA_SPARK", False)  # index_images uses Spark by default
 # Spark output and logs; on a cluster this must be a directory every executor mounts at the same path.

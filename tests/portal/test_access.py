@@ -224,7 +224,7 @@ def test_finding_03_only_admins_and_owners_may_start_a_bulk_import(world, settin
     imports; a member or viewer gets 403 and no job is created."""
     root = tmp_path / "images"
     root.mkdir()
-    settings.IMGPROTECT_SOURCE_ROOTS = [str(root)]
+    settings.IMGPROTECT_SOURCE_ROOTS = f"{world.org.slug}={root}"
     url = reverse("portal:bulk-start", args=[world.org.slug, world.collection.pk])
     response = world.client(role).post(url, {"source": str(root)})
     if role in (V, M):

@@ -397,7 +397,7 @@ def test_a_stored_file_never_becomes_a_page(world):
 def test_bulk_import_form_refuses_sources_outside_the_allowed_roots(world, settings, tmp_path):
     from matching.bulk.models import BulkJob
 
-    settings.IMGPROTECT_SOURCE_ROOTS = [str(tmp_path / "allowed")]
+    settings.IMGPROTECT_SOURCE_ROOTS = f"acme={tmp_path / 'allowed'}"
     client = world.client("admin")
     url = f"/o/{world.org.slug}/collections/{world.collection.pk}/bulk/"
     response = client.post(url, {"source": "/etc"}, follow=True)

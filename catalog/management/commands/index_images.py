@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.text import slugify
 
 from catalog import services
 from catalog.models import ProtectedImage
@@ -115,7 +116,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
         try:
-            source = source_check_allowed(opts["source"], trusted=True)
+            source = source_check_allowed(opts["source"], organisation_slug=slugify(opts["org"]), trusted=True)
         except SourceError as exc:
             raise CommandError(str(exc)) from exc
         organisation = services.organisation_get_or_create(slug=opts["org"])
