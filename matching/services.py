@@ -239,5 +239,7 @@ def _render_evidence(loaded: LoadedImage, candidate: Candidate, outcome: MatchOu
         return None
     decision = candidate.decision
     title = f"{decision.verdict.replace('_', ' ')} · score {decision.score:.2f} · {candidate.image.key}"
+    # Coordinates are in the pictures' own pixels; the images are the reduced working copies.
     return render_evidence(loaded.image, reference.image, outcome.verifications.get(candidate.image.pk),
-                           title=title)
+                           query_frame=(loaded.width, loaded.height),
+                           reference_frame=(reference.width, reference.height), title=title)
