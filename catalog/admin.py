@@ -1,9 +1,20 @@
+from django import forms
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
 from catalog import services
 from catalog.models import ApiKey, Collection, Invitation, Membership, Organisation, ProtectedImage
+from catalog.validators import single_line
+
+
+class SingleLineNameForm(forms.ModelForm):
+    """Names are single-line here too (catalog/validators.py)."""
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        single_line(name)
+        return name
 
 
 def image_thumbnail(url: str, size: int = 64) -> str:
@@ -18,6 +29,7 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Organisation)
 class OrganisationAdmin(admin.ModelAdmin):
+    form = SingleLineNameForm
     list_display = ["slug", "name", "created", "index_generation"]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
@@ -41,6 +53,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
+    form = SingleLineNameForm
     list_display = ["name", "prefix", "organisation", "role", "created", "last_used", "revoked"]
     list_filter = ["role", "organisation", ("revoked", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix", "organisation__slug"]
@@ -59,6 +72,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(Collection)
 class CollectionAdmin(admin.ModelAdmin):
+    form = SingleLineNameForm
     list_display = ["name", "slug", "organisation", "alert_emails", "created"]
     list_filter = ["organisation"]
     search_fields = ["name", "slug", "organisation__slug"]

@@ -10,6 +10,7 @@ from catalog import selectors, services
 from catalog.filters import IdLookupMixin
 from catalog.models import Collection, Organisation, Role, validate_email_list
 from catalog.permissions import resolve_tenant
+from catalog.validators import single_line
 
 
 def collection_from_field(*, organisation: Organisation, collection_id: int) -> Collection:
@@ -47,7 +48,8 @@ class CollectionSerializer(serializers.ModelSerializer):
         model = Collection
         fields = ["id", "slug", "name", "description", "alert_emails", "phash_max_distance", "image_count", "created"]
         read_only_fields = ["id", "created", "image_count"]
-        extra_kwargs = {"phash_max_distance": {"min_value": 0, "max_value": 64}}
+        extra_kwargs = {"phash_max_distance": {"min_value": 0, "max_value": 64},
+                        "name": {"validators": [single_line]}}
 
 
 class CollectionViewSet(IdLookupMixin, viewsets.ModelViewSet):

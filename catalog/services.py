@@ -34,15 +34,30 @@ from catalog.models import (
     role_at_least,
 )
 from catalog.deletion import purge_collection, purge_images, purge_organisation, stored_files_delete
+from catalog.validators import one_line, single_line
 from imgprotect.errors import Conflict, Forbidden, ServiceError
 
 log = logging.getLogger(__name__)
+
+
+def names_validate(**names: str) -> None:
+    """Refuse names with a line break or control character (catalog/validators.py): a
+    ``ValidationError`` per field, which the API answers with 400."""
+    errors = {}
+    for field, value in names.items():
+        try:
+            single_line(value)
+        except ValidationError as exc:
+            errors[field] = exc.messages
+    if errors:
+        raise ValidationError(errors)
 
 
 # --- organisations and members ---------------------------------------------
 
 @transaction.atomic
 def organisation_create(*, slug: str, name: str | None = None, owner: AbstractBaseUser | None = None) -> Organisation:
+    names_validate(name=name or slug)
     org = Organisation.objects.create(slug=slugify(slug) or "org", name=name or slug)
     if owner is not None:
         Membership.objects.create(user=owner, organisation=org, role=Role.OWNER)
@@ -117,7 +132,7 @@ def _send_invitation(invitation: Invitation, token: str) -> None:
         "site_url": settings.SITE_URL,
     }
     message = EmailMultiAlternatives(
-        subject=f"[imgprotect] You are invited to {invitation.organisation.name}",
+        subject=one_line(f"[imgprotect] You are invited to {invitation.organisation.name}"),
         body=render_to_string("portal/email/invitation.txt", context),
         to=[invitation.email],
     )
@@ -216,6 +231,7 @@ class IssuedKey:
 def api_key_create(
     *, organisation: Organisation, name: str, role: str = Role.MEMBER, created_by: AbstractBaseUser | None = None
 ) -> IssuedKey:
+    names_validate(name=name)
     prefix = secrets.token_hex(4)
     secret = f"ipk_{prefix}_{secrets.token_urlsafe(32)}"
     key = ApiKey.objects.create(
@@ -273,6 +289,7 @@ def collection_create(
     alert_emails: str = "",
     phash_max_distance: int | None = None,
 ) -> Collection:
+    names_validate(name=name)
     if slug and Collection.objects.filter(organisation=organisation, slug=slugify(slug)).exists():
         raise Conflict(f"A collection with slug {slugify(slug)!r} already exists.")
     collection = Collection(
@@ -303,6 +320,8 @@ def collection_update(*, collection: Collection, **fields: object) -> Collection
     unknown = set(fields) - allowed
     if unknown:
         raise ServiceError(f"Cannot update {', '.join(sorted(unknown))}.")
+    if "name" in fields:
+        names_validate(name=str(fields["name"]))
     for name, value in fields.items():
         setattr(collection, name, slugify(str(value)) if name == "slug" else value)
     if "slug" in fields and Collection.objects.filter(

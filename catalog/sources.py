@@ -6,6 +6,7 @@ needs Django: the S3 endpoint from settings and the allow-list of source roots.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,8 @@ from django.conf import settings
 
 from spark.sources import LocalSource, S3Source, SourceError, open_source as _open_source, split_s3_url
 
-__all__ = ["SourceError", "SourceItem", "SourceNotAllowed", "iter_source", "open_source", "source_check_allowed"]
+__all__ = ["SourceError", "SourceItem", "SourceNotAllowed", "iter_source", "open_source", "source_check_allowed",
+           "source_roots"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class SourceItem:
 
 
 class SourceNotAllowed(SourceError):
-    """The source lies outside ``IMGPROTECT_SOURCE_ROOTS``."""
+    """The source lies outside the organisation's roots in ``IMGPROTECT_SOURCE_ROOTS``."""
 
 
 def open_source(source: str) -> LocalSource | S3Source:
@@ -49,20 +51,67 @@ def _under(path: str, root: str) -> bool:
     return (path.rstrip("/") + "/").startswith(root.rstrip("/") + "/")
 
 
-def source_check_allowed(source: str, *, trusted: bool) -> str:
-    """The source in canonical form (local paths resolved) if it may be read, else ``SourceNotAllowed``.
+_SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 
-    With ``IMGPROTECT_SOURCE_ROOTS`` set, every source must lie under one of
-    its entries. Unset, only ``trusted`` callers (the command line, run by an
-    operator who can read the files anyway) may name a source; the API may not,
-    so a tenant can never make the service read the server's own files.
+
+def _parse_roots(setting: str | list[str] | tuple[str, ...]) -> list[tuple[frozenset[str] | None, str]]:
+    """``IMGPROTECT_SOURCE_ROOTS`` as (owners, root) pairs; owners None: a shared root.
+
+    Groups are separated by ";" (or are the items of a list), roots within a group by ",".
+    A group ``acme=/data/acme,s3://bucket/acme`` gives those roots to organisation ``acme``
+    (``acme+beta=/data/shared`` to both); a group without ``slug=`` lists shared roots, of
+    which each organisation may read only its own subdirectory ``<root>/<org-slug>/``.
+    """
+    groups = setting.split(";") if isinstance(setting, str) else [g for item in setting for g in item.split(";")]
+    pairs: list[tuple[frozenset[str] | None, str]] = []
+    for group in groups:
+        owners: frozenset[str] | None = None
+        head, eq, rest = group.partition("=")
+        if eq and _SLUG.match(head.strip().replace("+", "")):
+            owners, group = frozenset(o.strip().lower() for o in head.split("+") if o.strip()), rest
+        pairs += [(owners, root.strip()) for root in group.split(",") if root.strip()]
+    return pairs
+
+
+def _canonical_root(root: str) -> str:
+    if root.startswith("s3://"):
+        bucket, prefix = split_s3_url(root)
+        return f"s3://{bucket}/{prefix}".rstrip("/")
+    return str(Path(root).resolve())
+
+
+def source_roots(organisation_slug: str) -> list[str]:
+    """The roots ``organisation_slug`` may read, in canonical form (docs/bulk.md, "Sources")."""
+    slug = organisation_slug.lower()
+    roots = []
+    for owners, root in _parse_roots(getattr(settings, "IMGPROTECT_SOURCE_ROOTS", []) or []):
+        if owners is None:
+            roots.append(_canonical_root(root.rstrip("/") + "/" + slug))
+        elif slug in owners:
+            roots.append(_canonical_root(root))
+    return roots
+
+
+def source_check_allowed(source: str, *, organisation_slug: str, trusted: bool) -> str:
+    """The source in canonical form (local paths resolved) if ``organisation_slug`` may read
+    it, else ``SourceNotAllowed``.
+
+    With ``IMGPROTECT_SOURCE_ROOTS`` set, every source must lie under one of the roots it
+    gives that organisation (:func:`source_roots`), for every caller. Unset, only
+    ``trusted`` callers (the command line, run by an operator who can read the files
+    anyway) may name a source; the API and the portal may not, so a tenant can never make
+    the service read the server's own files, nor another organisation's.
     """
     source = source.strip()
     if not source:
         raise SourceNotAllowed("The source is empty.")
-    roots: list[str] = list(getattr(settings, "IMGPROTECT_SOURCE_ROOTS", []) or [])
+    configured = bool(getattr(settings, "IMGPROTECT_SOURCE_ROOTS", []) or [])
+    roots = source_roots(organisation_slug) if configured else []
     if source.startswith("s3://"):
         bucket, prefix = split_s3_url(source)
+        if any(part in ("", ".", "..") for part in prefix.rstrip("/").split("/")) and prefix:
+            # S3 keys are literal, but a gateway that normalises paths would climb out of the prefix.
+            raise SourceNotAllowed(f"{source!r}: an S3 prefix may not contain empty, '.' or '..' parts.")
         canonical = f"s3://{bucket}/{prefix}".rstrip("/")
         allowed = [r for r in roots if r.startswith("s3://")]
     elif "://" in source:
@@ -72,12 +121,12 @@ def source_check_allowed(source: str, *, trusted: bool) -> str:
             raise SourceNotAllowed(f"{source!r} is not an absolute path.")
         # Resolved, so a symlink or ".." cannot lead out of an allowed root.
         canonical = str(Path(source).resolve())
-        allowed = [str(Path(r).resolve()) for r in roots if "://" not in r]
-    if not roots:
+        allowed = [r for r in roots if not r.startswith("s3://")]
+    if not configured:
         if trusted:
             return canonical
         raise SourceNotAllowed("Bulk sources are not enabled: the operator must list allowed roots in "
                                "IMGPROTECT_SOURCE_ROOTS.")
     if not any(_under(canonical, root) for root in allowed):
-        raise SourceNotAllowed(f"{source!r} is outside the allowed source roots.")
+        raise SourceNotAllowed(f"{source!r} is outside the source roots of organisation {organisation_slug!r}.")
     return canonical

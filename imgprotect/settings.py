@@ -159,6 +159,12 @@ STORAGES = {
 # --- image limits ------------------------------------------------------------
 IMGPROTECT_MAX_UPLOAD_BYTES = env_int("IMGPROTECT_MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1024)
 IMGPROTECT_MAX_PIXELS = env_int("IMGPROTECT_MAX_PIXELS", 40_000_000, minimum=10_000)
+# Memory per image (docs/architecture.md, "Memory per image"): the decoded raster's limit (a larger
+# JPEG decodes scaled down, a larger PNG is refused), the working picture's long side, and how many
+# threads of one process decode and match at once.
+IMGPROTECT_MAX_DECODE_BYTES = env_int("IMGPROTECT_MAX_DECODE_BYTES", 4 * IMGPROTECT_MAX_PIXELS, minimum=1024 * 1024)
+IMGPROTECT_WORK_MAX_SIDE = env_int("IMGPROTECT_WORK_MAX_SIDE", 2048, minimum=256)
+IMGPROTECT_HEAVY_WORK_SLOTS = env_int("IMGPROTECT_HEAVY_WORK_SLOTS", 2, minimum=1)
 # Uploaded bodies above this go to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = IMGPROTECT_MAX_UPLOAD_BYTES + 1024 * 1024
@@ -223,9 +229,11 @@ IMGPROTECT_MAX_CHECK_WAIT_SECONDS = env_float("IMGPROTECT_MAX_CHECK_WAIT_SECONDS
 SPARK_MASTER = env_str("SPARK_MASTER", "local[*]")  # or spark://host:7077 (driver in client mode here)
 SPARK_DRIVER_MEMORY = env_str("SPARK_DRIVER_MEMORY", "1g")
 SPARK_EXECUTOR_MEMORY = env_str("SPARK_EXECUTOR_MEMORY")
-# Bulk sources must lie under one of these (local directories and/or s3://bucket/prefix).
-# Unset: the command line may read any source, the API none.
-IMGPROTECT_SOURCE_ROOTS = env_list("IMGPROTECT_SOURCE_ROOTS")
+# Bulk sources: each organisation may read only its own roots (catalog/sources.py, docs/bulk.md):
+# "acme=/data/acme,s3://bucket/acme;beta=/data/beta", and/or shared roots without "slug=" of which
+# each organisation reads only <root>/<org-slug>/. Unset: the command line may read any source, the
+# API and the portal none. Groups are split on ";" by catalog.sources, not here.
+IMGPROTECT_SOURCE_ROOTS = env_str("IMGPROTECT_SOURCE_ROOTS")
 IMGPROTECT_SOURCE_S3_ENDPOINT_URL = env_str("IMGPROTECT_SOURCE_S3_ENDPOINT_URL") or env_str("AWS_S3_ENDPOINT_URL")
 IMGPROTECT_BULK_VIA_SPARK = env_bool("IMGPROTECT_BULK_VIA_SPARK", False)  # index_images uses Spark by default
 # Spark output and logs; on a cluster this must be a directory every executor mounts at the same path.

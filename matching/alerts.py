@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.models import AlertFrequency, Collection
+from catalog.validators import one_line
 from matching.models import Match
 from matching.webhooks import webhook_matches_created
 
@@ -120,7 +121,7 @@ def _send(collection: Collection, matches: list[Match], *, digest: str | None) -
     else:
         subject = f"[imgprotect] {len(matches)} new {noun} in {collection.name}"
     message = EmailMultiAlternatives(
-        subject=subject,
+        subject=one_line(subject),  # a name stored before names were single-line (catalog/validators.py)
         body=render_to_string("portal/email/matches.txt", context),
         to=collection.alert_recipients,
     )

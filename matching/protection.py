@@ -108,7 +108,7 @@ def reference_signals(loaded: LoadedImage) -> ReferenceSignals:
     return ReferenceSignals(
         signals=compute_signals(loaded),
         embedding=embedding,
-        features=features_to_bytes(extract_features(loaded.image)),
+        features=features_to_bytes(extract_features(loaded.image, frame=(loaded.width, loaded.height))),
     )
 
 

@@ -19,7 +19,7 @@ from catalog.deletion import stored_files_delete
 from imgprotect.dispatch import enqueue_on_commit
 from matching.core.errors import ImageError
 from matching.core.evidence import render_evidence
-from matching.core.loading import LoadedImage, load_image
+from matching.core.loading import LoadedImage, heavy_work, load_image
 from matching.core.matcher import MatchOutcome
 from matching.engine import Candidate, cnn_enabled, find_candidates
 from matching.models import Check, Match
@@ -70,7 +70,12 @@ def _partial_mode() -> str:
 def _load_check_image(check: Check) -> LoadedImage:
     with default_storage.open(check.file.name, "rb") as fh:
         data = fh.read()
-    return load_image(data, max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES, max_pixels=settings.IMGPROTECT_MAX_PIXELS)
+    return _load(data)
+
+
+def _load(data: bytes) -> LoadedImage:
+    return load_image(data, max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES, max_pixels=settings.IMGPROTECT_MAX_PIXELS,
+                      max_side=settings.IMGPROTECT_WORK_MAX_SIDE, max_decode_bytes=settings.IMGPROTECT_MAX_DECODE_BYTES)
 
 
 def stale_before() -> datetime:
@@ -105,11 +110,12 @@ def check_run(*, check_id: int) -> Check | None:
     started = time.perf_counter()
     mode = _partial_mode()
     try:
-        loaded = _load_check_image(check)
-        candidates, outcome = find_candidates(
-            organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
-            top_k=RESULT_TOP_K, partial={"inline": "auto", "background": "never", "off": "never"}[mode],
-        )
+        with heavy_work(settings.IMGPROTECT_HEAVY_WORK_SLOTS):
+            loaded = _load_check_image(check)
+            candidates, outcome = find_candidates(
+                organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
+                top_k=RESULT_TOP_K, partial={"inline": "auto", "background": "never", "off": "never"}[mode],
+            )
     except ImageError as exc:
         Check.objects.filter(pk=check_id).update(
             status=Check.Status.FAILED, failure_code=exc.code, failure_reason=exc.reason, finished=timezone.now()
@@ -154,11 +160,12 @@ def check_partial_run(*, check_id: int) -> Check | None:
     check = Check.objects.select_related("organisation").get(pk=check_id)
     started = time.perf_counter()
     try:
-        loaded = _load_check_image(check)
-        candidates, outcome = find_candidates(
-            organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
-            top_k=RESULT_TOP_K, partial="auto",
-        )
+        with heavy_work(settings.IMGPROTECT_HEAVY_WORK_SLOTS):
+            loaded = _load_check_image(check)
+            candidates, outcome = find_candidates(
+                organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
+                top_k=RESULT_TOP_K, partial="auto",
+            )
     except ImageError as exc:  # it decoded a moment ago: the stored file changed under us
         Check.objects.filter(pk=check_id).update(partial_search=Check.PartialSearch.FAILED,
                                                  completed=timezone.now())
@@ -275,13 +282,15 @@ def _write_once(check: Check, candidates: list[Candidate], outcome: MatchOutcome
 def _render_evidence(loaded: LoadedImage, candidate: Candidate, outcome: MatchOutcome) -> bytes | None:
     """The side-by-side evidence PNG for one positive match (None when the reference cannot be read)."""
     try:
-        with default_storage.open(candidate.image.file.name, "rb") as fh:
-            reference = load_image(fh.read(), max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES,
-                                   max_pixels=settings.IMGPROTECT_MAX_PIXELS)
+        with default_storage.open(candidate.image.file.name, "rb") as fh, \
+                heavy_work(settings.IMGPROTECT_HEAVY_WORK_SLOTS):
+            reference = _load(fh.read())
     except (ImageError, OSError) as exc:
         log.warning("no evidence for protected image %s: %s", candidate.image.pk, exc)
         return None
     decision = candidate.decision
     title = f"{decision.verdict.replace('_', ' ')} · score {decision.score:.2f} · {candidate.image.key}"
+    # Coordinates are in the pictures' own pixels; the images are the reduced working copies.
     return render_evidence(loaded.image, reference.image, outcome.verifications.get(candidate.image.pk),
-                           title=title)
+                           query_frame=(loaded.width, loaded.height),
+                           reference_frame=(reference.width, reference.height), title=title)

@@ -46,6 +46,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.models import Organisation
+from catalog.services import names_validate
 from imgprotect.dispatch import enqueue_on_commit
 from matching.models import Match, ReviewEvent, Webhook, WebhookDelivery, new_webhook_secret
 
@@ -72,11 +73,37 @@ class Target:
     addresses: tuple[str, ...]
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits: NAT64 (RFC 6052; its local-use
+# 64:ff9b:1::/48, RFC 8215, is refused outright) and the deprecated IPv4-compatible ::a.b.c.d.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address a transition mechanism would reach through ``ip``: 6to4 (2002::/16),
+    Teredo (2001::/32, server and client), NAT64 and IPv4-compatible addresses."""
+    found = [v4 for v4 in (ip.sixtofour, *(ip.teredo or ())) if v4 is not None]
+    if ip in _NAT64 or ip in _IPV4_COMPATIBLE:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def _refused_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+
+
 def _refused(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _refused_ip(ip)
+    if ip.ipv4_mapped is not None:
+        return _refused_ip(ip.ipv4_mapped)
+    # Python counts site-local fec0::/10 (deprecated, still routed as private by some stacks) and
+    # 6to4/NAT64 prefixes as global: look inside them too (docs/webhooks.md).
+    if _refused_ip(ip) or ip.is_site_local or ip in _NAT64_LOCAL:
+        return True
+    return any(_refused_ip(v4) for v4 in _embedded_ipv4(ip))
 
 
 def webhook_target(url: str, *, allow_private: bool | None = None) -> Target:
@@ -125,15 +152,17 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 # --- webhook settings ---------------------------------------------------------------
 
 @transaction.atomic
-def webhook_create(*, organisation: Organisation, url: str, description: str = "",
+def webhook_create(*, organisation: Organisation, url: str, description: str = "", active: bool = True,
                    created_by: AbstractBaseUser | None = None) -> Webhook:
+    names_validate(description=description)
     webhook_url_validate(url)
     return Webhook.objects.create(organisation=organisation, url=url.strip(), description=description.strip(),
-                                  created_by=created_by)
+                                  active=active, created_by=created_by)
 
 
 @transaction.atomic
 def webhook_update(*, webhook: Webhook, url: str, description: str, active: bool) -> Webhook:
+    names_validate(description=description)
     if url.strip() != webhook.url:
         webhook_url_validate(url)
     webhook.url, webhook.description, webhook.active = url.strip(), description.strip(), active

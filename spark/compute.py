@@ -195,11 +195,11 @@ def _store(options: JobOptions, data: bytes, sha256: str, fmt: str, prefix: str)
     raise ValueError(f"unsupported store root {root!r}")
 
 
-def _features(image: Any) -> bytes:
+def _features(image: Any, frame: tuple[int, int] | None = None) -> bytes:
     """The local features indexing stores for geometric verification (as ``reference_signals`` does)."""
     from matching.core.geometry import extract_features, features_to_bytes
 
-    return features_to_bytes(extract_features(image))
+    return features_to_bytes(extract_features(image, frame=frame))
 
 
 # --- the partition function -------------------------------------------------------------------
@@ -241,7 +241,7 @@ def _one(key: str, size: int, options: JobOptions,
         if options.store_root:
             stored = _store(options, data, loaded.sha256_bytes, loaded.format, options.store_prefix)
             if options.features_prefix is not None:
-                features = _store(options, _features(loaded.image), loaded.sha256_bytes, "npz",
+                features = _store(options, _features(loaded.image, (loaded.width, loaded.height)), loaded.sha256_bytes, "npz",
                                   options.features_prefix)
     except ImageError as exc:
         return _error(key, size, exc.code, exc.reason), None

@@ -85,7 +85,7 @@ def bulkjob_create(
     if kind == BulkJob.Kind.INDEX and collection is None:
         raise ServiceError("An index job needs a collection.", code="invalid_collection")
     try:
-        canonical = source_check_allowed(source, trusted=trusted)
+        canonical = source_check_allowed(source, organisation_slug=organisation.slug, trusted=trusted)
     except SourceError as exc:
         raise ServiceError(str(exc), code="source_not_allowed") from exc
     if embed is None:  # as indexing in-process does: embed when the CNN stage is on
@@ -137,7 +137,7 @@ def bulkjob_find_resumable(*, organisation: Organisation, kind: str, source: str
                            collection: Collection | None) -> BulkJob | None:
     """The latest failed or cancelled job over the same source, for the command line's rerun."""
     try:
-        canonical = source_check_allowed(source, trusted=True)
+        canonical = source_check_allowed(source, organisation_slug=organisation.slug, trusted=True)
     except SourceError:
         return None
     return BulkJob.objects.filter(organisation=organisation, kind=kind, source=canonical, collection=collection,

@@ -100,8 +100,13 @@ def render_evidence(
     *,
     title: str = "",
     max_height: int = 480,
+    query_frame: tuple[int, int] | None = None,
+    reference_frame: tuple[int, int] | None = None,
 ) -> bytes:
     """A PNG (bytes) showing why ``query`` was judged a copy of ``reference``.
+
+    ``query_frame``/``reference_frame``: the sizes the verification's coordinates
+    refer to, when the pictures given are reduced copies (``LoadedImage.width``/``height``).
 
     ``title`` (e.g. the verdict and score the caller decided) heads the
     caption; the verification's own outcome and edit report follow. Without
@@ -115,8 +120,9 @@ def render_evidence(
     r_origin = (MARGIN + qw + GAP, HEADER)
     canvas.paste(query.convert("RGB").resize((qw, h), Image.Resampling.LANCZOS), q_origin)
     canvas.paste(reference.convert("RGB").resize((rw, h), Image.Resampling.LANCZOS), r_origin)
-    qs = (qw / query.width, h / query.height)
-    rs = (rw / reference.width, h / reference.height)
+    qf, rf = query_frame or query.size, reference_frame or reference.size
+    qs = (qw / qf[0], h / qf[1])
+    rs = (rw / rf[0], h / rf[1])
 
     def to_q(x: float, y: float) -> tuple[float, float]:
         return q_origin[0] + x * qs[0], q_origin[1] + y * qs[1]

@@ -300,20 +300,32 @@ def extract_features(
     min_side: int = DEFAULT_MIN_SIDE,
     clahe: bool = DEFAULT_CLAHE,
     with_mirror: bool = False,
+    frame: tuple[int, int] | None = None,
 ) -> Features:
     """Local features of ``image`` (any PIL mode), detected on a grey copy
     resized into [min_side, max_side] on its long side, coordinates mapped
     back to the original pixels. ``clahe`` equalises local contrast first.
-    ``with_mirror`` also fills ``.mirror``."""
+    ``with_mirror`` also fills ``.mirror``. ``frame`` is the size of the
+    picture ``image`` was reduced from (``LoadedImage.width``/``height``):
+    coordinates, and so regions and edit reports, are then in its pixels."""
     if kind not in KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; expected one of {', '.join(KINDS)}")
     gray, sx, sy = _gray(image, max_side, min_side, clahe)
-    feats = _build(gray, False, sx, sy, image.size, kind, max_features)
+    (sx, sy), size = _in_frame(image, frame, sx, sy)
+    feats = _build(gray, False, sx, sy, size, kind, max_features)
     feats.thumb = _thumb(gray)
     if with_mirror:
-        feats.mirror = _build(gray, True, sx, sy, image.size, kind, max_features)
+        feats.mirror = _build(gray, True, sx, sy, size, kind, max_features)
         feats.mirror.thumb = feats.thumb
     return feats
+
+
+def _in_frame(image: Image.Image, frame: tuple[int, int] | None, sx: float,
+              sy: float) -> tuple[tuple[float, float], tuple[int, int]]:
+    """Scales from processed pixels to ``frame``'s pixels, and the frame's size."""
+    if frame is None or tuple(frame) == image.size:
+        return (sx, sy), image.size
+    return (sx * frame[0] / image.width, sy * frame[1] / image.height), (int(frame[0]), int(frame[1]))
 
 
 DEFAULT_REGION_SIDE = 480  # a region of the query is processed at this long side (upscaled up to 4x)
@@ -329,6 +341,7 @@ def extract_region_features(
     clahe: bool = DEFAULT_CLAHE,
     with_mirror: bool = False,
     thumb: npt.NDArray[np.uint8] | None = None,
+    frame: tuple[int, int] | None = None,
 ) -> Features:
     """Features of the part ``box`` = (x0, y0, x1, y1) of ``image``, detected
     on that part alone, resized so its long side is ``side`` (a small pasted
@@ -336,7 +349,8 @@ def extract_region_features(
     spend elsewhere), with coordinates in the **whole** picture's frame, so
     :func:`verify` reports the region and the edit relative to the whole
     picture. ``thumb`` is the whole picture's appearance thumbnail (from its
-    own features); without it the appearance check is skipped.
+    own features); without it the appearance check is skipped. ``box`` is in
+    ``image``'s pixels, the coordinates in ``frame``'s (see :func:`extract_features`).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -346,11 +360,12 @@ def extract_region_features(
     if x1 - x0 < 1 or y1 - y0 < 1:
         raise ValueError(f"empty region {box!r} in a {image.width}x{image.height} image")
     gray, sx, sy = _gray(image.crop((x0, y0, x1, y1)), side, side, clahe)
+    (fx, fy), size = _in_frame(image, frame, 1.0, 1.0)
 
     def build(flipped: bool) -> Features:
-        f = _build(gray, flipped, sx, sy, image.size, kind, max_features)
-        f.keypoints[:, 0] += x0
-        f.keypoints[:, 1] += y0
+        f = _build(gray, flipped, sx * fx, sy * fy, size, kind, max_features)
+        f.keypoints[:, 0] += x0 * fx
+        f.keypoints[:, 1] += y0 * fy
         f.thumb = thumb
         return f
 
@@ -368,12 +383,14 @@ def mirror_features(
     max_features: int = DEFAULT_MAX_FEATURES,
     min_side: int = DEFAULT_MIN_SIDE,
     clahe: bool = DEFAULT_CLAHE,
+    frame: tuple[int, int] | None = None,
 ) -> Features:
     """Only the mirrored features of ``image`` (what ``with_mirror`` adds)."""
     if kind not in KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; expected one of {', '.join(KINDS)}")
     gray, sx, sy = _gray(image, max_side, min_side, clahe)
-    mirrored = _build(gray, True, sx, sy, image.size, kind, max_features)
+    (sx, sy), size = _in_frame(image, frame, sx, sy)
+    mirrored = _build(gray, True, sx, sy, size, kind, max_features)
     mirrored.thumb = _thumb(gray)
     return mirrored
 

@@ -176,6 +176,12 @@ class _Evidence:
     changed: bool = False              # the evidence grew since the candidate was last judged
 
 
+def _frame(loaded: LoadedImage) -> tuple[int, int]:
+    """Features, regions and edit reports are in the picture's own pixels, not the reduced
+    working picture's (matching/core/loading.py)."""
+    return loaded.width, loaded.height
+
+
 class _QueryFeatures:
     """The query's local features, extracted on first use: the whole picture (its mirror image's
     too, only when asked: they cost as much again), and parts of it."""
@@ -194,13 +200,13 @@ class _QueryFeatures:
 
         if self._whole is None:
             assert self.loaded is not None
-            self._whole = geometry.extract_features(self.loaded.image,
+            self._whole = geometry.extract_features(self.loaded.image, frame=_frame(self.loaded),
                                                     max_features=geometry.DEFAULT_QUERY_MAX_FEATURES, **self.kwargs)
         if not mirror:
             return self._whole
         if self._mirrored is None:
             flipped = geometry.mirror_features(self.loaded.image, max_features=geometry.DEFAULT_QUERY_MAX_FEATURES,
-                                               **self.kwargs)
+                                               frame=_frame(self.loaded), **self.kwargs)
             flipped.thumb = self._whole.thumb
             self._mirrored = replace(self._whole, mirror=flipped)
         return self._mirrored
@@ -213,7 +219,7 @@ class _QueryFeatures:
             self._regions[box] = geometry.extract_region_features(
                 self.loaded.image, _enlarge(box, self.loaded.image.size), with_mirror=True,
                 side=geometry.DEFAULT_REGION_SIDE, max_features=geometry.DEFAULT_QUERY_MAX_FEATURES,
-                thumb=self.whole().thumb, **self.kwargs)
+                thumb=self.whole().thumb, frame=_frame(self.loaded), **self.kwargs)
         return self._regions[box]
 
 
@@ -663,7 +669,7 @@ def index_references(refs: list[tuple[int, Any]], *, embedder: Any | None = None
         sig = compute_signals(loaded)
         pdq = int(sig["pdq"], 16) if sig["pdq_quality"] >= PDQ_MIN_QUALITY else None
         store.put(RefRecord(ref_id, sig["sha256_bytes"], sig["sha256_pixels"], int(sig["phash"], 16), pdq,
-                            sig["pdq_quality"]), geometry.extract_features(loaded.image))
+                            sig["pdq_quality"]), geometry.extract_features(loaded.image, frame=_frame(loaded)))
         ids.append(ref_id)
         phashes.append(int(sig["phash"], 16))
         if pdq is not None:

@@ -2,7 +2,7 @@
 
 Jobs themselves live in ``matching/bulk/`` (Spark). Sources typed in the
 portal are untrusted: ``bulkjob_create(trusted=False)`` refuses any path
-outside ``IMGPROTECT_SOURCE_ROOTS``.
+outside the organisation's roots in ``IMGPROTECT_SOURCE_ROOTS``.
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from django import forms
 from django.contrib.auth import password_validation
 
 from catalog.models import AlertFrequency, Collection, Role, validate_email_list
+from catalog.validators import single_line
 from matching.models import Match, Verdict
 from matching.review import Decision
 
@@ -13,7 +14,7 @@ ROLE_CHOICES = [(Role.VIEWER, "Viewer — read-only"), (Role.MEMBER, "Member —
 
 
 class CollectionForm(forms.Form):
-    name = forms.CharField(max_length=200)
+    name = forms.CharField(max_length=200, validators=[single_line])
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
 
 
@@ -120,7 +121,7 @@ class SignupForm(forms.Form):
 
 
 class ApiKeyForm(forms.Form):
-    name = forms.CharField(max_length=100)
+    name = forms.CharField(max_length=100, validators=[single_line])
     role = forms.ChoiceField(choices=[(Role.VIEWER, "Viewer — read-only"),
                                       (Role.MEMBER, "Member — upload and check"),
                                       (Role.ADMIN, "Admin — also manage collections")], initial=Role.MEMBER)
@@ -140,5 +141,5 @@ class ThresholdForm(forms.Form):
 
 class WebhookForm(forms.Form):
     url = forms.URLField(max_length=500, label="Endpoint URL", assume_scheme="https")
-    description = forms.CharField(required=False, max_length=200)
+    description = forms.CharField(required=False, max_length=200, validators=[single_line])
     active = forms.BooleanField(required=False, initial=True)

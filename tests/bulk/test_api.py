@@ -23,7 +23,7 @@ def crawls(settings, tmp_path: Path) -> Path:
     root = tmp_path / "crawls"
     (root / "2025").mkdir(parents=True)
     (root / "2025" / "a.png").write_bytes(photo_png("coffee"))
-    settings.IMGPROTECT_SOURCE_ROOTS = [str(root)]
+    settings.IMGPROTECT_SOURCE_ROOTS = f"acme={root}"
     return root
 
 
@@ -113,3 +113,24 @@ def test_an_empty_source_fails_the_job_at_once(api, collection, crawls, django_c
     assert response.status_code == 201
     job = api.get(f"/api/v1/bulk-jobs/{response.json()['id']}/").json()
     assert job["status"] == "failed" and job["error"] == f"{crawls / 'empty'} holds no files"
+
+
+def test_finding_02_an_admin_key_of_one_organisation_cannot_index_anothers_files(org, settings, tmp_path):
+    """The review's request: organisation B's admin key named A's private folder and indexed it."""
+    beta = OrganisationFactory(slug="beta")
+    for slug in ("acme", "beta"):
+        (tmp_path / "data" / slug / "private").mkdir(parents=True)
+        (tmp_path / "data" / slug / "private" / "a.png").write_bytes(photo_png("coffee"))
+    settings.IMGPROTECT_SOURCE_ROOTS = str(tmp_path / "data")  # shared: <root>/<org-slug>/ each
+    for owner, intruder in ((org, beta), (beta, org)):
+        own = str(tmp_path / "data" / owner.slug / "private")
+        intruder_collection = CollectionFactory(organisation=intruder)
+        response = client_for(intruder).post("/api/v1/bulk-jobs/", {"kind": "index", "source": own,
+                                                                     "collection": intruder_collection.pk},
+                                             format="json")
+        assert response.status_code == 400 and response.json()["error"] == "source_not_allowed"
+        assert not BulkJob.objects.filter(source=own).exclude(organisation=owner).exists()
+        response = client_for(owner).post("/api/v1/bulk-jobs/", {"kind": "index", "source": own,
+                                                                 "collection": CollectionFactory(organisation=owner).pk},
+                                          format="json")
+        assert response.status_code == 201, response.json()

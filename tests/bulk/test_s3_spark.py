@@ -44,10 +44,10 @@ def test_index_from_s3_into_s3_storage(org, settings, monkeypatch):
         s3.put("crawl", "private/secret.png", photo_png("moon"))
         settings.STORAGES = s3_storage(s3.endpoint)
         settings.IMGPROTECT_SOURCE_S3_ENDPOINT_URL = s3.endpoint
-        settings.IMGPROTECT_SOURCE_ROOTS = ["s3://crawl/drop"]
+        settings.IMGPROTECT_SOURCE_ROOTS = [f"{org.slug}=s3://crawl/drop"]
         collection = CollectionFactory(organisation=org)
 
-        with pytest.raises(ServiceError, match="outside the allowed source roots"):
+        with pytest.raises(ServiceError, match="outside the source roots"):
             services.bulkjob_create(organisation=org, kind="index", source="s3://crawl/private",
                                     collection=collection)
         job = services.bulkjob_create(organisation=org, kind="index", source="s3://crawl/drop/",

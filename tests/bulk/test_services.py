@@ -30,9 +30,9 @@ def collection(org):  # type: ignore[no-untyped-def]
 # --- allowed roots -----------------------------------------------------------------------------
 
 def test_without_roots_only_the_command_line_may_name_a_source(tmp_path: Path):
-    assert source_check_allowed(str(tmp_path), trusted=True) == str(tmp_path.resolve())
+    assert source_check_allowed(str(tmp_path), organisation_slug="acme", trusted=True) == str(tmp_path.resolve())
     with pytest.raises(SourceNotAllowed, match="IMGPROTECT_SOURCE_ROOTS"):
-        source_check_allowed(str(tmp_path), trusted=False)
+        source_check_allowed(str(tmp_path), organisation_slug="acme", trusted=False)
 
 
 def test_roots_are_an_allow_list_for_everyone(settings, tmp_path: Path):
@@ -40,16 +40,66 @@ def test_roots_are_an_allow_list_for_everyone(settings, tmp_path: Path):
     (allowed / "2025").mkdir(parents=True)
     other.mkdir()
     os.symlink(other, allowed / "link-out")
-    settings.IMGPROTECT_SOURCE_ROOTS = [str(allowed), "s3://crawl-bucket/public"]
-    assert source_check_allowed(str(allowed / "2025"), trusted=False) == str(allowed / "2025")
-    assert source_check_allowed("s3://crawl-bucket/public/2025/", trusted=False) == "s3://crawl-bucket/public/2025"
+    settings.IMGPROTECT_SOURCE_ROOTS = f"acme={allowed},s3://crawl-bucket/public"
+    assert source_check_allowed(str(allowed / "2025"), organisation_slug="acme", trusted=False) == str(allowed / "2025")
+    assert source_check_allowed("s3://crawl-bucket/public/2025/", organisation_slug="acme",
+                                trusted=False) == "s3://crawl-bucket/public/2025"
     refused = [str(other), str(allowed / "link-out"), str(allowed / ".." / "elsewhere"), str(allowed) + "-2",
-               "s3://crawl-bucket/private", "s3://crawl-bucket/publicity", "file:///etc", "relative/dir"]
+               "s3://crawl-bucket/private", "s3://crawl-bucket/publicity", "file:///etc", "relative/dir",
+               "s3://crawl-bucket/public/../private", "s3://crawl-bucket/public//x"]
     for source in refused:
         with pytest.raises(SourceNotAllowed):
-            source_check_allowed(source, trusted=False)
+            source_check_allowed(source, organisation_slug="acme", trusted=False)
     with pytest.raises(SourceNotAllowed):  # roots bind the command line too
-        source_check_allowed(str(other), trusted=True)
+        source_check_allowed(str(other), organisation_slug="acme", trusted=True)
+
+
+def test_finding_02_each_organisation_reads_only_its_own_roots(settings, tmp_path: Path):
+    """Organisation B's admin named org A's private folder as a bulk source and indexed A's
+    files: roots now belong to organisations, for the API (untrusted) and commands alike."""
+    data = tmp_path / "data"
+    for path in ("acme/private", "beta/drop", "shared/acme/2025", "shared/beta/2025", "shared/acme-evil"):
+        (data / path).mkdir(parents=True)
+    os.symlink(data / "acme" / "private", data / "beta" / "drop" / "into-acme")
+    settings.IMGPROTECT_SOURCE_ROOTS = (f"acme={data / 'acme'},s3://bucket/acme;beta={data / 'beta'},s3://bucket/beta;"
+                                        f"{data / 'shared'},s3://bucket/shared")
+    allowed = {
+        "acme": [data / "acme" / "private", data / "shared" / "acme" / "2025", "s3://bucket/acme/x",
+                 "s3://bucket/shared/acme/2025"],
+        "beta": [data / "beta" / "drop", data / "shared" / "beta", "s3://bucket/beta", "s3://bucket/shared/beta/"],
+    }
+    for org, sources in allowed.items():
+        other = "beta" if org == "acme" else "acme"
+        for source in sources:
+            for trusted in (False, True):
+                assert source_check_allowed(str(source), organisation_slug=org, trusted=trusted)
+                with pytest.raises(SourceNotAllowed):
+                    source_check_allowed(str(source), organisation_slug=other, trusted=trusted)
+    for source in [data / "beta" / "drop" / "into-acme", data / "beta" / ".." / "acme" / "private", data / "shared",
+                   data / "shared" / "acme-evil", "s3://bucket/shared", "s3://bucket/beta/../acme", "s3://bucket/acmex"]:
+        with pytest.raises(SourceNotAllowed):
+            source_check_allowed(str(source), organisation_slug="beta", trusted=False)
+    assert source_check_allowed(str(data / "shared" / "acme-evil"), organisation_slug="acme-evil", trusted=False)
+
+
+def test_finding_02_a_job_of_one_organisation_cannot_read_anothers_folder(settings, tmp_path: Path):
+    acme, beta = OrganisationFactory(slug="acme"), OrganisationFactory(slug="beta")
+    for org in (acme, beta):
+        (tmp_path / org.slug / "private").mkdir(parents=True)
+    settings.IMGPROTECT_SOURCE_ROOTS = f"acme={tmp_path / 'acme'};beta={tmp_path / 'beta'}"
+    beta_collection = CollectionFactory(organisation=beta)
+    with pytest.raises(ServiceError) as err:
+        services.bulkjob_create(organisation=beta, kind="index", source=str(tmp_path / "acme" / "private"),
+                                collection=beta_collection, start=False)
+    assert err.value.code == "source_not_allowed"
+    for trusted in (False, True):  # the API and the portal, and the commands
+        with pytest.raises(ServiceError):
+            services.bulkjob_create(organisation=beta, kind="scan", source=str(tmp_path / "acme"), trusted=trusted,
+                                    start=False)
+    assert not BulkJob.objects.exists()
+    job = services.bulkjob_create(organisation=beta, kind="index", source=str(tmp_path / "beta" / "private"),
+                                  collection=beta_collection, start=False)
+    assert job.source == str((tmp_path / "beta" / "private").resolve())
 
 
 # --- create, cancel, resume ------------------------------------------------------------------

@@ -24,7 +24,7 @@ def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
     crawls = tmp_path / "crawls"
     env = {
         "IMGPROTECT_DATA_DIR": str(tmp_path / "data"),
-        "IMGPROTECT_SOURCE_ROOTS": str(crawls),
+        "IMGPROTECT_SOURCE_ROOTS": f"it={crawls}",  # the stack's organisation (tests/stack.py)
         "IMGPROTECT_CNN_ENABLED": "false",
         "SPARK_MASTER": "local[2]",
         "FAKE_EMBEDDER_DELAY": "1.5",

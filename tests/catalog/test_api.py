@@ -208,3 +208,14 @@ def test_finding_01_image_file_is_typed_from_the_decoded_format_and_sandboxed(ap
     served = api.get(f"/api/v1/images/{image.pk}/file/")
     assert_served_as_png(served)
     assert b"".join(served.streaming_content) == png_with_script()
+
+
+@pytest.mark.parametrize("name", ["Logos\nBcc: victim@example.com", "Lo\rgos", "Tab\there", "nul\x00"])
+def test_finding_14_the_api_refuses_a_name_with_a_line_break(api, org, name):
+    refused = api.post("/api/v1/collections/", {"name": name}, format="json")
+    assert refused.status_code == 400 and "name" in refused.json()["fields"], refused.json()
+    assert not Collection.objects.exists()
+    cid = api.post("/api/v1/collections/", {"name": "Logos"}, format="json").json()["id"]
+    patched = api.patch(f"/api/v1/collections/{cid}/", {"name": name}, format="json")
+    assert patched.status_code == 400 and "name" in patched.json()["fields"]
+    assert Collection.objects.get(pk=cid).name == "Logos"

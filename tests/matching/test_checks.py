@@ -50,6 +50,19 @@ def test_resized_reencoded_copy_is_a_near_duplicate_and_alerts(api, protected):
     assert len(mail.outbox) == 1
 
 
+def test_finding_04_a_large_upscaled_copy_is_found_and_reported_at_its_own_size(api, protected):
+    """Matched reduced to the working size (at most 2048 px), the 7000x4600 copy is still found;
+    the result reports the picture's own size."""
+    from PIL import Image
+
+    response = submit(api, encode(photo("chelsea").resize((7000, 4600), Image.BICUBIC), "JPEG", quality=80), wait=30)
+    body = response.json()
+    assert body["status"] == "done", body
+    assert body["result"]["candidates"][0]["key"] == "chelsea.png"
+    assert [m["key"] for m in body["matches"]] == ["chelsea.png"]
+    assert (body["result"]["signals"]["width"], body["result"]["signals"]["height"]) == (7000, 4600)
+
+
 def test_identical_copy_is_exact(api, protected):
     body = submit(api, photo_png("rocket"), "rocket.png", wait=5).json()
     assert body["result"]["verdict"] == "exact"

@@ -41,7 +41,7 @@ ACCESS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "collection-edit": (A, BOTH),
     "collection-delete": (A, BOTH),
     "collection-upload": (M, POST),
-    "bulk-start": (M, POST),
+    "bulk-start": (A, POST),
     "bulk-progress": (V, GET),
     "image": (V, GET),
     "image-delete": (M, BOTH),
@@ -216,3 +216,22 @@ def test_invitation_link_is_public_but_secret(world):  # type: ignore[no-untyped
     assert Client().get(reverse("portal:invitation", args=[issued.token])).status_code == 200
     assert Client().get(reverse("portal:invitation", args=["not-a-token"])).status_code == 404
     assert Invitation.objects.get(pk=issued.invitation.pk).accepted is None  # looking does not accept
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_finding_03_only_admins_and_owners_may_start_a_bulk_import(world, settings, tmp_path, role):
+    """The portal grants what POST /api/v1/bulk-jobs/ grants: admins and owners start bulk
+    imports; a member or viewer gets 403 and no job is created."""
+    root = tmp_path / "images"
+    root.mkdir()
+    settings.IMGPROTECT_SOURCE_ROOTS = f"{world.org.slug}={root}"
+    url = reverse("portal:bulk-start", args=[world.org.slug, world.collection.pk])
+    response = world.client(role).post(url, {"source": str(root)})
+    if role in (V, M):
+        assert response.status_code == 403
+        assert not BulkJob.objects.exists()
+        page = world.client(role).get(reverse("portal:collection", args=[world.org.slug, world.collection.pk]))
+        assert b"Start a bulk import" not in page.content
+    else:
+        assert response.status_code == 302
+        assert BulkJob.objects.get().source == str(root)

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from catalog import services as catalog_services
-from catalog.models import AlertFrequency, Role
+from catalog.models import AlertFrequency, Collection, Role
 from matching.alerts import match_alerts_send, match_digest_send
 from matching.models import Match
 from matching.review import Decision, LicenceTerms, match_review
@@ -135,3 +135,17 @@ def test_beat_runs_the_digests_and_webhook_retries(settings):
     names = {entry["task"] for entry in schedule.values()}
     assert {"workers.portal.send_alert_digests", "workers.portal.retry_webhook_deliveries"} <= names
     assert {n for n in names if n.startswith("workers.portal.")} <= set(app.tasks)
+
+
+def test_finding_14_a_collection_name_with_a_line_break_still_gets_its_alert(world, settings):
+    """A name stored before names were single-line (here set in the database directly) made every
+    send fail with BadHeaderError; the subject is now made one line and the alert goes out."""
+    from django.core import mail
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    Collection.objects.filter(pk=world.collection.pk).update(name="Logos\r\nBcc: victim@example.com")
+    match_alerts_send(check_id=world.check.pk)
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].subject == "[imgprotect] 1 new match in Logos Bcc: victim@example.com"
+    assert mail.outbox[0].bcc == []
+    assert Match.objects.get(pk=world.match.pk).alerted is not None

@@ -411,8 +411,8 @@ def test_finding_01_every_portal_file_response_is_typed_and_sandboxed(world):
 def test_bulk_import_form_refuses_sources_outside_the_allowed_roots(world, settings, tmp_path):
     from matching.bulk.models import BulkJob
 
-    settings.IMGPROTECT_SOURCE_ROOTS = [str(tmp_path / "allowed")]
-    client = world.client("member")
+    settings.IMGPROTECT_SOURCE_ROOTS = f"acme={tmp_path / 'allowed'}"
+    client = world.client("admin")
     url = f"/o/{world.org.slug}/collections/{world.collection.pk}/bulk/"
     response = client.post(url, {"source": "/etc"}, follow=True)
     assert response.status_code == 200 and BulkJob.objects.count() == 0
@@ -420,3 +420,19 @@ def test_bulk_import_form_refuses_sources_outside_the_allowed_roots(world, setti
     assert len(errors) == 1 and "/etc" in errors[0]
     page = client.get(f"/o/{world.org.slug}/collections/{world.collection.pk}/")
     assert b"Start a bulk import" in page.content
+
+
+def test_finding_14_the_portal_refuses_names_with_line_breaks(world):
+    from catalog.models import ApiKey, Collection
+
+    client = world.client("admin")
+    response = client.post(reverse("portal:collection-create", args=["acme"]), {"name": "Press\nkit"})
+    assert response.status_code == 400 and "single line" in response.content.decode()
+    response = client.post(reverse("portal:collection-edit", args=["acme", world.collection.pk]),
+                           {"name": "Logos\r\nBcc: x@y.z"})
+    assert response.status_code == 400
+    assert Collection.objects.get(pk=world.collection.pk).name == "Logos"
+    assert not Collection.objects.filter(name__contains="\n").exists()
+    keys = ApiKey.objects.count()
+    client.post(reverse("portal:settings-api-keys", args=["acme"]), {"name": "ci\nkey", "role": "member"})
+    assert ApiKey.objects.count() == keys

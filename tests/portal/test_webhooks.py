@@ -236,3 +236,38 @@ def test_a_stuck_attempt_is_released(world, allow_private):
 
     assert webhook_deliveries_due() == [delivery.pk]
     assert webhook_delivery_attempt(delivery_id=delivery.pk).attempts == 2
+
+
+@pytest.mark.parametrize("address", [
+    "2002:7f00:1::1",            # 6to4 of 127.0.0.1
+    "2002:a00:1::1",             # 6to4 of 10.0.0.1
+    "2002:a9fe:a9fe::1",         # 6to4 of 169.254.169.254 (cloud metadata)
+    "fec0::1",                   # site-local
+    "64:ff9b::7f00:1",           # NAT64 of 127.0.0.1
+    "64:ff9b::a9fe:a9fe",        # NAT64 of 169.254.169.254
+    "64:ff9b:1::808:808",        # local-use NAT64
+    "::ffff:10.0.0.1",           # IPv4-mapped
+    "::127.0.0.1",               # IPv4-compatible
+    "::a9fe:a9fe",               # IPv4-compatible of 169.254.169.254
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+])
+def test_finding_09_ipv6_addresses_embedding_private_ipv4_are_refused(settings, address):
+    settings.IMGPROTECT_WEBHOOK_ALLOW_PRIVATE = False
+    with pytest.raises(ValidationError):
+        webhook_url_validate(f"http://[{address}]/hook")
+
+
+@pytest.mark.parametrize("address", ["2002:808:808::1", "::ffff:8.8.8.8", "2606:4700::1111"])
+def test_finding_09_ipv6_addresses_embedding_public_ipv4_are_accepted(settings, address):
+    settings.IMGPROTECT_WEBHOOK_ALLOW_PRIVATE = False
+    webhook_url_validate(f"http://[{address}]/hook")
+
+
+@pytest.mark.parametrize("active", [True, False])
+def test_finding_09_the_active_box_is_honoured_when_a_webhook_is_created(world, allow_private, active):
+    form = {"url": "https://93.184.216.34/hook", "description": "siem"} | ({"active": "on"} if active else {})
+    response = world.client(Role.ADMIN).post(reverse("portal:settings-webhooks", args=["acme"]), form)
+    assert response.status_code == 302
+    assert Webhook.objects.get().active is active
+    page = world.client(Role.ADMIN).get(reverse("portal:settings-webhooks", args=["acme"]))
+    assert 'name="active"' in page.content.decode()

@@ -13,6 +13,7 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.text import slugify
 
 from catalog import services
 from catalog.management.database import database_ready
@@ -41,7 +42,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
         database_ready()
         try:
-            source = source_check_allowed(opts["source"], trusted=True)
+            source = source_check_allowed(opts["source"], organisation_slug=slugify(opts["org"]), trusted=True)
         except SourceError as exc:
             raise CommandError(str(exc)) from exc
         organisation = services.organisation_get_or_create(slug=opts["org"])

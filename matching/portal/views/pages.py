@@ -224,7 +224,7 @@ def check(request: HttpRequest, pk: int) -> HttpResponse:
     return page(request, "portal/check.html", context)
 
 
-@portal_view(role=Role.MEMBER, methods=["POST"])
+@portal_view(role=Role.ADMIN, methods=["POST"])  # as POST /api/v1/bulk-jobs/ (docs/bulk.md)
 def bulk_start(request: HttpRequest, pk: int) -> HttpResponse:
     col = found(selectors.collection_of(request.organisation, pk))
     source = (request.POST.get("source") or "").strip()

@@ -208,7 +208,8 @@ def webhooks(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             hook = webhook_services.webhook_create(organisation=request.organisation, url=form.cleaned_data["url"],
-                                           description=form.cleaned_data["description"], created_by=request.user)
+                                                   description=form.cleaned_data["description"],
+                                                   active=form.cleaned_data["active"], created_by=request.user)
         except ValidationError as exc:
             form.add_error("url", exc)
         else:

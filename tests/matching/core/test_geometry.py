@@ -406,3 +406,30 @@ def test_verification_json_is_plain(astronaut: Image.Image, astronaut_features: 
     assert doc["edit"]["description"] == v.edit.describe()  # type: ignore[union-attr]
     assert 0 < len(doc["matches_sample"]) <= 40
     assert all(len(m) == 4 for m in doc["matches_sample"])
+
+
+def test_finding_04_a_reduced_query_reports_its_region_and_edit_in_its_own_pixels() -> None:
+    """The loader hands the engine large pictures reduced (matching/core/loading.py); with
+    ``frame`` the features, and so the region and the edit report, stay in the picture's own
+    pixels, as the portal's outlines and the API's regions expect."""
+    import io
+
+    from matching.core.loading import load_image
+    from tests.images import photo
+
+    reference = photo("chelsea")  # 451x300
+    buf = io.BytesIO()
+    reference.resize((1804, 1200), Image.BICUBIC).save(buf, "PNG")  # a 4x upscaled copy
+    loaded = load_image(buf.getvalue(), max_side=600)
+    assert loaded.image.size == (451, 300) and (loaded.width, loaded.height) == (1804, 1200)
+    ref = geo.extract_features(reference)
+    for frame, size, scale in ((None, (451, 300), 1.0), ((1804, 1200), (1804, 1200), 4.0)):
+        query = geo.extract_features(loaded.image, frame=frame, with_mirror=True)
+        assert (query.width, query.height) == size
+        result = geo.verify(query, ref)
+        assert result.accepted, result.reason
+        xs, ys = zip(*result.query_polygon)
+        assert max(xs) == pytest.approx(size[0], rel=0.03) and max(ys) == pytest.approx(size[1], rel=0.03)
+        assert result.edit is not None and result.edit.scale == pytest.approx(scale, rel=0.05)
+        region = geo.extract_region_features(loaded.image, (0, 0, 226, 150), frame=frame, thumb=query.thumb)
+        assert region.keypoints[:, 0].max() <= size[0] / 2 * 1.02

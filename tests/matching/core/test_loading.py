@@ -297,3 +297,154 @@ def test_fuzz_mutated_real_files(seed: bytes, flips: list[tuple[float, int]], cu
 def test_every_truncation_prefix_is_handled(seed: bytes) -> None:
     for end in range(0, len(seed), max(1, len(seed) // 60)):
         _load_or_image_error(seed[:end])
+
+
+# -- finding 4: memory per image is bounded ------------------------------------------------
+
+_PEAK_PROBE = """
+import resource, sys
+from matching.core.loading import load_image
+from matching.core.matcher import Matcher, Thresholds, index_references
+from tests.images import encode, photo
+
+embedder = None
+if sys.argv[2] == "cnn":
+    from matching.core.cnn.embedder import get_embedder
+    embedder = get_embedder()
+indexed = index_references([(i, photo(n)) for i, n in enumerate(["chelsea", "coffee", "rocket"], 1)],
+                           embedder=embedder)
+matcher = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(), embedder=embedder)
+matcher.match(load_image(encode(photo("coffee").resize((600, 400)), "JPEG")), partial="always")  # lazy imports
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+best = matcher.match(load_image(data), partial="always").decisions[0]
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"{(after - before) // 1024} {best.reference_id} {best.is_match}")
+"""
+
+
+@pytest.mark.parametrize(("fmt", "cnn"), [("PNG", False), ("JPEG", False), ("PNG", True)])
+def test_finding_04_a_40_mpx_check_raises_peak_memory_by_under_300_mb(tmp_path: Path, fmt: str, cnn: bool) -> None:
+    """A fresh process matching one 8000x5000 upscaled copy (an RGBA PNG of 1 MB, or a JPEG
+    with an EXIF orientation): the decode, the signals and the matcher together raise its peak
+    memory by < 300 MB (before the fix: 450-760 MB for the PNG, CNN off or on; 220-530 MB for
+    the JPEG, depending on the path the match takes; after: 170-190 MB), and it still finds
+    the original."""
+    import subprocess
+    import sys
+
+    from tests.images import photo
+
+    path = tmp_path / f"big.{fmt.lower()}"
+    if fmt == "PNG":
+        photo("chelsea").resize((8000, 5000), Image.NEAREST).convert("RGBA").save(path, compress_level=1)
+    else:  # as a phone stores it: on its side, with the EXIF orientation that turns it upright
+        upright = photo("chelsea").resize((8000, 5000), Image.BICUBIC)
+        upright.transpose(Image.Transpose.ROTATE_90).save(path, quality=85, exif=_exif(6))
+        del upright
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-c", _PEAK_PROBE, str(path), "cnn" if cnn else "off"], cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    grown_mb, best, is_match = done.stdout.split()[-3:]
+    assert int(grown_mb) < 300, f"peak memory grew by {grown_mb} MB"
+    assert (best, is_match) == ("1", "True")
+
+
+def _upright_rgb_before(data: bytes) -> Image.Image:
+    """The loader's recipe before finding 4: the whole picture turned, then converted."""
+    from PIL import ImageOps
+
+    im = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    if im.mode == "I;16":
+        im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA") or "transparency" in im.info:
+        canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        canvas.alpha_composite(im.convert("RGBA"))
+        im = canvas
+    return im.convert("RGB")
+
+
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def _sample(mode: str) -> Image.Image:
+    rgb = gradient(53, 37)
+    rgb.paste((10, 200, 90), (3, 4, 20, 11))  # an asymmetric mark, so every turn differs
+    if mode == "RGBA":
+        im = rgb.convert("RGBA")
+        im.putalpha(Image.linear_gradient("L").resize(im.size))
+        return im
+    if mode == "P":
+        return rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+    return rgb
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "I;16"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("max_side", [2048, 20, 7])
+def test_finding_04_strips_give_the_whole_pictures_digest_and_its_reduction(
+        monkeypatch: pytest.MonkeyPatch, mode: str, orientation: int, max_side: int) -> None:
+    """Converted, turned and reduced strip by strip (strips of 5 rows here), the picture is the
+    one the whole-picture recipe gave, reduced by the integer factor that fits ``max_side``; the
+    pixel digest and the reported size are those of the picture itself."""
+    monkeypatch.setattr(loading, "_STRIP_BYTES", 5 * 4 * 53)
+    im = _sample(mode)
+    params: dict[str, object] = {"exif": _exif(orientation)}
+    if mode == "P":
+        params["transparency"] = 3
+    data = encode(im, "PNG", **params)
+    expected = _upright_rgb_before(data)
+    loaded = load_image(data, max_side=max_side)
+    assert (loaded.width, loaded.height) == expected.size
+    assert loaded.sha256_pixels == hashlib.sha256(
+        b"RGB" + expected.width.to_bytes(4, "big") + expected.height.to_bytes(4, "big") + expected.tobytes()
+    ).hexdigest()
+    k = -(-max(expected.size) // max_side)
+    assert max(loaded.image.size) <= max_side
+    assert np.array_equal(np.asarray(loaded.image), np.asarray(expected.reduce(k) if k > 1 else expected))
+
+
+def test_finding_04_a_large_jpeg_is_decoded_scaled_to_fit_the_budget() -> None:
+    data = encode(gradient(1600, 1000), "JPEG", quality=90)
+    loaded = load_image(data, max_side=200, max_decode_bytes=1_000_000)  # full: 6.4 MB, 1/8: 100 KB
+    assert (loaded.width, loaded.height) == (1600, 1000)
+    assert loaded.image.size == (200, 125)
+    assert loaded.sha256_pixels != load_image(data, max_side=200).sha256_pixels  # of the scaled decode
+
+
+def test_finding_04_a_png_over_the_decode_budget_is_refused() -> None:
+    data = encode(gradient(1000, 1000).convert("RGBA"), "PNG")
+    with pytest.raises(TooManyPixels, match="needs 3 MiB; the limit is 2 MiB"):
+        load_image(data, max_decode_bytes=2 * 2**20)
+    assert load_image(data, max_decode_bytes=4 * 2**20).width == 1000
+
+
+def test_finding_04_heavy_work_admits_limit_threads_at_once() -> None:
+    import threading
+    import time
+
+    inside, most, lock = 0, 0, threading.Lock()
+
+    def work() -> None:
+        nonlocal inside, most
+        with loading.heavy_work(2):
+            with loading.heavy_work(2):  # a thread inside enters again without a second slot
+                with lock:
+                    inside += 1
+                    most = max(most, inside)
+                time.sleep(0.05)
+                with lock:
+                    inside -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert most == 2
