@@ -7,6 +7,8 @@
 - ``systems``: the ``System`` / ``Hit`` interface the service's matcher plugs
   into (``bench.service.benchmark_system()``), and the baselines.
 - ``metrics``, ``report``, ``run``: scoring, the markdown/PNG/JSON report, the CLI.
+- ``chains``, ``suites``: chained edits and marks composited into photos,
+  ``python -m bench.run --suite chains|marks`` (held-out images only).
 - ``calibrate``: thresholds per score component at a target false-positive rate.
 
     python -m bench.run --out docs/

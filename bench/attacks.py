@@ -23,12 +23,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 __all__ = ["ATTACKS", "ATTACK_NAMES", "PARTIAL_COPY_ATTACKS", "Attack", "Attacked", "Distractors",
-           "Polygon", "rect"]
+           "Polygon", "composite_mark", "key_mark", "rect"]
 
 Polygon = list[list[float]]
 Distractors = Callable[[np.random.Generator], Image.Image]
 
-_CAPTIONS = ("SALE -50% today only", "look at this lol", "NEW collection", "follow us for more",
+CAPTIONS = ("SALE -50% today only", "look at this lol", "NEW collection", "follow us for more",
              "when the boss says", "best deal in town", "original? who cares", "#1 in the world")
 
 
@@ -45,7 +45,7 @@ class Attack:
 
     def __call__(self, image: Image.Image, rng: np.random.Generator,
                  distractor: Distractors) -> Attacked:
-        return self.apply(_rgb(image), rng, distractor)
+        return self.apply(as_rgb(image), rng, distractor)
 
 
 def rect(x0: float, y0: float, x1: float, y1: float) -> Polygon:
@@ -53,7 +53,7 @@ def rect(x0: float, y0: float, x1: float, y1: float) -> Polygon:
     return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
 
 
-def _rgb(image: Image.Image) -> Image.Image:
+def as_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
@@ -65,14 +65,14 @@ def _sign(rng: np.random.Generator) -> int:
     return 1 if rng.random() < 0.5 else -1
 
 
-def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+def resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize((max(1, size[0]), max(1, size[1])), Image.Resampling.BILINEAR)
 
 
 # -- attacks that keep the frame --------------------------------------------------------
 
 def _resize_30(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Attacked:
-    return Attacked(_resize(im, (round(im.width * 0.3), round(im.height * 0.3))), None)
+    return Attacked(resized(im, (round(im.width * 0.3), round(im.height * 0.3))), None)
 
 
 def _jpeg_q15(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Attacked:
@@ -118,7 +118,7 @@ def _noise(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Attacke
 def _squash_1_3(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Attacked:
     w, h = im.size
     size = (round(w / 1.3), h) if rng.random() < 0.5 else (w, round(h / 1.3))
-    out = _resize(im, size)
+    out = resized(im, size)
     return Attacked(out, None)
 
 
@@ -187,7 +187,7 @@ def _caption_bar(im: Image.Image, rng: np.random.Generator, d: Distractors) -> A
     top = rng.random() < 0.5
     y_image = bar if top else 0
     canvas.paste(im, (0, y_image))
-    text = str(_CAPTIONS[int(rng.integers(0, len(_CAPTIONS)))])
+    text = str(CAPTIONS[int(rng.integers(0, len(CAPTIONS)))])
     size = max(8, round(bar * 0.55))
     font = ImageFont.load_default(size=size)
     while size > 8 and font.getlength(text) > 0.92 * w:  # fit the line into the bar
@@ -228,7 +228,7 @@ def _border_screenshot(im: Image.Image, rng: np.random.Generator, d: Distractors
     return Attacked(canvas, rect(x_image, y_image, x_image + w, y_image + h))
 
 
-def _homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def homography_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The 8 coefficients of the projective map taking ``src`` points onto ``dst``."""
     rows = []
     for (x, y), (u, v) in zip(src, dst, strict=True):
@@ -252,22 +252,22 @@ def _perspective(im: Image.Image, rng: np.random.Generator, d: Distractors) -> A
     shift[b, along] += 0.125 * (w, h)[along]
     dst = src + shift * inward
     # PIL maps output pixels back to input pixels: solve dst -> src.
-    out = im.transform((w, h), Image.Transform.PERSPECTIVE, tuple(_homography(dst, src)),
+    out = im.transform((w, h), Image.Transform.PERSPECTIVE, tuple(homography_matrix(dst, src)),
                        Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
     return Attacked(out, dst.tolist())
 
 
-def _fit(photo: Image.Image, size: tuple[int, int]) -> Image.Image:
-    return ImageOps.fit(_rgb(photo), size, Image.Resampling.BILINEAR)
+def fit_to(photo: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return ImageOps.fit(as_rgb(photo), size, Image.Resampling.BILINEAR)
 
 
 def _paste_logo(im: Image.Image, rng: np.random.Generator, distractor: Distractors) -> Attacked:
-    background = _rgb(distractor(rng)).copy()
+    background = as_rgb(distractor(rng)).copy()
     bw, bh = background.size
     pw = max(8, round(bw * float(rng.uniform(0.15, 0.25))))
     ph = max(8, min(bh, round(pw * im.height / im.width)))
     x0, y0 = int(rng.integers(0, bw - pw + 1)), int(rng.integers(0, bh - ph + 1))
-    background.paste(_resize(im, (pw, ph)), (x0, y0))
+    background.paste(resized(im, (pw, ph)), (x0, y0))
     return Attacked(background, rect(x0, y0, x0 + pw, y0 + ph))
 
 
@@ -282,11 +282,127 @@ def _collage_2x2(im: Image.Image, rng: np.random.Generator, distractor: Distract
     for cell in range(4):
         x0, y0 = gap + (cell % 2) * (cw + gap), gap + (cell // 2) * (ch + gap)
         if cell == slot:
-            canvas.paste(_resize(im, (cw, ch)), (x0, y0))
+            canvas.paste(resized(im, (cw, ch)), (x0, y0))
             region = rect(x0, y0, x0 + cw, y0 + ch)
         else:
-            canvas.paste(_fit(distractor(rng), (cw, ch)), (x0, y0))
+            canvas.paste(fit_to(distractor(rng), (cw, ch)), (x0, y0))
     return Attacked(canvas, region)
+
+
+# -- a mark keyed out of its tile and composited into a scene (issue 14) -----------------------
+
+def key_mark(tile: Image.Image) -> Image.Image:
+    """The mark alone (RGBA, tightly cropped) keyed out of a flat tile.
+
+    The tile's colour is the median of its border; a pixel's alpha is its
+    distance from that colour over the distance of the mark's own colour (the
+    farthest pixels), so antialiased edges stay soft, and its colour is
+    un-blended from the tile's: ``(pixel - (1 - a) * tile) / a``. A tile
+    without any pixel far from its border colour keeps the whole tile, opaque.
+    """
+    rgb = np.asarray(as_rgb(tile), dtype=np.float32)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    bg = np.median(border, axis=0)
+    distance = np.linalg.norm(rgb - bg, axis=2)
+    far = float(distance.max())
+    if far < 24.0:  # nothing stands out of the tile: no mark to key
+        return as_rgb(tile).convert("RGBA")
+    ink = float(np.median(distance[distance >= 0.8 * far]))  # the mark's own colour's distance
+    alpha = np.clip((distance - 8.0) / max(1.0, ink - 8.0), 0.0, 1.0)
+    ys, xs = np.nonzero(alpha > 0)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    a = alpha[y0:y1, x0:x1, None]
+    colour = (rgb[y0:y1, x0:x1] - (1.0 - a) * bg) / np.maximum(a, 1e-3)
+    rgba = np.concatenate([np.clip(colour, 0, 255), 255.0 * a], axis=2)
+    return Image.fromarray((rgba + 0.5).astype(np.uint8), "RGBA")
+
+
+def _plane_tilt(w: float, h: float, degrees: float, axis: int) -> np.ndarray:
+    """Corners (clockwise from top-left, centred on 0) of a w x h plane turned by ``degrees``
+    about its vertical (axis 0) or horizontal (axis 1) axis, seen by a pinhole camera
+    two plane-widths away."""
+    corners = np.array([(-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2)])
+    f = 2.0 * max(w, h)
+    t = math.radians(degrees)
+    depth = corners[:, axis] * math.sin(t)
+    out = corners.copy()
+    out[:, axis] = corners[:, axis] * math.cos(t)
+    return out * (f / (f + depth))[:, None]
+
+
+def composite_mark(mark: Image.Image, background: Image.Image, rng: np.random.Generator, *,
+                   jpeg: bool = True) -> tuple[Image.Image, Polygon, tuple[str, ...]]:
+    """``mark`` (RGBA) composited with its alpha into a copy of ``background``.
+
+    The mark's box is 10-25 % of the photo's width, at a random place; half the
+    time seen at an angle (a plane turned by 5-15 degrees), half the time turned
+    in the picture by up to 10 degrees, half the time shaded (a brightness ramp
+    across the mark), sometimes blurred (0.5-1.5 px, 40 %), then the whole
+    picture saved as JPEG (quality 60-90) when ``jpeg``. Returns the picture, the
+    mark's box in it (clockwise from its top-left corner) and the conditions'
+    tags (``width 10-15 %``, ``perspective``, ``rotation``, ``shading``, ``blur``).
+    """
+    photo = as_rgb(background).copy()
+    bw, bh = photo.size
+    share = float(rng.uniform(0.10, 0.25))
+    low = 10 + 5 * min(2, int((share - 0.10) / 0.05))
+    tags = [f"width {low}-{low + 5} %"]
+    mw = max(8, round(bw * share))
+    mh = max(4, min(bh - 2, round(mw * mark.height / mark.width)))
+    if mh == bh - 2:  # a tall mark: fit its height instead
+        mw = max(4, round(mh * mark.width / mark.height))
+    premultiplied = mark.convert("RGBa").resize((mw, mh), Image.Resampling.LANCZOS)
+    arr = np.asarray(premultiplied.convert("RGBA"), dtype=np.float32)
+    if rng.random() < 0.5:  # shading: light falls off across the mark, overall level changes
+        tags.append("shading")
+        level, slope = float(rng.uniform(0.65, 1.25)), float(rng.uniform(-0.35, 0.35))
+        direction = rng.uniform(-1, 1, 2)
+        yy, xx = np.mgrid[0:mh, 0:mw]
+        ramp = (xx / max(1, mw - 1) - 0.5) * direction[0] + (yy / max(1, mh - 1) - 0.5) * direction[1]
+        arr[..., :3] = np.clip(arr[..., :3] * (level + slope * ramp)[..., None], 0, 255)
+    sprite = Image.fromarray((arr + 0.5).astype(np.uint8), "RGBA")
+    corners = np.array([(-mw / 2, -mh / 2), (mw / 2, -mh / 2), (mw / 2, mh / 2), (-mw / 2, mh / 2)])
+    if rng.random() < 0.5:
+        tags.append("perspective")
+        corners = _plane_tilt(mw, mh, float(rng.uniform(5, 15)) * _sign(rng), int(rng.integers(0, 2)))
+    if rng.random() < 0.5:
+        tags.append("rotation")
+        t = math.radians(float(rng.uniform(2, 10)) * _sign(rng))
+        corners = corners @ np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    size = np.ceil(hi - lo).astype(int) + 2
+    size = np.minimum(size, (bw, bh))
+    x0 = int(rng.integers(0, bw - size[0] + 1))
+    y0 = int(rng.integers(0, bh - size[1] + 1))
+    dst = corners - lo + 1 + (x0, y0)
+    src = np.array([(0, 0), (mw, 0), (mw, mh), (0, mh)], dtype=np.float64)
+    # PIL maps output pixels back to input pixels: solve dst -> src, drawn in premultiplied
+    # alpha so the edge does not pick up the transparent pixels' colour.
+    layer = sprite.convert("RGBa").transform(
+        (bw, bh), Image.Transform.PERSPECTIVE, tuple(homography_matrix(dst, src)),
+        Image.Resampling.BICUBIC).convert("RGBA")
+    photo.paste(layer, (0, 0), layer)
+    if rng.random() < 0.4:
+        tags.append("blur")
+        photo = photo.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 1.5))))
+    if jpeg:
+        photo = jpeg_roundtrip(photo, int(rng.integers(60, 91)))
+    return photo, dst.tolist(), tuple(tags)
+
+
+def jpeg_roundtrip(image: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        return decoded.convert("RGB")
+
+
+def _mark_in_scene(im: Image.Image, rng: np.random.Generator, distractor: Distractors) -> Attacked:
+    """The mark alone, keyed out of its tile, composited into a photo (``composite_mark``):
+    a logo as it appears in the wild, unlike ``paste_logo``, which pastes the whole tile."""
+    image, region, _tags = composite_mark(key_mark(im), distractor(rng), rng)
+    return Attacked(image, region)
 
 
 # Order is the report's row order; names are stable (they seed the rng and key raw results).
@@ -310,7 +426,8 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in (
     Attack("noise", _noise),
     Attack("paste_logo", _paste_logo, logos_only=True),
     Attack("collage_2x2", _collage_2x2),
+    Attack("mark_in_scene", _mark_in_scene, logos_only=True),
 )}
 ATTACK_NAMES: tuple[str, ...] = tuple(ATTACKS)
 # The copy is a small part of the query: docs/benchmarks.md reports these apart.
-PARTIAL_COPY_ATTACKS = frozenset({"paste_logo", "collage_2x2"})
+PARTIAL_COPY_ATTACKS = frozenset({"paste_logo", "collage_2x2", "mark_in_scene"})

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.vectorindex import DEFAULT_DATASETS, _rss_bytes, make_vectors
+from bench.vectorindex import DEFAULT_DATASETS, rss_bytes, make_vectors
 from matching.core.vectorindex import DEFAULT_STRUCTURE, STRUCTURES
 
 SYNTHETIC_BASE_ID = 1 << 40  # synthetic ids start here, far from the real references'
@@ -115,16 +115,16 @@ class ScaledStore:
 
 
 def _pool_items(datasets: Path, exclude: set[str], count: int, seed: int) -> list[Any]:
-    from bench.dataset import Item, _file_loader, _photos
+    from bench.dataset import Item, file_loader, photo_paths
 
-    photos = [p for p in _photos(datasets) if p.relative_to(datasets).as_posix() not in exclude]
+    photos = [p for p in photo_paths(datasets) if p.relative_to(datasets).as_posix() not in exclude]
     logos = [p for p in sorted((datasets / "logos").glob("*.png"))
              if p.relative_to(datasets).as_posix() not in exclude]
     rng = np.random.default_rng([seed, 7])
     n_photos = min(len(photos), count // 8)
     chosen = ([photos[i] for i in rng.permutation(len(photos))[:n_photos]]
               + [logos[i] for i in rng.permutation(len(logos))[: count - n_photos]])
-    return [Item(p.relative_to(datasets).as_posix(), "pool", _file_loader(p)) for p in chosen]
+    return [Item(p.relative_to(datasets).as_posix(), "pool", file_loader(p)) for p in chosen]
 
 
 def deep_nbytes(obj: Any, _seen: set[int] | None = None) -> int:
@@ -243,12 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         if codes_file is not None:
             codes_file.parent.mkdir(parents=True, exist_ok=True)
             np.savez(codes_file, phash=syn_phash, pdq=syn_pdq)
-    rss0 = _rss_bytes()
+    rss0 = rss_bytes()
     phash_index = make_hash_index(1, codes=np.concatenate([real.phashes, syn_phash]),
                                   ids=np.concatenate([real.ids, syn_ids]))
     pdq_index = make_hash_index(4, codes=np.concatenate([real.pdq_words, syn_pdq]),
                                 ids=np.concatenate([real.pdq_ids, syn_ids]))
-    rss2 = _rss_bytes()
+    rss2 = rss_bytes()
     hash_s = time.perf_counter() - start
     print(f"hash indexes ({args.n} pHash, {len(real.pdq_ids) + n_syn} PDQ codes): built in {hash_s:.1f} s", flush=True)
 
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         how = "built"
         if vectors_file is not None:
             vectors.save(vectors_file)
-    rss3 = _rss_bytes()
+    rss3 = rss_bytes()
     print(f"vector index ({vectors.kind}, {len(vectors)} vectors): {how} in {time.perf_counter() - start:.0f} s",
           flush=True)
 

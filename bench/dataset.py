@@ -44,7 +44,7 @@ class Item:
     load: Callable[[], Image.Image] = field(repr=False, compare=False)
 
     def image(self) -> Image.Image:
-        return _rgb(self.load())
+        return as_rgb(self.load())
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,15 @@ class Query:
     kind: str  # "photo" | "logo": of the reference for a copy, of the image itself otherwise
 
 
-def _rgb(image: Image.Image) -> Image.Image:
+def as_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _file_loader(path: Path) -> Callable[[], Image.Image]:
+def file_loader(path: Path) -> Callable[[], Image.Image]:
     def load() -> Image.Image:
         with Image.open(path) as im:
             im.load()  # decode before the file closes
-            return _rgb(im)
+            return as_rgb(im)
     return load
 
 
@@ -125,7 +125,7 @@ class Benchmark:
             yield Query(item.key, item.image(), None, None, None, item.kind)
 
 
-def _photos(root: Path) -> list[Path]:
+def photo_paths(root: Path) -> list[Path]:
     return sorted(p for p in (root / "photos").rglob("*")
                   if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
 
@@ -139,7 +139,7 @@ def build_benchmark(root: str | Path | None = None, *, refs: int | None = None,
     other photo is an unrelated query, plus ``distractors`` other logos.
     """
     base = Path(root) if root is not None else default_dataset_root()
-    photos, logos = _photos(base), sorted((base / "logos").glob("*.png"))
+    photos, logos = photo_paths(base), sorted((base / "logos").glob("*.png"))
     if not photos or not logos:
         raise FileNotFoundError(f"no photos/ or logos/*.png under {base}")
     n_refs = DEFAULT_REF_PHOTOS + DEFAULT_REF_LOGOS if refs is None else refs
@@ -154,7 +154,7 @@ def build_benchmark(root: str | Path | None = None, *, refs: int | None = None,
     logo_order = rng.permutation(len(logos))
 
     def item(path: Path, kind: str) -> Item:
-        return Item(path.relative_to(base).as_posix(), kind, _file_loader(path))
+        return Item(path.relative_to(base).as_posix(), kind, file_loader(path))
 
     references = ([item(photos[i], "photo") for i in photo_order[:n_photos]]
                   + [item(logos[i], "logo") for i in logo_order[:n_logos]])

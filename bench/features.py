@@ -78,11 +78,11 @@ def _crop(img: Image.Image, box: tuple[int, int, int, int]) -> tuple[Image.Image
     return img.crop(box), _translate(-box[0], -box[1])
 
 
-def _resize(img: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, np.ndarray]:
+def resized(img: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, np.ndarray]:
     return img.resize(size, Image.Resampling.LANCZOS), _scale(size[0] / img.width, size[1] / img.height)
 
 
-def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+def jpeg_roundtrip(img: Image.Image, quality: int) -> Image.Image:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
@@ -121,11 +121,11 @@ def attack(name: str, ref: Image.Image, rng: np.random.Generator,
     if name == "mirror":
         return ref.transpose(Image.Transpose.FLIP_LEFT_RIGHT), np.array([[-1, 0, w], [0, 1, 0], [0, 0, 1.0]])
     if name == "scale_30":
-        return _resize(ref, (max(8, round(w * 0.3)), max(8, round(h * 0.3))))
+        return resized(ref, (max(8, round(w * 0.3)), max(8, round(h * 0.3))))
     if name == "jpeg_15":
-        return _jpeg(ref, 15), np.eye(3)
+        return jpeg_roundtrip(ref, 15), np.eye(3)
     if name == "squash_1.3":
-        return _resize(ref, (w, round(h / 1.3)))
+        return resized(ref, (w, round(h / 1.3)))
     if name == "perspective":
         import cv2
 
@@ -158,7 +158,7 @@ def attack(name: str, ref: Image.Image, rng: np.random.Generator,
         pw, ph = photo.size
         lw = round(pw * rng.uniform(0.15, 0.25))
         lh = max(1, round(lw * h / w))
-        small, hs = _resize(ref, (lw, lh))
+        small, hs = resized(ref, (lw, lh))
         x0, y0 = int(rng.integers(0, pw - lw + 1)), int(rng.integers(0, max(1, ph - lh + 1)))
         photo.paste(small, (x0, y0))
         return photo, _translate(x0, y0) @ hs
@@ -170,7 +170,7 @@ def attack(name: str, ref: Image.Image, rng: np.random.Generator,
         for i in range(4):
             pos = ((i % 2) * cw, (i // 2) * ch)
             if i == slot:
-                small, hs = _resize(ref, (cw, ch))
+                small, hs = resized(ref, (cw, ch))
                 hm = _translate(*pos) @ hs
                 out.paste(small, pos)
             else:

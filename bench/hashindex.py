@@ -44,14 +44,14 @@ DEFAULT_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 # -- real hashes -------------------------------------------------------------------------
 
-def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+def jpeg_roundtrip(img: Image.Image, quality: int) -> Image.Image:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)
     buf.seek(0)
     return Image.open(buf).convert("RGB")
 
 
-def _resize(img: Image.Image, f: float) -> Image.Image:
+def resized(img: Image.Image, f: float) -> Image.Image:
     return img.resize((max(8, int(img.width * f)), max(8, int(img.height * f))), Image.BILINEAR)
 
 
@@ -64,10 +64,10 @@ def _crop(img: Image.Image, keep: float, corner: bool = False) -> Image.Image:
 Edit = Callable[[Image.Image], Image.Image]
 STORE_EDITS: list[Edit] = [
     lambda im: im,
-    lambda im: _resize(im, 0.5),
-    lambda im: _resize(im, 0.3),
-    lambda im: _jpeg(im, 30),
-    lambda im: _jpeg(im, 70),
+    lambda im: resized(im, 0.5),
+    lambda im: resized(im, 0.3),
+    lambda im: jpeg_roundtrip(im, 30),
+    lambda im: jpeg_roundtrip(im, 70),
     lambda im: _crop(im, 0.9),
     lambda im: _crop(im, 0.8),
     lambda im: ImageEnhance.Brightness(im).enhance(1.2),
@@ -79,9 +79,9 @@ STORE_EDITS: list[Edit] = [
 # Edits never stored: queries made with them are true near duplicates the
 # index has not seen bit for bit.
 QUERY_EDITS: list[Edit] = [
-    lambda im: _jpeg(_resize(im, 0.7), 50),
+    lambda im: jpeg_roundtrip(resized(im, 0.7), 50),
     lambda im: ImageEnhance.Brightness(_crop(im, 0.85)).enhance(1.1),
-    lambda im: _resize(ImageEnhance.Contrast(im).enhance(0.8), 0.4),
+    lambda im: resized(ImageEnhance.Contrast(im).enhance(0.8), 0.4),
     lambda im: _crop(im, 0.9, corner=True),
 ]
 

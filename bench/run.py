@@ -3,6 +3,12 @@
     python -m bench.run [--dataset PATH] [--systems service,phash,pdq]
         [--attacks a,b,...] [--refs N] [--distractors M] [--seed 0] [--top-k 5] [--out docs/]
         [--raw PATH]
+    python -m bench.run --suite chains|marks [--refs N] [--copies-per-ref K] [--distractors M] ...
+
+``--suite attacks`` (the default) is the per-attack benchmark below; ``chains``
+(chained edits) and ``marks`` (logos keyed out and composited into photos)
+are described in ``bench.suites``: they print a markdown table and write
+``benchmark-<suite>.md``, ``-pr.png`` and ``-raw.json.gz`` into ``--out``.
 
 Every system indexes the same references (timed), then answers every attacked
 copy and every unrelated image (each query timed); each copy is made once and
@@ -26,6 +32,8 @@ from .attacks import ATTACK_NAMES
 from .dataset import Benchmark, build_benchmark, default_dataset_root
 from .metrics import SystemResult, outcome
 from .report import MARKDOWN_NAME, PLOT_NAME, RAW_NAME, write_raw, write_report
+from .suites import (DEFAULT_DISTRACTORS, DEFAULT_REFS, SUITES, SuiteData, build_suite, run_suite,
+                     write_suite_report)
 from .systems import SYSTEM_NAMES, System, SystemUnavailable, load_system
 
 __all__ = ["main", "run_benchmark"]
@@ -87,6 +95,33 @@ def _names(value: str, known: Sequence[str] | None = None) -> list[str]:
     return names
 
 
+def _run_suite(data: SuiteData, systems: Sequence[System], args: argparse.Namespace, *, command: str,
+               created: str, unavailable: dict[str, str]) -> int:
+    results, tags = run_suite(data, systems, top_k=args.top_k)
+    meta: dict[str, Any] = {
+        "suite": data.suite,
+        "command": command,
+        "created": created,
+        "dataset": str(args.dataset) if args.dataset else "../shared/datasets",
+        "seed": args.seed,
+        "top_k": args.top_k,
+        "n_refs": len(data.references),
+        "refs_by_kind": _kinds(data.references),
+        "copies_per_ref": data.copies_per_ref,
+        "n_copies": len(data.references) * data.copies_per_ref,
+        "n_unrelated": len(data.distractors),
+        "unrelated_by_kind": _kinds(data.distractors),
+        "references": [s.key for s in data.references],
+        "distractors": [s.key for s in data.distractors],
+        "unavailable": unavailable,
+        "systems": {system.name: _describe(system) for system in systems},
+    }
+    markdown, _ = write_suite_report(args.out, meta, results, tags, raw=args.raw)
+    print(markdown)
+    print(f"wrote {args.out / f'benchmark-{data.suite}.md'}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run",
                                      description="Copy-detection benchmark: service beside baselines.")
@@ -96,8 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated: service, phash, pdq, cnn (default service,phash,pdq)")
     parser.add_argument("--attacks", type=lambda v: _names(v, ATTACK_NAMES), default=list(ATTACK_NAMES),
                         help="comma-separated attack names (default: all)")
-    parser.add_argument("--refs", type=int, default=None, help="number of references (default 460)")
-    parser.add_argument("--distractors", type=int, default=600, help="unrelated logos (default 600)")
+    parser.add_argument("--suite", choices=("attacks", *SUITES), default="attacks",
+                        help="attacks (per attack, default), chains (chained edits) or marks "
+                             "(logos composited into photos)")
+    parser.add_argument("--refs", type=int, default=None,
+                        help=f"number of references (default 460; {DEFAULT_REFS} for chains and marks)")
+    parser.add_argument("--distractors", type=int, default=None,
+                        help=f"unrelated logos (default 600); chains and marks: edited distractors "
+                             f"(default {DEFAULT_DISTRACTORS})")
+    parser.add_argument("--copies-per-ref", type=int, default=None,
+                        help="chains and marks: copies of each reference (default 4 and 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("docs"))
@@ -105,10 +148,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
-    try:
-        bench = build_benchmark(args.dataset, refs=args.refs, distractors=args.distractors, seed=args.seed)
-    except (OSError, ValueError) as exc:
-        parser.error(str(exc))
+    if args.suite != "attacks":
+        try:
+            data = build_suite(args.suite, args.dataset, refs=args.refs or DEFAULT_REFS,
+                               copies_per_ref=args.copies_per_ref,
+                               distractors=DEFAULT_DISTRACTORS if args.distractors is None else args.distractors,
+                               seed=args.seed)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+    else:
+        try:
+            bench = build_benchmark(args.dataset, refs=args.refs,
+                                    distractors=600 if args.distractors is None else args.distractors,
+                                    seed=args.seed)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
     systems: list[System] = []
     unavailable: dict[str, str] = {}
     for name in args.systems:
@@ -121,11 +175,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("[bench] no system can run", file=sys.stderr)
         return 2
 
+    command = "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if args.suite != "attacks":
+        return _run_suite(data, systems, args, command=command, created=created, unavailable=unavailable)
+
     results = run_benchmark(bench, systems, attacks=args.attacks, top_k=args.top_k)
     meta: dict[str, Any] = {
-        "command": "python -m bench.run "
-                   + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "created": created,
         "dataset": str(args.dataset) if args.dataset else "../shared/datasets",
         "seed": args.seed,
         "top_k": args.top_k,

@@ -70,7 +70,7 @@ def real_embeddings(datasets: Path, images: int, views: int, seed: int, queries:
     return np.concatenate(base), np.stack(copies), unrelated
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -149,14 +149,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{1e3 * np.median(one):.2f} ms median")
     del exact
 
-    rss0 = _rss_bytes()
+    rss0 = rss_bytes()
     build_threads = args.build_threads or args.threads
     faiss.omp_set_num_threads(build_threads)
     start = time.perf_counter()
     index = VectorIndex.build(ids, data, m=args.m, ef_construction=args.ef_construction, structure=args.structure)
     build_s = time.perf_counter() - start
     faiss.omp_set_num_threads(args.threads)
-    rss1 = _rss_bytes()
+    rss1 = rss_bytes()
     mem = index.memory_bytes()
     shape = (f"M={args.m} efConstruction={args.ef_construction}" if index.kind == "hnsw"
              else f"{index._index.nlist} cells" if index.kind == "ivf" else "exact")
