@@ -51,6 +51,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.sqlite_subset)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):  # type: ignore[no-untyped-def]
+    """On PostgreSQL this session's commits do not wait for the disk (synchronous_commit is per connection:
+    the shared server's durability is untouched); the suite commits thousands of times."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        options = database.setdefault("OPTIONS", {})
+        options["options"] = f"{options.get('options', '')} -c synchronous_commit=off".strip()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_data(settings, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Each test gets its own media and index directories and a fresh in-memory index."""

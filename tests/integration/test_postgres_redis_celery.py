@@ -6,7 +6,7 @@ re-encoded copy -> the worker writes a Match -> an e-mail arrives over SMTP.
 """
 from __future__ import annotations
 
-import time
+import re
 from email import message_from_bytes
 
 import pytest
@@ -117,7 +117,8 @@ print(img.pk)
     got = wait_until(lambda: (i := http.get(f"{base}/api/v1/images/{image_id}/").json())["status"] != "pending"
                       and i, 60, "the worker to try the rotten image")
     assert got["status"] == "failed" and "not" in got["failure_reason"].lower()
-    time.sleep(1)
-    log = (stack["logs"] / "worker.log").read_text()
-    assert "index_protected_image" in log
+    # The task's own end line ("... succeeded in" or "... raised"), not a guess at how long the worker takes.
+    finished = re.compile(r"index_protected_image\[[0-9a-f-]+\] (succeeded in|raised)")
+    log = wait_until(lambda: (text := (stack["logs"] / "worker.log").read_text()) if finished.search(text) else "",
+                     30, "the worker to log the task's end")
     assert "Retry in" not in log
