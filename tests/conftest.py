@@ -4,12 +4,28 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings as hypothesis_settings
+
+pytest.register_assert_rewrite("tests.skipguard")  # imported here before pytest_plugins loads it
+from tests.skipguard import is_ci  # noqa: E402
+
+# In CI a skip, an expected failure or a deselected test fails the run (definition of done): tests/skipguard.py.
+pytest_plugins = ["tests.skipguard"]
 
 # The backbone's port checks compare with PyTorch's float32 outputs to 1e-4, so this process runs the
 # CNN in float32; the service's default (bfloat16 where the CPU has it) is tested in subprocesses
 # (tests/matching/core/test_embedder.py) and by the real workers of tests/integration.
 os.environ.setdefault("IMGPROTECT_CNN_PRECISION", "float32")
 
+# Hypothesis: "ci" repeats the same examples on every run (a red build is reproducible, never a lucky draw),
+# "dev" is Hypothesis's own random default, "nightly" searches much harder. HYPOTHESIS_PROFILE picks one;
+# tests that set max_examples themselves keep it. docs/testing.md.
+hypothesis_settings.register_profile("ci", derandomize=True, max_examples=100, deadline=None, database=None,
+                                     print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.register_profile("nightly", max_examples=2_000, deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if is_ci() else "dev"))
 
 def pytest_configure(config):  # type: ignore[no-untyped-def]
     # pytest-django may have read the settings before this file set the variable above; the
@@ -20,14 +36,40 @@ def pytest_configure(config):  # type: ignore[no-untyped-def]
         settings.IMGPROTECT_CNN_PRECISION = os.environ["IMGPROTECT_CNN_PRECISION"]
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
-    """In CI a skipped test is a failure: every real part must be there (definition of done)."""
-    outcome = yield
-    report = outcome.get_result()
-    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
-        report.outcome = "failed"
-        report.longrepr = f"skipped in CI, which is not allowed: {report.longrepr}"
+ROOT = Path(__file__).resolve().parents[1]
+# scripts/test runs the whole suite on PostgreSQL (as production), then these files again on SQLite, the
+# embedded default: the API, tenant isolation, commands, the demo and the settings (`-m sqlite_subset`).
+SQLITE_SUBSET = ("tests/catalog/test_api.py", "tests/test_tenant_isolation.py", "tests/test_commands.py",
+                 "tests/test_demo.py", "tests/test_settings.py")
+
+
+def requested_database_engine() -> str:
+    """The engine this run asked for: PostgreSQL when DATABASE_URL is set (scripts/test's first run), else SQLite."""
+    url = os.environ.get("DATABASE_URL", "")
+    return "django.db.backends.postgresql" if url.startswith(("postgres://", "postgresql://")) else (
+        "django.db.backends.sqlite3" if not url else f"unexpected DATABASE_URL scheme: {url.split(':', 1)[0]}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = [name for name in SQLITE_SUBSET if not (ROOT / name).is_file()]
+    if missing:
+        raise pytest.UsageError(f"SQLITE_SUBSET in tests/conftest.py names files that are gone: {missing}")
+    for item in items:
+        if item.path.relative_to(ROOT).as_posix() in SQLITE_SUBSET:
+            item.add_marker(pytest.mark.sqlite_subset)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):  # type: ignore[no-untyped-def]
+    """On PostgreSQL this session's commits do not wait for the disk (synchronous_commit is per connection:
+    the shared server's durability is untouched); the suite commits thousands of times."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        options = database.setdefault("OPTIONS", {})
+        options["options"] = f"{options.get('options', '')} -c synchronous_commit=off".strip()
 
 
 @pytest.fixture(autouse=True)

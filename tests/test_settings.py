@@ -42,8 +42,17 @@ def test_env_example_lists_every_variable_the_settings_read():
     assert used - documented == set()
 
 
+def test_the_run_uses_the_database_it_asked_for(settings):
+    # scripts/test's first run sets DATABASE_URL (PostgreSQL, as production); its SQLite subset leaves it unset.
+    from django.db import connection
+
+    from tests.conftest import requested_database_engine
+
+    assert settings.DATABASES["default"]["ENGINE"] == requested_database_engine()
+    assert connection.vendor == requested_database_engine().rsplit(".", 1)[1].replace("sqlite3", "sqlite")
+
+
 def test_embedded_default_needs_no_service(settings):
-    assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
     assert settings.CELERY_TASK_ALWAYS_EAGER is True
     assert settings.STORAGES["default"]["BACKEND"] == "django.core.files.storage.FileSystemStorage"
 

@@ -113,7 +113,10 @@ def _insert_postgresql(images: list[ProtectedImage]) -> int:
         cursor.cursor.copy_expert(f"COPY bulk_stage ({columns}) FROM STDIN", buffer)
         cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM bulk_stage "
                        f"ON CONFLICT (collection_id, key) DO NOTHING")
-        return max(cursor.rowcount, 0)
+        inserted = max(cursor.rowcount, 0)
+        # ON COMMIT DROP alone leaves it for the next batch when an outer transaction holds the commit back.
+        cursor.execute("DROP TABLE bulk_stage")
+        return inserted
 
 
 def _insert(collection: Collection, images: list[ProtectedImage]) -> int:

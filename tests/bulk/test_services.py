@@ -247,3 +247,37 @@ def test_loading_twice_never_duplicates_and_refuses_second_copies(org, collectio
     candidates, _ = find_candidates(organisation_id=org.pk, signals=compute_signals(load_image(
         resized_jpeg("rocket", 0.5))), top_k=3)
     assert candidates[0].image.key == "rocket.png" and candidates[0].decision.is_match
+
+
+ODD_KEYS = ["tab\there.png", "new\nline.png", "carriage\rreturn.png", "back\\slash\\N.png", "\\N",
+            "quotes 'single' \"double\".png", "ünïcødé 写真 🖼.png", "comma,semi;colon|pipe.png"]
+
+
+def test_odd_keys_load_exactly_on_the_configured_database_and_twice_is_a_no_op(org, collection, tmp_path: Path):
+    """On PostgreSQL the loader streams rows through COPY's text format, where tabs, newlines and backslashes
+    are syntax: every key must come back byte for byte, and a second insert of the same rows adds nothing."""
+    from django.db import connection, transaction
+
+    from matching.bulk.load import _image, _insert
+    from tests.conftest import requested_database_engine
+
+    assert connection.settings_dict["ENGINE"] == requested_database_engine()  # COPY on PostgreSQL's run
+    job = BulkJob.objects.create(organisation=org, collection=collection, kind="index", source=str(tmp_path),
+                                 status="loading", attempts=1)
+    names = ["coffee", "chelsea", "rocket", "astronaut", "camera", "coins", "horse", "moon"]
+    rows = [ok_row(key, resized_jpeg(name, 0.25)) for key, name in zip(ODD_KEYS, names, strict=True)]
+    write_output(job, rows)
+    for _ in range(2):
+        services.bulkjob_load(job=job)
+    stored = ProtectedImage.objects.filter(collection=collection)
+    assert sorted(stored.values_list("key", flat=True)) == sorted(ODD_KEYS)
+    assert not BulkJobError.objects.filter(job=job).exists()
+    for row in rows:  # every column came through the COPY text format unchanged, not only the key
+        image = stored.get(key=row["key"])
+        assert (image.file.name, image.sha256_pixels, image.width, image.height) == (
+            row["stored_name"], row["sha256_pixels"], row["width"], row["height"])
+        assert image.signals["sha256_pixels"] == row["sha256_pixels"]
+    # The insert itself is idempotent (ON CONFLICT DO NOTHING / ignore_conflicts), not only the loader's filter.
+    with transaction.atomic():
+        assert _insert(collection, [_image(collection, row) for row in rows]) == 0
+    assert stored.count() == len(ODD_KEYS)

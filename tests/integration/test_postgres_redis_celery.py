@@ -6,7 +6,7 @@ re-encoded copy -> the worker writes a Match -> an e-mail arrives over SMTP.
 """
 from __future__ import annotations
 
-import time
+import re
 from email import message_from_bytes
 
 import pytest
@@ -110,14 +110,16 @@ c = Collection.objects.get(pk={collection["id"]})
 img = ProtectedImage(organisation_id=c.organisation_id, collection=c, key="rotten.png", sha256_bytes="0" * 64,
                      sha256_pixels="0" * 64, width=10, height=10, format="PNG")
 img.file.save("rotten.png", ContentFile(b"rotten bytes"), save=True)
-index_protected_image.delay(img.pk)
-print(img.pk)
+task = index_protected_image.delay(img.pk)
+print(img.pk, task.id)
 """
-    image_id = int(stack["shell"](snippet))
+    pk, task_id = stack["shell"](snippet).split()
+    image_id = int(pk)
     got = wait_until(lambda: (i := http.get(f"{base}/api/v1/images/{image_id}/").json())["status"] != "pending"
                       and i, 60, "the worker to try the rotten image")
     assert got["status"] == "failed" and "not" in got["failure_reason"].lower()
-    time.sleep(1)
-    log = (stack["logs"] / "worker.log").read_text()
-    assert "index_protected_image" in log
+    # The task's own end line ("... succeeded in" or "... raised"), not a guess at how long the worker takes.
+    finished = re.compile(rf"index_protected_image\[{re.escape(task_id)}\] (succeeded in|raised)")
+    log = wait_until(lambda: finished.search(text := (stack["logs"] / "worker.log").read_text()) and text,
+                     30, "the worker to log the task's end")
     assert "Retry in" not in log

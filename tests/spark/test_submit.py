@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 from spark.submit import REPO_ROOT, build_submission, launch, py_files_zip, stop
 from tests.spark.processes import wait_gone
+from tests.stack import wait_until
 
 
 def conf(command: list[str]) -> dict[str, str]:
@@ -60,8 +60,10 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path):
     from spark.submit import Submission
 
     proc = launch(Submission([sys.executable, "-c", script], {"PATH": "/usr/bin:/bin"}, tmp_path), tmp_path / "log")
-    time.sleep(0.5)
-    children = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert len(children) == 2
+
+    def group() -> list[str]:
+        return subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+
+    wait_until(lambda: len(group()) == 2, 30, "the script and its sleep child in the process group")
     stop(proc, grace=5)
     assert wait_gone(proc.pid) == []

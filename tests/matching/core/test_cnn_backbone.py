@@ -41,7 +41,7 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-skimage_data = pytest.importorskip("skimage.data")
+from skimage import data as skimage_data  # noqa: E402
 
 from matching.core import cnn  # noqa: E402
 from matching.core.cnn import efficientnet_lite, torch_reader, weights  # noqa: E402

@@ -48,13 +48,16 @@ def outline_near(canvas: np.ndarray, x: float, y: float, radius: int = 3) -> boo
 
 def test_layout_and_size(query: Image.Image, reference: Image.Image, verification: Verification) -> None:
     im = decode(render_evidence(query, reference, verification, title="modified_copy", max_height=400))
-    assert im.size == evidence_size(query, reference, max_height=400)
-    # Both panels at the same height: 400 (the cap), widths in proportion.
-    panel_h = 400
-    q_w = round(query.width * panel_h / query.height)
-    r_w = round(reference.width * panel_h / reference.height)
-    assert im.width == 2 * evidence.MARGIN + q_w + evidence.GAP + r_w
-    assert im.height == evidence.HEADER + panel_h + 2 * evidence.MARGIN + evidence.CAPTION_LINES * evidence.LINE_HEIGHT
+    # Both panels 400 high (the cap): the 300x292 suspect 411 wide, the 512x512 reference 400, side by side
+    # between 12 px margins and a 16 px gap, under a 28 px title, above three 20 px caption lines.
+    assert im.size == evidence_size(query, reference, max_height=400) == (851, 512)
+    canvas = np.asarray(im).astype(int)
+    for image, (x0, width) in ((query, (12, 411)), (reference, (439, 400))):
+        panel = canvas[28:428, x0:x0 + width]
+        # Each panel is its picture (outlines and match lines cover a small part of it).
+        expected = np.asarray(image.convert("RGB").resize((width, 400), Image.Resampling.BILINEAR)).astype(int)
+        assert np.median(np.abs(panel - expected)) < 12
+    assert np.abs(canvas[440:, :] - evidence._BACKGROUND).sum(axis=-1).max() > 200  # the captions are written
 
 
 def test_polygons_are_outlined_on_both_panels(query: Image.Image, reference: Image.Image,
@@ -91,7 +94,7 @@ def test_no_overlay_without_an_accepted_verification(query: Image.Image, referen
                                                      rejected: bool) -> None:
     v = Verification(False, "too few inliers (3 < 10)", 3) if rejected else None
     im = decode(render_evidence(query, reference, v, title="none"))
-    assert im.size == evidence_size(query, reference)
+    assert im.size == evidence_size(query, reference) == (1013, 592)  # panels 480 high (the default cap)
     assert not np.all(np.asarray(im) == OUTLINE_COLOUR, axis=-1).any()
 
 

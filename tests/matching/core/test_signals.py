@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 
@@ -12,8 +13,6 @@ from skimage import data
 from matching.core.loading import load_image
 from matching.core.signals import (
     SIGNAL_VERSION,
-    hex256,
-    pdq256,
     compute_signals,
     from_hex64,
     hamming64,
@@ -78,18 +77,27 @@ def test_hamming64() -> None:
     assert hamming64(0b1011, 0b0110) == 3
 
 
+# Computed once for skimage's coffee (600x400 RGB) with the reference implementations: ImageHash 4.3.2's
+# phash and pdqhash on signals._pdq_input's 320x320 luma (test_pdq.py compares that with PDQ on the full image).
+COFFEE_PIXELS_SHA256 = "0ce2b51640b9c95f19617f03eabf40c3f0368589cc1ee1190b70966165ac184f"
+COFFEE_PHASH = "bb8320376c0f3637"
+COFFEE_PDQ = "0c609e769a66364cf9833866c826f26c21a679f61eb6e1f8c799a7f63c8299e0"
+
+
 def test_compute_signals(photos: dict[str, Image.Image]) -> None:
+    pixels = np.asarray(photos["coffee"])
+    assert hashlib.sha256(pixels.tobytes()).hexdigest() == COFFEE_PIXELS_SHA256  # the fixture itself
     raw = encode(photos["coffee"], "PNG")
-    loaded = load_image(raw)
-    sig = compute_signals(loaded)
-    pdq, quality = pdq256(photos["coffee"])
+    sig = compute_signals(load_image(raw))
+    # sha256_pixels as loading.py documents it: "RGB", width and height (4 bytes, big-endian), the pixels.
+    pixel_digest = hashlib.sha256(b"RGB" + (600).to_bytes(4, "big") + (400).to_bytes(4, "big") + pixels.tobytes())
     assert sig == {
-        "version": SIGNAL_VERSION,
-        "phash": hex64(phash64(photos["coffee"])),
-        "pdq": hex256(pdq),
-        "pdq_quality": quality,
-        "sha256_bytes": loaded.sha256_bytes,
-        "sha256_pixels": loaded.sha256_pixels,
+        "version": 2,
+        "phash": COFFEE_PHASH,
+        "pdq": COFFEE_PDQ,
+        "pdq_quality": 100,
+        "sha256_bytes": hashlib.sha256(raw).hexdigest(),
+        "sha256_pixels": pixel_digest.hexdigest(),
         "width": 600,
         "height": 400,
         "format": "PNG",
