@@ -303,6 +303,9 @@ AUTHENTICATION_BACKENDS = ["imgprotect.ratelimit.LoginLockoutBackend", "django.c
 AXES_FAILURE_LIMIT = env_int("IMGPROTECT_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("IMGPROTECT_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Lockout counters in the cache (Redis in production), not in database rows: no write per login, and no
+# access log whose address column refuses logins made without a request (e.g. force_login).
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
 AXES_VERBOSE = False  # its start-up banner would land in every command's stderr (docs/cli.md: stable output)
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "imgprotect.ratelimit.lockout_response"
