@@ -108,7 +108,7 @@ class DatabaseStore:
                 id=row.pk, sha256_bytes=row.sha256_bytes, sha256_pixels=row.sha256_pixels,
                 phash=to_unsigned64(row.phash) if row.phash is not None else None,
                 pdq=int(row.pdq, 16) if row.pdq else None, pdq_quality=row.pdq_quality,
-                thresholds=self._base.tightened(phash_near_duplicate=row.collection.phash_max_distance)
+                thresholds=collection_thresholds(self._base, row.collection.phash_max_distance)
                 if row.collection.phash_max_distance is not None else None,
             )
         return out
@@ -120,6 +120,15 @@ class DatabaseStore:
     def features(self, ref_id: int) -> Any | None:
         row = self.rows.get(ref_id)
         return feature_cache.get(row.features.name) if row is not None and row.features else None
+
+
+def collection_thresholds(base: Thresholds, phash_max_distance: int) -> Thresholds:
+    """A collection's near-duplicate limit, tightened on both hashes: either hash alone decides a
+    near duplicate, so PDQ's limit shrinks in the same proportion as pHash's (else any copy close
+    enough in pHash is also close in PDQ and the collection's setting never changes a verdict)."""
+    share = min(1.0, phash_max_distance / base.phash_near_duplicate) if base.phash_near_duplicate else 0.0
+    return base.tightened(phash_near_duplicate=phash_max_distance,
+                          pdq_near_duplicate=int(base.pdq_near_duplicate * share))
 
 
 def cnn_enabled() -> bool:

@@ -51,7 +51,7 @@ def test_match_images_jsonl_verdicts(indexed, tmp_path):
     (queries / "exact.png").write_bytes(photo_png("coffee"))
     (queries / "resized.jpg").write_bytes(resized_jpeg("chelsea", 0.4, 50))
     (queries / "unrelated1.jpg").write_bytes(resized_jpeg("horse", 1.0))
-    (queries / "unrelated2.jpg").write_bytes(resized_jpeg("moon", 1.0))
+    (queries / "unrelated2.jpg").write_bytes(resized_jpeg("shepp_logan_phantom", 1.0))
     (queries / "zz-bad.jpg").write_bytes(truncated_jpeg())
     out, _ = run("match_images", "--org", "acme", "--format", "jsonl", "--top-k", "3", str(queries))
     records = [json.loads(line) for line in out.splitlines()]

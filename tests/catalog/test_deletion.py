@@ -156,3 +156,30 @@ def test_finding_12_deleting_an_image_on_s3_storage_leaves_no_object_of_it(org, 
         kept_image = ProtectedImage.objects.get(pk=kept)
         assert left == sorted(f"imgprotect/{name}" for name in (kept_image.file.name, kept_image.features.name))
         assert all(sha(s3.get("media", key)) != sha(DOOMED) for key in left)
+
+
+@pytest.mark.parametrize("via", ["api", "portal"])
+def test_promise_deleting_a_collection_with_images_forgets_them(world, data_dirs, via):
+    """Through the API or the portal: the rows, the files and the index entries go, and a copy of a
+    deleted picture no longer matches (tests/catalog/test_deletion.py covers the files; this adds the
+    portal path and the matching)."""
+    from django.test import Client
+
+    from tests.images import resized_jpeg
+
+    api, collection = world["api"], world["collection"]
+    copy = resized_jpeg("coffee", 0.5, 60)
+    before = api.post("/api/v1/checks/?wait=5", {"file": SimpleUploadedFile("copy.jpg", copy)}).json()
+    assert before["matches"] and before["matches"][0]["image_id"] == world["image"].pk  # it matched before
+    if via == "api":
+        assert api.delete(f"/api/v1/collections/{collection.pk}/").status_code == 204
+    else:
+        browser = Client()
+        browser.force_login(UserFactory(username="owner-user"))
+        response = browser.post(f"/o/acme/collections/{collection.pk}/delete/")
+        assert response.status_code == 302, response.content[:300]
+    assert not Collection.objects.filter(pk=collection.pk).exists()
+    assert not ProtectedImage.objects.filter(collection_id=collection.pk).exists()
+    after = api.post("/api/v1/checks/?wait=5", {"file": SimpleUploadedFile("copy.jpg", copy)}).json()
+    assert after["status"] == "done" and after["result"]["verdict"] == "none" and after["matches"] == []
+    assert leftovers(data_dirs, world) == [] and not thumbnails_cached(world)

@@ -10,7 +10,7 @@ from matching import services
 from matching.alerts import match_alerts_send
 from matching.models import Check, Match
 from tests.factories import CollectionFactory
-from tests.images import encode, photo, photo_png, resized_jpeg, truncated_jpeg
+from tests.images import drawn_logo, encode, photo, photo_png, resized_jpeg, truncated_jpeg
 
 # Transactional, like production: tasks enqueued on commit run when the request commits.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -176,16 +176,14 @@ PASTE_BOX = [[362, 210], [464, 210], [464, 312], [362, 312]]
 
 @pytest.fixture
 def pasted_logo(api, org):  # type: ignore[no-untyped-def]
-    """scikit-image's logo and two photos protected; the suspect: the logo at a fifth of the width
-    of a photo nobody protected, saved as a JPEG (a partial copy: only the tile pass finds it)."""
-    import skimage.data
+    """A brand mark drawn here (no model saw it) and two photos protected; the suspect: the mark at
+    a fifth of the width of a photo nobody protected, saved as a JPEG (a partial copy: only the
+    tile pass finds it)."""
     from PIL import Image
 
-    rgba = Image.fromarray(skimage.data.logo())
-    logo = Image.new("RGB", rgba.size, (255, 255, 255))
-    logo.paste(rgba, mask=rgba.getchannel("A"))
+    logo = drawn_logo()
     collection = CollectionFactory(organisation=org, slug="brand", alert_emails="legal@acme.test")
-    for key, image in (("logo.png", logo), ("coffee.png", photo("coffee")), ("rocket.png", photo("rocket"))):
+    for key, image in (("brand-mark.png", logo), ("coffee.png", photo("coffee")), ("rocket.png", photo("rocket"))):
         response = api.post("/api/v1/images/", {"collection": collection.pk, "key": key,
                                                 "file": SimpleUploadedFile(key, encode(image))})
         assert response.status_code == 201
@@ -202,7 +200,7 @@ def test_logo_pasted_into_a_photo_is_found_boxed_and_evidenced(api, pasted_logo)
     assert body["status"] == "done" and body["result"]["verdict"] == "modified_copy", body["result"]
     assert body["partial_search"] == "done" and body["completed"]
     match = body["matches"][0]
-    assert match["key"] == "logo.png" and match["verdict"] == "modified_copy"
+    assert match["key"] == "brand-mark.png" and match["verdict"] == "modified_copy"
     assert polygon_iou(match["region"]["query"], PASTE_BOX, size) >= 0.5
     evidence = api.get(match["evidence_url"])
     assert evidence.status_code == 200 and evidence["Content-Type"] == "image/png"
@@ -229,8 +227,8 @@ def test_a_check_answers_before_the_partial_copy_pass_which_then_adds_its_match(
     assert later["result"]["verdict"] == "modified_copy" and later["result"]["partial_search"] == "done"
     assert "cnn_tiles_ms" in later["result"]["timings_ms"]
     assert later["result"]["answer_timings_ms"] == body["result"]["timings_ms"]  # the first answer's, kept
-    assert [m["key"] for m in later["matches"]] == ["logo.png"] and later["matches"][0]["evidence_url"]
-    assert len(mail.outbox) == 1 and "logo.png" in mail.outbox[0].body  # alerted like any match
+    assert [m["key"] for m in later["matches"]] == ["brand-mark.png"] and later["matches"][0]["evidence_url"]
+    assert len(mail.outbox) == 1 and "brand-mark.png" in mail.outbox[0].body  # alerted like any match
 
     services.check_partial_run(check_id=body["id"])  # a redelivered task does nothing
     assert Match.objects.filter(source_check_id=body["id"]).count() == 1 and len(mail.outbox) == 1

@@ -155,3 +155,66 @@ def test_recovery_settings_fit_the_task_time_limit(settings):
     assert visibility >= limit + tasks.RETRY["retry_backoff_max"]
     for task in (tasks.run_check, tasks.run_check_partial):
         assert task.acks_late and task.reject_on_worker_lost and task.max_retries == 5
+
+
+@pytest.mark.parametrize("task_name", ["run_check", "run_check_partial", "index_protected_image", "send_match_alerts"])
+def test_promise_transient_errors_are_retried_at_most_5_times_with_backoff(task_name, monkeypatch):
+    """A lost database connection (OperationalError) every time: the task runs once and is retried five
+    times, each wait twice the last (jitter pinned to its top), then the error surfaces (workers/tasks.py RETRY)."""
+    import random
+
+    from celery.exceptions import Retry
+    from django.db import OperationalError
+
+    task = getattr(tasks, task_name)
+    service = {"run_check": (services, "check_run"), "run_check_partial": (services, "check_partial_run"),
+               "index_protected_image": (tasks.protection, "protected_image_index"),
+               "send_match_alerts": (tasks.alerts, "match_alerts_send")}[task_name]
+    attempts: list[int] = []
+
+    def lost_connection(**kwargs: object) -> None:
+        attempts.append(1)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(*service, lost_connection)
+    monkeypatch.setattr(random, "randrange", lambda stop: stop - 1)  # full jitter at its largest
+    countdowns: list[float] = []
+    real_retry = task.retry
+
+    def recording_retry(*args: object, **kwargs: object) -> Retry:
+        countdowns.append(kwargs["countdown"])  # type: ignore[arg-type]
+        return real_retry(*args, **kwargs)
+
+    monkeypatch.setattr(task, "retry", recording_retry)
+    # Run eagerly, propagating, as a worker would: each Retry is a new delivery with one more retry counted.
+    retries = 0
+    with pytest.raises(OperationalError):
+        while retries < 10:
+            try:
+                task.apply(args=[1], retries=retries, throw=True)
+            except Retry:
+                retries += 1
+    assert len(attempts) == 6 and retries == 5  # 1 + 5 retries, no more
+    assert countdowns[:5] == [2, 4, 8, 16, 32] and len(countdowns) == 6  # the sixth call gives up
+
+
+@pytest.mark.parametrize("task_name", ["run_check", "run_check_partial", "index_protected_image"])
+def test_promise_a_permanent_image_error_is_never_retried(task_name, monkeypatch):
+    from matching.core.errors import ImageTooSmall
+
+    task = getattr(tasks, task_name)
+    service = {"run_check": (services, "check_run"), "run_check_partial": (services, "check_partial_run"),
+               "index_protected_image": (tasks.protection, "protected_image_index")}[task_name]
+    attempts: list[int] = []
+
+    def unreadable(**kwargs: object) -> None:
+        attempts.append(1)
+        raise ImageTooSmall("2x2 pixels")
+
+    monkeypatch.setattr(*service, unreadable)
+    monkeypatch.setattr(task, "retry", lambda *a, **k: pytest.fail("an image error was retried"))
+    try:
+        task.apply(args=[1], throw=True)
+    except ImageTooSmall:
+        pass  # run_check_partial lets it surface; the others log it
+    assert attempts == [1]

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from matching.core.cnn.config import CnnConfig
 from matching.core.cnn.embedder import Embedder, get_embedder, prepare
 from matching.core.cnn.head import DEFAULT_HEAD_PATH, TRAIN_COMMAND, read_head
 from matching.core.cnn.weights import WeightsError
 from matching.core.errors import ImageTooSmall
+from tests.images import drawn_logo
 from training import augment
 
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins")
@@ -31,16 +32,6 @@ def photos() -> dict[str, Image.Image]:
     from skimage import data
 
     return {name: Image.fromarray(getattr(data, name)()).convert("RGB") for name in PHOTOS}
-
-
-def logo_like() -> Image.Image:
-    """A made-up brand mark: a coloured badge with a letter and a word on a white tile."""
-    tile = Image.new("RGB", (240, 240), (255, 255, 255))
-    draw = ImageDraw.Draw(tile)
-    draw.rounded_rectangle((30, 20, 210, 160), radius=30, fill=(200, 30, 60))
-    draw.polygon([(60, 140), (120, 40), (180, 140)], fill=(255, 210, 0))
-    draw.text((120, 200), "ACME", fill=(20, 20, 90), font=ImageFont.load_default(size=44), anchor="mm")
-    return tile
 
 
 def test_embeddings_are_deterministic_and_unit_length(embedder: Embedder, photos: dict[str, Image.Image]) -> None:
@@ -74,7 +65,7 @@ def test_a_copy_scores_above_every_unrelated_photo(embedder: Embedder, photos: d
 
 
 def test_pasted_logo_is_found_through_crops(embedder: Embedder, photos: dict[str, Image.Image]) -> None:
-    logo = logo_like()
+    logo = drawn_logo()
     rng = np.random.default_rng(3)
     background = photos["astronaut"]
     refs = {"logo": logo} | {n: im for n, im in photos.items() if n != "astronaut"}
