@@ -4,9 +4,10 @@ from __future__ import annotations
 import time
 
 import django_filters
+from django import forms
 from django.conf import settings
 from django.http import FileResponse, Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -65,6 +66,8 @@ class CheckViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     filterset_fields = ["status", "collection"]
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no tenant
+            return Check.objects.none()
         return selectors.check_list(organisation=resolve_tenant(self.request).organisation).prefetch_related(
             "matches__protected_image__collection"
         )
@@ -72,7 +75,9 @@ class CheckViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @extend_schema(
         request=CheckSubmitSerializer,
         parameters=[
-            OpenApiParameter("wait", float, description="Seconds to wait for the answer (then 200)."),
+            OpenApiParameter("wait", {"type": "number", "minimum": 0,
+                                      "maximum": settings.IMGPROTECT_MAX_CHECK_WAIT_SECONDS},
+                             description="Seconds to wait for the answer (then 200)."),
             OpenApiParameter("complete", bool, description=(
                 "With wait: wait also for the partial-copy search (a logo pasted into the picture, a cropped "
                 "corner), which runs after the answer when the picture holds no whole-frame copy.")),
@@ -140,12 +145,26 @@ class CheckViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return value
 
 
+MAX_ID = 2**63 - 1  # the database's bigint
+
+
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
+class IdFilter(django_filters.NumberFilter):
+    """An id: a whole number in the database's range. ``1e20`` (read as a decimal) or ``10**20``
+    overflowed the database's integer, a 500; now a 400."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
+
+
 class MatchFilter(django_filters.FilterSet):
-    collection = django_filters.NumberFilter(field_name="protected_image__collection_id")
+    collection = IdFilter(field_name="protected_image__collection_id")
     verdict = django_filters.MultipleChoiceFilter(choices=Verdict.choices)
     created_after = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt")
-    check = django_filters.NumberFilter(field_name="source_check_id")
+    check = IdFilter(field_name="source_check_id")
 
     class Meta:
         model = Match
@@ -157,6 +176,8 @@ class MatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     filterset_class = MatchFilter
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no tenant
+            return Match.objects.none()
         return selectors.match_list(organisation=resolve_tenant(self.request).organisation)
 
     @extend_schema(responses={(200, "image/png"): bytes}, summary="The evidence image: both pictures, region outlined")
