@@ -2,13 +2,13 @@
 
 Each operation gets generated requests, valid and invalid, from an admin API key
 of an organisation that holds data: collections, indexed protected images, a
-check with a match and its evidence, bulk jobs (one with per-file errors); a
-second organisation's rows are there to be probed. Path ids are drawn from those
-rows half of the time, so the fuzzer reaches the success paths and their
-documented shapes as well as the 404s; DELETE draws from spare rows, so the rest
-stay for the operations fuzzed after it. Every answer must be a documented status
-with the documented content type and body shape (the errors included:
-imgprotect/schema.py), and no answer may be a 5xx.
+check with a match and its evidence, bulk jobs (one with per-file errors). A
+second organisation's rows are there to be probed: their ids must answer 404.
+Valid requests take their path ids from those rows half of the time, so the
+fuzzer reaches the success paths and their documented shapes as well as the
+404s; DELETE takes spare rows, so the rest stay for the operations fuzzed after
+it. Every answer must be a documented status with the documented content type
+and body shape (the errors included: imgprotect/schema.py), and none a 5xx.
 
 Bounded for CI: ``IMGPROTECT_FUZZ_EXAMPLES`` examples an operation (default 25),
 derandomised when ``CI`` is set. docs/api.md says how to run it with more.
@@ -76,13 +76,15 @@ def fuzz_data(org, settings, monkeypatch):  # type: ignore[no-untyped-def]
     assert client_for(other).post("/api/v1/images/", {"collection": rival.pk, "file": SimpleUploadedFile(
         "astronaut.png", photo_png("astronaut"))}).status_code == 201
     assert Match.objects.filter(evidence__gt="").exists()
+    foreign = {"/api/v1/collections/": {rival.pk}, "/api/v1/images/": set(
+        ProtectedImage.objects.filter(collection=rival).values_list("pk", flat=True))}
     # A cancelled job could be resumed by the fuzzer: record the run instead of starting Spark.
     from imgprotect import dispatch
 
     real_task = dispatch.task
     monkeypatch.setattr(dispatch, "task", lambda name: _NoRun() if name == "workers.bulk.run_bulk_job"
                         else real_task(name))
-    return {"key": api_key_for(org)}
+    return {"key": api_key_for(org), "foreign": foreign}
 
 
 class _NoRun:
@@ -172,7 +174,14 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @schema.parametrize()
 def test_api_answers_as_its_schema_says(case, fuzz_data):  # type: ignore[no-untyped-def]
-    case.call_and_validate(headers={"Authorization": f"Api-Key {fuzz_data['key']}"})
+    def another_organisations_rows_are_not_found(ctx, response, case):  # type: ignore[no-untyped-def]
+        pk = (case.path_parameters or {}).get("id")
+        foreign = next((ids for prefix, ids in fuzz_data["foreign"].items() if case.path.startswith(prefix)), set())
+        assert pk not in foreign or response.status_code == 404, (
+            f"another organisation's row answered {response.status_code}")
+
+    case.call_and_validate(headers={"Authorization": f"Api-Key {fuzz_data['key']}"},
+                           additional_checks=[another_organisations_rows_are_not_found])
 
 
 def test_real_uploads_and_checks_answer_as_the_schema_says(api_schema, fuzz_data):  # type: ignore[no-untyped-def]
