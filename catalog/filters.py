@@ -14,7 +14,9 @@ import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 
 from catalog.models import Collection
 from catalog.permissions import resolve_tenant
@@ -42,6 +44,7 @@ class _OwnIdField(forms.ModelChoiceField):
         return super().to_python(value)
 
 
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
 class OwnObjectFilter(django_filters.ModelChoiceFilter):
     """Filter by the id of one of the caller's objects; ``scope(request)`` is the queryset they may name."""
 
@@ -57,12 +60,13 @@ def own_collections(request: Any) -> QuerySet[Collection]:
 
 
 class IdLookupMixin:
-    """For viewsets: a path id (``/images/<pk>/``) that is not a valid id is a 400, like a bad filter."""
+    """For viewsets: a path id (``/images/<pk>/``) that is not a valid id names no resource: 404, as an
+    unknown id does, and never reaches the database (where ``2**63`` overflowed into a 500)."""
 
     def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
         if "pk" in kwargs and parse_id(kwargs["pk"]) is None:
-            raise serializers.ValidationError({"id": [ID_RANGE]})
+            raise NotFound(f"No such object: the id {ID_RANGE[0].lower()}{ID_RANGE[1:]}")
 
 
 def id_field(**kwargs: Any) -> serializers.IntegerField:

@@ -266,8 +266,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["catalog.permissions.IsOrganisationMember"],
     "DEFAULT_PAGINATION_CLASS": "imgprotect.api.Pagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["imgprotect.api.FilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "imgprotect.schema.AutoSchema",
     "EXCEPTION_HANDLER": "imgprotect.api.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
 }

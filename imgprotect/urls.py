@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
+from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -20,6 +21,24 @@ router.register("bulk-jobs", BulkJobViewSet, basename="bulk-job")
 
 def healthz(request):  # type: ignore[no-untyped-def]
     return JsonResponse({"status": "ok"})
+
+
+# Under /api/ every answer is JSON in the API's error shape (imgprotect/api.py), even for a URL no
+# route matches (an id that is not a number: /api/v1/images/1.5/) or an unhandled error.
+def not_found(request, exception):  # type: ignore[no-untyped-def]
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": "not_found", "detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):  # type: ignore[no-untyped-def]
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": "server_error", "detail": "Internal server error."}, status=500)
+    return defaults.server_error(request)
+
+
+handler404 = not_found
+handler500 = server_error
 
 
 urlpatterns = [

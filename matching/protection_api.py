@@ -60,8 +60,11 @@ class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retriev
     serializer_class = ProtectedImageSerializer
     filterset_class = ImageFilter
     parser_classes = [MultiPartParser, FormParser]
+    conflict_actions = {"create"}  # a duplicate key or picture (documented 409: imgprotect/schema.py)
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no tenant
+            return ProtectedImage.objects.none()
         return catalog_selectors.image_list(organisation=resolve_tenant(self.request).organisation)
 
     @extend_schema(request=ImageUploadSerializer, responses={201: ProtectedImageSerializer},

@@ -11,6 +11,7 @@ from catalog.api import collection_from_field
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.models import Role
 from catalog.permissions import resolve_tenant
+from imgprotect.api import StrictJson
 from matching.bulk import selectors, services
 from matching.bulk.models import BulkJob, BulkJobError
 
@@ -34,7 +35,7 @@ class BulkJobSerializer(serializers.ModelSerializer):
         return self.context["request"].build_absolute_uri(f"/api/v1/bulk-jobs/{obj.pk}/")
 
 
-class BulkJobCreateSerializer(serializers.Serializer):
+class BulkJobCreateSerializer(StrictJson, serializers.Serializer):
     kind = serializers.ChoiceField(choices=BulkJob.Kind.choices)
     source = serializers.CharField(max_length=2048, help_text="A directory under the allowed roots, or s3://bucket/prefix.")
     collection = id_field(required=False, help_text="Index: the target collection (required). "
@@ -64,8 +65,11 @@ class BulkJobViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     filterset_class = BulkJobFilter
     # Bulk work is heavy and reads whole sources: admins only.
     write_roles = {"create": Role.ADMIN, "cancel": Role.ADMIN, "resume": Role.ADMIN}
+    conflict_actions = {"cancel", "resume"}  # a job in the wrong status (documented 409: imgprotect/schema.py)
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no tenant
+            return BulkJob.objects.none()
         return selectors.bulkjob_list(organisation=resolve_tenant(self.request).organisation)
 
     @extend_schema(request=BulkJobCreateSerializer, responses={201: BulkJobSerializer},
@@ -100,7 +104,7 @@ class BulkJobViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         return Response(self.get_serializer(job).data)
 
     @extend_schema(responses=BulkJobErrorSerializer(many=True), summary="Files the job skipped, with reasons")
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], filter_backends=[])  # the jobs' filters do not apply to its errors
     def errors(self, request, pk=None):  # type: ignore[no-untyped-def]
         rows = selectors.bulkjob_errors(job=self.get_object())
         page = self.paginate_queryset(rows)

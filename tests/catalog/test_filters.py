@@ -52,10 +52,10 @@ def test_finding_15_malformed_or_out_of_range_filter_ids_answer_400(api, url, va
 
 @pytest.mark.parametrize("value", [v for v in BAD_IDS if "." not in v])  # a dot ends the router's id pattern
 @pytest.mark.parametrize("endpoint", [*LISTS, "collections"])
-def test_finding_15_malformed_or_out_of_range_path_ids_answer_400(api, endpoint, value):
+def test_finding_15_malformed_or_out_of_range_path_ids_answer_404_not_500(api, endpoint, value):
     response = api.get(f"/api/v1/{endpoint}/{value}/")
-    assert response.status_code == 400, response.content
-    assert response.json()["error"] == "invalid" and "id" in response.json()["fields"]
+    assert response.status_code == 404, response.content
+    assert response.json()["error"] == "not_found"
 
 
 @pytest.mark.parametrize("value", ["9223372036854775808", "-1", "1e20"])
@@ -76,4 +76,4 @@ def test_an_unauthenticated_bad_path_id_is_still_401(org):
     from rest_framework.test import APIClient
 
     assert APIClient().get("/api/v1/images/abc/").status_code in (401, 403)
-    assert client_for(org).get("/api/v1/images/abc/").status_code == 400
+    assert client_for(org).get("/api/v1/images/abc/").status_code == 404

@@ -151,6 +151,15 @@ def test_matches_list_filters(api, org, protected):
     assert api.get("/api/v1/matches/?verdict=bogus").status_code == 400
 
 
+@pytest.mark.parametrize("query", ["check=-1.9855281336896088e%2B217", "collection=1e20", "check=99999999999999999999",
+                                   "check=1.5", "collection=0"])
+def test_match_id_filters_out_of_range_are_a_400(api, query):
+    # A fuzz finding (tests/test_api_fuzz.py): the decimal overflowed SQLite's integer, a 500.
+    response = api.get(f"/api/v1/matches/?{query}")
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == [query.split("=")[0]]
+
+
 def test_deleted_image_is_never_matched(api, protected):
     image = ProtectedImage.objects.get(key="coffee.png")
     api.delete(f"/api/v1/images/{image.pk}/")
