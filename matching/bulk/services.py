@@ -30,6 +30,7 @@ from imgprotect import dispatch
 from imgprotect.errors import Conflict, ServiceError
 from matching.bulk import load
 from matching.bulk.models import BulkJob, BulkJobError
+from matching.bulk.references import scan_references_write
 from matching.engine import cnn_enabled
 from matching.index_registry import registry
 from spark.progress import read_progress
@@ -210,8 +211,18 @@ def _job_arguments(job: BulkJob) -> tuple[list[str], dict[str, str], dict[str, s
     if endpoint:
         args += ["--s3-endpoint", endpoint]
     if options.get("embed"):
-        args += ["--embed", "--embedder", options.get("embedder") or "auto", "--cnn-data-dir", str(settings.DATA_DIR),
+        args += ["--embed", "--embedder", options.get("embedder") or "auto", "--cnn-data-dir", str(Path(settings.DATA_DIR).resolve()),
                  "--tf-threads", str(settings.IMGPROTECT_TF_THREADS), "--cnn-precision", settings.IMGPROTECT_CNN_PRECISION]
+    if job.kind == BulkJob.Kind.SCAN:
+        # A scan is a check at scale: executors run the whole cascade against this snapshot and read
+        # the reference features and files it names from the storage indexing wrote them to.
+        target = _storage_target()
+        args += ["--references", str(scan_references_write(job=job)), "--store-root", target.root,
+                 "--max-side", str(settings.IMGPROTECT_WORK_MAX_SIDE),
+                 "--max-decode-bytes", str(settings.IMGPROTECT_MAX_DECODE_BYTES)]
+        if target.endpoint:
+            args += ["--store-s3-endpoint", target.endpoint]
+        secrets.update(target.env)
     if job.kind == BulkJob.Kind.INDEX:
         skip = job.work_dir / f"skip-{job.attempts}.jsonl"
         _write_skip_file(job, skip)

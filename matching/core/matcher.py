@@ -25,10 +25,12 @@ from matching.core.cascade import (
 )
 from matching.core.hamming import pdq_words
 from matching.core.loading import LoadedImage
+from matching.core.resources import package_file
 
 # The calibrated thresholds and how they were measured: the one place their values are written
 # (docs/matching.md). The ``Thresholds`` defaults below read them; settings only override them.
-THRESHOLDS_FILE = Path(__file__).with_name("thresholds.json")
+# (package_file: also from the zip Spark executors import the engine from, spark/submit.py.)
+THRESHOLDS_FILE = package_file("matching.core", "thresholds.json")
 
 
 def _calibrated(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:

@@ -33,3 +33,15 @@ def write(root: Path, files: dict[str, bytes]) -> Path:
 
 def good_and_bad(root: Path) -> Path:
     return write(root, {**{k: make() for k, make in GOOD.items()}, **{k: v[0]() for k, v in BAD.items()}})
+
+
+def cropped_turned_jpeg(name: str, degrees: float = 7.0) -> bytes:
+    """A crop of about three quarters of the picture, turned by ``degrees``: a copy the perceptual
+    hashes miss and a check finds (CNN candidates, then geometric verification)."""
+    from PIL import Image
+
+    img = photo(name)
+    w, h = img.size
+    crop = img.crop((int(w * 0.12), int(h * 0.10), int(w * 0.88), int(h * 0.86)))
+    turned = crop.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(255, 255, 255))
+    return encode(turned, "JPEG", quality=85)

@@ -12,8 +12,10 @@ from matching import protection
 from matching.bulk import services
 from matching.bulk.models import BulkJob
 from matching.core.loading import load_image
+from matching.core.signals import query_signals
+from matching.engine import find_candidates
 from matching.models import Match
-from tests.bulk.folders import write
+from tests.bulk.folders import cropped_turned_jpeg, write
 from tests.factories import CollectionFactory
 from tests.images import photo_png, resized_jpeg, truncated_jpeg
 
@@ -61,3 +63,39 @@ def test_scan_reports_planted_copies_only_and_alerts(org, tmp_path: Path, django
     BulkJob.objects.filter(pk=job.pk).update(status="loading")
     services.bulkjob_load(job=job)
     assert Match.objects.count() == 2
+
+
+def test_scan_with_the_real_cnn_finds_what_a_check_finds(org, settings, tmp_path: Path,
+                                                        django_capture_on_commit_callbacks):
+    """The product's CNN on the executors (local[2]): a cropped and turned copy, which hashes alone
+    miss, is reported with the check's verdict, region, edit report and an evidence picture."""
+    settings.IMGPROTECT_CNN_ENABLED = True
+    collection = CollectionFactory(organisation=org, slug="brand", name="Brand")
+    for name in ("coffee", "chelsea", "rocket"):
+        data = photo_png(name)
+        protection.protected_image_add(collection=collection, key=f"{name}.png", data=data,
+                                       loaded=load_image(data), index_now=True)
+    copy = cropped_turned_jpeg("coffee")
+    crawl = write(tmp_path / "crawl", {"found/coffee turned.jpg": copy, "unrelated/horse.jpg": resized_jpeg("horse", 0.8),
+                                       "unrelated/astronaut.jpg": resized_jpeg("astronaut", 0.8)})
+    # What a check says about the same picture, in-process.
+    candidates, _ = find_candidates(organisation_id=org.pk, loaded=load_image(copy), top_k=5)
+    checked = [c for c in candidates if c.decision.is_match]
+    hashes_only, _ = find_candidates(organisation_id=org.pk, signals=query_signals(load_image(copy)), top_k=5)
+    assert [c.image.key for c in checked] == ["coffee.png"] and checked[0].decision.verdict == "modified_copy"
+    assert not [c for c in hashes_only if c.decision.is_match]  # the copy is beyond the hashes' reach
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("scan_images", "--org", org.slug, "--spark-master", "local[2]", str(crawl),
+                     stdout=io.StringIO(), stderr=io.StringIO())
+    job = BulkJob.objects.get()
+    assert (job.status, job.done, job.failed, job.matched) == ("done", 3, 0, 1), job.error
+    match = Match.objects.select_related("protected_image").get()
+    assert (match.suspect_key, match.protected_image.key) == (f"{crawl}/found/coffee turned.jpg", "coffee.png")
+    assert match.verdict == checked[0].decision.verdict
+    assert abs(match.score - checked[0].decision.score) < 0.05
+    assert len(match.region["query"]) >= 3 and len(match.region["reference"]) >= 3  # polygons, clipped to the frames
+    assert match.edit_report["description"] and abs(abs(match.edit_report["rotation_deg"]) - 7) < 2
+    assert match.signal_scores["cnn_score"] > 0.5 and match.signal_scores["inliers"] >= 8
+    with match.evidence.open("rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -201,7 +201,8 @@ def write_output(job: BulkJob, rows: list[dict], name: str = "part-00000.parquet
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    types = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "array<float>": pa.list_(pa.float32())}
+    types = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "array<float>": pa.list_(pa.float32()),
+             "array<binary>": pa.list_(pa.binary())}
     schema = pa.schema([(n, types[t]) for n, t in FIELDS])
     run = job.work_dir / "output" / "run-001-test"
     run.mkdir(parents=True, exist_ok=True)

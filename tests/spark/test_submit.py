@@ -16,11 +16,13 @@ def conf(command: list[str]) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs)
 
 
-def test_py_files_zip_ships_plain_python_only(tmp_path: Path):
+def test_py_files_zip_ships_plain_python_and_the_engine_data_only(tmp_path: Path):
     names = set(zipfile.ZipFile(py_files_zip(tmp_path / "code.zip")).namelist())
     assert {"matching/__init__.py", "matching/core/__init__.py", "matching/core/loading.py",
             "matching/core/signals.py", "spark/__init__.py", "spark/compute.py", "spark/job.py"} <= names
-    assert all(name.endswith(".py") and "__pycache__" not in name for name in names)
+    # The package data the engine reads travels too (an executor has nothing but this zip).
+    assert {"matching/core/thresholds.json", "matching/core/cnn/weights/head.npz"} <= names
+    assert not any("__pycache__" in name or name.endswith((".pyc", ".tmp")) for name in names)
     # Django code never travels to executors.
     assert not any(name.startswith(("catalog/", "matching/bulk/", "workers/")) or name == "matching/models.py"
                    for name in names)
@@ -67,3 +69,28 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path):
     wait_until(lambda: len(group()) == 2, 30, "the script and its sleep child in the process group")
     stop(proc, grace=5)
     assert wait_gone(proc.pid) == []
+
+
+def test_the_engine_reads_its_package_data_from_the_zip_alone(tmp_path: Path):
+    """What an executor on a cluster node does: import the engine from the zip (no checkout on the
+    path) and read the thresholds and the ranking head. Opening them through ``Path(__file__)``
+    raised NotADirectoryError there."""
+    code = py_files_zip(tmp_path / "code.zip")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import matching.core.matcher as m\n"
+        "from matching.core.cnn.head import DEFAULT_HEAD_PATH, read_head\n"
+        "assert m.__file__.startswith(sys.argv[1]), m.__file__\n"
+        "print(m.Thresholds().min_inliers, read_head().arrays['proj/kernel'].shape, DEFAULT_HEAD_PATH.is_file())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(code)], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    from matching.core.matcher import Thresholds
+
+    calibrated = json.loads((REPO_ROOT / "matching" / "core" / "thresholds.json").read_text())
+    assert done.stdout.split()[0] == str(calibrated.get("thresholds", calibrated)["min_inliers"])
+    assert done.stdout.split()[0] == str(Thresholds().min_inliers)
+    assert "(1280, 256)" in done.stdout and done.stdout.split()[-1] == "True"

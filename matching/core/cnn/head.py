@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from ..resources import package_file
 from .weights import WeightsError, arrays_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,7 +55,8 @@ META_KEY = "__meta__"
 EMBEDDING_DIM = 256
 FEATURE_LAYER = "block15_project_conv"  # the backbone is cut here; the head starts with "head_conv"
 GEM_EPS = 1e-6
-DEFAULT_HEAD_PATH = Path(__file__).resolve().parent / "weights" / "head.npz"
+# (package_file: also from the zip Spark executors import the engine from, spark/submit.py.)
+DEFAULT_HEAD_PATH = package_file("matching.core.cnn", "weights/head.npz")
 _REQUIRED = ("conv/kernel", "conv/bias", "gem/p", "proj/kernel", "proj/bias")
 _OPTIONAL = ("mlp/kernel1", "mlp/bias1", "mlp/kernel2", "mlp/bias2")
 
