@@ -34,7 +34,7 @@ class OrganisationSerializer(serializers.ModelSerializer):
 
 class OrganisationView(APIView):
     @extend_schema(responses=OrganisationSerializer, summary="The caller's organisation and role")
-    def get(self, request):  # type: ignore[no-untyped-def]
+    def get(self, request):
         tenant = resolve_tenant(request)
         return Response(OrganisationSerializer(tenant.organisation, context={"request": request}).data)
 
@@ -57,17 +57,17 @@ class CollectionViewSet(IdLookupMixin, viewsets.ModelViewSet):
     serializer_class = CollectionSerializer
     write_roles = {"create": Role.ADMIN, "update": Role.ADMIN, "partial_update": Role.ADMIN, "destroy": Role.ADMIN}
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         return selectors.collection_list(organisation=resolve_tenant(self.request).organisation)
 
-    def perform_create(self, serializer):  # type: ignore[no-untyped-def]
+    def perform_create(self, serializer):
         serializer.instance = services.collection_create(
             organisation=resolve_tenant(self.request).organisation, **serializer.validated_data
         )
         serializer.instance.image_count = 0
 
-    def perform_update(self, serializer):  # type: ignore[no-untyped-def]
+    def perform_update(self, serializer):
         services.collection_update(collection=serializer.instance, **serializer.validated_data)
 
-    def perform_destroy(self, instance):  # type: ignore[no-untyped-def]
+    def perform_destroy(self, instance):
         services.collection_delete(collection=instance)

@@ -21,7 +21,7 @@ class Tenant:
     api_key: ApiKey | None
 
 
-def resolve_tenant(request) -> Tenant | None:  # type: ignore[no-untyped-def]
+def resolve_tenant(request) -> Tenant | None:
     cached = getattr(request, "_tenant", None)
     if cached is not None:
         return cached
@@ -47,7 +47,7 @@ class IsOrganisationMember(permissions.BasePermission):
 
     message = "Your role does not allow this action."
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         if request.auth is None and not (request.user and request.user.is_authenticated):
             raise exceptions.NotAuthenticated()
         tenant = resolve_tenant(request)

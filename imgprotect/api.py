@@ -22,7 +22,7 @@ def _error(code: str, detail: str, http_status: int, fields: dict | None = None)
     return Response(body, status=http_status)
 
 
-def exception_handler(exc, context):  # type: ignore[no-untyped-def]
+def exception_handler(exc, context):
     if isinstance(exc, ImageError):
         return _error(exc.code, exc.reason, status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ServiceError):

@@ -18,7 +18,7 @@ router.register("matches", MatchViewSet, basename="match")
 router.register("bulk-jobs", BulkJobViewSet, basename="bulk-job")
 
 
-def healthz(request):  # type: ignore[no-untyped-def]
+def healthz(request):
     return JsonResponse({"status": "ok"})
 
 

@@ -16,7 +16,7 @@ _FILES = {
 
 
 @staff_member_required
-def admin_image_file(request, kind: str, pk: int):  # type: ignore[no-untyped-def]
+def admin_image_file(request, kind: str, pk: int):
     if kind not in _FILES:
         raise Http404
     model, field_name, image_format = _FILES[kind]

@@ -24,7 +24,7 @@ class CheckAdmin(admin.ModelAdmin):
                        "created", "started", "finished", "partial_search", "partial_started", "completed"]
     inlines = [MatchInline]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
     @admin.display(description="Verdict")
@@ -52,7 +52,7 @@ class MatchAdmin(admin.ModelAdmin):
     exclude = ["evidence"]
     list_select_related = ["source_check", "protected_image", "organisation"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
     @admin.display(description="Evidence")
@@ -80,10 +80,10 @@ class ReviewEventAdmin(admin.ModelAdmin):
     list_filter = ["action", "organisation"]
     readonly_fields = [f.name for f in ReviewEvent._meta.fields]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         return False  # the audit trail is never edited
 
 

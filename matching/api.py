@@ -61,7 +61,7 @@ class CheckSubmitSerializer(serializers.Serializer):
     collection = id_field(required=False, help_text="Only match this collection.")
 
 
-def own_checks(request):  # type: ignore[no-untyped-def]
+def own_checks(request):
     return selectors.check_list(organisation=resolve_tenant(request).organisation)
 
 
@@ -79,7 +79,7 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
     parser_classes = [MultiPartParser, FormParser]
     filterset_class = CheckFilter
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         return selectors.check_list(organisation=resolve_tenant(self.request).organisation).prefetch_related(
             "matches__protected_image__collection"
         )
@@ -101,7 +101,7 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
             "finds to the same check (new matches, an updated `result`, alerts); it is `done` when finished, "
             "`skipped` when not needed. Poll the check's `url`, or pass `complete=true` with `wait`."),
     )
-    def create(self, request):  # type: ignore[no-untyped-def]
+    def create(self, request):
         wait = self._wait_seconds(request)
         complete = self._complete_flag(request)
         form = CheckSubmitSerializer(data=request.data)
@@ -131,7 +131,7 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
         return Response(self.get_serializer(check).data, status=code, headers=headers)
 
     @staticmethod
-    def _complete_flag(request) -> bool:  # type: ignore[no-untyped-def]
+    def _complete_flag(request) -> bool:
         raw = request.query_params.get("complete", "").strip().lower()
         if raw in {"", "0", "false", "no"}:
             return False
@@ -140,7 +140,7 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
         raise serializers.ValidationError({"complete": ["Must be true or false."]})
 
     @staticmethod
-    def _wait_seconds(request) -> float:  # type: ignore[no-untyped-def]
+    def _wait_seconds(request) -> float:
         raw = request.query_params.get("wait")
         if raw in (None, ""):
             return 0.0
@@ -172,12 +172,12 @@ class MatchViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
     serializer_class = MatchSerializer
     filterset_class = MatchFilter
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         return selectors.match_list(organisation=resolve_tenant(self.request).organisation)
 
     @extend_schema(responses={(200, "image/png"): bytes}, summary="The evidence image: both pictures, region outlined")
     @action(detail=True, methods=["get"])
-    def evidence(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def evidence(self, request, pk=None):
         match = self.get_object()
         if not match.evidence:
             raise Http404

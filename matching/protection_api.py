@@ -61,12 +61,12 @@ class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retriev
     filterset_class = ImageFilter
     parser_classes = [MultiPartParser, FormParser]
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         return catalog_selectors.image_list(organisation=resolve_tenant(self.request).organisation)
 
     @extend_schema(request=ImageUploadSerializer, responses={201: ProtectedImageSerializer},
                    summary="Upload a protected image (multipart)")
-    def create(self, request):  # type: ignore[no-untyped-def]
+    def create(self, request):
         form = ImageUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         organisation = resolve_tenant(request).organisation
@@ -80,11 +80,11 @@ class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retriev
         image.refresh_from_db()
         return Response(self.get_serializer(image).data, status=status.HTTP_201_CREATED)
 
-    def perform_destroy(self, instance):  # type: ignore[no-untyped-def]
+    def perform_destroy(self, instance):
         catalog_services.protected_image_delete(image=instance)
 
     @extend_schema(responses={(200, "image/*"): bytes}, summary="The stored image file")
     @action(detail=True, methods=["get"])
-    def file(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def file(self, request, pk=None):
         image = self.get_object()
         return file_response(image.file.open("rb"), image_format=image.format)

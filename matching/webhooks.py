@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, Q
 from django.urls import reverse
@@ -153,7 +153,7 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 
 @transaction.atomic
 def webhook_create(*, organisation: Organisation, url: str, description: str = "", active: bool = True,
-                   created_by: AbstractBaseUser | None = None) -> Webhook:
+                   created_by: User | None = None) -> Webhook:
     names_validate(description=description)
     webhook_url_validate(url)
     return Webhook.objects.create(organisation=organisation, url=url.strip(), description=description.strip(),

@@ -30,7 +30,7 @@ class CheckForm(forms.Form):
     found_at = forms.CharField(required=False, max_length=500, label="Found at",
                                help_text="Where you found it (a URL or a site); used by licences.")
 
-    def __init__(self, *args, organisation, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args, organisation, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["collection"].queryset = Collection.objects.filter(organisation=organisation).order_by("name")
 
@@ -46,11 +46,11 @@ class DeskFilterForm(forms.Form):
     date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
     q = forms.CharField(required=False, max_length=200, label="Search")
 
-    def __init__(self, *args, organisation, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args, organisation, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["collection"].queryset = Collection.objects.filter(organisation=organisation).order_by("name")
 
-    def clean(self):  # type: ignore[no-untyped-def]
+    def clean(self):
         data = super().clean()
         if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
             raise forms.ValidationError("The start date is after the end date.")
@@ -64,7 +64,7 @@ class ReviewForm(forms.Form):
     source = forms.CharField(required=False, max_length=500, label="Licensed source",
                              help_text="A domain (example.com), a URL prefix, or empty for any source.")
 
-    def clean(self):  # type: ignore[no-untyped-def]
+    def clean(self):
         data = super().clean()
         if data.get("decision") == Decision.LICENSE and not (data.get("holder") or "").strip():
             self.add_error("holder", "Say who holds the licence.")
@@ -74,7 +74,7 @@ class ReviewForm(forms.Form):
 class BulkReviewForm(ReviewForm):
     ids = forms.CharField()  # comma-separated or repeated "ids" values, parsed in clean_ids
 
-    def __init__(self, data=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, data=None, *args, **kwargs):
         if data is not None and hasattr(data, "getlist"):
             data = data.copy()
             data["ids"] = ",".join(data.getlist("ids"))
@@ -108,7 +108,7 @@ class SignupForm(forms.Form):
     password1 = forms.CharField(label="Password", widget=forms.PasswordInput, strip=False)
     password2 = forms.CharField(label="Password again", widget=forms.PasswordInput, strip=False)
 
-    def clean(self):  # type: ignore[no-untyped-def]
+    def clean(self):
         data = super().clean()
         if data.get("password1") and data.get("password1") != data.get("password2"):
             self.add_error("password2", "The two passwords differ.")

@@ -13,7 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 
 from catalog.files import RENDITION_SIZES, file_response, harden, rendition_cache_key
 from matching.portal import selectors
-from matching.portal.access import portal_view
+from matching.portal.access import PortalRequest, portal_view
 from matching.portal.views.common import found
 
 CACHE_CONTROL = "private, max-age=3600"
@@ -67,18 +67,18 @@ def _rendition(field: FieldFile, pixels: int) -> HttpResponse:
 
 
 @portal_view()
-def image_file(request: HttpRequest, pk: int) -> HttpResponse:
+def image_file(request: PortalRequest, pk: int) -> HttpResponse:
     image = found(selectors.image_of(request.organisation, pk))
     return _serve(request, image.file, image.format)
 
 
 @portal_view()
-def check_file(request: HttpRequest, pk: int) -> HttpResponse:
+def check_file(request: PortalRequest, pk: int) -> HttpResponse:
     check = found(selectors.check_of(request.organisation, pk))
     return _serve(request, check.file, None)
 
 
 @portal_view()
-def match_evidence(request: HttpRequest, pk: int) -> HttpResponse:
+def match_evidence(request: PortalRequest, pk: int) -> HttpResponse:
     match = found(selectors.match_of(request.organisation, pk))
     return _serve(request, match.evidence, "PNG")

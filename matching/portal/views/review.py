@@ -12,7 +12,7 @@ from catalog.models import Role
 from imgprotect.errors import ServiceError
 from matching.models import Match
 from matching.portal import presentation, selectors
-from matching.portal.access import portal_view
+from matching.portal.access import PortalRequest, portal_view
 from matching.portal.evidence import evidence_export
 from matching.portal.forms import BulkReviewForm, DeskFilterForm, ReviewForm
 from matching.portal.selectors import DeskFilters
@@ -47,7 +47,7 @@ def evidence_context(request: HttpRequest, match: Match) -> dict[str, Any]:
 
 
 @portal_view()
-def desk(request: HttpRequest) -> HttpResponse:
+def desk(request: PortalRequest) -> HttpResponse:
     data = request.GET.copy()
     if "status" not in data:
         data["status"] = "new"
@@ -67,7 +67,7 @@ def desk(request: HttpRequest) -> HttpResponse:
 
 
 @portal_view(role=Role.MEMBER, methods=["POST"])
-def desk_bulk(request: HttpRequest) -> HttpResponse:
+def desk_bulk(request: PortalRequest) -> HttpResponse:
     form = BulkReviewForm(request.POST)
     fallback = org_url(request, "desk")
     if not form.is_valid():
@@ -98,7 +98,7 @@ def _review(request: HttpRequest, form: ReviewForm, ids: list[int], fallback: st
 
 
 @portal_view()
-def match(request: HttpRequest, pk: int) -> HttpResponse:
+def match(request: PortalRequest, pk: int) -> HttpResponse:
     obj = found(selectors.match_of(request.organisation, pk))
     evidence = evidence_context(request, obj)
     found_at = evidence["found_at"]
@@ -113,7 +113,7 @@ def match(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=Role.MEMBER, methods=["POST"])
-def match_review_view(request: HttpRequest, pk: int) -> HttpResponse:
+def match_review_view(request: PortalRequest, pk: int) -> HttpResponse:
     obj = found(selectors.match_of(request.organisation, pk))
     form = ReviewForm(request.POST)
     url = org_url(request, "match", obj.pk)
@@ -126,7 +126,7 @@ def match_review_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=Role.MEMBER, methods=["POST"])
-def match_export(request: HttpRequest, pk: int) -> HttpResponse:
+def match_export(request: PortalRequest, pk: int) -> HttpResponse:
     obj = found(selectors.match_of(request.organisation, pk))
     try:
         name, data = evidence_export(match=obj, actor=request.user)
