@@ -29,7 +29,9 @@ class OrganisationSerializer(serializers.ModelSerializer):
         fields = ["id", "slug", "name", "created", "role"]
 
     def get_role(self, obj: Organisation) -> str:
-        return resolve_tenant(self.context["request"]).role
+        tenant = resolve_tenant(self.context["request"])
+        assert tenant is not None  # the view's permission class resolved it
+        return tenant.role
 
 
 class OrganisationView(APIView):

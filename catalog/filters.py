@@ -53,7 +53,9 @@ class OwnObjectFilter(django_filters.ModelChoiceFilter):
 
 
 def own_collections(request: Any) -> QuerySet[Collection]:
-    return Collection.objects.filter(organisation=resolve_tenant(request).organisation)
+    tenant = resolve_tenant(request)
+    assert tenant is not None  # the view's permission class resolved it
+    return Collection.objects.filter(organisation=tenant.organisation)
 
 
 class IdLookupMixin:

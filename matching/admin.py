@@ -5,11 +5,14 @@ from catalog.admin import image_thumbnail
 from matching.models import Check, DismissedPair, Licence, Match, ReviewEvent, Webhook, WebhookDelivery
 
 
+_MATCH_INLINE_FIELDS = ("protected_image", "verdict", "score", "signal_scores", "created")
+
+
 class MatchInline(admin.TabularInline):
     model = Match
     extra = 0
-    fields = ["protected_image", "verdict", "score", "signal_scores", "created"]
-    readonly_fields = fields
+    fields = _MATCH_INLINE_FIELDS
+    readonly_fields = _MATCH_INLINE_FIELDS
     can_delete = False
 
 
@@ -102,11 +105,14 @@ class DismissedPairAdmin(admin.ModelAdmin):
     raw_id_fields = ["protected_image", "origin_match"]
 
 
+_DELIVERY_INLINE_FIELDS = ("event", "status", "attempts", "status_code", "error", "next_retry", "created")
+
+
 class DeliveryInline(admin.TabularInline):
     model = WebhookDelivery
     extra = 0
-    fields = ["event", "status", "attempts", "status_code", "error", "next_retry", "created"]
-    readonly_fields = fields
+    fields = _DELIVERY_INLINE_FIELDS
+    readonly_fields = _DELIVERY_INLINE_FIELDS
     can_delete = False
     ordering = ["-created"]
 

@@ -224,11 +224,11 @@ def review_auto_resolve(*, matches: list[Match]) -> None:
     rows = list(Match.objects.filter(pk__in=fresh, review_status=Review.NEW).select_related("source_check__origin"))
     image_ids = {r.protected_image_id for r in rows}
     pairs: dict[int, list[DismissedPair]] = defaultdict(list)
-    for pair in DismissedPair.objects.filter(protected_image_id__in=image_ids).select_related("dismissed_by"):
-        pairs[pair.protected_image_id].append(pair)
+    for dismissed in DismissedPair.objects.filter(protected_image_id__in=image_ids).select_related("dismissed_by"):
+        pairs[dismissed.protected_image_id].append(dismissed)
     licences: dict[int, list[Licence]] = defaultdict(list)
-    for lic in Licence.objects.filter(protected_image_id__in=image_ids, revoked__isnull=True).order_by("created"):
-        licences[lic.protected_image_id].append(lic)
+    for licence in Licence.objects.filter(protected_image_id__in=image_ids, revoked__isnull=True).order_by("created"):
+        licences[licence.protected_image_id].append(licence)
     if not pairs and not licences:
         return
     now = timezone.now()

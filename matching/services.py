@@ -260,8 +260,8 @@ def _write_once(check: Check, candidates: list[Candidate], outcome: MatchOutcome
                     "edit_report": c.decision.edit,
                 },
             )
-            if created and evidence.get(c.image.pk):
-                match.evidence.save("evidence.png", ContentFile(evidence[c.image.pk]), save=True)
+            if created and (png := evidence.get(c.image.pk)):
+                match.evidence.save("evidence.png", ContentFile(png), save=True)
                 written.append(match.evidence.name)
         state: dict[str, object] = {"result": result, "partial_search": partial}
         if partial == Check.PartialSearch.PENDING:

@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_http_methods
@@ -76,12 +77,12 @@ _password_change_done = auth_views.PasswordChangeDoneView.as_view(
 
 
 @account_view(methods=["GET", "POST"])
-def password_change(request: AccountRequest) -> HttpResponse:
+def password_change(request: AccountRequest) -> HttpResponseBase:
     return _password_change(request)
 
 
 @account_view()
-def password_change_done(request: AccountRequest) -> HttpResponse:
+def password_change_done(request: AccountRequest) -> HttpResponseBase:
     return _password_change_done(request)
 
 

@@ -122,7 +122,7 @@ def collection_upload(request: PortalRequest, pk: int) -> HttpResponse:
         try:
             data, loaded = read_and_validate(upload)
             image = protection.protected_image_add(
-                collection=col, key=key if key and len(uploads) == 1 else upload.name, data=data, loaded=loaded,
+                collection=col, key=key if key and len(uploads) == 1 else upload.name or "", data=data, loaded=loaded,
                 filename=upload.name)
             image.refresh_from_db()
             results.append({"name": upload.name, **_upload_result(request, image)})
@@ -206,7 +206,7 @@ def check_create(request: PortalRequest) -> HttpResponse:
                 return JsonResponse({"id": check.pk, "url": url, "status": check.status}, status=201)
             return HttpResponseRedirect(url)
     else:
-        error = "; ".join(e for errors in form.errors.values() for e in errors)
+        error = "; ".join(str(e) for errors in form.errors.values() for e in errors)
     if wants_json(request):
         return JsonResponse({"ok": False, "message": error}, status=400)
     messages.error(request, error)

@@ -73,12 +73,12 @@ def desk_bulk(request: PortalRequest) -> HttpResponse:
     if not form.is_valid():
         for errors in form.errors.values():
             for error in errors:
-                messages.error(request, error)
+                messages.error(request, str(error))
         return back(request, fallback)
     return _review(request, form, form.cleaned_data["ids"], fallback)
 
 
-def _review(request: HttpRequest, form: ReviewForm, ids: list[int], fallback: str) -> HttpResponse:
+def _review(request: PortalRequest, form: ReviewForm, ids: list[int], fallback: str) -> HttpResponse:
     c = form.cleaned_data
     try:
         done = match_review(organisation=request.organisation, match_ids=ids, decision=c["decision"],
@@ -120,7 +120,7 @@ def match_review_view(request: PortalRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         for errors in form.errors.values():
             for error in errors:
-                messages.error(request, error)
+                messages.error(request, str(error))
         return HttpResponseRedirect(url)
     return _review(request, form, [obj.pk], url)
 

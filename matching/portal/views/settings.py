@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+from django import forms
 from django.conf import settings as django_settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -58,7 +59,7 @@ def members(request: PortalRequest) -> HttpResponse:
     return page(request, "portal/settings/members.html", {
         "members": selectors.members_of(request.organisation),
         "invitations": selectors.open_invitations(request.organisation),
-        "invite_form": InviteForm(), "roles": RoleForm.base_fields["role"].choices, "role_help": ROLE_HELP,
+        "invite_form": InviteForm(), "roles": cast(forms.ChoiceField, RoleForm.base_fields["role"]).choices, "role_help": ROLE_HELP,
     })
 
 
@@ -167,7 +168,7 @@ def alerts_save(request: PortalRequest, pk: int) -> HttpResponse:
         try:
             services.collection_alerts_set(collection=col, **form.cleaned_data)
         except (ServiceError, ValidationError) as exc:
-            messages.error(request, getattr(exc, "message", None) or "; ".join(exc.messages))
+            messages.error(request, getattr(exc, "message", None) or "; ".join(cast(ValidationError, exc).messages))
         else:
             messages.success(request, f"Alerts for “{col.name}” saved.")
     else:
@@ -192,7 +193,7 @@ def thresholds_save(request: PortalRequest, pk: int) -> HttpResponse:
             services.collection_threshold_set(collection=col,
                                               phash_max_distance=form.cleaned_data["phash_max_distance"])
         except (ServiceError, ValidationError) as exc:
-            messages.error(request, getattr(exc, "message", None) or "; ".join(exc.messages))
+            messages.error(request, getattr(exc, "message", None) or "; ".join(cast(ValidationError, exc).messages))
         else:
             messages.success(request, f"Threshold for “{col.name}” saved.")
     else:
