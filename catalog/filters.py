@@ -8,7 +8,7 @@ id and an id that does not exist get the same answer, so ids cannot be probed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import django_filters
 from django import forms
@@ -18,6 +18,11 @@ from rest_framework import serializers
 
 from catalog.models import Collection
 from catalog.permissions import resolve_tenant
+
+if TYPE_CHECKING:  # what IdLookupMixin is mixed into
+    from rest_framework.views import APIView as _ViewBase
+else:
+    _ViewBase = object
 
 MAX_ID = 2**63 - 1  # the database's bigint
 ID_RANGE = f"Must be a whole number from 1 to {MAX_ID}."
@@ -58,11 +63,11 @@ def own_collections(request: Any) -> QuerySet[Collection]:
     return Collection.objects.filter(organisation=tenant.organisation)
 
 
-class IdLookupMixin:
+class IdLookupMixin(_ViewBase):
     """For viewsets: a path id (``/images/<pk>/``) that is not a valid id is a 400, like a bad filter."""
 
     def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        super().initial(request, *args, **kwargs)
         if "pk" in kwargs and parse_id(kwargs["pk"]) is None:
             raise serializers.ValidationError({"id": [ID_RANGE]})
 

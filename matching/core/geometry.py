@@ -448,7 +448,7 @@ def features_to_bytes(f: Features) -> bytes:
     if f.mirror is not None:
         arrays.update(_arrays(f.mirror, "m_"))
     buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub lets **kwds fill allow_pickle
     return buf.getvalue()
 
 

@@ -105,7 +105,7 @@ def collection_delete(request: PortalRequest, pk: int) -> HttpResponse:
     })
 
 
-def _upload_result(request: HttpRequest, image: ProtectedImage) -> dict[str, Any]:
+def _upload_result(request: PortalRequest, image: ProtectedImage) -> dict[str, Any]:
     return {"ok": True, "id": image.pk, "key": image.key, "status": image.status,
             "thumb": org_url(request, "image-file", image.pk) + "?size=thumb",
             "url": org_url(request, "image", image.pk)}

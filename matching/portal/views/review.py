@@ -24,7 +24,7 @@ DONE_MESSAGES = {Decision.CONFIRM: "confirmed as infringement", Decision.DISMISS
                  Decision.LICENSE: "marked licensed", Decision.REOPEN: "reopened"}
 
 
-def evidence_context(request: HttpRequest, match: Match) -> dict[str, Any]:
+def evidence_context(request: PortalRequest, match: Match) -> dict[str, Any]:
     """Everything the side-by-side evidence block shows; every part may be missing."""
     suspect_outline, reference_outline = presentation.outlines(match)
     check = match.source_check
