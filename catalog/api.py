@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 from catalog import selectors, services
 from catalog.filters import IdLookupMixin
 from catalog.models import Collection, Organisation, Role, validate_email_list
-from catalog.permissions import resolve_tenant
+from catalog.permissions import request_tenant
 from catalog.validators import single_line
 
 
@@ -29,15 +29,13 @@ class OrganisationSerializer(serializers.ModelSerializer):
         fields = ["id", "slug", "name", "created", "role"]
 
     def get_role(self, obj: Organisation) -> str:
-        tenant = resolve_tenant(self.context["request"])
-        assert tenant is not None  # the view's permission class resolved it
-        return tenant.role
+        return request_tenant(self.context["request"]).role
 
 
 class OrganisationView(APIView):
     @extend_schema(responses=OrganisationSerializer, summary="The caller's organisation and role")
     def get(self, request):
-        tenant = resolve_tenant(request)
+        tenant = request_tenant(request)
         return Response(OrganisationSerializer(tenant.organisation, context={"request": request}).data)
 
 
@@ -60,11 +58,11 @@ class CollectionViewSet(IdLookupMixin, viewsets.ModelViewSet):
     write_roles = {"create": Role.ADMIN, "update": Role.ADMIN, "partial_update": Role.ADMIN, "destroy": Role.ADMIN}
 
     def get_queryset(self):
-        return selectors.collection_list(organisation=resolve_tenant(self.request).organisation)
+        return selectors.collection_list(organisation=request_tenant(self.request).organisation)
 
     def perform_create(self, serializer):
         serializer.instance = services.collection_create(
-            organisation=resolve_tenant(self.request).organisation, **serializer.validated_data
+            organisation=request_tenant(self.request).organisation, **serializer.validated_data
         )
         serializer.instance.image_count = 0
 

@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 from rest_framework import serializers
 
 from catalog.models import Collection
-from catalog.permissions import resolve_tenant
+from catalog.permissions import request_tenant
 
 if TYPE_CHECKING:  # what IdLookupMixin is mixed into
     from rest_framework.views import APIView as _ViewBase
@@ -58,9 +58,7 @@ class OwnObjectFilter(django_filters.ModelChoiceFilter):
 
 
 def own_collections(request: Any) -> QuerySet[Collection]:
-    tenant = resolve_tenant(request)
-    assert tenant is not None  # the view's permission class resolved it
-    return Collection.objects.filter(organisation=tenant.organisation)
+    return Collection.objects.filter(organisation=request_tenant(request).organisation)
 
 
 class IdLookupMixin(_ViewBase):

@@ -8,6 +8,7 @@ answer 404, never 403.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rest_framework import exceptions, permissions
 
@@ -39,6 +40,13 @@ def resolve_tenant(request) -> Tenant | None:
         elif len(chosen) > 1:
             raise exceptions.ParseError("You belong to several organisations: send X-Organisation: <slug>.")
     request._tenant = tenant
+    return tenant
+
+
+def request_tenant(request: Any) -> Tenant:
+    """The tenant of a request that ``IsOrganisationMember`` let through (it refuses one without)."""
+    tenant = resolve_tenant(request)
+    assert tenant is not None
     return tenant
 
 

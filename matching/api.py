@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from catalog.api import collection_from_field
 from catalog.files import file_response
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
-from catalog.permissions import resolve_tenant
+from catalog.permissions import request_tenant
 from matching import selectors, services
 from matching.models import Check, Match, Verdict
 from matching.uploads import read_and_validate
@@ -62,7 +62,7 @@ class CheckSubmitSerializer(serializers.Serializer):
 
 
 def own_checks(request):
-    return selectors.check_list(organisation=resolve_tenant(request).organisation)
+    return selectors.check_list(organisation=request_tenant(request).organisation)
 
 
 class CheckFilter(django_filters.FilterSet):
@@ -80,7 +80,7 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
     filterset_class = CheckFilter
 
     def get_queryset(self):
-        return selectors.check_list(organisation=resolve_tenant(self.request).organisation).prefetch_related(
+        return selectors.check_list(organisation=request_tenant(self.request).organisation).prefetch_related(
             "matches__protected_image__collection"
         )
 
@@ -106,7 +106,7 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
         complete = self._complete_flag(request)
         form = CheckSubmitSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        tenant = resolve_tenant(request)
+        tenant = request_tenant(request)
         collection = None
         if "collection" in form.validated_data:
             collection = collection_from_field(organisation=tenant.organisation,
@@ -173,7 +173,7 @@ class MatchViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
     filterset_class = MatchFilter
 
     def get_queryset(self):
-        return selectors.match_list(organisation=resolve_tenant(self.request).organisation)
+        return selectors.match_list(organisation=request_tenant(self.request).organisation)
 
     @extend_schema(responses={(200, "image/png"): bytes}, summary="The evidence image: both pictures, region outlined")
     @action(detail=True, methods=["get"])

@@ -15,7 +15,7 @@ from catalog.api import collection_from_field
 from catalog.files import file_response
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.models import ProtectedImage
-from catalog.permissions import resolve_tenant
+from catalog.permissions import request_tenant
 from matching import protection
 from matching.uploads import read_and_validate
 
@@ -62,14 +62,14 @@ class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retriev
     parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
-        return catalog_selectors.image_list(organisation=resolve_tenant(self.request).organisation)
+        return catalog_selectors.image_list(organisation=request_tenant(self.request).organisation)
 
     @extend_schema(request=ImageUploadSerializer, responses={201: ProtectedImageSerializer},
                    summary="Upload a protected image (multipart)")
     def create(self, request):
         form = ImageUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        organisation = resolve_tenant(request).organisation
+        organisation = request_tenant(request).organisation
         collection = collection_from_field(organisation=organisation, collection_id=form.validated_data["collection"])
         upload = form.validated_data["file"]
         data, loaded = read_and_validate(upload)

@@ -1,6 +1,8 @@
 """Portal forms: they parse and validate input; services do the writing."""
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 from django.contrib.auth import password_validation
 
@@ -32,7 +34,8 @@ class CheckForm(forms.Form):
 
     def __init__(self, *args, organisation, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["collection"].queryset = Collection.objects.filter(organisation=organisation).order_by("name")
+        cast(forms.ModelChoiceField, self.fields["collection"]).queryset = (
+            Collection.objects.filter(organisation=organisation).order_by("name"))
 
 
 class DeskFilterForm(forms.Form):
@@ -48,10 +51,12 @@ class DeskFilterForm(forms.Form):
 
     def __init__(self, *args, organisation, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["collection"].queryset = Collection.objects.filter(organisation=organisation).order_by("name")
+        cast(forms.ModelChoiceField, self.fields["collection"]).queryset = (
+            Collection.objects.filter(organisation=organisation).order_by("name"))
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
             raise forms.ValidationError("The start date is after the end date.")
         return data
@@ -65,7 +70,8 @@ class ReviewForm(forms.Form):
                              help_text="A domain (example.com), a URL prefix, or empty for any source.")
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("decision") == Decision.LICENSE and not (data.get("holder") or "").strip():
             self.add_error("holder", "Say who holds the licence.")
         return data
@@ -109,7 +115,8 @@ class SignupForm(forms.Form):
     password2 = forms.CharField(label="Password again", widget=forms.PasswordInput, strip=False)
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("password1") and data.get("password1") != data.get("password2"):
             self.add_error("password2", "The two passwords differ.")
         elif data.get("password1"):
