@@ -27,7 +27,8 @@ MAX_LENGTH = 3
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(0, 256, 3))  # type: ignore[return-value]
+    r, g, b = (int(v) for v in rng.integers(0, 256, 3))
+    return r, g, b
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

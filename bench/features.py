@@ -255,24 +255,24 @@ def _timed_verify(q: geo.Features, r: geo.Features, **kw: Any) -> tuple[geo.Veri
 
 def run_kind(kind: str, items: list[Item], queries: list[tuple[int, str, Image.Image, np.ndarray, list[int]]],
              pairs: list[tuple[int, int, str]], opts: argparse.Namespace) -> dict[str, Any]:
-    ext = dict(kind=kind, max_side=opts.max_side, max_features=opts.max_features, clahe=opts.clahe)
-    qext = dict(ext, max_features=opts.query_features)
+    ext: dict[str, Any] = dict(kind=kind, max_side=opts.max_side, max_features=opts.max_features, clahe=opts.clahe)
+    qext: dict[str, Any] = dict(ext, max_features=opts.query_features)
     # --sweep verifies at a low floor so one run gives the rates at every
     # higher min_inliers; otherwise verification runs exactly as in service.
     need = opts.min_inliers or geo.MIN_INLIERS[kind]
     vkw = dict(method=opts.method, ratio=opts.ratio, min_inliers=_FLOOR if opts.sweep else need)
     # Reference features (cached in production) and query-side features with mirror.
     t = time.perf_counter()
-    ref_feats = [geo.extract_features(it.image, **ext) for it in items]  # type: ignore[arg-type]
+    ref_feats = [geo.extract_features(it.image, **ext) for it in items]
     t_ref = (time.perf_counter() - t) / len(items)
-    q_orig = {i: geo.extract_features(items[i].image, with_mirror=True, **qext)  # type: ignore[arg-type]
+    q_orig = {i: geo.extract_features(items[i].image, with_mirror=True, **qext)
               for i in sorted({i for i, _, _ in pairs})}
     per_attack: dict[str, list[Outcome]] = defaultdict(list)
     wrong: dict[str, list[Outcome]] = defaultdict(list)
     t_query: list[float] = []
     for qi, (ri, name, img, truth, wrong_refs) in enumerate(queries):
         t = time.perf_counter()
-        qf = geo.extract_features(img, with_mirror=True, **qext)  # type: ignore[arg-type]
+        qf = geo.extract_features(img, with_mirror=True, **qext)
         t_query.append(time.perf_counter() - t)
         v, dt = _timed_verify(qf, ref_feats[ri], **vkw)
         errs = _errors(v, truth, items[ri], img) if v.accepted else {}

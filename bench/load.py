@@ -33,12 +33,16 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import requests
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -48,7 +52,7 @@ PG = {"host": "127.0.0.1", "port": 5432, "user": os.environ.get("IMGPROTECT_BENC
 REDIS_URL = os.environ.get("IMGPROTECT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def _photo(name: str):  # type: ignore[no-untyped-def]
+def _photo(name: str) -> Image.Image:
     import numpy as np
     import skimage.data
     from PIL import Image
@@ -59,7 +63,7 @@ def _photo(name: str):  # type: ignore[no-untyped-def]
     return Image.fromarray(pixels).convert("RGB")
 
 
-def _encode(image, fmt: str, **kwargs: object) -> bytes:  # type: ignore[no-untyped-def]
+def _encode(image: Image.Image, fmt: str, **kwargs: Any) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **kwargs)
     return buf.getvalue()
@@ -108,7 +112,7 @@ def _services_up() -> bool:
         return False
 
 
-def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait(predicate: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -283,7 +287,7 @@ def _client(url: str, api_key: str, images: list[bytes], offset: int, stop: floa
                 tally.errors.append(error)
 
 
-def run_load(url: str, api_key: str, *, seconds: float, concurrency: int, warmup: int) -> dict[str, object]:
+def run_load(url: str, api_key: str, *, seconds: float, concurrency: int, warmup: int) -> dict[str, Any]:
     images = suspects()
     if warmup:  # first checks load models in each process; not part of the figures
         warm = Tally()
@@ -353,11 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['answered']} checks answered in {result['seconds']} s by {result['concurrency']} clients: "
           f"{result['answered_per_s']} per s; latency p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, "
           f"p99 {result['p99_ms']} ms; errors {result['errors']}")
-    for sample in result["error_samples"]:  # type: ignore[attr-defined]
+    for sample in result["error_samples"]:
         print(f"  error: {sample}")
     if result["memory"]:
         print("peak memory (VmHWM):")
-        for row in result["memory"]:  # type: ignore[attr-defined]
+        for row in result["memory"]:
             kind = "parent" if row["parent"] else "child"
             print(f"  {row['role']:<6} {kind:<6} pid {row['pid']:<7} {row['peak_mib']:>8.1f} MiB")
     else:

@@ -35,10 +35,10 @@ class OrganisationAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
     readonly_fields = ["index_generation"]
 
-    def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
+    def delete_model(self, request, obj):
         services.organisation_delete(organisation=obj)
 
-    def delete_queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+    def delete_queryset(self, request, queryset):
         for organisation in queryset:
             services.organisation_delete(organisation=organisation)
 
@@ -60,11 +60,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ["prefix", "hashed_secret", "created", "last_used", "revoked", "revoked_reason", "created_by"]
     actions = ["revoke"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False  # keys are created through the API/portal so the secret is shown once
 
     @admin.action(description="Revoke selected keys")
-    def revoke(self, request, queryset):  # type: ignore[no-untyped-def]
+    def revoke(self, request, queryset):
         for key in queryset:
             services.api_key_revoke(key=key)
         messages.success(request, f"Revoked {queryset.count()} key(s).")
@@ -78,10 +78,10 @@ class CollectionAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug", "organisation__slug"]
     prepopulated_fields = {"slug": ["name"]}
 
-    def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
+    def delete_model(self, request, obj):
         services.collection_delete(collection=obj)
 
-    def delete_queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+    def delete_queryset(self, request, queryset):
         for collection in queryset:
             services.collection_delete(collection=collection)
 
@@ -95,7 +95,7 @@ class ProtectedImageAdmin(admin.ModelAdmin):
                        "signals", "phash", "status", "failure_reason", "indexed_at", "created", "file"]
     list_select_related = ["collection", "organisation"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False  # uploads go through the service, which validates and indexes
 
     @admin.display(description="")
@@ -106,10 +106,10 @@ class ProtectedImageAdmin(admin.ModelAdmin):
     def preview(self, obj: ProtectedImage) -> str:
         return image_thumbnail(reverse("admin-image-file", args=["catalog", obj.pk]), 400)
 
-    def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
+    def delete_model(self, request, obj):
         services.protected_image_delete(image=obj)
 
-    def delete_queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+    def delete_queryset(self, request, queryset):
         for image in queryset:
             services.protected_image_delete(image=image)
 

@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 from catalog import selectors, services
 from catalog.filters import IdLookupMixin
 from catalog.models import Collection, Organisation, Role, validate_email_list
-from catalog.permissions import resolve_tenant
+from catalog.permissions import request_tenant
 from catalog.validators import single_line
 from imgprotect.api import StrictJson
 
@@ -30,13 +30,13 @@ class OrganisationSerializer(serializers.ModelSerializer):
         fields = ["id", "slug", "name", "created", "role"]
 
     def get_role(self, obj: Organisation) -> str:
-        return resolve_tenant(self.context["request"]).role
+        return request_tenant(self.context["request"]).role
 
 
 class OrganisationView(APIView):
     @extend_schema(responses=OrganisationSerializer, summary="The caller's organisation and role")
-    def get(self, request):  # type: ignore[no-untyped-def]
-        tenant = resolve_tenant(request)
+    def get(self, request):
+        tenant = request_tenant(request)
         return Response(OrganisationSerializer(tenant.organisation, context={"request": request}).data)
 
 
@@ -59,19 +59,19 @@ class CollectionViewSet(IdLookupMixin, viewsets.ModelViewSet):
     write_roles = {"create": Role.ADMIN, "update": Role.ADMIN, "partial_update": Role.ADMIN, "destroy": Role.ADMIN}
     conflict_actions = {"create", "update", "partial_update"}  # a slug taken (documented 409: imgprotect/schema.py)
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # the schema generator has no tenant
             return Collection.objects.none()
-        return selectors.collection_list(organisation=resolve_tenant(self.request).organisation)
+        return selectors.collection_list(organisation=request_tenant(self.request).organisation)
 
-    def perform_create(self, serializer):  # type: ignore[no-untyped-def]
+    def perform_create(self, serializer):
         serializer.instance = services.collection_create(
-            organisation=resolve_tenant(self.request).organisation, **serializer.validated_data
+            organisation=request_tenant(self.request).organisation, **serializer.validated_data
         )
         serializer.instance.image_count = 0
 
-    def perform_update(self, serializer):  # type: ignore[no-untyped-def]
+    def perform_update(self, serializer):
         services.collection_update(collection=serializer.instance, **serializer.validated_data)
 
-    def perform_destroy(self, instance):  # type: ignore[no-untyped-def]
+    def perform_destroy(self, instance):
         services.collection_delete(collection=instance)

@@ -14,7 +14,7 @@ KEYWORD = "Api-Key"
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    def authenticate(self, request):  # type: ignore[no-untyped-def]
+    def authenticate(self, request):
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header:
             return None
@@ -35,7 +35,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             ApiKey.objects.filter(pk=key.pk).update(last_used=now)
         return AnonymousUser(), key
 
-    def authenticate_header(self, request):  # type: ignore[no-untyped-def]
+    def authenticate_header(self, request):
         return KEYWORD
 
 
@@ -43,5 +43,5 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
     target_class = "catalog.auth.ApiKeyAuthentication"
     name = "ApiKeyAuth"
 
-    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+    def get_security_definition(self, auto_schema):
         return {"type": "apiKey", "in": "header", "name": "Authorization", "description": "`Api-Key <secret>`"}

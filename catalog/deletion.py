@@ -66,17 +66,17 @@ class Purge:
         self.checks(check.objects.filter(pk__in=touched).exclude(pk__in=kept.values("source_check")))
         self.reindex.update(images.values_list("organisation_id", flat=True).distinct())
 
-    def checks(self, checks: QuerySet) -> None:  # type: ignore[type-arg]
+    def checks(self, checks: QuerySet) -> None:
         match = apps.get_model("matching", "Match")
         self._names(checks.values_list("file"))
         self._names(match.objects.filter(source_check__in=checks).values_list("evidence"))
         checks.delete()
 
-    def bulk_jobs(self, jobs: QuerySet) -> None:  # type: ignore[type-arg]
+    def bulk_jobs(self, jobs: QuerySet) -> None:
         root = Path(settings.IMGPROTECT_BULK_WORK_DIR)
         self.work_dirs.update(root / f"job-{pk}" for pk in jobs.values_list("pk", flat=True))
 
-    def _names(self, rows: QuerySet) -> None:  # type: ignore[type-arg]
+    def _names(self, rows: QuerySet) -> None:
         self.files.update(name for row in rows for name in row if name)
 
     def after_commit(self) -> None:
@@ -100,14 +100,14 @@ def purge_images(images: QuerySet[ProtectedImage]) -> Purge:
 
 def purge_collection(collection: Collection) -> Purge:
     purge = purge_images(ProtectedImage.objects.filter(collection=collection))
-    purge.bulk_jobs(collection.bulk_jobs.all())  # type: ignore[attr-defined]
+    purge.bulk_jobs(collection.bulk_jobs.all())
     purge.reindex.add(collection.organisation_id)
     return purge
 
 
 def purge_organisation(organisation: Organisation) -> Purge:
     purge = purge_images(ProtectedImage.objects.filter(organisation=organisation))
-    purge.checks(organisation.checks.all())  # type: ignore[attr-defined]
-    purge.bulk_jobs(organisation.bulk_jobs.all())  # type: ignore[attr-defined]
+    purge.checks(organisation.checks.all())
+    purge.bulk_jobs(organisation.bulk_jobs.all())
     purge.reindex.add(organisation.pk)
     return purge

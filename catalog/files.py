@@ -9,9 +9,12 @@ even a file with a bad name stored before this rule cannot run script on our ori
 """
 from __future__ import annotations
 
-from typing import IO
+from typing import IO, TypeVar
 
 from django.http import FileResponse, HttpResponse
+from django.http.response import HttpResponseBase
+
+Response = TypeVar("Response", bound=HttpResponseBase)
 
 # Decoded format (matching.core.loading.ALLOWED_FORMATS) -> extension, content type.
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
@@ -72,7 +75,7 @@ def sniff_format(head: bytes) -> str:
     return ""
 
 
-def harden(response: HttpResponse) -> HttpResponse:
+def harden(response: Response) -> Response:
     """Headers every response carrying stored or derived file bytes gets."""
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = SANDBOX_CSP
@@ -90,4 +93,4 @@ def file_response(handle: IO[bytes], *, image_format: str | None = None) -> File
         handle.seek(0)
     response = FileResponse(handle, content_type=content_type_for(image_format))
     response["Content-Disposition"] = "inline"
-    return harden(response)  # type: ignore[return-value]
+    return harden(response)

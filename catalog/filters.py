@@ -8,7 +8,7 @@ id and an id that does not exist get the same answer, so ids cannot be probed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import django_filters
 from django import forms
@@ -19,7 +19,12 @@ from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 
 from catalog.models import Collection
-from catalog.permissions import resolve_tenant
+from catalog.permissions import request_tenant
+
+if TYPE_CHECKING:  # what IdLookupMixin is mixed into
+    from rest_framework.views import APIView as _ViewBase
+else:
+    _ViewBase = object
 
 MAX_ID = 2**63 - 1  # the database's bigint
 ID_RANGE = f"Must be a whole number from 1 to {MAX_ID}."
@@ -56,15 +61,15 @@ class OwnObjectFilter(django_filters.ModelChoiceFilter):
 
 
 def own_collections(request: Any) -> QuerySet[Collection]:
-    return Collection.objects.filter(organisation=resolve_tenant(request).organisation)
+    return Collection.objects.filter(organisation=request_tenant(request).organisation)
 
 
-class IdLookupMixin:
+class IdLookupMixin(_ViewBase):
     """For viewsets: a path id (``/images/<pk>/``) that is not a valid id names no resource: 404, as an
     unknown id does, and never reaches the database (where ``2**63`` overflowed into a 500)."""
 
     def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        super().initial(request, *args, **kwargs)
         if "pk" in kwargs and parse_id(kwargs["pk"]) is None:
             raise NotFound(f"No such object: the id {ID_RANGE[0].lower()}{ID_RANGE[1:]}")
 

@@ -8,6 +8,7 @@ answer 404, never 403.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rest_framework import exceptions, permissions
 
@@ -21,7 +22,7 @@ class Tenant:
     api_key: ApiKey | None
 
 
-def resolve_tenant(request) -> Tenant | None:  # type: ignore[no-untyped-def]
+def resolve_tenant(request) -> Tenant | None:
     cached = getattr(request, "_tenant", None)
     if cached is not None:
         return cached
@@ -42,12 +43,19 @@ def resolve_tenant(request) -> Tenant | None:  # type: ignore[no-untyped-def]
     return tenant
 
 
+def request_tenant(request: Any) -> Tenant:
+    """The tenant of a request that ``IsOrganisationMember`` let through (it refuses one without)."""
+    tenant = resolve_tenant(request)
+    assert tenant is not None
+    return tenant
+
+
 class IsOrganisationMember(permissions.BasePermission):
     """Any member may read; writes need the role a view names (default: member)."""
 
     message = "Your role does not allow this action."
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         if request.auth is None and not (request.user and request.user.is_authenticated):
             raise exceptions.NotAuthenticated()
         tenant = resolve_tenant(request)

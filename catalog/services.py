@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.core.mail import EmailMultiAlternatives
@@ -56,7 +56,7 @@ def names_validate(**names: str) -> None:
 # --- organisations and members ---------------------------------------------
 
 @transaction.atomic
-def organisation_create(*, slug: str, name: str | None = None, owner: AbstractBaseUser | None = None) -> Organisation:
+def organisation_create(*, slug: str, name: str | None = None, owner: User | None = None) -> Organisation:
     names_validate(name=name or slug)
     org = Organisation.objects.create(slug=slugify(slug) or "org", name=name or slug)
     if owner is not None:
@@ -78,7 +78,7 @@ def organisation_get_or_create(*, slug: str) -> Organisation:
 
 
 @transaction.atomic
-def membership_set(*, organisation: Organisation, user: AbstractBaseUser, role: str) -> Membership:
+def membership_set(*, organisation: Organisation, user: User, role: str) -> Membership:
     membership, _ = Membership.objects.update_or_create(
         organisation=organisation, user=user, defaults={"role": Role(role)}
     )
@@ -98,7 +98,7 @@ def _may_grant(actor_role: str, role: str) -> bool:
 
 
 @transaction.atomic
-def invitation_create(*, organisation: Organisation, email: str, role: str, invited_by: AbstractBaseUser,
+def invitation_create(*, organisation: Organisation, email: str, role: str, invited_by: User,
                       actor_role: str) -> IssuedInvitation:
     email = email.strip().lower()
     try:
@@ -144,7 +144,7 @@ def invitation_for_token(token: str) -> Invitation | None:
     return Invitation.objects.select_related("organisation", "invited_by").filter(token_hash=hash_token(token)).first()
 
 
-def invitation_is_for(*, invitation: Invitation, user: AbstractBaseUser) -> bool:
+def invitation_is_for(*, invitation: Invitation, user: User) -> bool:
     """Whether ``user`` is the person invited: their account's e-mail is the invited address.
 
     Accounts cannot change their own address in the portal (only through the admin), and an
@@ -156,7 +156,7 @@ def invitation_is_for(*, invitation: Invitation, user: AbstractBaseUser) -> bool
 
 
 @transaction.atomic
-def invitation_accept(*, token: str, user: AbstractBaseUser) -> Membership:
+def invitation_accept(*, token: str, user: User) -> Membership:
     invitation = invitation_for_token(token)
     if invitation is None or not invitation.is_open:
         raise ServiceError("This invitation is no longer valid. Ask for a new one.", code="invitation_invalid")
@@ -175,7 +175,7 @@ def invitation_accept(*, token: str, user: AbstractBaseUser) -> Membership:
 
 
 @transaction.atomic
-def invitation_signup(*, token: str, username: str, password: str) -> AbstractBaseUser:
+def invitation_signup(*, token: str, username: str, password: str) -> User:
     """Create an account for an invited address and accept the invitation in one step."""
     invitation = invitation_for_token(token)
     if invitation is None or not invitation.is_open:
@@ -229,7 +229,7 @@ class IssuedKey:
 
 @transaction.atomic
 def api_key_create(
-    *, organisation: Organisation, name: str, role: str = Role.MEMBER, created_by: AbstractBaseUser | None = None
+    *, organisation: Organisation, name: str, role: str = Role.MEMBER, created_by: User | None = None
 ) -> IssuedKey:
     names_validate(name=name)
     prefix = secrets.token_hex(4)
@@ -251,7 +251,7 @@ def api_key_revoke(*, key: ApiKey, reason: str = "") -> ApiKey:
     return key
 
 
-def api_keys_revoke_for_member(*, organisation_id: int, user: AbstractBaseUser, role: str | None,
+def api_keys_revoke_for_member(*, organisation_id: int, user: User, role: str | None,
                                reason: str) -> int:
     """Revoke the keys ``user`` made in an organisation that outrank ``role`` (None: all of them).
 

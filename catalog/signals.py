@@ -14,13 +14,13 @@ from catalog.services import api_keys_revoke_for_member
 
 
 @receiver(pre_delete, sender=Membership, dispatch_uid="catalog.membership_removed_revokes_keys")
-def _membership_removed(sender, instance: Membership, **kwargs) -> None:  # type: ignore[no-untyped-def]
+def _membership_removed(sender, instance: Membership, **kwargs) -> None:
     api_keys_revoke_for_member(organisation_id=instance.organisation_id, user=instance.user, role=None,
                                reason=f"its creator {instance.user.get_username()} left the organisation")
 
 
 @receiver(pre_save, sender=Membership, dispatch_uid="catalog.membership_demoted_revokes_keys")
-def _membership_changed(sender, instance: Membership, raw: bool = False, **kwargs) -> None:  # type: ignore[no-untyped-def]
+def _membership_changed(sender, instance: Membership, raw: bool = False, **kwargs) -> None:
     if raw or instance.pk is None:
         return
     before = Membership.objects.filter(pk=instance.pk).values_list("role", flat=True).first()

@@ -38,6 +38,7 @@ def open_source(source: str) -> LocalSource | S3Source:
 def iter_source(source: str, *, max_bytes: int) -> Iterator[SourceItem]:
     opened = open_source(source)
     for entry in opened.list():
+        read: Callable[..., bytes]
         if isinstance(opened, S3Source):
             def read(key: str = entry.key, size: int = entry.size) -> bytes:
                 return opened.read(key, max_bytes=max_bytes, size=size)

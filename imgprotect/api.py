@@ -27,7 +27,7 @@ def _error(code: str, detail: str, http_status: int, fields: dict | None = None)
     return Response(body, status=http_status)
 
 
-def exception_handler(exc, context):  # type: ignore[no-untyped-def]
+def exception_handler(exc, context):
     if isinstance(exc, ImageError):
         return _error(exc.code, exc.reason, status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ServiceError):
@@ -65,7 +65,7 @@ class Pagination(pagination.PageNumberPagination):
     max_page_size = 500
     page_size_query_description = "Results per page (at most 500 are returned)."
 
-    def get_page_size(self, request):  # type: ignore[no-untyped-def]
+    def get_page_size(self, request):
         # DRF ignores a page_size it cannot read; a typo then silently pages by 50. Refuse it.
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
@@ -78,12 +78,12 @@ class Pagination(pagination.PageNumberPagination):
             raise exceptions.ValidationError({self.page_size_query_param: ["Must be a whole number, 1 or more."]})
         return min(size, self.max_page_size)
 
-    def get_page_number(self, request, paginator):  # type: ignore[no-untyped-def]
+    def get_page_number(self, request, paginator):
         if request.query_params.get(self.page_query_param) == "":  # DRF reads a blank page as page 1
             raise exceptions.NotFound(self.invalid_page_message)
         return super().get_page_number(request, paginator)
 
-    def get_schema_operation_parameters(self, view):  # type: ignore[no-untyped-def]
+    def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             parameter["schema"]["minimum"] = 1
@@ -95,7 +95,7 @@ class FilterBackend(DjangoFilterBackend):
     that are not free text: the schema types them (a date-time, an id, a choice), and ``?created_before=``
     is a client's slip, not "no filter"."""
 
-    def filter_queryset(self, request, queryset, view):  # type: ignore[no-untyped-def]
+    def filter_queryset(self, request, queryset, view):
         filterset = self.get_filterset(request, queryset, view)
         if filterset is not None:
             blank = sorted(name for name, field in filterset.filters.items()
@@ -120,7 +120,7 @@ _JSON_TYPES: list[tuple[type, tuple[type, ...], str]] = [
 # string's max_length counts what was sent, where DRF counts after stripping spaces. Form bodies carry
 # only strings and keep DRF's parsing. (A comment, not a docstring: the schema would show it.)
 class StrictJson:
-    def to_internal_value(self, data):  # type: ignore[no-untyped-def]
+    def to_internal_value(self, data):
         if isinstance(data, Mapping) and not isinstance(data, QueryDict):
             errors = {}
             for name, field in self.fields.items():  # type: ignore[attr-defined]

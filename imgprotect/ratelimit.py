@@ -82,7 +82,7 @@ class LoginLockoutBackend(AxesStandaloneBackend):
     has no client address to lock out, so it is left to the next backend instead of failing.
     """
 
-    def authenticate(self, request, username=None, password=None, **kwargs):  # type: ignore[no-untyped-def]
+    def authenticate(self, request, username=None, password=None, **kwargs):
         if request is None:
             return None
         return super().authenticate(request, username=username, password=password, **kwargs)
@@ -96,7 +96,7 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     def get_rate(self) -> str:
         return settings.IMGPROTECT_API_RATE_PER_KEY
 
-    def get_cache_key(self, request, view) -> str | None:  # type: ignore[no-untyped-def]
+    def get_cache_key(self, request, view) -> str | None:
         from catalog.models import ApiKey
 
         if isinstance(request.auth, ApiKey):
@@ -116,5 +116,5 @@ class ApiIpRateThrottle(SimpleRateThrottle):
     def get_rate(self) -> str:
         return settings.IMGPROTECT_API_RATE_PER_IP
 
-    def get_cache_key(self, request, view) -> str | None:  # type: ignore[no-untyped-def]
+    def get_cache_key(self, request, view) -> str | None:
         return self.cache_format % {"scope": self.scope, "ident": client_ip(request)}

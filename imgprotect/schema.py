@@ -23,7 +23,9 @@ class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField(help_text="Stable machine code: `invalid`, `not_authenticated`, `not_found`, "
                                             "`duplicate_key`, an image error code (docs/api.md)...")
     detail = serializers.CharField(help_text="A sentence for people.")
-    fields = serializers.DictField(required=False, child=serializers.JSONField(),
+    # DRF's metaclass takes declared fields out of the class, so this never shadows Serializer.fields;
+    # the stubs cannot express that.
+    fields = serializers.DictField(required=False, child=serializers.JSONField(),  # type: ignore[assignment]
                                    help_text="Invalid input only: the messages for each field.")
 
 
@@ -47,7 +49,7 @@ class AutoSchema(openapi.AutoSchema):
     reads a body; 409 where the view lists its action in ``conflict_actions``.
     """
 
-    def map_parsers(self):  # type: ignore[no-untyped-def]
+    def map_parsers(self):
         # One documented body encoding: JSON where the view reads it, else multipart (file uploads).
         # DRF reads form encodings by HTML-form rules (an empty optional field counts as omitted,
         # for the browsable API's forms), which a JSON Schema cannot state; they stay accepted.
@@ -57,7 +59,7 @@ class AutoSchema(openapi.AutoSchema):
                 return [preferred]
         return media_types
 
-    def _map_serializer_field(self, field, direction, bypass_extensions=False):  # type: ignore[no-untyped-def]
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
         # DRF strips text before checking it: "  " is refused like "", " a-b " is the slug "a-b". Say so.
         if (direction == "request" and isinstance(field, serializers.CharField) and field.trim_whitespace
@@ -71,7 +73,7 @@ class AutoSchema(openapi.AutoSchema):
             schema["pattern"] = SINGLE_LINE_PATTERN
         return schema
 
-    def get_operation(self, path, path_regex, path_prefix, method, registry):  # type: ignore[no-untyped-def]
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)
         if operation is None:
             return None

@@ -106,7 +106,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "db.sqlite3",
+            "NAME": str(DATA_DIR / "db.sqlite3"),
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
         }
     }
@@ -306,6 +306,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # Lockout counters in the cache (Redis in production), not in database rows: no write per login, and no
 # access log whose address column refuses logins made without a request (e.g. force_login).
 AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+# axes.W001 warns that a local-memory cache counts per process: true on the embedded default (one process,
+# docs/security.md); deployments set CACHE_URL to Redis.
+SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 AXES_VERBOSE = False  # its start-up banner would land in every command's stderr (docs/cli.md: stable output)
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "imgprotect.ratelimit.lockout_response"

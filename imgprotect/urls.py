@@ -19,19 +19,19 @@ router.register("matches", MatchViewSet, basename="match")
 router.register("bulk-jobs", BulkJobViewSet, basename="bulk-job")
 
 
-def healthz(request):  # type: ignore[no-untyped-def]
+def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
 # Under /api/ every answer is JSON in the API's error shape (imgprotect/api.py), even for a URL no
 # route matches (an id that is not a number: /api/v1/images/1.5/) or an unhandled error.
-def not_found(request, exception):  # type: ignore[no-untyped-def]
+def not_found(request, exception):
     if request.path.startswith("/api/"):
         return JsonResponse({"error": "not_found", "detail": "Not found."}, status=404)
     return defaults.page_not_found(request, exception)
 
 
-def server_error(request):  # type: ignore[no-untyped-def]
+def server_error(request):
     if request.path.startswith("/api/"):
         return JsonResponse({"error": "server_error", "detail": "Internal server error."}, status=500)
     return defaults.server_error(request)

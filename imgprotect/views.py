@@ -1,4 +1,7 @@
 """Image files for the admin, served only to staff (no public media path)."""
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -8,7 +11,7 @@ from catalog.models import ProtectedImage
 from matching.models import Check, Match
 
 # kind -> (model, file field, the decoded format of the file or None to read it from the file).
-_FILES = {
+_FILES: dict[str, tuple[type[ProtectedImage] | type[Check] | type[Match], str, Callable[[Any], str | None]]] = {
     "catalog": (ProtectedImage, "file", lambda obj: obj.format),
     "check": (Check, "file", lambda obj: None),
     "evidence": (Match, "evidence", lambda obj: "PNG"),
@@ -16,7 +19,7 @@ _FILES = {
 
 
 @staff_member_required
-def admin_image_file(request, kind: str, pk: int):  # type: ignore[no-untyped-def]
+def admin_image_file(request, kind: str, pk: int):
     if kind not in _FILES:
         raise Http404
     model, field_name, image_format = _FILES[kind]

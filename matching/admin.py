@@ -5,11 +5,14 @@ from catalog.admin import image_thumbnail
 from matching.models import Check, DismissedPair, Licence, Match, ReviewEvent, Webhook, WebhookDelivery
 
 
+_MATCH_INLINE_FIELDS = ("protected_image", "verdict", "score", "signal_scores", "created")
+
+
 class MatchInline(admin.TabularInline):
     model = Match
     extra = 0
-    fields = ["protected_image", "verdict", "score", "signal_scores", "created"]
-    readonly_fields = fields
+    fields = _MATCH_INLINE_FIELDS
+    readonly_fields = _MATCH_INLINE_FIELDS
     can_delete = False
 
 
@@ -24,7 +27,7 @@ class CheckAdmin(admin.ModelAdmin):
                        "created", "started", "finished", "partial_search", "partial_started", "completed"]
     inlines = [MatchInline]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
     @admin.display(description="Verdict")
@@ -52,7 +55,7 @@ class MatchAdmin(admin.ModelAdmin):
     exclude = ["evidence"]
     list_select_related = ["source_check", "protected_image", "organisation"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
     @admin.display(description="Evidence")
@@ -80,10 +83,10 @@ class ReviewEventAdmin(admin.ModelAdmin):
     list_filter = ["action", "organisation"]
     readonly_fields = [f.name for f in ReviewEvent._meta.fields]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         return False  # the audit trail is never edited
 
 
@@ -102,11 +105,14 @@ class DismissedPairAdmin(admin.ModelAdmin):
     raw_id_fields = ["protected_image", "origin_match"]
 
 
+_DELIVERY_INLINE_FIELDS = ("event", "status", "attempts", "status_code", "error", "next_retry", "created")
+
+
 class DeliveryInline(admin.TabularInline):
     model = WebhookDelivery
     extra = 0
-    fields = ["event", "status", "attempts", "status_code", "error", "next_retry", "created"]
-    readonly_fields = fields
+    fields = _DELIVERY_INLINE_FIELDS
+    readonly_fields = _DELIVERY_INLINE_FIELDS
     can_delete = False
     ordering = ["-created"]
 

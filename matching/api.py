@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from catalog.api import collection_from_field
 from catalog.files import file_response
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
-from catalog.permissions import resolve_tenant
+from catalog.permissions import request_tenant
 from matching import selectors, services
 from matching.models import Check, Match, Verdict
 from matching.uploads import read_and_validate
@@ -61,8 +61,8 @@ class CheckSubmitSerializer(serializers.Serializer):
     collection = id_field(required=False, help_text="Only match this collection.")
 
 
-def own_checks(request):  # type: ignore[no-untyped-def]
-    return selectors.check_list(organisation=resolve_tenant(request).organisation)
+def own_checks(request):
+    return selectors.check_list(organisation=request_tenant(request).organisation)
 
 
 class CheckFilter(django_filters.FilterSet):
@@ -79,10 +79,10 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
     parser_classes = [MultiPartParser, FormParser]
     filterset_class = CheckFilter
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # the schema generator has no tenant
             return Check.objects.none()
-        return selectors.check_list(organisation=resolve_tenant(self.request).organisation).prefetch_related(
+        return selectors.check_list(organisation=request_tenant(self.request).organisation).prefetch_related(
             "matches__protected_image__collection"
         )
 
@@ -105,12 +105,12 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
             "finds to the same check (new matches, an updated `result`, alerts); it is `done` when finished, "
             "`skipped` when not needed. Poll the check's `url`, or pass `complete=true` with `wait`."),
     )
-    def create(self, request):  # type: ignore[no-untyped-def]
+    def create(self, request):
         wait = self._wait_seconds(request)
         complete = self._complete_flag(request)
         form = CheckSubmitSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        tenant = resolve_tenant(request)
+        tenant = request_tenant(request)
         collection = None
         if "collection" in form.validated_data:
             collection = collection_from_field(organisation=tenant.organisation,
@@ -135,7 +135,7 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
         return Response(self.get_serializer(check).data, status=code, headers=headers)
 
     @staticmethod
-    def _complete_flag(request) -> bool:  # type: ignore[no-untyped-def]
+    def _complete_flag(request) -> bool:
         raw = request.query_params.get("complete", "").strip().lower()
         if raw in {"", "0", "false", "no"}:
             return False
@@ -144,7 +144,7 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
         raise serializers.ValidationError({"complete": ["Must be true or false."]})
 
     @staticmethod
-    def _wait_seconds(request) -> float:  # type: ignore[no-untyped-def]
+    def _wait_seconds(request) -> float:
         raw = request.query_params.get("wait")
         if raw in (None, ""):
             return 0.0
@@ -176,14 +176,14 @@ class MatchViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
     serializer_class = MatchSerializer
     filterset_class = MatchFilter
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # the schema generator has no tenant
             return Match.objects.none()
-        return selectors.match_list(organisation=resolve_tenant(self.request).organisation)
+        return selectors.match_list(organisation=request_tenant(self.request).organisation)
 
     @extend_schema(responses={(200, "image/png"): bytes}, summary="The evidence image: both pictures, region outlined")
     @action(detail=True, methods=["get"])
-    def evidence(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def evidence(self, request, pk=None):
         match = self.get_object()
         if not match.evidence:
             raise Http404

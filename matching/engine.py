@@ -95,7 +95,7 @@ class DatabaseStore:
         self.rows: dict[int, ProtectedImage] = {}
         self._base = default_thresholds()
 
-    def _scope(self):  # type: ignore[no-untyped-def]
+    def _scope(self):
         rows = ProtectedImage.objects.filter(organisation_id=self.organisation_id,
                                              status=ProtectedImage.Status.INDEXED)
         return rows.filter(collection_id=self.collection_id) if self.collection_id else rows

@@ -26,9 +26,10 @@ from django.conf import settings
 
 from catalog.models import Organisation, ProtectedImage
 from matching.core import hashindex, vptree
-from matching.core.hashindex import make_hash_index
+from matching.core.hashindex import HashIndex, make_hash_index
 from matching.core.hamming import pdq_words
-from matching.core.matcher import Indexes
+from matching.core.matcher import HashIndex as HashSearch
+from matching.core.matcher import Indexes, VectorSearch
 from matching.core.snapshots import SnapshotError
 from matching.core.vectorindex import VectorIndex
 from matching.encodings import embedding_from_bytes
@@ -100,7 +101,7 @@ class IndexRegistry:
             # A damaged snapshot is rebuilt from the database, never half-used.
             log.warning("index snapshot for org %s unusable (%s); rebuilding", organisation_id, exc)
             return None
-        if checkpoint.get("count") != len(indexes.phash):
+        if checkpoint.get("count") != len(_hashes(indexes.phash)):
             log.warning("index snapshot for org %s disagrees with its checkpoint; rebuilding", organisation_id)
             return None
         return OrgIndexes(generation=int(checkpoint["generation"]), indexes=indexes)
@@ -110,12 +111,13 @@ class IndexRegistry:
         try:
             base.mkdir(parents=True, exist_ok=True)
             idx = current.indexes
-            idx.phash.save(base / "phash.npz")
-            idx.pdq.save(base / "pdq.npz")
-            if idx.vectors is not None:
-                idx.vectors.save(base / "vectors.faiss")
+            phash, pdq, vector_index = _hashes(idx.phash), _hashes(idx.pdq), _vectors(idx.vectors)
+            phash.save(base / "phash.npz")
+            pdq.save(base / "pdq.npz")
+            if vector_index is not None:
+                vector_index.save(base / "vectors.faiss")
             checkpoint = {
-                "generation": current.generation, "count": len(idx.phash),
+                "generation": current.generation, "count": len(phash),
                 "phash_kind": type(idx.phash).__name__, "pdq_kind": type(idx.pdq).__name__,
                 "vectors": idx.vectors is not None,
             }
@@ -137,7 +139,8 @@ class IndexRegistry:
         indexes = current.indexes if current is not None else Indexes(
             phash=make_hash_index(1), pdq=make_hash_index(4), vectors=None
         )
-        have = indexes.phash.ids() if len(indexes.phash) else np.zeros(0, np.int64)
+        phash_index = _hashes(indexes.phash)
+        have = phash_index.ids() if len(phash_index) else np.zeros(0, np.int64)
         gone = np.setdiff1d(have, ids, assume_unique=True)
         new = ~np.isin(ids, have, assume_unique=True)
         rebuild = current is None or len(gone) + int(new.sum()) > max(1024, len(ids) // 5)
@@ -154,7 +157,7 @@ class IndexRegistry:
         pdq_codes = pdq_words([r[2] for r in with_pdq])
         with_vec = [r for r in (rows if rebuild else added) if r[3]]
         vec_ids = np.fromiter((r[0] for r in with_vec), dtype=np.int64, count=len(with_vec))
-        vectors = (np.stack([embedding_from_bytes(r[3]) for r in with_vec]) if with_vec
+        vectors = (np.stack([embedding_from_bytes(r[3] or b"") for r in with_vec]) if with_vec
                    else np.zeros((0, 0), np.float32))
 
         if rebuild:
@@ -167,20 +170,22 @@ class IndexRegistry:
             if rebuild_hashes:
                 indexes.phash = make_hash_index(1, codes=phash_codes.reshape(-1, 1), ids=phash_ids)
                 indexes.pdq = make_hash_index(4, codes=pdq_codes, ids=pdq_ids)
-                if indexes.vectors is not None:
-                    indexes.vectors.remove(gone)
-                    if indexes.vectors.n_dead:  # HNSW tombstones
-                        indexes.vectors.rebuild()
+                vector_index = _vectors(indexes.vectors)
+                if vector_index is not None:
+                    vector_index.remove(gone)
+                    if vector_index.n_dead:  # HNSW tombstones
+                        vector_index.rebuild()
             else:
                 if len(phash_ids):
-                    indexes.phash.add(phash_ids, phash_codes.reshape(-1, 1))
+                    _hashes(indexes.phash).add(phash_ids, phash_codes.reshape(-1, 1))
                 if len(pdq_ids):
-                    indexes.pdq.add(pdq_ids, pdq_codes)
+                    _hashes(indexes.pdq).add(pdq_ids, pdq_codes)
             if len(vec_ids):
-                if indexes.vectors is None:
+                vector_index = _vectors(indexes.vectors)
+                if vector_index is None:
                     indexes.vectors = _new_vectors(vec_ids, vectors)
                 else:
-                    indexes.vectors.add(vec_ids, vectors)
+                    vector_index.add(vec_ids, vectors)
         result = OrgIndexes(generation=generation, indexes=indexes)
         self._save_snapshot(organisation_id, result)
         log.info("indexes org=%s generation=%s size=%s %s in %.1f ms", organisation_id, generation, len(ids),
@@ -195,7 +200,7 @@ def _hash_class(name: str) -> Any:
     return classes[name]
 
 
-def _new_vectors(ids: np.ndarray, vectors: np.ndarray) -> Any:
+def _new_vectors(ids: np.ndarray, vectors: np.ndarray) -> VectorIndex | None:
     if not len(ids):
         return None
     index = VectorIndex(dim=vectors.shape[1])
@@ -203,7 +208,17 @@ def _new_vectors(ids: np.ndarray, vectors: np.ndarray) -> Any:
     return index
 
 
-def _load_vectors(base: Path) -> Any:
+def _hashes(index: HashSearch | None) -> HashIndex:
+    assert isinstance(index, HashIndex)  # the registry always builds both hash indexes, whole
+    return index
+
+
+def _vectors(index: VectorSearch | None) -> VectorIndex | None:
+    assert index is None or isinstance(index, VectorIndex)  # the registry builds only VectorIndex
+    return index
+
+
+def _load_vectors(base: Path) -> VectorIndex:
     return VectorIndex.load(base / "vectors.faiss")
 
 

@@ -15,7 +15,7 @@ from catalog.api import collection_from_field
 from catalog.files import file_response
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.models import ProtectedImage
-from catalog.permissions import resolve_tenant
+from catalog.permissions import request_tenant
 from matching import protection
 from matching.uploads import read_and_validate
 
@@ -62,17 +62,17 @@ class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retriev
     parser_classes = [MultiPartParser, FormParser]
     conflict_actions = {"create"}  # a duplicate key or picture (documented 409: imgprotect/schema.py)
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # the schema generator has no tenant
             return ProtectedImage.objects.none()
-        return catalog_selectors.image_list(organisation=resolve_tenant(self.request).organisation)
+        return catalog_selectors.image_list(organisation=request_tenant(self.request).organisation)
 
     @extend_schema(request=ImageUploadSerializer, responses={201: ProtectedImageSerializer},
                    summary="Upload a protected image (multipart)")
-    def create(self, request):  # type: ignore[no-untyped-def]
+    def create(self, request):
         form = ImageUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        organisation = resolve_tenant(request).organisation
+        organisation = request_tenant(request).organisation
         collection = collection_from_field(organisation=organisation, collection_id=form.validated_data["collection"])
         upload = form.validated_data["file"]
         data, loaded = read_and_validate(upload)
@@ -83,11 +83,11 @@ class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retriev
         image.refresh_from_db()
         return Response(self.get_serializer(image).data, status=status.HTTP_201_CREATED)
 
-    def perform_destroy(self, instance):  # type: ignore[no-untyped-def]
+    def perform_destroy(self, instance):
         catalog_services.protected_image_delete(image=instance)
 
     @extend_schema(responses={(200, "image/*"): bytes}, summary="The stored image file")
     @action(detail=True, methods=["get"])
-    def file(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def file(self, request, pk=None):
         image = self.get_object()
         return file_response(image.file.open("rb"), image_format=image.format)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -111,7 +111,7 @@ def _pair_matches(pair: DismissedPair, suspect: Suspect) -> bool:
     )
 
 
-def _record(match: Match, *, action: str, from_status: str, actor: AbstractBaseUser | None, note: str) -> ReviewEvent:
+def _record(match: Match, *, action: str, from_status: str, actor: User | None, note: str) -> ReviewEvent:
     return ReviewEvent.objects.create(
         organisation_id=match.organisation_id, match=match, action=action, from_status=from_status,
         to_status=match.review_status, actor=actor if actor is not None and actor.is_authenticated else None,
@@ -125,7 +125,7 @@ def match_review(
     organisation: Organisation,
     match_ids: Sequence[int],
     decision: str,
-    actor: AbstractBaseUser | None,
+    actor: User | None,
     note: str = "",
     licence: LicenceTerms | None = None,
 ) -> list[Match]:
@@ -187,7 +187,7 @@ def match_review(
     return matches
 
 
-def _dismiss_pair(match: Match, suspect: Suspect, actor: AbstractBaseUser | None) -> None:
+def _dismiss_pair(match: Match, suspect: Suspect, actor: User | None) -> None:
     if not (suspect.sha256 or suspect.sha256_pixels or suspect.key):
         return  # nothing identifies the suspect; only this match is dismissed
     DismissedPair.objects.get_or_create(
@@ -199,7 +199,7 @@ def _dismiss_pair(match: Match, suspect: Suspect, actor: AbstractBaseUser | None
     )
 
 
-def _licence_for(match: Match, terms: LicenceTerms, actor: AbstractBaseUser | None) -> Licence:
+def _licence_for(match: Match, terms: LicenceTerms, actor: User | None) -> Licence:
     existing = Licence.objects.filter(
         protected_image_id=match.protected_image_id, holder=terms.holder, source=terms.source, revoked__isnull=True
     ).first()
@@ -224,11 +224,11 @@ def review_auto_resolve(*, matches: list[Match]) -> None:
     rows = list(Match.objects.filter(pk__in=fresh, review_status=Review.NEW).select_related("source_check__origin"))
     image_ids = {r.protected_image_id for r in rows}
     pairs: dict[int, list[DismissedPair]] = defaultdict(list)
-    for pair in DismissedPair.objects.filter(protected_image_id__in=image_ids).select_related("dismissed_by"):
-        pairs[pair.protected_image_id].append(pair)
+    for dismissed in DismissedPair.objects.filter(protected_image_id__in=image_ids).select_related("dismissed_by"):
+        pairs[dismissed.protected_image_id].append(dismissed)
     licences: dict[int, list[Licence]] = defaultdict(list)
-    for lic in Licence.objects.filter(protected_image_id__in=image_ids, revoked__isnull=True).order_by("created"):
-        licences[lic.protected_image_id].append(lic)
+    for licence in Licence.objects.filter(protected_image_id__in=image_ids, revoked__isnull=True).order_by("created"):
+        licences[licence.protected_image_id].append(licence)
     if not pairs and not licences:
         return
     now = timezone.now()

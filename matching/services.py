@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
@@ -37,7 +37,7 @@ def check_submit(
     loaded: LoadedImage,
     filename: str = "",
     collection: Collection | None = None,
-    submitted_by: AbstractBaseUser | None = None,
+    submitted_by: User | None = None,
     api_key: ApiKey | None = None,
 ) -> Check:
     """Store a validated suspect image and queue its matching (after commit)."""
@@ -260,8 +260,8 @@ def _write_once(check: Check, candidates: list[Candidate], outcome: MatchOutcome
                     "edit_report": c.decision.edit,
                 },
             )
-            if created and evidence.get(c.image.pk):
-                match.evidence.save("evidence.png", ContentFile(evidence[c.image.pk]), save=True)
+            if created and (png := evidence.get(c.image.pk)):
+                match.evidence.save("evidence.png", ContentFile(png), save=True)
                 written.append(match.evidence.name)
         state: dict[str, object] = {"result": result, "partial_search": partial}
         if partial == Check.PartialSearch.PENDING:

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, Q
 from django.urls import reverse
@@ -153,7 +153,7 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 
 @transaction.atomic
 def webhook_create(*, organisation: Organisation, url: str, description: str = "", active: bool = True,
-                   created_by: AbstractBaseUser | None = None) -> Webhook:
+                   created_by: User | None = None) -> Webhook:
     names_validate(description=description)
     webhook_url_validate(url)
     return Webhook.objects.create(organisation=organisation, url=url.strip(), description=description.strip(),
@@ -193,12 +193,13 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._tls = ssl.create_default_context()
+        super().__init__(host, port, timeout=timeout, context=self._tls)
         self._address = address
 
     def connect(self) -> None:
         sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
 def _post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, str]:

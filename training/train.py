@@ -460,7 +460,11 @@ def _eval_model(head: HeadWeights) -> Callable[[np.ndarray], tuple[np.ndarray, n
         gap = tf.reduce_mean(tf.nn.relu6(tf.tensordot(maps, conv_k, 1) + conv_b), axis=(1, 2))
         return tf.math.l2_normalize(gap, axis=-1), head_tf(maps, head)
 
-    return lambda batch: tuple(np.asarray(t) for t in run(batch))  # type: ignore[return-value]
+    def evaluate(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        embedding, ranked = run(batch)
+        return np.asarray(embedding), np.asarray(ranked)
+
+    return evaluate
 
 
 def _embed_all(images: list[Image.Image], run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],

@@ -448,7 +448,7 @@ def features_to_bytes(f: Features) -> bytes:
     if f.mirror is not None:
         arrays.update(_arrays(f.mirror, "m_"))
     buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub lets **kwds fill allow_pickle
     return buf.getvalue()
 
 
@@ -462,7 +462,7 @@ def _unpack(z: Any, prefix: str, meta: dict[str, Any]) -> Features:
         raise ValueError("feature arrays have inconsistent shapes")
     if kind == "sift":
         desc = desc.astype(np.float32)
-    extra = {}
+    extra: dict[str, FloatArray] = {}
     for name in ("sizes", "angles"):
         key = f"{prefix}{name}"
         if key in z.files:
@@ -472,7 +472,8 @@ def _unpack(z: Any, prefix: str, meta: dict[str, Any]) -> Features:
             extra[name] = arr
     return Features(kind=kind, width=int(meta["width"]), height=int(meta["height"]),
                     keypoints=kp, descriptors=np.ascontiguousarray(desc),
-                    pixel_scale=float(meta["pixel_scale"]), **extra)
+                    pixel_scale=float(meta["pixel_scale"]),
+                    sizes=extra.get("sizes"), angles=extra.get("angles"))
 
 
 def features_from_bytes(data: bytes) -> Features:
@@ -548,8 +549,9 @@ def _jacobian(h: npt.NDArray[Any], x: float, y: float) -> npt.NDArray[Any]:
     w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
     u = (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w
     v = (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
-    return np.array([[h[0, 0] - h[2, 0] * u, h[0, 1] - h[2, 1] * u],
-                     [h[1, 0] - h[2, 0] * v, h[1, 1] - h[2, 1] * v]]) / w
+    jac: npt.NDArray[Any] = np.array([[h[0, 0] - h[2, 0] * u, h[0, 1] - h[2, 1] * u],
+                                      [h[1, 0] - h[2, 0] * v, h[1, 1] - h[2, 1] * v]]) / w
+    return jac
 
 
 def _consistent(h: npt.NDArray[Any], q: Features, r: Features, qi: npt.NDArray[Any], ri: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -577,7 +579,8 @@ def _consistent(h: npt.NDArray[Any], q: Features, r: Features, qi: npt.NDArray[A
     local_scale = np.sqrt(np.abs(j00 * j11 - j01 * j10))
     with np.errstate(divide="ignore", invalid="ignore"):
         size = np.abs(np.log2(q.sizes[qi] / (r.sizes[ri] * local_scale)))
-    return (turn <= _MAX_TURN_DEG) & (size <= _MAX_LOG2_SIZE)
+    agree: npt.NDArray[Any] = (turn <= _MAX_TURN_DEG) & (size <= _MAX_LOG2_SIZE)
+    return agree
 
 
 def _inside(poly: npt.NDArray[Any], pts: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -586,7 +589,8 @@ def _inside(poly: npt.NDArray[Any], pts: npt.NDArray[Any]) -> npt.NDArray[Any]:
     b = np.roll(poly, -1, axis=0)
     cross = ((b[:, 0] - a[:, 0])[None, :] * (pts[:, 1:2] - a[:, 1][None, :])
              - (b[:, 1] - a[:, 1])[None, :] * (pts[:, 0:1] - a[:, 0][None, :]))
-    return np.all(cross >= -1e-6, axis=1) | np.all(cross <= 1e-6, axis=1)
+    inside: npt.NDArray[Any] = np.all(cross >= -1e-6, axis=1) | np.all(cross <= 1e-6, axis=1)
+    return inside
 
 
 def _appearance(h: npt.NDArray[Any], q: Features, r: Features) -> float | None:
@@ -610,7 +614,7 @@ def _appearance(h: npt.NDArray[Any], q: Features, r: Features) -> float | None:
         src, dst, m = rt, qt, ht
     else:
         src, dst, m, scale = qt, rt, np.linalg.inv(ht), 1.0 / scale
-    srcf = src.astype(np.float32)
+    srcf: npt.NDArray[Any] = src.astype(np.float32)
     if scale < 0.9:  # anti-alias before shrinking
         srcf = cv2.GaussianBlur(srcf, (0, 0), 0.5 * math.sqrt(1.0 / scale**2 - 1.0))
     half = np.array([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]])  # OpenCV: pixel centres at integers

@@ -152,15 +152,19 @@ def _extract(cols: CodeArray, start: int, length: int) -> CodeArray:
     """Bits [start, start + length) of each word-major code (W, n), as integers."""
     w, off = divmod(start, 64)
     mask = np.uint64((1 << length) - 1)
+    out: CodeArray
     if off + length <= 64:
-        return (cols[w] >> np.uint64(64 - off - length)) & mask
+        out = (cols[w] >> np.uint64(64 - off - length)) & mask
+        return out
     hi, lo = 64 - off, off + length - 64  # the substring spans words w and w+1
-    return ((cols[w] & np.uint64((1 << hi) - 1)) << np.uint64(lo)) | (cols[w + 1] >> np.uint64(64 - lo))
+    out = ((cols[w] & np.uint64((1 << hi) - 1)) << np.uint64(lo)) | (cols[w + 1] >> np.uint64(64 - lo))
+    return out
 
 
 @lru_cache(maxsize=1024)
 def _shell(bits: int, t: int) -> CodeArray:
     """Every ``bits``-bit mask with exactly ``t`` bits set (read-only)."""
+    out: CodeArray
     if t < 0 or t > bits:
         out = np.empty(0, dtype=np.uint64)
     else:
@@ -214,8 +218,8 @@ def _plan(words: int, m: int, kind: str, t: int) -> tuple[CodeArray, IntArray, I
     mask = np.concatenate(masks) if masks else np.empty(0, dtype=np.uint64)
     tab = np.concatenate(tables) if tables else np.empty(0, dtype=np.int64)
     base = _bases(words, m)[tab]
-    for a in (mask, tab, base):
-        a.flags.writeable = False
+    for arr in (mask, tab, base):
+        arr.flags.writeable = False
     return mask, tab, base
 
 
@@ -290,7 +294,8 @@ class _Segment:
             self._id_index = (self.ids[order], order)
         sorted_ids, order = self._id_index
         i = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-        return order[i[sorted_ids[i] == ids]]
+        positions: IntArray = order[i[sorted_ids[i] == ids]]
+        return positions
 
     def kill(self, ids: IntArray) -> None:
         pos = self.positions(ids)
@@ -339,6 +344,7 @@ class _Segment:
         # candidate: the scan gives the same answer cheaper.
         if self.m and r // self.m < self.layout[0][1]:
             found = self._candidates(self._query_keys(q), "ball", r, self.scan_ns)
+        pos: npt.NDArray[np.integer[Any]]
         if found is None:
             d = distances(self.cols, q)
             pos = np.flatnonzero(d <= r)
@@ -376,8 +382,8 @@ class _Segment:
         """
         qkeys = self._query_keys(q)
         budget = self.scan_ns * _KNN_SCAN_FACTOR
-        pool_pos = np.empty(0, dtype=np.int64)
-        pool_d = np.empty(0, dtype=np.int64)
+        pool_pos: IntArray = np.empty(0, dtype=np.int64)
+        pool_d: IntArray = np.empty(0, dtype=np.int64)
         bound = 64 * self.words  # the k-th distance among the codes seen, once k are seen
         decided = False
         for kind, t, reach in _knn_schedule(self.words, self.m):
@@ -780,7 +786,7 @@ def _checksum(arrays: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.uint8]:
     for key in sorted(arrays):
         a = np.ascontiguousarray(arrays[key])
         h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(memoryview(a).cast("B") if a.size else b"")
+        h.update(a.data.cast("B") if a.size else b"")
     return np.frombuffer(h.digest(), dtype=np.uint8)
 
 
@@ -932,7 +938,9 @@ def make_hash_index(words: int, kind: str = "auto", *, codes: Any = None, ids: A
         raise ValueError(f"unknown index kind {kind!r}; expected 'auto' or one of {_KINDS}")
     if (codes is None) != (ids is None):
         raise ValueError("pass codes and ids together")
-    cls: Any = {"mih": MIHIndex, "vptree": VPTree, "faiss": FaissBinaryIndex}[kind]
+    kinds: dict[str, type[MIHIndex] | type[VPTree] | type[FaissBinaryIndex]] = {
+        "mih": MIHIndex, "vptree": VPTree, "faiss": FaissBinaryIndex}
+    cls = kinds[kind]
     if codes is None:
         return cls(words=words)
     index = cls.build(codes, ids)

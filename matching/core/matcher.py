@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from matching.core.cascade import (
     EXACT, MODIFIED_COPY, NEAR_DUPLICATE, NONE, POSITIVE_VERDICTS, SIMILAR, VERDICT_ORDER,
@@ -26,6 +26,9 @@ from matching.core.cascade import (
 from matching.core.hamming import pdq_words
 from matching.core.loading import LoadedImage
 from matching.core.resources import package_file
+
+if TYPE_CHECKING:  # geometry is imported where it is used: OpenCV loads only when a stage needs it
+    from matching.core.geometry import EditReport, Features, Verification
 
 # The calibrated thresholds and how they were measured: the one place their values are written
 # (docs/matching.md). The ``Thresholds`` defaults below read them; settings only override them.
@@ -158,7 +161,7 @@ class MatchOutcome:
     decisions: list[Decision]                     # ranked best first
     signals: dict[str, Any]
     timings_ms: dict[str, float]
-    verifications: dict[int, Any] = field(default_factory=dict)  # ref id -> geometry.Verification
+    verifications: dict[int, Verification] = field(default_factory=dict)  # ref id -> its verification
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -190,30 +193,31 @@ class _QueryFeatures:
 
     def __init__(self, loaded: LoadedImage | None, kind: str | None) -> None:
         self.loaded = loaded
-        self.kwargs = {"kind": kind} if kind else {}
-        self._whole: Any = None
-        self._mirrored: Any = None  # the whole picture's features with ``.mirror`` filled
-        self._regions: dict[tuple[int, int, int, int], Any] = {}
+        self.kind = kind
+        self._whole: Features | None = None
+        self._mirrored: Features | None = None  # the whole picture's features with ``.mirror`` filled
+        self._regions: dict[tuple[int, int, int, int], Features] = {}
 
-    def whole(self, *, mirror: bool = False) -> Any:
+    def whole(self, *, mirror: bool = False) -> Features:
         """Features of the whole query; with ``mirror``, carrying those of its mirror image, so
         ``geometry.verify`` also tries the flipped orientation."""
         from matching.core import geometry
 
+        assert self.loaded is not None
+        kind = self.kind or geometry.DEFAULT_KIND
         if self._whole is None:
-            assert self.loaded is not None
             self._whole = geometry.extract_features(self.loaded.image, frame=_frame(self.loaded),
-                                                    max_features=geometry.DEFAULT_QUERY_MAX_FEATURES, **self.kwargs)
+                                                    max_features=geometry.DEFAULT_QUERY_MAX_FEATURES, kind=kind)
         if not mirror:
             return self._whole
         if self._mirrored is None:
             flipped = geometry.mirror_features(self.loaded.image, max_features=geometry.DEFAULT_QUERY_MAX_FEATURES,
-                                               frame=_frame(self.loaded), **self.kwargs)
+                                               frame=_frame(self.loaded), kind=kind)
             flipped.thumb = self._whole.thumb
             self._mirrored = replace(self._whole, mirror=flipped)
         return self._mirrored
 
-    def region(self, box: tuple[int, int, int, int]) -> Any:
+    def region(self, box: tuple[int, int, int, int]) -> Features:
         from matching.core import geometry
 
         if box not in self._regions:
@@ -221,7 +225,7 @@ class _QueryFeatures:
             self._regions[box] = geometry.extract_region_features(
                 self.loaded.image, _enlarge(box, self.loaded.image.size), with_mirror=True,
                 side=geometry.DEFAULT_REGION_SIDE, max_features=geometry.DEFAULT_QUERY_MAX_FEATURES,
-                thumb=self.whole().thumb, frame=_frame(self.loaded), **self.kwargs)
+                thumb=self.whole().thumb, frame=_frame(self.loaded), kind=self.kind or geometry.DEFAULT_KIND)
         return self._regions[box]
 
 
@@ -231,7 +235,7 @@ class _Judging:
 
     records: dict[int, RefRecord]
     decided: dict[int, Decision]
-    verifications: dict[int, Any]  # ref id -> geometry.Verification (the best attempt)
+    verifications: dict[int, Verification]  # ref id -> the best attempt
     query: _QueryFeatures
     region_tried: dict[int, set[tuple[int, int, int, int]]] = field(default_factory=dict)
     unverified: set[int] = field(default_factory=set)  # judged by a pass that did not verify
@@ -311,7 +315,11 @@ class Matcher:
             raise ValueError("match() needs the image or its signals")
         # Without pixels (signals computed elsewhere, e.g. by a Spark job) only
         # the digest and hash stages run.
-        sig = signals or query_signals(loaded)
+        if signals:
+            sig = signals
+        else:
+            assert loaded is not None  # match() needs the image or its signals
+            sig = query_signals(loaded)
         lap("signals_ms")
         evidence: dict[int, _Evidence] = {}
 
@@ -331,7 +339,7 @@ class Matcher:
         # come, verification waits for its candidates.
         self._judge(evidence, allowed, state, loaded, verify=not use_cnn)
         lap("verify_ms")
-        if use_cnn and (exhaustive or not state.found()):
+        if use_cnn and loaded is not None and (exhaustive or not state.found()):
             self._cnn_stage(loaded, ev, top_k, tiles=False)
             lap("cnn_ms")
             self._judge(evidence, allowed, state, loaded, verify=True)
@@ -440,12 +448,14 @@ class Matcher:
 
     def _cnn_stage(self, loaded: LoadedImage, ev: Callable[[int], _Evidence], top_k: int, *, tiles: bool) -> None:
         """Embed the whole query (``tiles=False``) or its tiles, and gather the nearest references."""
+        embedder, index = self.embedder, self.indexes.vectors
+        assert embedder is not None and index is not None  # match() runs this stage only with both
         if tiles:
-            boxes, vectors = self.embedder.embed_crops(loaded.image, whole=False)
+            boxes, vectors = embedder.embed_crops(loaded.image, whole=False)
         else:
-            boxes, vectors = [None], self.embedder.embed_one(loaded.image)[None, :]
+            boxes, vectors = [None], embedder.embed_one(loaded.image)[None, :]
         per_crop = max(top_k, self.thresholds.verify_top)
-        for box, hits in zip(boxes, self.indexes.vectors.search(vectors, per_crop), strict=True):
+        for box, hits in zip(boxes, index.search(vectors, per_crop), strict=True):
             for ref_id, score in hits:
                 e = ev(ref_id)
                 if e.cnn is None or score > e.cnn:
@@ -484,6 +494,7 @@ class Matcher:
                 if done is not None and not result.accepted and done.inliers > result.inliers:
                     result = done  # keep the closer miss (a tile's, say) for the report
             else:
+                assert done is not None  # whole_again is true when there is none
                 result = done
             if not result.accepted and box is not None and box not in state.region_tried.get(ref_id, ()):
                 state.region_tried.setdefault(ref_id, set()).add(box)
@@ -494,6 +505,7 @@ class Matcher:
             current = state.decided[ref_id]
             scores = dict(current.signal_scores, inliers=result.inliers)
             if result.accepted:
+                assert result.edit is not None  # an accepted verification reports its edit
                 state.decided[ref_id] = Decision(
                     ref_id, MODIFIED_COPY, self._verified_score(e, result.inliers), scores,
                     region={"query": result.query_polygon, "reference": result.reference_polygon},
@@ -596,10 +608,10 @@ def _enlarge(box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[int
     return max(0, x0 - dx), max(0, y0 - dy), min(size[0], x1 + dx), min(size[1], y1 + dy)
 
 
-def _edit_json(edit: Any) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
+def _edit_json(edit: EditReport) -> dict[str, Any]:
+    from dataclasses import asdict
 
-    return asdict(edit) if is_dataclass(edit) else dict(edit)
+    return asdict(edit)
 
 
 

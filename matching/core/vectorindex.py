@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import zipfile
 from dataclasses import asdict, dataclass
@@ -118,7 +119,8 @@ def _member(sorted_ids: IdArray, query: IdArray) -> npt.NDArray[np.bool_]:
     if not len(sorted_ids):
         return np.zeros(len(query), bool)
     pos = np.minimum(np.searchsorted(sorted_ids, query), len(sorted_ids) - 1)
-    return sorted_ids[pos] == query
+    found: npt.NDArray[np.bool_] = sorted_ids[pos] == query
+    return found
 
 
 def _owned(downcast: Any, index: Any) -> Any:
@@ -133,7 +135,7 @@ def _owned(downcast: Any, index: Any) -> Any:
 def ivf_lists(n: int) -> int:
     """Cells of an IVF over ``n`` vectors: about 4 sqrt(n) (4,000 at 1M), with at least
     39 training vectors a cell (FAISS's k-means minimum) and at least one cell."""
-    return max(1, min(round(IVF_CELLS_PER_SQRT * np.sqrt(n)), n // 39))
+    return max(1, min(round(IVF_CELLS_PER_SQRT * math.sqrt(n)), n // 39))
 
 
 def _ivf_contents(ivf: Any, dim: int, *, vectors: bool = True) -> tuple[IdArray, FloatArray | None]:
@@ -277,16 +279,16 @@ class VectorIndex:
 
     def memory_bytes(self) -> int:
         """Approximate resident size: vectors, graph links, ids and bookkeeping."""
-        n = self._index.ntotal
+        n = int(self._index.ntotal)
         per = self.dim * 4 + 8 + 8  # vector, id_map entry, sorted live id
         if self._kind == "ivf":  # + centroids and their graph's links
-            return n * (self.dim * 4 + 8 + 8) + self._index.nlist * (self.dim * 4 + 2 * IVF_QUANTIZER_M * 4)
+            return n * (self.dim * 4 + 8 + 8) + int(self._index.nlist) * (self.dim * 4 + 2 * IVF_QUANTIZER_M * 4)
         if self._kind == "hnsw":
             import faiss
 
             hnsw = faiss.downcast_index(self._index.index).hnsw
-            links = faiss.vector_to_array(hnsw.neighbors).nbytes + faiss.vector_to_array(hnsw.offsets).nbytes
-            levels = faiss.vector_to_array(hnsw.levels).nbytes
+            links = int(faiss.vector_to_array(hnsw.neighbors).nbytes + faiss.vector_to_array(hnsw.offsets).nbytes)
+            levels = int(faiss.vector_to_array(hnsw.levels).nbytes)
             return n * (per + 9) + links + levels  # + pos id and tombstone flag
         return n * per
 

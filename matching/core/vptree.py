@@ -235,7 +235,8 @@ class VPTree:
         if not len(self._sorted_ids) or not len(ids):
             return np.empty(0, dtype=np.int64)
         i = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
-        return self._id_order[i[self._sorted_ids[i] == ids]]
+        positions: IntArray = self._id_order[i[self._sorted_ids[i] == ids]]
+        return positions
 
     def _forget(self, ids: IntArray) -> None:
         ids = np.unique(ids)  # a repeated id must not count as two deaths
@@ -364,7 +365,7 @@ class VPTree:
         leaf_s: list[IntArray] = []
         leaf_e: list[IntArray] = []
         queued = 0
-        front = np.zeros(1, dtype=np.int64)
+        front: IntArray = np.zeros(1, dtype=np.int64)
         while len(front):
             ch = self._child[front]
             leaf = ch[:, 0] < 0
@@ -416,8 +417,8 @@ class VPTree:
         if len(self._pending.ids):
             found.append(distances(self._pending.cols, q).astype(np.int64))
         if len(self._ids):
-            front = np.zeros(1, dtype=np.int64)
-            lower = np.zeros(1, dtype=np.int64)
+            front: IntArray = np.zeros(1, dtype=np.int64)
+            lower: IntArray = np.zeros(1, dtype=np.int64)
             while len(front):
                 ch = self._child[front]
                 leaf = ch[:, 0] < 0

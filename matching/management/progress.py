@@ -19,7 +19,7 @@ MAX_ERRORS_PRINTED = 1000
 class Progress:
     """A one-line progress bar on a terminal; silent otherwise."""
 
-    def __init__(self, stream, total: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, stream, total: int | None = None) -> None:
         self.stream = stream
         self.enabled = stream.isatty()
         self.total = total

@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
+from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 
-from catalog.models import Membership, Role, role_at_least
+from catalog.models import Membership, Organisation, Role, role_at_least
 from matching.portal.services import visit_touch
 
 ROLE_HELP = {
@@ -28,6 +29,20 @@ ROLE_HELP = {
 SESSION_ORG = "portal.organisation"
 SESSION_SINCE = "portal.since.{}"
 SESSION_TOUCHED = "portal.touched.{}"
+
+
+class AccountRequest(HttpRequest):
+    """The request an ``account_view`` passes on: its user is logged in (for type checking only)."""
+
+    user: User
+
+
+class PortalRequest(AccountRequest):
+    """The request a ``portal_view`` passes on, with the member's organisation, membership and role."""
+
+    organisation: Organisation
+    membership: Membership
+    role: str
 
 
 def _allowed(methods: Sequence[str]) -> set[str]:
@@ -60,14 +75,15 @@ def portal_view(role: str = Role.VIEWER, methods: Sequence[str] = ("GET",)) -> C
             if not role_at_least(membership.role, role):
                 raise PermissionDenied(f"This needs the {Role(role).label.lower()} role; you are a "
                                        f"{membership.get_role_display().lower()} of {membership.organisation.name}.")
-            request.organisation = membership.organisation  # type: ignore[attr-defined]
-            request.membership = membership  # type: ignore[attr-defined]
-            request.role = membership.role  # type: ignore[attr-defined]
-            _note_visit(request, membership)
-            return view(request, **kwargs)
+            member_request = cast(PortalRequest, request)
+            member_request.organisation = membership.organisation
+            member_request.membership = membership
+            member_request.role = membership.role
+            _note_visit(member_request, membership)
+            return view(member_request, **kwargs)
 
-        wrapped.portal_role = role  # type: ignore[attr-defined]
-        wrapped.portal_methods = tuple(sorted(allowed))  # type: ignore[attr-defined]
+        setattr(wrapped, "portal_role", role)
+        setattr(wrapped, "portal_methods", tuple(sorted(allowed)))
         return wrapped
 
     return decorate
@@ -86,14 +102,14 @@ def account_view(methods: Sequence[str] = ("GET",)) -> Callable[..., Any]:
                 return HttpResponseNotAllowed(sorted(allowed))
             return view(request, **kwargs)
 
-        wrapped.portal_role = None  # type: ignore[attr-defined]
-        wrapped.portal_methods = tuple(sorted(allowed))  # type: ignore[attr-defined]
+        setattr(wrapped, "portal_role", None)
+        setattr(wrapped, "portal_methods", tuple(sorted(allowed)))
         return wrapped
 
     return decorate
 
 
-def _note_visit(request: HttpRequest, membership: Membership) -> None:
+def _note_visit(request: PortalRequest, membership: Membership) -> None:
     """Keep "since your last visit" stable for a whole session: fixed at the session's first page."""
     if request.session.get(SESSION_ORG) != membership.organisation.slug:  # unchanged: no session write
         request.session[SESSION_ORG] = membership.organisation.slug
@@ -101,15 +117,15 @@ def _note_visit(request: HttpRequest, membership: Membership) -> None:
     touched_key = SESSION_TOUCHED.format(membership.organisation_id)
     now = time.time()
     if key not in request.session:
-        previous = visit_touch(user=request.user, organisation=membership.organisation)  # type: ignore[arg-type]
+        previous = visit_touch(user=request.user, organisation=membership.organisation)
         request.session[key] = previous.isoformat() if previous else ""
         request.session[touched_key] = now
     elif now - request.session.get(touched_key, 0) > 60:
         # At most one write a minute, however many pages and thumbnails are fetched.
-        visit_touch(user=request.user, organisation=membership.organisation)  # type: ignore[arg-type]
+        visit_touch(user=request.user, organisation=membership.organisation)
         request.session[touched_key] = now
 
 
 def may(request: HttpRequest, role: str) -> bool:
-    current = getattr(request, "role", None)
-    return bool(current) and role_at_least(current, role)
+    current: str | None = getattr(request, "role", None)
+    return current is not None and bool(current) and role_at_least(current, role)

@@ -18,7 +18,7 @@ RECENT_JOBS = 5
 
 
 def _job(organisation: Organisation, job: BulkJob) -> dict[str, Any]:
-    target = job.collection.name if job.collection_id else "scan"
+    target = job.collection.name if job.collection is not None else "scan"
     return {
         "name": f"#{job.pk} {job.get_kind_display().lower()} · {target} · {job.source}",
         "status": job.status, "done": job.done, "total": job.total, "failed": job.failed,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 
 from catalog.models import Role, role_at_least
@@ -16,6 +17,7 @@ def portal(request: HttpRequest) -> dict[str, Any]:
     context: dict[str, Any] = {"current_org": organisation, "current_role": role}
     if organisation is None or role is None:
         return context
+    assert isinstance(request.user, User)  # a portal page's member is logged in
 
     context.update(
         my_memberships=list(memberships_of(request.user)),

@@ -14,7 +14,7 @@ import zipfile
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.urls import reverse
@@ -40,7 +40,7 @@ def _read(name: str) -> bytes | None:
         return None
 
 
-def _who(user: AbstractBaseUser | None) -> dict[str, str] | None:
+def _who(user: User | None) -> dict[str, str] | None:
     if user is None:
         return None
     return {"username": user.get_username(), "email": getattr(user, "email", ""),
@@ -48,7 +48,7 @@ def _who(user: AbstractBaseUser | None) -> dict[str, str] | None:
 
 
 @transaction.atomic
-def evidence_export(*, match: Match, actor: AbstractBaseUser) -> tuple[str, bytes]:
+def evidence_export(*, match: Match, actor: User) -> tuple[str, bytes]:
     """Build the ZIP (file name, bytes) and record the export in the audit trail."""
     if match.review_status != Match.Review.CONFIRMED:
         raise NotConfirmed("Evidence can be exported for confirmed infringements only.")

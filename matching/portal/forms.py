@@ -1,6 +1,8 @@
 """Portal forms: they parse and validate input; services do the writing."""
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 from django.contrib.auth import password_validation
 
@@ -30,9 +32,10 @@ class CheckForm(forms.Form):
     found_at = forms.CharField(required=False, max_length=500, label="Found at",
                                help_text="Where you found it (a URL or a site); used by licences.")
 
-    def __init__(self, *args, organisation, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args, organisation, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["collection"].queryset = Collection.objects.filter(organisation=organisation).order_by("name")
+        cast(forms.ModelChoiceField, self.fields["collection"]).queryset = (
+            Collection.objects.filter(organisation=organisation).order_by("name"))
 
 
 class DeskFilterForm(forms.Form):
@@ -46,12 +49,14 @@ class DeskFilterForm(forms.Form):
     date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
     q = forms.CharField(required=False, max_length=200, label="Search")
 
-    def __init__(self, *args, organisation, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args, organisation, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["collection"].queryset = Collection.objects.filter(organisation=organisation).order_by("name")
+        cast(forms.ModelChoiceField, self.fields["collection"]).queryset = (
+            Collection.objects.filter(organisation=organisation).order_by("name"))
 
-    def clean(self):  # type: ignore[no-untyped-def]
-        data = super().clean()
+    def clean(self):
+        super().clean()
+        data = self.cleaned_data
         if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
             raise forms.ValidationError("The start date is after the end date.")
         return data
@@ -64,8 +69,9 @@ class ReviewForm(forms.Form):
     source = forms.CharField(required=False, max_length=500, label="Licensed source",
                              help_text="A domain (example.com), a URL prefix, or empty for any source.")
 
-    def clean(self):  # type: ignore[no-untyped-def]
-        data = super().clean()
+    def clean(self):
+        super().clean()
+        data = self.cleaned_data
         if data.get("decision") == Decision.LICENSE and not (data.get("holder") or "").strip():
             self.add_error("holder", "Say who holds the licence.")
         return data
@@ -74,7 +80,7 @@ class ReviewForm(forms.Form):
 class BulkReviewForm(ReviewForm):
     ids = forms.CharField()  # comma-separated or repeated "ids" values, parsed in clean_ids
 
-    def __init__(self, data=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, data=None, *args, **kwargs):
         if data is not None and hasattr(data, "getlist"):
             data = data.copy()
             data["ids"] = ",".join(data.getlist("ids"))
@@ -108,8 +114,9 @@ class SignupForm(forms.Form):
     password1 = forms.CharField(label="Password", widget=forms.PasswordInput, strip=False)
     password2 = forms.CharField(label="Password again", widget=forms.PasswordInput, strip=False)
 
-    def clean(self):  # type: ignore[no-untyped-def]
-        data = super().clean()
+    def clean(self):
+        super().clean()
+        data = self.cleaned_data
         if data.get("password1") and data.get("password1") != data.get("password2"):
             self.add_error("password2", "The two passwords differ.")
         elif data.get("password1"):

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
@@ -13,7 +13,7 @@ from catalog.models import Collection, Invitation, Membership, Organisation, Pro
 from matching.models import Check, DismissedPair, Licence, Match, ReviewEvent, Verdict, Webhook, WebhookDelivery
 
 
-def memberships_of(user: AbstractBaseUser) -> QuerySet[Membership]:
+def memberships_of(user: User) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("organisation").order_by("organisation__name")
 
 

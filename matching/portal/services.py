@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -40,7 +40,7 @@ def collection_threshold_set(*, collection: Collection, phash_max_distance: int 
 
 @transaction.atomic
 def portal_check_submit(*, organisation: Organisation, data: bytes, loaded: LoadedImage, filename: str,
-                        collection: Collection | None, found_at: str, user: AbstractBaseUser) -> Check:
+                        collection: Collection | None, found_at: str, user: User) -> Check:
     """Submit a check and record where the suspect was found, before matching can run.
 
     The outer transaction holds back check_submit's on-commit matching until the
@@ -55,7 +55,7 @@ def portal_check_submit(*, organisation: Organisation, data: bytes, loaded: Load
 
 # --- visits -----------------------------------------------------------------------------------
 
-def visit_touch(*, user: AbstractBaseUser, organisation: Organisation, now: datetime | None = None) -> datetime | None:
+def visit_touch(*, user: User, organisation: Organisation, now: datetime | None = None) -> datetime | None:
     """Record that ``user`` is here now; return when they were last here before (None: first visit)."""
     now = now or timezone.now()
     visit, created = PortalVisit.objects.get_or_create(user=user, organisation=organisation,

@@ -10,13 +10,13 @@ from catalog.models import Organisation, Role
 class Command(BaseCommand):
     help = "Create an API key; the secret is printed once and only its hash is stored."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--org", required=True)
         parser.add_argument("--name", default="cli")
         parser.add_argument("--role", choices=[r.value for r in Role], default=Role.ADMIN)
         parser.add_argument("--create-org", action="store_true", help="create the organisation when absent")
 
-    def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **opts):
         database_ready()
         organisation = Organisation.objects.filter(slug=slugify(opts["org"])).first()
         if organisation is None:

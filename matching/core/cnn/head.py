@@ -150,7 +150,8 @@ def read_head(path: Path | None = None) -> HeadWeights:
 
 
 def _l2n(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    unit: npt.NDArray[Any] = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return unit
 
 
 def head_numpy(features: npt.NDArray[Any], head: HeadWeights) -> npt.NDArray[Any]:

@@ -29,7 +29,7 @@ from matching.protection import protected_image_add
 class Command(BaseCommand):
     help = "Index every image under SOURCE (a directory or s3://bucket/prefix) into a collection."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--org", required=True, help="organisation slug (created when absent)")
         parser.add_argument("--collection", required=True, help="collection name or slug (created when absent)")
         parser.add_argument("--spark-master", default=None,
@@ -39,7 +39,7 @@ class Command(BaseCommand):
                             help="Spark path: compute CNN embeddings (default: when the CNN stage is enabled)")
         parser.add_argument("source")
 
-    def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **opts):
         database_ready()
         try:
             source = source_check_allowed(opts["source"], organisation_slug=slugify(opts["org"]), trusted=True)
@@ -51,7 +51,7 @@ class Command(BaseCommand):
             return self.handle_spark(organisation, collection, opts["source"], opts)
         return self.handle_in_process(organisation, collection, source)
 
-    def handle_in_process(self, organisation, collection, source: str) -> None:  # type: ignore[no-untyped-def]
+    def handle_in_process(self, organisation, collection, source: str) -> None:
         max_bytes = settings.IMGPROTECT_MAX_UPLOAD_BYTES
         try:
             items = list(iter_source(source, max_bytes=max_bytes))
@@ -84,7 +84,7 @@ class Command(BaseCommand):
             f"into {organisation.slug}/{collection.slug} in {elapsed:.1f}s"
         )
 
-    def handle_spark(self, organisation, collection, source: str, opts) -> None:  # type: ignore[no-untyped-def]
+    def handle_spark(self, organisation, collection, source: str, opts) -> None:
         started = time.monotonic()
         job = bulk.bulkjob_find_resumable(organisation=organisation, kind="index", source=source,
                                           collection=collection)

@@ -20,14 +20,14 @@ from matching.engine import find_candidates
 class Command(BaseCommand):
     help = "Match query images (files or directories) against an organisation's protected images."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--org", required=True)
         parser.add_argument("--collection", help="only match this collection (name or slug)")
         parser.add_argument("--top-k", type=int, default=5)
         parser.add_argument("--format", choices=["text", "jsonl"], default="text")
         parser.add_argument("queries", nargs="+", metavar="QUERY")
 
-    def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **opts):
         if opts["top_k"] < 1:
             raise CommandError("--top-k must be at least 1")
         database_ready()
@@ -60,7 +60,7 @@ class Command(BaseCommand):
             record["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
             self._emit(record, opts["format"])
 
-    def _queries(self, queries: list[str]):  # type: ignore[no-untyped-def]
+    def _queries(self, queries: list[str]):
         for query in queries:
             path = Path(query)
             if path.is_dir():

@@ -35,7 +35,7 @@ def _photo_bytes(name: str) -> bytes:
 class Command(BaseCommand):
     help = "Idempotently set up demo data and print how to log in."
 
-    def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **opts):
         database_ready()
         username = os.environ.get("IMGPROTECT_DEMO_USER", "demo")
         password = os.environ.get("IMGPROTECT_DEMO_PASSWORD", "demo-imgprotect")

@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_http_methods
@@ -14,7 +15,7 @@ from catalog import services
 from imgprotect import ratelimit
 from imgprotect.errors import ServiceError
 from matching.portal import selectors
-from matching.portal.access import SESSION_ORG, account_view
+from matching.portal.access import SESSION_ORG, AccountRequest, account_view
 from matching.portal.forms import SignupForm
 
 class _LoginView(auth_views.LoginView):
@@ -40,7 +41,7 @@ class _PasswordResetView(auth_views.PasswordResetView):
             return self._too_many(wait)
         return super().post(request, *args, **kwargs)
 
-    def form_valid(self, form):  # type: ignore[no-untyped-def]
+    def form_valid(self, form):
         wait = ratelimit.hit("password-reset-address", form.cleaned_data["email"].strip().lower(),
                              django_settings.IMGPROTECT_PASSWORD_RESET_RATE_PER_ADDRESS)
         if wait:
@@ -76,17 +77,17 @@ _password_change_done = auth_views.PasswordChangeDoneView.as_view(
 
 
 @account_view(methods=["GET", "POST"])
-def password_change(request: HttpRequest) -> HttpResponse:
+def password_change(request: AccountRequest) -> HttpResponseBase:
     return _password_change(request)
 
 
 @account_view()
-def password_change_done(request: HttpRequest) -> HttpResponse:
+def password_change_done(request: AccountRequest) -> HttpResponseBase:
     return _password_change_done(request)
 
 
 @account_view()
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AccountRequest) -> HttpResponse:
     """Send people to the organisation they used last, or let them pick one."""
     memberships = list(selectors.memberships_of(request.user))
     last = request.session.get(SESSION_ORG)

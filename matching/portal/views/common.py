@@ -9,6 +9,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from matching.portal.access import PortalRequest
+
 T = TypeVar("T")
 
 
@@ -22,8 +24,8 @@ def paginate(request: HttpRequest, items: Any, per_page: int) -> Page:
     return Paginator(items, per_page).get_page(request.GET.get("page"))
 
 
-def org_url(request: HttpRequest, name: str, *args: Any) -> str:
-    return reverse(f"portal:{name}", args=[request.organisation.slug, *args])  # type: ignore[attr-defined]
+def org_url(request: PortalRequest, name: str, *args: Any) -> str:
+    return reverse(f"portal:{name}", args=[request.organisation.slug, *args])
 
 
 def back(request: HttpRequest, fallback: str) -> HttpResponseRedirect:

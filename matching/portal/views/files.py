@@ -10,10 +10,11 @@ import io
 from django.core.cache import cache
 from django.db.models.fields.files import FieldFile
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 
 from catalog.files import RENDITION_SIZES, file_response, harden, rendition_cache_key
 from matching.portal import selectors
-from matching.portal.access import portal_view
+from matching.portal.access import PortalRequest, portal_view
 from matching.portal.views.common import found
 
 CACHE_CONTROL = "private, max-age=3600"
@@ -22,7 +23,7 @@ CACHE_CONTROL = "private, max-age=3600"
 RENDITIONS = RENDITION_SIZES
 
 
-def _serve(request: HttpRequest, field: FieldFile, image_format: str | None) -> HttpResponse:
+def _serve(request: HttpRequest, field: FieldFile, image_format: str | None) -> HttpResponseBase:
     """``image_format``: the decoded format recorded on the row (None: read from the file, never its name)."""
     if not field:
         raise Http404("No file.")
@@ -40,6 +41,7 @@ def _serve(request: HttpRequest, field: FieldFile, image_format: str | None) -> 
 
 def _rendition(field: FieldFile, pixels: int) -> HttpResponse:
     """A JPEG no larger than ``pixels`` a side, upright (EXIF), alpha on white: any browser shows it."""
+    assert field.name is not None  # _serve checked that there is a file
     key = rendition_cache_key(field.name, pixels)
     data = cache.get(key)
     if data is None:
@@ -67,18 +69,18 @@ def _rendition(field: FieldFile, pixels: int) -> HttpResponse:
 
 
 @portal_view()
-def image_file(request: HttpRequest, pk: int) -> HttpResponse:
+def image_file(request: PortalRequest, pk: int) -> HttpResponseBase:
     image = found(selectors.image_of(request.organisation, pk))
     return _serve(request, image.file, image.format)
 
 
 @portal_view()
-def check_file(request: HttpRequest, pk: int) -> HttpResponse:
+def check_file(request: PortalRequest, pk: int) -> HttpResponseBase:
     check = found(selectors.check_of(request.organisation, pk))
     return _serve(request, check.file, None)
 
 
 @portal_view()
-def match_evidence(request: HttpRequest, pk: int) -> HttpResponse:
+def match_evidence(request: PortalRequest, pk: int) -> HttpResponseBase:
     match = found(selectors.match_of(request.organisation, pk))
     return _serve(request, match.evidence, "PNG")

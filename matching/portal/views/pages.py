@@ -17,7 +17,7 @@ from matching.bulk import selectors as bulk_selectors
 from matching.bulk import services as bulk_services
 from matching.core.errors import ImageError
 from matching.portal import bulk, selectors, services
-from matching.portal.access import SESSION_SINCE, portal_view
+from matching.portal.access import SESSION_SINCE, PortalRequest, portal_view
 from matching.portal.forms import CheckForm, CollectionForm
 from matching.portal.views.common import found, org_url, page, paginate, wants_json
 from matching.portal.views.review import evidence_context
@@ -28,7 +28,7 @@ COLLECTIONS_PER_PAGE = 12
 
 
 @portal_view()
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: PortalRequest) -> HttpResponse:
     raw = request.session.get(SESSION_SINCE.format(request.organisation.pk)) or ""
     since = datetime.fromisoformat(raw) if raw else None
     context = selectors.dashboard(request.organisation, since=since)
@@ -39,14 +39,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 # --- collections ----------------------------------------------------------------------
 
 @portal_view()
-def collections(request: HttpRequest) -> HttpResponse:
+def collections(request: PortalRequest) -> HttpResponse:
     search = request.GET.get("q", "").strip()[:200]
     rows = paginate(request, selectors.collections_of(request.organisation, search=search), COLLECTIONS_PER_PAGE)
     return page(request, "portal/collections.html", {"page_obj": rows, "q": search, "form": CollectionForm()})
 
 
 @portal_view(role=Role.ADMIN, methods=["GET", "POST"])
-def collection_create(request: HttpRequest) -> HttpResponse:
+def collection_create(request: PortalRequest) -> HttpResponse:
     form = CollectionForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -61,7 +61,7 @@ def collection_create(request: HttpRequest) -> HttpResponse:
 
 
 @portal_view()
-def collection(request: HttpRequest, pk: int) -> HttpResponse:
+def collection(request: PortalRequest, pk: int) -> HttpResponse:
     col = found(selectors.collection_of(request.organisation, pk))
     search = request.GET.get("q", "").strip()[:200]
     status = request.GET.get("status", "")
@@ -74,7 +74,7 @@ def collection(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=Role.ADMIN, methods=["GET", "POST"])
-def collection_edit(request: HttpRequest, pk: int) -> HttpResponse:
+def collection_edit(request: PortalRequest, pk: int) -> HttpResponse:
     col = found(selectors.collection_of(request.organisation, pk))
     form = CollectionForm(request.POST or None, initial={"name": col.name, "description": col.description})
     if request.method == "POST" and form.is_valid():
@@ -90,7 +90,7 @@ def collection_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=Role.ADMIN, methods=["GET", "POST"])
-def collection_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def collection_delete(request: PortalRequest, pk: int) -> HttpResponse:
     col = found(selectors.collection_of(request.organisation, pk))
     if request.method == "POST":
         name = col.name
@@ -105,14 +105,14 @@ def collection_delete(request: HttpRequest, pk: int) -> HttpResponse:
     })
 
 
-def _upload_result(request: HttpRequest, image: ProtectedImage) -> dict[str, Any]:
+def _upload_result(request: PortalRequest, image: ProtectedImage) -> dict[str, Any]:
     return {"ok": True, "id": image.pk, "key": image.key, "status": image.status,
             "thumb": org_url(request, "image-file", image.pk) + "?size=thumb",
             "url": org_url(request, "image", image.pk)}
 
 
 @portal_view(role=Role.MEMBER, methods=["POST"])
-def collection_upload(request: HttpRequest, pk: int) -> HttpResponse:
+def collection_upload(request: PortalRequest, pk: int) -> HttpResponse:
     """Protect uploaded files; the page's script sends one file per request to show per-file progress."""
     col = found(selectors.collection_of(request.organisation, pk))
     uploads = request.FILES.getlist("file")
@@ -122,7 +122,7 @@ def collection_upload(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             data, loaded = read_and_validate(upload)
             image = protection.protected_image_add(
-                collection=col, key=key if key and len(uploads) == 1 else upload.name, data=data, loaded=loaded,
+                collection=col, key=key if key and len(uploads) == 1 else upload.name or "", data=data, loaded=loaded,
                 filename=upload.name)
             image.refresh_from_db()
             results.append({"name": upload.name, **_upload_result(request, image)})
@@ -147,7 +147,7 @@ def collection_upload(request: HttpRequest, pk: int) -> HttpResponse:
 # --- protected images --------------------------------------------------------------------
 
 @portal_view()
-def image(request: HttpRequest, pk: int) -> HttpResponse:
+def image(request: PortalRequest, pk: int) -> HttpResponse:
     img = found(selectors.image_of(request.organisation, pk))
     matches = selectors.matches_of(request.organisation).filter(protected_image=img).order_by("-created")[:50]
     return page(request, "portal/image.html", {
@@ -157,7 +157,7 @@ def image(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=Role.MEMBER, methods=["GET", "POST"])
-def image_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def image_delete(request: PortalRequest, pk: int) -> HttpResponse:
     img = found(selectors.image_of(request.organisation, pk))
     if request.method == "POST":
         collection_id, key = img.collection_id, img.key
@@ -175,7 +175,7 @@ def image_delete(request: HttpRequest, pk: int) -> HttpResponse:
 # --- checks -----------------------------------------------------------------------------------
 
 @portal_view()
-def checks(request: HttpRequest) -> HttpResponse:
+def checks(request: PortalRequest) -> HttpResponse:
     rows = paginate(request, selectors.checks_of(request.organisation).order_by("-created", "-id"), 20)
     return page(request, "portal/checks.html", {
         "page_obj": rows, "form": CheckForm(organisation=request.organisation),
@@ -184,7 +184,7 @@ def checks(request: HttpRequest) -> HttpResponse:
 
 
 @portal_view(role=Role.MEMBER, methods=["POST"])
-def check_create(request: HttpRequest) -> HttpResponse:
+def check_create(request: PortalRequest) -> HttpResponse:
     form = CheckForm(request.POST, request.FILES, organisation=request.organisation)
     error = ""
     if form.is_valid():
@@ -206,7 +206,7 @@ def check_create(request: HttpRequest) -> HttpResponse:
                 return JsonResponse({"id": check.pk, "url": url, "status": check.status}, status=201)
             return HttpResponseRedirect(url)
     else:
-        error = "; ".join(e for errors in form.errors.values() for e in errors)
+        error = "; ".join(str(e) for errors in form.errors.values() for e in errors)
     if wants_json(request):
         return JsonResponse({"ok": False, "message": error}, status=400)
     messages.error(request, error)
@@ -214,7 +214,7 @@ def check_create(request: HttpRequest) -> HttpResponse:
 
 
 @portal_view()
-def check(request: HttpRequest, pk: int) -> HttpResponse:
+def check(request: PortalRequest, pk: int) -> HttpResponse:
     obj = found(selectors.check_of(request.organisation, pk))
     matches = list(selectors.matches_of(request.organisation).filter(source_check=obj).order_by("-score", "-id"))
     context = {"check": obj, "matches": matches, "items": [evidence_context(request, m) for m in matches],
@@ -225,7 +225,7 @@ def check(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=Role.ADMIN, methods=["POST"])  # as POST /api/v1/bulk-jobs/ (docs/bulk.md)
-def bulk_start(request: HttpRequest, pk: int) -> HttpResponse:
+def bulk_start(request: PortalRequest, pk: int) -> HttpResponse:
     col = found(selectors.collection_of(request.organisation, pk))
     source = (request.POST.get("source") or "").strip()
     try:
@@ -240,6 +240,6 @@ def bulk_start(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=Role.VIEWER)
-def bulk_progress(request: HttpRequest, pk: int) -> HttpResponse:
+def bulk_progress(request: PortalRequest, pk: int) -> HttpResponse:
     job = found(bulk_selectors.bulkjob_get(organisation=request.organisation, job_id=pk))
     return JsonResponse(bulk.progress(job))

@@ -12,7 +12,7 @@ from catalog.models import Role
 from imgprotect.errors import ServiceError
 from matching.models import Match
 from matching.portal import presentation, selectors
-from matching.portal.access import portal_view
+from matching.portal.access import PortalRequest, portal_view
 from matching.portal.evidence import evidence_export
 from matching.portal.forms import BulkReviewForm, DeskFilterForm, ReviewForm
 from matching.portal.selectors import DeskFilters
@@ -24,7 +24,7 @@ DONE_MESSAGES = {Decision.CONFIRM: "confirmed as infringement", Decision.DISMISS
                  Decision.LICENSE: "marked licensed", Decision.REOPEN: "reopened"}
 
 
-def evidence_context(request: HttpRequest, match: Match) -> dict[str, Any]:
+def evidence_context(request: PortalRequest, match: Match) -> dict[str, Any]:
     """Everything the side-by-side evidence block shows; every part may be missing."""
     suspect_outline, reference_outline = presentation.outlines(match)
     check = match.source_check
@@ -47,7 +47,7 @@ def evidence_context(request: HttpRequest, match: Match) -> dict[str, Any]:
 
 
 @portal_view()
-def desk(request: HttpRequest) -> HttpResponse:
+def desk(request: PortalRequest) -> HttpResponse:
     data = request.GET.copy()
     if "status" not in data:
         data["status"] = "new"
@@ -67,18 +67,18 @@ def desk(request: HttpRequest) -> HttpResponse:
 
 
 @portal_view(role=Role.MEMBER, methods=["POST"])
-def desk_bulk(request: HttpRequest) -> HttpResponse:
+def desk_bulk(request: PortalRequest) -> HttpResponse:
     form = BulkReviewForm(request.POST)
     fallback = org_url(request, "desk")
     if not form.is_valid():
         for errors in form.errors.values():
             for error in errors:
-                messages.error(request, error)
+                messages.error(request, str(error))
         return back(request, fallback)
     return _review(request, form, form.cleaned_data["ids"], fallback)
 
 
-def _review(request: HttpRequest, form: ReviewForm, ids: list[int], fallback: str) -> HttpResponse:
+def _review(request: PortalRequest, form: ReviewForm, ids: list[int], fallback: str) -> HttpResponse:
     c = form.cleaned_data
     try:
         done = match_review(organisation=request.organisation, match_ids=ids, decision=c["decision"],
@@ -98,7 +98,7 @@ def _review(request: HttpRequest, form: ReviewForm, ids: list[int], fallback: st
 
 
 @portal_view()
-def match(request: HttpRequest, pk: int) -> HttpResponse:
+def match(request: PortalRequest, pk: int) -> HttpResponse:
     obj = found(selectors.match_of(request.organisation, pk))
     evidence = evidence_context(request, obj)
     found_at = evidence["found_at"]
@@ -113,20 +113,20 @@ def match(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=Role.MEMBER, methods=["POST"])
-def match_review_view(request: HttpRequest, pk: int) -> HttpResponse:
+def match_review_view(request: PortalRequest, pk: int) -> HttpResponse:
     obj = found(selectors.match_of(request.organisation, pk))
     form = ReviewForm(request.POST)
     url = org_url(request, "match", obj.pk)
     if not form.is_valid():
         for errors in form.errors.values():
             for error in errors:
-                messages.error(request, error)
+                messages.error(request, str(error))
         return HttpResponseRedirect(url)
     return _review(request, form, [obj.pk], url)
 
 
 @portal_view(role=Role.MEMBER, methods=["POST"])
-def match_export(request: HttpRequest, pk: int) -> HttpResponse:
+def match_export(request: PortalRequest, pk: int) -> HttpResponse:
     obj = found(selectors.match_of(request.organisation, pk))
     try:
         name, data = evidence_export(match=obj, actor=request.user)

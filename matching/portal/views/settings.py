@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+from django import forms
 from django.conf import settings as django_settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -17,7 +18,7 @@ from matching import webhooks as webhook_services
 from matching.alerts import pending_digest_counts
 from matching.engine import default_thresholds
 from matching.portal import selectors, services
-from matching.portal.access import ROLE_HELP, portal_view
+from matching.portal.access import ROLE_HELP, PortalRequest, portal_view
 from matching.portal.forms import AlertsForm, ApiKeyForm, InviteForm, RoleForm, ThresholdForm, WebhookForm
 from matching.portal.views.common import found, org_url, page, paginate
 from matching.webhooks import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
@@ -25,7 +26,7 @@ from matching.webhooks import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 ADMIN = Role.ADMIN
 
 
-def _form_errors(request: HttpRequest, form) -> None:  # type: ignore[no-untyped-def]
+def _form_errors(request: HttpRequest, form) -> None:
     for field, errors in form.errors.items():
         label = "" if field == "__all__" else (form.fields[field].label or field.replace("_", " ").capitalize())
         for error in errors:
@@ -47,23 +48,23 @@ def _member_action(request: HttpRequest, action: Callable[[], Any], success: Cal
 
 
 @portal_view(role=ADMIN)
-def index(request: HttpRequest) -> HttpResponse:
+def index(request: PortalRequest) -> HttpResponse:
     return HttpResponseRedirect(org_url(request, "settings-members"))
 
 
 # --- members ----------------------------------------------------------------------------------
 
 @portal_view(role=ADMIN)
-def members(request: HttpRequest) -> HttpResponse:
+def members(request: PortalRequest) -> HttpResponse:
     return page(request, "portal/settings/members.html", {
         "members": selectors.members_of(request.organisation),
         "invitations": selectors.open_invitations(request.organisation),
-        "invite_form": InviteForm(), "roles": RoleForm.base_fields["role"].choices, "role_help": ROLE_HELP,
+        "invite_form": InviteForm(), "roles": cast(forms.ChoiceField, RoleForm.base_fields["role"]).choices, "role_help": ROLE_HELP,
     })
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def member_invite(request: HttpRequest) -> HttpResponse:
+def member_invite(request: PortalRequest) -> HttpResponse:
     form = InviteForm(request.POST)
     if form.is_valid():
         _member_action(
@@ -82,7 +83,7 @@ def raise_forbidden(exc: ServiceError) -> None:
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def member_role(request: HttpRequest, pk: int) -> HttpResponse:
+def member_role(request: PortalRequest, pk: int) -> HttpResponse:
     membership = found(selectors.membership_of(request.organisation, pk))
     form = RoleForm(request.POST)
     if form.is_valid():
@@ -97,7 +98,7 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
+def member_remove(request: PortalRequest, pk: int) -> HttpResponse:
     membership = found(selectors.membership_of(request.organisation, pk))
     removed = _member_action(request,
                              lambda: catalog_services.member_remove(membership=membership, actor_role=request.role),
@@ -108,7 +109,7 @@ def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def invitation_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+def invitation_revoke(request: PortalRequest, pk: int) -> HttpResponse:
     invitation = found(selectors.invitation_of(request.organisation, pk))
     catalog_services.invitation_revoke(invitation=invitation)
     messages.success(request, f"The invitation to {invitation.email} was withdrawn.")
@@ -118,7 +119,7 @@ def invitation_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 # --- API keys ----------------------------------------------------------------------------------
 
 @portal_view(role=ADMIN, methods=["GET", "POST"])
-def api_keys(request: HttpRequest) -> HttpResponse:
+def api_keys(request: PortalRequest) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
     secret = None
     if request.method == "POST" and form.is_valid():
@@ -135,7 +136,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+def api_key_revoke(request: PortalRequest, pk: int) -> HttpResponse:
     key = found(ApiKey.objects.filter(organisation=request.organisation, pk=pk).first())
     catalog_services.api_key_revoke(key=key)
     messages.success(request, f"API key “{key.name}” revoked; requests with it now fail.")
@@ -145,7 +146,7 @@ def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 # --- alerts and thresholds -------------------------------------------------------------------
 
 @portal_view(role=ADMIN)
-def alerts(request: HttpRequest) -> HttpResponse:
+def alerts(request: PortalRequest) -> HttpResponse:
     cols = list(selectors.collections_of(request.organisation))
     pending = pending_digest_counts(cols)
     rows = [(c, AlertsForm(initial={"alert_emails": c.alert_emails, "alert_frequency": c.alert_frequency},
@@ -160,14 +161,14 @@ def _digest_hour() -> int:
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def alerts_save(request: HttpRequest, pk: int) -> HttpResponse:
+def alerts_save(request: PortalRequest, pk: int) -> HttpResponse:
     col = found(selectors.collection_of(request.organisation, pk))
     form = AlertsForm(request.POST, prefix=f"c{col.pk}")
     if form.is_valid():
         try:
             services.collection_alerts_set(collection=col, **form.cleaned_data)
         except (ServiceError, ValidationError) as exc:
-            messages.error(request, getattr(exc, "message", None) or "; ".join(exc.messages))
+            messages.error(request, getattr(exc, "message", None) or "; ".join(cast(ValidationError, exc).messages))
         else:
             messages.success(request, f"Alerts for “{col.name}” saved.")
     else:
@@ -176,7 +177,7 @@ def alerts_save(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=ADMIN)
-def thresholds(request: HttpRequest) -> HttpResponse:
+def thresholds(request: PortalRequest) -> HttpResponse:
     cols = list(selectors.collections_of(request.organisation))
     rows = [(c, ThresholdForm(initial={"phash_max_distance": c.phash_max_distance}, prefix=f"c{c.pk}")) for c in cols]
     return page(request, "portal/settings/thresholds.html", {
@@ -184,7 +185,7 @@ def thresholds(request: HttpRequest) -> HttpResponse:
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def thresholds_save(request: HttpRequest, pk: int) -> HttpResponse:
+def thresholds_save(request: PortalRequest, pk: int) -> HttpResponse:
     col = found(selectors.collection_of(request.organisation, pk))
     form = ThresholdForm(request.POST, prefix=f"c{col.pk}")
     if form.is_valid():
@@ -192,7 +193,7 @@ def thresholds_save(request: HttpRequest, pk: int) -> HttpResponse:
             services.collection_threshold_set(collection=col,
                                               phash_max_distance=form.cleaned_data["phash_max_distance"])
         except (ServiceError, ValidationError) as exc:
-            messages.error(request, getattr(exc, "message", None) or "; ".join(exc.messages))
+            messages.error(request, getattr(exc, "message", None) or "; ".join(cast(ValidationError, exc).messages))
         else:
             messages.success(request, f"Threshold for “{col.name}” saved.")
     else:
@@ -203,7 +204,7 @@ def thresholds_save(request: HttpRequest, pk: int) -> HttpResponse:
 # --- webhooks --------------------------------------------------------------------------------------
 
 @portal_view(role=ADMIN, methods=["GET", "POST"])
-def webhooks(request: HttpRequest) -> HttpResponse:
+def webhooks(request: PortalRequest) -> HttpResponse:
     form = WebhookForm(request.POST or None, initial={"active": True})
     if request.method == "POST" and form.is_valid():
         try:
@@ -222,7 +223,7 @@ def webhooks(request: HttpRequest) -> HttpResponse:
 
 
 @portal_view(role=ADMIN, methods=["GET", "POST"])
-def webhook(request: HttpRequest, pk: int) -> HttpResponse:
+def webhook(request: PortalRequest, pk: int) -> HttpResponse:
     hook = found(selectors.webhook_of(request.organisation, pk))
     form = WebhookForm(request.POST or None,
                        initial={"url": hook.url, "description": hook.description, "active": hook.active})
@@ -243,7 +244,7 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def webhook_test(request: HttpRequest, pk: int) -> HttpResponse:
+def webhook_test(request: PortalRequest, pk: int) -> HttpResponse:
     hook = found(selectors.webhook_of(request.organisation, pk))
     delivery = webhook_services.webhook_send_test(webhook=hook)
     delivery.refresh_from_db()
@@ -258,7 +259,7 @@ def webhook_test(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def webhook_rotate(request: HttpRequest, pk: int) -> HttpResponse:
+def webhook_rotate(request: PortalRequest, pk: int) -> HttpResponse:
     hook = found(selectors.webhook_of(request.organisation, pk))
     webhook_services.webhook_rotate_secret(webhook=hook)
     messages.success(request, "New signing secret made; update your endpoint's copy now.")
@@ -266,7 +267,7 @@ def webhook_rotate(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def webhook_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def webhook_delete(request: PortalRequest, pk: int) -> HttpResponse:
     hook = found(selectors.webhook_of(request.organisation, pk))
     webhook_services.webhook_delete(webhook=hook)
     messages.success(request, "Webhook deleted.")
@@ -276,7 +277,7 @@ def webhook_delete(request: HttpRequest, pk: int) -> HttpResponse:
 # --- standing decisions: licences and dismissed pairs ---------------------------------------------
 
 @portal_view(role=ADMIN)
-def decisions(request: HttpRequest) -> HttpResponse:
+def decisions(request: PortalRequest) -> HttpResponse:
     return page(request, "portal/settings/decisions.html", {
         "licences": selectors.licences_of(request.organisation)[:200],
         "pairs": selectors.dismissed_pairs_of(request.organisation)[:200],
@@ -284,7 +285,7 @@ def decisions(request: HttpRequest) -> HttpResponse:
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def licence_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+def licence_revoke(request: PortalRequest, pk: int) -> HttpResponse:
     licence = found(selectors.licence_of(request.organisation, pk))
     review_services.licence_revoke(licence=licence)
     messages.success(request, f"Licence for {licence.holder} revoked; new matches from that source will alert.")
@@ -292,7 +293,7 @@ def licence_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @portal_view(role=ADMIN, methods=["POST"])
-def pair_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def pair_delete(request: PortalRequest, pk: int) -> HttpResponse:
     pair = found(selectors.dismissed_pair_of(request.organisation, pk))
     review_services.dismissed_pair_delete(pair=pair)
     messages.success(request, "The pair will be reported again if it is found.")
