@@ -123,3 +123,33 @@ print(img.pk, task.id)
     log = wait_until(lambda: finished.search(text := (stack["logs"] / "worker.log").read_text()) and text,
                      30, "the worker to log the task's end")
     assert "Retry in" not in log
+
+
+def test_promise_a_real_worker_finds_a_partial_copy(stack):
+    """The partial-copy pass on a real worker (CNN on, the service's own precision): a brand mark no model saw,
+    pasted at a fifth of the width of a photo nobody protected, is found as a modified copy, boxed."""
+    from PIL import Image
+
+    from bench.metrics import polygon_iou
+    from tests.images import drawn_logo, encode, photo
+
+    base, http = stack["base"], stack["http"]
+    collection = http.post(f"{base}/api/v1/collections/", json={"name": "Brand"}).json()
+    logo = drawn_logo()
+    response = http.post(f"{base}/api/v1/images/", data={"collection": collection["id"], "key": "brand-mark.png"},
+                         files={"file": ("brand-mark.png", encode(logo), "image/png")})
+    assert response.status_code == 201, response.text
+    wait_until(lambda: http.get(f"{base}/api/v1/images/{response.json()['id']}/").json()["status"] == "indexed", 60,
+               "the worker to index the mark")
+    suspect = photo("astronaut").copy()
+    suspect.paste(logo.resize((102, 102), Image.Resampling.BILINEAR), (362, 210))
+    sent = http.post(f"{base}/api/v1/checks/", files={"file": ("suspect.jpg", encode(suspect, "JPEG", quality=90))})
+    assert sent.status_code == 202, sent.text
+    check = wait_until(lambda: (c := http.get(sent.json()["url"]).json())["partial_search"] in ("done", "failed")
+                       and c, 120, "the worker to finish the partial-copy pass")
+    assert check["status"] == "done" and check["partial_search"] == "done", check
+    assert check["result"]["verdict"] == "modified_copy", check["result"]
+    match = next(m for m in check["matches"] if m["key"] == "brand-mark.png")
+    box = [[362, 210], [464, 210], [464, 312], [362, 312]]
+    assert polygon_iou(match["region"]["query"], box, suspect.size) >= 0.5
+    assert "workers.tasks.run_check_partial" in (stack["logs"] / "worker.log").read_text()
