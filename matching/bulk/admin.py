@@ -33,7 +33,7 @@ class BulkJobAdmin(admin.ModelAdmin):
     exclude = ["log_tail"]
     actions = ["cancel", "resume"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False  # jobs come from the command line and the API, which validate the source
 
     @admin.display(description="Progress")
@@ -50,14 +50,14 @@ class BulkJobAdmin(admin.ModelAdmin):
         return format_html('<pre style="max-height:30em;overflow:auto;white-space:pre-wrap">{}</pre>', obj.log_tail)
 
     @admin.action(description="Cancel selected jobs")
-    def cancel(self, request, queryset):  # type: ignore[no-untyped-def]
+    def cancel(self, request, queryset):
         self._each(request, queryset, services.bulkjob_cancel, "Cancelled")
 
     @admin.action(description="Resume selected jobs (only missing keys)")
-    def resume(self, request, queryset):  # type: ignore[no-untyped-def]
+    def resume(self, request, queryset):
         self._each(request, queryset, services.bulkjob_resume, "Resumed")
 
-    def _each(self, request, queryset, service, verb: str) -> None:  # type: ignore[no-untyped-def]
+    def _each(self, request, queryset, service, verb: str) -> None:
         done = 0
         for job in queryset:
             try:
@@ -77,5 +77,5 @@ class BulkJobErrorAdmin(admin.ModelAdmin):
     readonly_fields = ["job", "key", "code", "reason"]
     list_select_related = ["job"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False

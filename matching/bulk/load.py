@@ -10,6 +10,7 @@ skipping (suspect, protected image) pairs already reported.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -85,7 +86,7 @@ def _split(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple
 
 # --- index jobs ----------------------------------------------------------------------------
 
-def _copy_text(field: models.Field, obj: ProtectedImage) -> str:  # type: ignore[type-arg]
+def _copy_text(field: models.Field, obj: ProtectedImage) -> str:
     """One value in PostgreSQL COPY text format."""
     if isinstance(field, models.JSONField):
         value = getattr(obj, field.attname)
@@ -173,7 +174,8 @@ def load_index(job: BulkJob, heartbeat: Callable[[], None]) -> int:
         digests = {r["sha256_pixels"] for r in ok}
         owner = dict(ProtectedImage.objects.filter(collection=collection, sha256_pixels__in=digests)
                      .values_list("sha256_pixels", "key"))
-        images, orphans = [], set()
+        images = []
+        orphans: set[str] = set()
         for row in ok:
             first = owner.setdefault(row["sha256_pixels"], row["key"])
             if first != row["key"]:
@@ -186,7 +188,7 @@ def load_index(job: BulkJob, heartbeat: Callable[[], None]) -> int:
             new = _insert(collection, images)
             _record_errors(job, errors)
             if orphans:
-                transaction.on_commit(lambda names=orphans: _delete_unreferenced(names))
+                transaction.on_commit(functools.partial(_delete_unreferenced, orphans))
         inserted += new
     # One index generation for the whole load, not one per batch: every matching process reconciles
     # with the database when the generation moves, and a load of millions should cost them one pass.
@@ -261,6 +263,7 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
         heartbeat()
         ok, errors = _split(rows)
         limit = Match._meta.get_field("suspect_key").max_length
+        assert limit is not None
         by_executors = _executor_decisions(job, ok)
         found: list[tuple[str, list[_Found]]] = []
         for row in ok:

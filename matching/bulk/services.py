@@ -8,6 +8,7 @@ redelivered task does nothing.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -68,7 +69,7 @@ def bulkjob_create(
     collection: Collection | None = None,
     embed: bool | None = None,
     spark_master: str | None = None,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     trusted: bool = False,
     start: bool = True,
     extra_options: dict[str, Any] | None = None,
@@ -191,6 +192,7 @@ def _storage_target() -> _Storage:
 
 def _write_skip_file(job: BulkJob, path: Path) -> None:
     """Keys the collection already holds: the job leaves them alone (reported as unchanged)."""
+    assert job.collection_id is not None  # an index job has a collection (bulkjob_create)
     keys = ProtectedImage.objects.filter(collection_id=job.collection_id).values_list("key", flat=True)
     with open(path, "w", encoding="utf-8") as fh:
         for key in keys.iterator(chunk_size=10000):
@@ -385,7 +387,7 @@ def bulkjob_sweep() -> int:
     Returns how many jobs were failed.
     """
     now = timezone.now()
-    deadline = now - timezone.timedelta(seconds=settings.IMGPROTECT_BULK_STALE_AFTER_SECONDS)
+    deadline = now - datetime.timedelta(seconds=settings.IMGPROTECT_BULK_STALE_AFTER_SECONDS)
     failed = 0
     for job in BulkJob.objects.filter(status__in=[BulkJob.Status.RUNNING, BulkJob.Status.LOADING],
                                       heartbeat__lt=deadline):

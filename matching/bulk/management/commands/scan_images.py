@@ -27,7 +27,7 @@ MAX_MATCHES_PRINTED = 200
 class Command(BaseCommand):
     help = "Scan every image under SOURCE for copies of the organisation's protected images."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--org", required=True, help="organisation slug")
         parser.add_argument("--collection", help="only match this collection (name or slug)")
         parser.add_argument("--spark-master", default=None, help="Spark master (default: SPARK_MASTER)")
@@ -35,7 +35,7 @@ class Command(BaseCommand):
                             help="compute CNN embeddings (default: when the CNN stage is enabled)")
         parser.add_argument("source")
 
-    def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **opts):
         database_ready()
         organisation = Organisation.objects.filter(slug=opts["org"]).first()
         if organisation is None:
