@@ -40,7 +40,7 @@ def test_index_from_s3_into_s3_storage(org, settings, monkeypatch):
         files = {**{k: make() for k, make in GOOD.items()}, "bad/truncated.jpg": BAD["bad/truncated.jpg"][0]()}
         for key, data in files.items():
             s3.put("crawl", f"drop/{key}", data)
-        s3.put("crawl", "private/secret.png", photo_png("moon"))
+        s3.put("crawl", "private/secret.png", photo_png("coins"))
         settings.STORAGES = s3_storage(s3.endpoint)
         settings.IMGPROTECT_SOURCE_S3_ENDPOINT_URL = s3.endpoint
         settings.IMGPROTECT_SOURCE_ROOTS = [f"{org.slug}=s3://crawl/drop"]

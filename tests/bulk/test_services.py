@@ -265,7 +265,7 @@ def test_odd_keys_load_exactly_on_the_configured_database_and_twice_is_a_no_op(o
     assert connection.settings_dict["ENGINE"] == requested_database_engine()  # COPY on PostgreSQL's run
     job = BulkJob.objects.create(organisation=org, collection=collection, kind="index", source=str(tmp_path),
                                  status="loading", attempts=1)
-    names = ["coffee", "chelsea", "rocket", "astronaut", "camera", "coins", "horse", "moon"]
+    names = ["coffee", "chelsea", "rocket", "astronaut", "camera", "coins", "horse", "shepp_logan_phantom"]
     rows = [ok_row(key, resized_jpeg(name, 0.25)) for key, name in zip(ODD_KEYS, names, strict=True)]
     write_output(job, rows)
     for _ in range(2):

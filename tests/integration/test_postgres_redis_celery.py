@@ -153,3 +153,27 @@ def test_promise_a_real_worker_finds_a_partial_copy(stack):
     box = [[362, 210], [464, 210], [464, 312], [362, 312]]
     assert polygon_iou(match["region"]["query"], box, suspect.size) >= 0.5
     assert "workers.tasks.run_check_partial" in (stack["logs"] / "worker.log").read_text()
+
+
+def test_promise_the_sweeper_on_a_real_worker_requeues_a_check_whose_worker_died(stack):
+    """A check left 'running' past the deadline with no message anywhere (its worker died holding it): the
+    sweeper, run by the real worker through the broker, sends it again and the worker finishes it."""
+    base, http = stack["base"], stack["http"]
+    sent = http.post(f"{base}/api/v1/checks/?wait=20", files={"file": ("copy.jpg", resized_jpeg("coffee", 0.5, 60))})
+    assert sent.status_code == 200 and sent.json()["status"] == "done", sent.text
+    check_id = sent.json()["id"]
+    orphaned = stack["shell"](f"""
+from django.utils import timezone
+from matching.models import Check, Match
+Match.objects.filter(source_check_id={check_id}).delete()
+print(Check.objects.filter(pk={check_id}).update(status="running", finished=None, result=None,
+                                                 started=timezone.now() - timezone.timedelta(hours=1)))
+""")
+    assert orphaned == "1"
+    assert http.get(f"{base}/api/v1/checks/{check_id}/").json()["status"] == "running"
+    task_id = stack["shell"]("from workers.tasks import sweep_stale_work; print(sweep_stale_work.delay().id)")
+    done = wait_until(lambda: (c := http.get(f"{base}/api/v1/checks/{check_id}/").json())["status"] == "done" and c,
+                      60, "the sweeper to requeue the check and the worker to finish it")
+    assert [m["key"] for m in done["matches"]] == ["coffee.png"]
+    assert stack["shell"](f"from matching.models import Check; print(Check.objects.get(pk={check_id}).attempts)") == "1"
+    assert f"workers.tasks.sweep_stale_work[{task_id}] succeeded" in (stack["logs"] / "worker.log").read_text()

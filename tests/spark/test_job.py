@@ -48,7 +48,7 @@ def run_job(work: Path, *args: str, timeout: float = 240) -> tuple[int, str]:
 def finished_run(tmp_path_factory, monkeypatch_module):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("job")
     src, work, media = root / "src", root / "work", root / "media"
-    for key, make in {**GOOD, **{k: v[0] for k, v in BAD.items()}, SKIPPED: lambda: photo_png("moon")}.items():
+    for key, make in {**GOOD, **{k: v[0] for k, v in BAD.items()}, SKIPPED: lambda: photo_png("coins")}.items():
         (src / key).parent.mkdir(parents=True, exist_ok=True)
         (src / key).write_bytes(make())
     work.mkdir()
