@@ -19,8 +19,14 @@ PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "horse"
           "shepp_logan_phantom"]
 
 
-@lru_cache(maxsize=None)
 def photo(name: str) -> Image.Image:
+    """A fresh copy each call: a test that edits its picture in place (``thumbnail``, ``paste``) must
+    not change what the next test gets."""
+    return _photo(name).copy()
+
+
+@lru_cache(maxsize=None)
+def _photo(name: str) -> Image.Image:
     import skimage.data
 
     pixels = getattr(skimage.data, name)()
