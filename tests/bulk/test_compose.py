@@ -25,7 +25,7 @@ def test_a_spark_master_and_workers_from_the_service_image():
                                      "--port", "7077", "--webui-port", "8080"]
     assert master["depends_on"] == []  # no database for Spark daemons
     assert worker["command"][1] == "org.apache.spark.deploy.worker.Worker"
-    assert worker["command"][-1] == "spark://spark-master:7077" and worker["deploy"]["replicas"] >= 2
+    assert worker["command"][-1] == "spark://spark-master:7077" and worker["deploy"]["replicas"] == 3
     assert worker["depends_on"]["spark-master"]["condition"] == "service_healthy"
 
 
