@@ -34,7 +34,7 @@ from .metrics import SystemResult, outcome
 from .report import MARKDOWN_NAME, PLOT_NAME, RAW_NAME, write_raw, write_report
 from .suites import (DEFAULT_DISTRACTORS, DEFAULT_REFS, SUITES, SuiteData, build_suite, run_suite,
                      write_suite_report)
-from .systems import SYSTEM_NAMES, System, SystemUnavailable, load_system
+from .systems import SYSTEM_NAMES, System, SystemUnavailable, index_systems, load_system
 
 __all__ = ["main", "run_benchmark"]
 
@@ -57,16 +57,8 @@ def _describe(system: System) -> str:
 def run_benchmark(bench: Benchmark, systems: Sequence[System], *, attacks: Sequence[str],
                   top_k: int = 5, log: TextIO | None = sys.stderr) -> list[SystemResult]:
     """Index, query every copy and unrelated image, and return the outcomes per system."""
-    refs = bench.reference_images()
-    results = []
-    for system in systems:
-        start = time.perf_counter()
-        system.index(refs)
-        elapsed = time.perf_counter() - start
-        results.append(SystemResult(system.name, 1000 * elapsed / max(1, len(refs))))
-        if log:
-            print(f"[bench] {system.name}: indexed {len(refs)} references in {elapsed:.1f} s", file=log)
-    del refs  # the references are decoded again per attack; do not hold them all
+    results = index_systems(bench.reference_images(), systems, log=log)
+    # the references are decoded again per attack; index_systems holds none of them afterwards
 
     total = bench.count_attacked(attacks) + len(bench.unrelated)
     done, started = 0, time.perf_counter()

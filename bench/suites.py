@@ -40,7 +40,7 @@ from .attacks import Polygon, composite_mark, key_mark
 from .chains import EDIT_NAMES, MAX_LENGTH, random_chain
 from .metrics import Outcome, SystemResult, micro_ap, outcome, recall_at_precision
 from .report import write_pr_plot, write_raw
-from .systems import System
+from .systems import System, index_systems
 
 __all__ = ["SUITES", "SuiteData", "SuiteQuery", "build_suite", "render_suite", "run_suite",
            "summarise_suite", "write_suite_report"]
@@ -173,16 +173,7 @@ def run_suite(data: SuiteData, systems: Sequence[System], *, top_k: int = 5,
               log: TextIO | None = sys.stderr) -> tuple[list[SystemResult], list[tuple[str, ...]]]:
     """Index the references, query every copy and distractor; the outcomes per system and
     each query's tags (in the outcomes' order)."""
-    refs = data.reference_images()
-    results = []
-    for system in systems:
-        start = time.perf_counter()
-        system.index(refs)
-        elapsed = time.perf_counter() - start
-        results.append(SystemResult(system.name, 1000 * elapsed / max(1, len(refs))))
-        if log:
-            print(f"[bench] {system.name}: indexed {len(refs)} references in {elapsed:.1f} s", file=log)
-    del refs
+    results = index_systems(data.reference_images(), systems, log=log)
     tags: list[tuple[str, ...]] = []
     total, started = data.n_queries, time.perf_counter()
     for query in data.queries():

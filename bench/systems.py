@@ -9,14 +9,16 @@ the design starts from, searched exhaustively so that search never limits them.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TextIO, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
 from .attacks import Polygon
+from .metrics import SystemResult
 
 __all__ = [
     "BASELINES",
@@ -234,3 +236,16 @@ def load_system(name: str) -> System:
     if name not in _FACTORIES:
         raise KeyError(f"unknown system {name!r}; choose from {', '.join(_FACTORIES)}")
     return _FACTORIES[name]()
+
+
+def index_systems(refs: list[Any], systems: Sequence[System], *, log: TextIO | None) -> list[SystemResult]:
+    """Index ``refs`` into every system, timing each; one result per system, in order."""
+    results = []
+    for system in systems:
+        start = time.perf_counter()
+        system.index(refs)
+        elapsed = time.perf_counter() - start
+        results.append(SystemResult(system.name, 1000 * elapsed / max(1, len(refs))))
+        if log:
+            print(f"[bench] {system.name}: indexed {len(refs)} references in {elapsed:.1f} s", file=log)
+    return results
