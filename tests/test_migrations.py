@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
+from django.core.management.color import no_style
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
@@ -59,6 +60,11 @@ def _old_rows(apps) -> dict[str, int]:  # type: ignore[no-untyped-def]
                                             created_by=user)
     delivery = portal["WebhookDelivery"].objects.create(id=47, webhook=hook, event="ping", event_key="ping:1",
                                                         payload={"type": "ping"})
+    # Explicit ids do not move PostgreSQL's sequences: move them as loaddata does, so the next row the
+    # new models write continues after these (whatever ids earlier tests of this database used).
+    with connection.cursor() as cursor:
+        for sql in connection.ops.sequence_reset_sql(no_style(), list(portal.values())):
+            cursor.execute(sql)
     return {"user": user.pk, "org": org.pk, "image": image.pk, "check": check.pk, "match": match.pk,
             "invitation": invitation.pk, "event": event.pk, "licence": licence.pk, "pair": pair.pk,
             "origin": origin.pk, "hook": hook.pk, "delivery": delivery.pk}
