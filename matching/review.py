@@ -165,7 +165,9 @@ def match_review(
         match.reviewed = now
         match.save(update_fields=["review_status", "reviewed_by", "reviewed"])
         event_note = note
-        if decision == Decision.DISMISS:
+        if match.protected_image_id is None:
+            pass  # a hash-list match: no protected image for a dismissed pair or a licence to name
+        elif decision == Decision.DISMISS:
             _dismiss_pair(match, suspect, actor)
         elif decision in (Decision.CONFIRM, Decision.REOPEN):
             # A pair judged a copy after all must be able to alert again.
@@ -177,7 +179,8 @@ def match_review(
             event_note = (f"Licensed to {licence.holder} ({licence.source or 'any source'})."
                           + (f" {note}" if note else ""))
         events.append(_record(match, action=action, from_status=from_status, actor=actor, note=event_note))
-        touched_images.add(match.protected_image_id)
+        if match.protected_image_id is not None:
+            touched_images.add(match.protected_image_id)
     if decision in (Decision.DISMISS, Decision.LICENSE):
         review_auto_resolve(matches=list(
             Match.objects.filter(organisation=organisation, review_status=Review.NEW,
