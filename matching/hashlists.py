@@ -94,7 +94,7 @@ def hash_list_get(*, organisation: Organisation, pk: int) -> HashList:
 
 
 def hash_lists_of(organisation: Organisation):
-    return HashList.objects.filter(organisation=organisation).annotate(entry_count=Count("entries"))
+    return HashList.objects.filter(organisation=organisation).annotate(entry_count=Count("entries")).order_by("name", "id")
 
 
 # --- matching --------------------------------------------------------------------------------
