@@ -81,13 +81,11 @@ def _claim_and_send(ids: list[int], *, digest: str | None) -> int:
     # One e-mail per collection, and per hash list for hash-list matches (no protected image).
     groups: dict[tuple[str, int], list[Match]] = {}
     for m in claimed:
-        key = ("c", m.protected_image.collection_id) if m.protected_image else ("h", m.hash_list_entry.hash_list_id)
-        groups.setdefault(key, []).append(m)
+        groups.setdefault(("c", _alert_target(m).pk) if m.protected_image else ("h", _alert_target(m).pk), []).append(m)
     sent = 0
     pending = list(groups.values())
     for i, group in enumerate(pending):
-        first = group[0]
-        collection = first.protected_image.collection if first.protected_image else first.hash_list_entry.hash_list
+        collection = _alert_target(group[0])
         if not collection.alert_recipients:
             continue  # claimed anyway: nobody to tell, and a later recipient should not get old news
         try:
@@ -98,6 +96,14 @@ def _claim_and_send(ids: list[int], *, digest: str | None) -> int:
             raise
         sent += 1
     return sent
+
+
+def _alert_target(match: Match) -> Collection | HashList:
+    """Whose recipients hear of a match: its protected image's collection, or its hash list."""
+    if match.protected_image is not None:
+        return match.protected_image.collection
+    assert match.hash_list_entry is not None  # a match names one or the other (a database constraint)
+    return match.hash_list_entry.hash_list
 
 
 def _match_url(match: Match) -> str:

@@ -26,7 +26,9 @@ class HashListHitSerializer(serializers.Serializer):
     name = serializers.CharField(source="hash_list.name")
     entry_id = serializers.IntegerField(source="id")
     pdq = serializers.CharField()
-    label = serializers.CharField()
+    # DRF's metaclass takes declared fields out of the class, so this never shadows Field.label; the stubs
+    # cannot express that.
+    label = serializers.CharField()  # type: ignore[assignment]
 
 
 class MatchSerializer(serializers.ModelSerializer):

@@ -194,7 +194,7 @@ class Match(models.Model):
     @property
     def reference_label(self) -> str:
         """What the suspect copies, for people: the protected image's key, or the hash list's entry."""
-        if self.protected_image_id is not None:
+        if self.protected_image is not None:
             return self.protected_image.key
         entry = self.hash_list_entry
         return f"{entry.hash_list.name}: {entry.label or entry.pdq[:16]}" if entry else ""

@@ -203,6 +203,7 @@ def _dismiss_pair(match: Match, suspect: Suspect, actor: User | None) -> None:
 
 
 def _licence_for(match: Match, terms: LicenceTerms, actor: User | None) -> Licence:
+    assert match.protected_image_id is not None  # match_review never licenses a hash-list match
     existing = Licence.objects.filter(
         protected_image_id=match.protected_image_id, holder=terms.holder, source=terms.source, revoked__isnull=True
     ).first()
@@ -224,8 +225,10 @@ def review_auto_resolve(*, matches: list[Match]) -> None:
     fresh = {m.pk: m for m in matches if m.pk is not None and m.review_status == Review.NEW}
     if not fresh:
         return
-    rows = list(Match.objects.filter(pk__in=fresh, review_status=Review.NEW).select_related("source_check__origin"))
-    image_ids = {r.protected_image_id for r in rows}
+    # A hash-list match has no protected image, so no dismissed pair or licence applies to it.
+    rows = list(Match.objects.filter(pk__in=fresh, review_status=Review.NEW, protected_image__isnull=False)
+                .select_related("source_check__origin"))
+    image_ids = {r.protected_image_id for r in rows if r.protected_image_id is not None}
     pairs: dict[int, list[DismissedPair]] = defaultdict(list)
     for dismissed in DismissedPair.objects.filter(protected_image_id__in=image_ids).select_related("dismissed_by"):
         pairs[dismissed.protected_image_id].append(dismissed)
@@ -237,9 +240,10 @@ def review_auto_resolve(*, matches: list[Match]) -> None:
     now = timezone.now()
     for row in rows:
         suspect = suspect_of(row)
-        pair = next((p for p in pairs.get(row.protected_image_id, []) if _pair_matches(p, suspect)), None)
+        image_id = row.protected_image_id or 0
+        pair = next((p for p in pairs.get(image_id, []) if _pair_matches(p, suspect)), None)
         lic = None if pair else next(
-            (lic for lic in licences.get(row.protected_image_id, []) if source_covered(lic.source, suspect.source)),
+            (lic for lic in licences.get(image_id, []) if source_covered(lic.source, suspect.source)),
             None,
         )
         if pair is None and lic is None:

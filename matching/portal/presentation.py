@@ -90,7 +90,7 @@ _YES_NO = {"sha256_bytes": ("Identical file", "same SHA-256 of the file bytes"),
            "exact": ("Identical picture", "same SHA-256 of the file bytes or of the decoded pixels")}
 _SIMILARITY = {"cnn_score": "CNN similarity", "cnn_similarity": "CNN similarity",
                "embedding_similarity": "CNN similarity", "cosine": "CNN similarity", "cnn": "CNN similarity"}
-_TEXT = {"verification": "Geometric check"}
+_TEXT = {"verification": "Geometric check", "pdq_variant": "Turned or flipped"}
 
 
 def signal_rows(scores: dict[str, Any] | None) -> list[SignalRow]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 
 from catalog.models import Role
 from catalog.validators import single_line
@@ -23,7 +24,7 @@ class HashListForm(forms.Form):
     alert_emails = forms.CharField(required=False, label="Alert e-mails",
                                    help_text="Comma-separated addresses told about new matches.")
     file = forms.FileField(label="Hash list",
-                           help_text="PDQ hashes, one a line (or `pdq <hash>`), or CSV with a pdq column.")
+                           help_text="PDQ hashes, one a line (or “pdq <hash>”), or CSV with a pdq column.")
 
 
 @portal_view(role=Role.ADMIN, methods=["GET", "POST"])
@@ -46,7 +47,7 @@ def hash_lists(request: PortalRequest) -> HttpResponse:
             return HttpResponseRedirect(org_url(request, "settings-hash-lists"))
     return page(request, "portal/settings/hash_lists.html", {
         "form": form, "hash_lists": hashlists.hash_lists_of(request.organisation),
-        "max_entries": hashlists.MAX_IMPORT_ENTRIES,
+        "max_entries": f"{hashlists.MAX_IMPORT_ENTRIES:,}",
     }, status=400 if request.method == "POST" else 200)
 
 
@@ -59,7 +60,7 @@ def hash_list_delete(request: PortalRequest, pk: int) -> HttpResponse:
 
 
 @portal_view()
-def collection_hashes(request: PortalRequest, pk: int) -> HttpResponse:
+def collection_hashes(request: PortalRequest, pk: int) -> HttpResponseBase:
     col = found(selectors.collection_of(request.organisation, pk))
     fmt = request.GET.get("format", "te")
     variants = request.GET.get("variants") == "1"
