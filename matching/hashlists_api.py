@@ -17,7 +17,8 @@ from rest_framework.views import APIView
 
 from catalog import selectors as catalog_selectors
 from catalog.filters import IdLookupMixin, parse_id
-from catalog.models import Role
+from catalog.models import Role, validate_email_list
+from catalog.validators import single_line
 from catalog.permissions import request_tenant
 from matching import hashlists
 from matching.core.hashlists import EXPORT_FORMATS, export_text
@@ -36,11 +37,14 @@ class HashListSerializer(serializers.ModelSerializer):
 
 
 class HashListImportSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100, help_text="Unique in your organisation; the bank name of lookups.")
+    name = serializers.CharField(max_length=100, validators=[single_line],
+                                 help_text="Unique in your organisation; the bank name of lookups.")
     file = serializers.FileField(help_text="PDQ hashes: 64 hex digits a line (or `pdq <hash>`), or CSV with a "
                                            "header naming a `pdq` column and optional `quality` and `label`.")
-    description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                        validators=[single_line])
     alert_emails = serializers.CharField(required=False, allow_blank=True, default="",
+                                         validators=[validate_email_list],
                                          help_text="Comma-separated addresses told about new matches.")
 
 
@@ -139,6 +143,7 @@ class CollectionHashesView(APIView):
 # --- Hasher-Matcher-Actioner's matching API (OpenMediaMatch/blueprints/matching.py) ------------
 
 _PDQ = re.compile(r"^[0-9a-f]{64}$")  # threatexchange's PdqSignal.validate_signal_str
+_PDQ_SCHEMA = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "64 lowercase hex digits"}
 
 _LOOKUP_RESPONSE = OpenApiResponse(
     OpenApiTypes.OBJECT, description=(
@@ -176,7 +181,7 @@ class HmaLookupView(APIView):
     @extend_schema(
         operation_id="hma_lookup",
         parameters=[
-            OpenApiParameter("signal", str, required=True, description="The PDQ hash, 64 lowercase hex digits."),
+            OpenApiParameter("signal", _PDQ_SCHEMA, required=True, description="The PDQ hash."),
             OpenApiParameter("signal_type", str, required=True, enum=["pdq"], description="Only `pdq`."),
             OpenApiParameter("banks", str, description="Comma-separated bank names to restrict the answer to."),
         ],
@@ -213,7 +218,7 @@ class HmaRawLookupView(APIView):
     @extend_schema(
         operation_id="hma_raw_lookup",
         parameters=[
-            OpenApiParameter("signal", str, required=True, description="The PDQ hash, 64 lowercase hex digits."),
+            OpenApiParameter("signal", _PDQ_SCHEMA, required=True, description="The PDQ hash."),
             OpenApiParameter("signal_type", str, required=True, enum=["pdq"]),
             OpenApiParameter("banks", str, description="Comma-separated bank names."),
             OpenApiParameter("include_distance", bool),

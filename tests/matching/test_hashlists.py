@@ -105,6 +105,25 @@ def test_export_with_variants_finds_a_mirrored_copy(api, photos, tmp_path):
     assert [m.metadata for m in found] == [("coffee.png", "flip_horizontal")]
 
 
+def test_the_commands_round_trip(photos, tmp_path, org):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    collection, _ = photos
+    out = tmp_path / "photos.txt"
+    call_command("export_hashes", "--org", "acme", "--collection", collection.slug, "--output", str(out))
+    signals = read_with_threatexchange(tmp_path, out.read_text())
+    assert sorted(signals) == sorted(collection.images.values_list("pdq", flat=True))
+    call_command("import_hash_list", "--org", "acme", "--name", "round trip", str(out), stdout=io.StringIO())
+    assert sorted(HashListEntry.objects.values_list("pdq", flat=True)) == sorted(signals)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("pdq " + "g" * 64 + "\n")
+    with pytest.raises(CommandError, match="line 1: not a hexadecimal"):
+        call_command("import_hash_list", "--org", "acme", "--name", "bad", str(bad))
+    with pytest.raises(CommandError, match="no collection"):
+        call_command("export_hashes", "--org", "acme", "--collection", "nope")
+
+
 def import_list(api, name: str, content: bytes, filename: str = "list.csv", **fields):  # type: ignore[no-untyped-def]
     return api.post("/api/v1/hash-lists/", {"name": name, "file": SimpleUploadedFile(filename, content), **fields},
                     format="multipart")
