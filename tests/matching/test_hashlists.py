@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 from django.core import mail
@@ -271,3 +272,36 @@ def test_other_organisations_see_nothing(api, photos):
     from rest_framework.test import APIClient
 
     assert APIClient().get(f"/m/lookup?signal={pdq}&signal_type=pdq").status_code == 401
+
+
+def test_a_bulk_scan_reports_pictures_on_a_hash_list(api, org, tmp_path):
+    """The scan's loader matches each scanned picture's PDQ (and its variants) against the hash lists,
+    once however often the output is loaded; a scan limited to a collection leaves the lists out."""
+    from matching.bulk import services as bulk_services
+    from matching.bulk.models import BulkJob
+    from matching.core.loading import load_image
+    from matching.core.signals import query_signals
+    from tests.bulk.test_services import ok_row, write_output
+
+    rocket, _ = pdq_from_bytes(photo_png("rocket"))
+    assert import_list(api, "partner", f"pdq,label\n{rocket},rocket poster\n".encode(),
+                       alert_emails="trust@acme.test").status_code == 201
+    job = BulkJob.objects.create(organisation=org, kind="scan", source=str(tmp_path), status="loading", attempts=1)
+    rows = [ok_row("shop/rocket-mirrored.jpg", edited("rocket", mirror=True)), ok_row("shop/coffee.png",
+                                                                                      photo_png("coffee"))]
+    for row in rows:  # a scan's rows carry the query-side variants (spark/compute.py)
+        data = edited("rocket", mirror=True) if "rocket" in row["key"] else photo_png("coffee")
+        row["signals"] = json.dumps(query_signals(load_image(data)))
+    write_output(job, rows)
+    for _ in range(2):
+        bulk_services.bulkjob_load(job=job)
+    [match] = Match.objects.filter(organisation=org)
+    assert match.verdict == "hash_list" and match.suspect_key.endswith("shop/rocket-mirrored.jpg")
+    assert match.hash_list_entry.label == "rocket poster" and match.signal_scores["pdq_variant"] == "flip_horizontal"
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == ["trust@acme.test"]
+
+    scoped = BulkJob.objects.create(organisation=org, kind="scan", source=str(tmp_path / "b"), status="loading",
+                                    attempts=1, collection=CollectionFactory(organisation=org, slug="only"))
+    write_output(scoped, rows)
+    bulk_services.bulkjob_load(job=scoped)
+    assert Match.objects.filter(organisation=org).count() == 1
