@@ -173,6 +173,10 @@ def _banks_filter(params, found: dict[str, list[dict[str, object]]]) -> dict[str
     return {bank: hits for bank, hits in found.items() if bank in names}
 
 
+class HmaLookupUploadSerializer(serializers.Serializer):
+    photo = serializers.FileField(help_text="The picture, in HMA's content-type field name.")
+
+
 class HmaLookupView(APIView):
     """``/m/lookup``: clients written for Hasher-Matcher-Actioner query imgprotect unchanged."""
 
@@ -195,17 +199,18 @@ class HmaLookupView(APIView):
 
     @extend_schema(
         operation_id="hma_lookup_file",
-        request={"multipart/form-data": inline_serializer("HmaLookupUpload", fields={
-            "photo": serializers.FileField(help_text="The picture (HMA's content-type field name).")})},
+        request={"multipart/form-data": HmaLookupUploadSerializer},
         parameters=[OpenApiParameter("banks", str, description="Comma-separated bank names.")],
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description=(
             "`{\"pdq\": {bank name: [{bank_content_id, distance}]}}`, HMA's answer for an uploaded file."))},
         summary="Hasher-Matcher-Actioner lookup of an uploaded picture",
     )
     def post(self, request):
-        if len(request.FILES) != 1 or "photo" not in request.FILES or len(request.FILES.getlist("photo")) != 1:
+        form = HmaLookupUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        if len(request.FILES.getlist("photo")) != 1:  # HMA takes one file a request
             raise ValidationError({"photo": ["Send exactly one file, in the multipart field 'photo'."]})
-        _, loaded = read_and_validate(request.FILES["photo"])
+        _, loaded = read_and_validate(form.validated_data["photo"])
         signals = compute_signals(loaded)
         organisation = request_tenant(request).organisation
         found = {} if not signals.get("pdq") else hashlists.hma_lookup(organisation=organisation, pdq=signals["pdq"])

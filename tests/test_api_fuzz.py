@@ -149,6 +149,7 @@ SEMANTIC_FIELD_ERRORS = {
     "check": ("No such check in your organisation.",),
     "alert_emails": ("is not a valid e-mail address.",),  # catalog/models.py validate_email_list
     "file": ("No file was submitted.", "The submitted file is empty."),
+    "photo": ("No file was submitted.", "The submitted file is empty."),  # HMA's POST /m/lookup
 }
 # DRF refuses NUL characters in every text field; a pattern on each string would say it, noisily.
 NUL_REFUSED = "Null characters are not allowed."
