@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "EXPORT_FORMATS",
+    "ExportRow",
     "HashListError",
     "ParsedEntry",
     "csv_safe",
