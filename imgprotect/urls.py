@@ -9,6 +9,7 @@ from catalog.api import CollectionViewSet, OrganisationView
 from imgprotect.views import admin_image_file
 from matching.api import CheckViewSet, MatchViewSet
 from matching.bulk.api import BulkJobViewSet
+from matching.hashlists_api import CollectionHashesView, HashListViewSet, HmaLookupView, HmaRawLookupView
 from matching.protection_api import ProtectedImageViewSet
 
 router = DefaultRouter()
@@ -17,6 +18,7 @@ router.register("images", ProtectedImageViewSet, basename="image")
 router.register("checks", CheckViewSet, basename="check")
 router.register("matches", MatchViewSet, basename="match")
 router.register("bulk-jobs", BulkJobViewSet, basename="bulk-job")
+router.register("hash-lists", HashListViewSet, basename="hash-list")
 
 
 def healthz(request):
@@ -45,7 +47,11 @@ urlpatterns = [
     path("admin/files/<str:kind>/<int:pk>/", admin_image_file, name="admin-image-file"),
     path("admin/", admin.site.urls),
     path("api/v1/organisation/", OrganisationView.as_view(), name="organisation"),
+    path("api/v1/collections/<str:pk>/hashes/", CollectionHashesView.as_view(), name="collection-hashes"),
     path("api/v1/", include(router.urls)),
+    # Hasher-Matcher-Actioner's matching API, at HMA's own paths so its clients work unchanged.
+    path("m/lookup", HmaLookupView.as_view(), name="hma-lookup"),
+    path("m/raw_lookup", HmaRawLookupView.as_view(), name="hma-raw-lookup"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz),

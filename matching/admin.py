@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import reverse
 
 from catalog.admin import image_thumbnail
-from matching.models import Check, DismissedPair, Licence, Match, ReviewEvent, Webhook, WebhookDelivery
+from matching.models import (Check, DismissedPair, HashList, HashListEntry, Licence, Match, ReviewEvent, Webhook,
+                             WebhookDelivery)
 
 
 _MATCH_INLINE_FIELDS = ("protected_image", "verdict", "score", "signal_scores", "created")
@@ -49,7 +50,8 @@ class MatchAdmin(admin.ModelAdmin):
                     "alerted"]
     list_filter = ["verdict", "review_status", "organisation", "created"]
     search_fields = ["protected_image__key", "source_check__original_name"]
-    readonly_fields = ["evidence_image", "source_check", "suspect_key", "organisation", "protected_image", "score",
+    readonly_fields = ["evidence_image", "source_check", "suspect_key", "organisation", "protected_image",
+                       "hash_list_entry", "score",
                        "verdict", "signal_scores", "region", "edit_report", "review_status", "reviewed_by", "reviewed",
                        "created", "alerted", "suspect", "reference"]
     exclude = ["evidence"]
@@ -72,7 +74,24 @@ class MatchAdmin(admin.ModelAdmin):
 
     @admin.display(description="Protected image")
     def reference(self, obj: Match) -> str:
+        if obj.protected_image_id is None:
+            return f"hash list entry {obj.hash_list_entry_id}"
         return image_thumbnail(reverse("admin-image-file", args=["catalog", obj.protected_image_id]))
+
+
+@admin.register(HashList)
+class HashListAdmin(admin.ModelAdmin):
+    list_display = ["name", "organisation", "created"]
+    list_filter = ["organisation"]
+    search_fields = ["name"]
+    readonly_fields = ["organisation", "created_by", "created"]
+
+
+@admin.register(HashListEntry)
+class HashListEntryAdmin(admin.ModelAdmin):
+    list_display = ["pdq", "label", "hash_list"]
+    search_fields = ["pdq", "label"]
+    raw_id_fields = ["hash_list"]
 
 
 # --- review decisions and webhooks: read-mostly views for support staff ---------------------

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -24,7 +25,7 @@ from django.utils import timezone
 
 from catalog.models import AlertFrequency, Collection
 from catalog.validators import one_line
-from matching.models import Match
+from matching.models import HashList, Match
 from matching.webhooks import webhook_matches_created
 
 # A digest only covers recent matches, so switching a collection from "never" to a
@@ -48,8 +49,9 @@ def match_alerts_send_for(*, match_ids: list[int]) -> int:
     """
     webhook_matches_created(match_ids=match_ids)
     due = Match.objects.filter(
+        Q(protected_image__collection__alert_frequency=AlertFrequency.IMMEDIATE)
+        | Q(hash_list_entry__isnull=False),  # a hash list's recipients are told at once
         pk__in=match_ids, alerted__isnull=True, review_status=Match.Review.NEW,
-        protected_image__collection__alert_frequency=AlertFrequency.IMMEDIATE,
     ).values_list("id", flat=True)
     return _claim_and_send(list(due), digest=None)
 
@@ -73,16 +75,17 @@ def _claim_and_send(ids: list[int], *, digest: str | None) -> int:
     Match.objects.filter(pk__in=ids, alerted__isnull=True).update(alerted=claim)
     claimed = list(
         Match.objects.filter(pk__in=ids, alerted=claim)
-        .select_related("organisation", "protected_image__collection", "source_check")
-        .order_by("protected_image__collection_id", "-score", "-id")
+        .select_related("organisation", "protected_image__collection", "source_check", "hash_list_entry__hash_list")
+        .order_by("protected_image__collection_id", "hash_list_entry__hash_list_id", "-score", "-id")
     )
-    groups: dict[int, list[Match]] = {}
+    # One e-mail per collection, and per hash list for hash-list matches (no protected image).
+    groups: dict[tuple[str, int], list[Match]] = {}
     for m in claimed:
-        groups.setdefault(m.protected_image.collection_id, []).append(m)
+        groups.setdefault(("c", _alert_target(m).pk) if m.protected_image else ("h", _alert_target(m).pk), []).append(m)
     sent = 0
     pending = list(groups.values())
     for i, group in enumerate(pending):
-        collection = group[0].protected_image.collection
+        collection = _alert_target(group[0])
         if not collection.alert_recipients:
             continue  # claimed anyway: nobody to tell, and a later recipient should not get old news
         try:
@@ -95,12 +98,21 @@ def _claim_and_send(ids: list[int], *, digest: str | None) -> int:
     return sent
 
 
+def _alert_target(match: Match) -> Collection | HashList:
+    """Whose recipients hear of a match: its protected image's collection, or its hash list."""
+    if match.protected_image is not None:
+        return match.protected_image.collection
+    assert match.hash_list_entry is not None  # a match names one or the other (a database constraint)
+    return match.hash_list_entry.hash_list
+
+
 def _match_url(match: Match) -> str:
     return settings.SITE_URL + reverse("portal:match", args=[match.organisation.slug, match.pk])
 
 
-def _send(collection: Collection, matches: list[Match], *, digest: str | None) -> None:
+def _send(collection: Collection | HashList, matches: list[Match], *, digest: str | None) -> None:
     organisation = matches[0].organisation
+    desk_filter = f"&collection={collection.pk}" if isinstance(collection, Collection) else ""
     shown = matches[:EMAIL_LIST_LIMIT]
     context = {
         "collection": collection,
@@ -111,7 +123,7 @@ def _send(collection: Collection, matches: list[Match], *, digest: str | None) -
         "count": len(matches),
         "more": len(matches) - len(shown),
         "desk_url": settings.SITE_URL + reverse("portal:desk", args=[organisation.slug])
-        + f"?status=new&collection={collection.pk}",
+        + f"?status=new{desk_filter}",
         "settings_url": settings.SITE_URL + reverse("portal:settings-alerts", args=[organisation.slug]),
         "site_url": settings.SITE_URL,
     }

@@ -21,18 +21,34 @@ from matching.models import Check, Match, Verdict
 from matching.uploads import read_and_validate
 
 
+class HashListHitSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="hash_list.id", help_text="The hash list.")
+    name = serializers.CharField(source="hash_list.name")
+    entry_id = serializers.IntegerField(source="id")
+    pdq = serializers.CharField()
+    # DRF's metaclass takes declared fields out of the class, so this never shadows Field.label; the stubs
+    # cannot express that.
+    label = serializers.CharField()  # type: ignore[assignment]
+
+
 class MatchSerializer(serializers.ModelSerializer):
     check_id = serializers.IntegerField(source="source_check_id", read_only=True)
-    image_id = serializers.IntegerField(source="protected_image.id", read_only=True)
-    key = serializers.CharField(source="protected_image.key", read_only=True)
-    collection = serializers.IntegerField(source="protected_image.collection_id", read_only=True)
-    collection_slug = serializers.CharField(source="protected_image.collection.slug", read_only=True)
+    # Null for a hash-list match (verdict hash_list), which has no protected image: see hash_list.
+    image_id = serializers.IntegerField(source="protected_image.id", read_only=True, allow_null=True)
+    key = serializers.CharField(source="protected_image.key", read_only=True, allow_null=True)
+    collection = serializers.IntegerField(source="protected_image.collection_id", read_only=True, allow_null=True)
+    collection_slug = serializers.CharField(source="protected_image.collection.slug", read_only=True,
+                                            allow_null=True)
+    hash_list = HashListHitSerializer(source="hash_list_entry", read_only=True, allow_null=True,
+                                      help_text="The hash-list entry the suspect's PDQ hash is close to "
+                                                "(verdict hash_list; signal_scores has the distance).")
     evidence_url = serializers.SerializerMethodField()
 
     class Meta:
         model = Match
-        fields = ["id", "check_id", "suspect_key", "image_id", "key", "collection", "collection_slug", "score",
-                  "verdict", "signal_scores", "region", "edit_report", "evidence_url", "review_status", "created"]
+        fields = ["id", "check_id", "suspect_key", "image_id", "key", "collection", "collection_slug", "hash_list",
+                  "score", "verdict", "signal_scores", "region", "edit_report", "evidence_url", "review_status",
+                  "created"]
         read_only_fields = fields
 
     def get_evidence_url(self, obj: Match) -> str | None:
@@ -83,7 +99,7 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
         if getattr(self, "swagger_fake_view", False):  # the schema generator has no tenant
             return Check.objects.none()
         return selectors.check_list(organisation=request_tenant(self.request).organisation).prefetch_related(
-            "matches__protected_image__collection"
+            "matches__protected_image__collection", "matches__hash_list_entry__hash_list"
         )
 
     @extend_schema(

@@ -9,7 +9,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-from catalog.models import ApiKey, Collection, Organisation, ProtectedImage
+from catalog.models import ApiKey, Collection, Organisation, ProtectedImage, split_emails, validate_email_list
 
 
 class Verdict(models.TextChoices):
@@ -17,6 +17,7 @@ class Verdict(models.TextChoices):
     NEAR_DUPLICATE = "near_duplicate", "Near duplicate"
     MODIFIED_COPY = "modified_copy", "Modified copy"
     SIMILAR = "similar", "Similar"
+    HASH_LIST = "hash_list", "On a hash list"
     NONE = "none", "No match"
 
 
@@ -95,8 +96,50 @@ def evidence_upload_to(instance: "Match", filename: str) -> str:
     return f"evidence/{instance.organisation_id}/{uuid.uuid4().hex}.png"
 
 
+class HashList(models.Model):
+    """A hash-only bank: PDQ hashes imported from elsewhere (Meta's Hasher-Matcher-Actioner, a
+    ThreatExchange file, a partner's list) that checks and scans match against with the verdict
+    ``hash_list``. Only hashes are kept, never pictures (docs/hash-exchange.md)."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="hash_lists")
+    name = models.CharField(max_length=100, help_text="Shown in match reports; the bank name of HMA lookups.")
+    description = models.CharField(max_length=500, blank=True)
+    alert_emails = models.TextField(blank=True, validators=[validate_email_list],
+                                    help_text="Comma-separated addresses told about new matches.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["organisation", "name"], name="uniq_hash_list_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def alert_recipients(self) -> list[str]:
+        return split_emails(self.alert_emails)
+
+
+class HashListEntry(models.Model):
+    hash_list = models.ForeignKey(HashList, on_delete=models.CASCADE, related_name="entries")
+    pdq = models.CharField(max_length=64, help_text="256-bit PDQ, 64 lowercase hex digits.")
+    quality = models.PositiveSmallIntegerField(null=True, blank=True)
+    label = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["hash_list", "pdq"], name="uniq_hash_list_pdq")]
+        verbose_name_plural = "hash list entries"
+
+    def __str__(self) -> str:
+        return f"{self.pdq[:16]}… in {self.hash_list_id}"
+
+
 class Match(models.Model):
-    """A match report: a suspect image (from a check or a bulk scan) copies a protected image."""
+    """A match report: a suspect image (from a check or a bulk scan) copies a protected image, or its
+    PDQ hash is on one of the organisation's hash lists (``hash_list_entry``; no reference picture)."""
 
     class Review(models.TextChoices):
         NEW = "new", "New"
@@ -109,7 +152,10 @@ class Match(models.Model):
     source_check = models.ForeignKey(Check, null=True, blank=True, on_delete=models.CASCADE, related_name="matches")
     suspect_key = models.CharField(max_length=1024, blank=True, help_text="Where the suspect image came from.")
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="matches")
-    protected_image = models.ForeignKey(ProtectedImage, on_delete=models.CASCADE, related_name="matches")
+    protected_image = models.ForeignKey(ProtectedImage, null=True, blank=True, on_delete=models.CASCADE,
+                                        related_name="matches")
+    hash_list_entry = models.ForeignKey(HashListEntry, null=True, blank=True, on_delete=models.CASCADE,
+                                        related_name="matches")
     score = models.FloatField()
     verdict = models.CharField(max_length=32, choices=Verdict.choices, db_index=True)
     signal_scores = models.JSONField(default=dict)
@@ -126,12 +172,32 @@ class Match(models.Model):
 
     class Meta:
         ordering = ["-created", "-score", "-id"]
-        constraints = [models.UniqueConstraint(fields=["source_check", "protected_image"], name="uniq_match_pair")]
+        constraints = [
+            models.UniqueConstraint(fields=["source_check", "protected_image"], name="uniq_match_pair"),
+            models.UniqueConstraint(fields=["source_check", "hash_list_entry"], name="uniq_match_hash_entry"),
+            models.CheckConstraint(
+                condition=(models.Q(protected_image__isnull=False, hash_list_entry__isnull=True)
+                           | models.Q(protected_image__isnull=True, hash_list_entry__isnull=False)),
+                name="match_image_xor_hash_entry"),
+        ]
         indexes = [models.Index(fields=["organisation", "review_status", "-created"], name="match_org_review")]
         verbose_name_plural = "matches"
 
     def __str__(self) -> str:
-        return f"{self.verdict} {self.score:.2f}: {self.source_check_id or self.suspect_key} ~ {self.protected_image_id}"
+        target = self.protected_image_id if self.protected_image_id else f"hash list entry {self.hash_list_entry_id}"
+        return f"{self.verdict} {self.score:.2f}: {self.source_check_id or self.suspect_key} ~ {target}"
+
+    @property
+    def is_hash_list(self) -> bool:
+        return self.hash_list_entry_id is not None
+
+    @property
+    def reference_label(self) -> str:
+        """What the suspect copies, for people: the protected image's key, or the hash list's entry."""
+        if self.protected_image is not None:
+            return self.protected_image.key
+        entry = self.hash_list_entry
+        return f"{entry.hash_list.name}: {entry.label or entry.pdq[:16]}" if entry else ""
 
 
 class ReviewAction(models.TextChoices):

@@ -165,7 +165,9 @@ def match_review(
         match.reviewed = now
         match.save(update_fields=["review_status", "reviewed_by", "reviewed"])
         event_note = note
-        if decision == Decision.DISMISS:
+        if match.protected_image_id is None:
+            pass  # a hash-list match: no protected image for a dismissed pair or a licence to name
+        elif decision == Decision.DISMISS:
             _dismiss_pair(match, suspect, actor)
         elif decision in (Decision.CONFIRM, Decision.REOPEN):
             # A pair judged a copy after all must be able to alert again.
@@ -177,7 +179,8 @@ def match_review(
             event_note = (f"Licensed to {licence.holder} ({licence.source or 'any source'})."
                           + (f" {note}" if note else ""))
         events.append(_record(match, action=action, from_status=from_status, actor=actor, note=event_note))
-        touched_images.add(match.protected_image_id)
+        if match.protected_image_id is not None:
+            touched_images.add(match.protected_image_id)
     if decision in (Decision.DISMISS, Decision.LICENSE):
         review_auto_resolve(matches=list(
             Match.objects.filter(organisation=organisation, review_status=Review.NEW,
@@ -200,6 +203,7 @@ def _dismiss_pair(match: Match, suspect: Suspect, actor: User | None) -> None:
 
 
 def _licence_for(match: Match, terms: LicenceTerms, actor: User | None) -> Licence:
+    assert match.protected_image_id is not None  # match_review never licenses a hash-list match
     existing = Licence.objects.filter(
         protected_image_id=match.protected_image_id, holder=terms.holder, source=terms.source, revoked__isnull=True
     ).first()
@@ -221,8 +225,10 @@ def review_auto_resolve(*, matches: list[Match]) -> None:
     fresh = {m.pk: m for m in matches if m.pk is not None and m.review_status == Review.NEW}
     if not fresh:
         return
-    rows = list(Match.objects.filter(pk__in=fresh, review_status=Review.NEW).select_related("source_check__origin"))
-    image_ids = {r.protected_image_id for r in rows}
+    # A hash-list match has no protected image, so no dismissed pair or licence applies to it.
+    rows = list(Match.objects.filter(pk__in=fresh, review_status=Review.NEW, protected_image__isnull=False)
+                .select_related("source_check__origin"))
+    image_ids = {r.protected_image_id for r in rows if r.protected_image_id is not None}
     pairs: dict[int, list[DismissedPair]] = defaultdict(list)
     for dismissed in DismissedPair.objects.filter(protected_image_id__in=image_ids).select_related("dismissed_by"):
         pairs[dismissed.protected_image_id].append(dismissed)
@@ -234,9 +240,10 @@ def review_auto_resolve(*, matches: list[Match]) -> None:
     now = timezone.now()
     for row in rows:
         suspect = suspect_of(row)
-        pair = next((p for p in pairs.get(row.protected_image_id, []) if _pair_matches(p, suspect)), None)
+        image_id = row.protected_image_id or 0
+        pair = next((p for p in pairs.get(image_id, []) if _pair_matches(p, suspect)), None)
         lic = None if pair else next(
-            (lic for lic in licences.get(row.protected_image_id, []) if source_covered(lic.source, suspect.source)),
+            (lic for lic in licences.get(image_id, []) if source_covered(lic.source, suspect.source)),
             None,
         )
         if pair is None and lic is None:

@@ -13,5 +13,5 @@ def check_list(*, organisation: Organisation) -> QuerySet[Check]:
 
 def match_list(*, organisation: Organisation) -> QuerySet[Match]:
     return Match.objects.filter(organisation=organisation).select_related(
-        "protected_image", "protected_image__collection", "source_check"
+        "protected_image", "protected_image__collection", "source_check", "hash_list_entry__hash_list"
     )

@@ -22,7 +22,8 @@ from matching.core.evidence import render_evidence
 from matching.core.loading import LoadedImage, heavy_work, load_image
 from matching.core.matcher import MatchOutcome
 from matching.engine import Candidate, cnn_enabled, find_candidates
-from matching.models import Check, Match
+from matching.hashlists import HashListHit, hash_list_hits
+from matching.models import Check, HashListEntry, Match, Verdict
 from matching.review import review_auto_resolve
 
 log = logging.getLogger(__name__)
@@ -198,10 +199,15 @@ def _write_outcome(check: Check, loaded: LoadedImage, candidates: list[Candidate
     known = set(Match.objects.filter(source_check=check).values_list("protected_image_id", flat=True))
     evidence = {c.image.pk: _render_evidence(loaded, c, outcome) for c in candidates
                 if c.decision.is_match and c.image.pk not in known}
+    # The organisation's imported hash lists: a step of its own, beside the cascade; a check limited to one
+    # collection leaves them out (docs/hash-exchange.md).
+    hits = (hash_list_hits(organisation_id=check.organisation_id, signals=outcome.signals)
+            if check.collection_id is None else [])
     for attempt in range(1, _WRITE_ATTEMPTS + 1):
         written: list[str] = []  # evidence files of this attempt, removed if it rolls back
         try:
-            positives = _write_once(check, candidates, outcome, evidence, written, partial=partial, extra=extra)
+            positives = _write_once(check, candidates, outcome, evidence, written, partial=partial, extra=extra,
+                                    hits=hits)
             break
         except IntegrityError:
             # The image went between our existence check and the commit (a database that cannot lock
@@ -224,7 +230,8 @@ _WRITE_ATTEMPTS = 3
 
 
 def _write_once(check: Check, candidates: list[Candidate], outcome: MatchOutcome, evidence: dict[int, bytes | None],
-                written: list[str], *, partial: str, extra: dict[str, object] | None) -> list[Candidate]:
+                written: list[str], *, partial: str, extra: dict[str, object] | None,
+                hits: list[HashListHit]) -> list[Candidate]:
     check_id = check.pk
     now = timezone.now()
     with transaction.atomic():
@@ -233,13 +240,17 @@ def _write_once(check: Check, candidates: list[Candidate], outcome: MatchOutcome
         alive = set(ProtectedImage.objects.select_for_update().filter(pk__in=[c.image.pk for c in candidates])
                     .values_list("pk", flat=True))
         candidates = [c for c in candidates if c.image.pk in alive]
+        listed = set(HashListEntry.objects.select_for_update().filter(pk__in=[h.entry.pk for h in hits])
+                     .values_list("pk", flat=True))
+        hits = [h for h in hits if h.entry.pk in listed]  # a list deleted since the search is left out
         positives = [c for c in candidates if c.decision.is_match]
         shown = positives + [c for c in candidates if not c.decision.is_match][: max(0, RESULT_TOP_K - len(positives))]
         signals = outcome.signals
         result = {
-            "verdict": positives[0].decision.verdict if positives else "none",
-            "match": bool(positives),
+            "verdict": positives[0].decision.verdict if positives else Verdict.HASH_LIST.value if hits else "none",
+            "match": bool(positives or hits),
             "candidates": [c.as_json() for c in shown],
+            "hash_list_matches": [h.as_json() for h in hits],
             "signals": {key: signals.get(key) for key in ("phash", "pdq", "pdq_quality", "sha256_pixels", "width",
                                                          "height")},
             "partial_search": partial,
@@ -263,6 +274,12 @@ def _write_once(check: Check, candidates: list[Candidate], outcome: MatchOutcome
             if created and (png := evidence.get(c.image.pk)):
                 match.evidence.save("evidence.png", ContentFile(png), save=True)
                 written.append(match.evidence.name)
+        for hit in hits:  # no reference picture: the evidence is the query, the list and the distance
+            Match.objects.get_or_create(
+                source_check=check, hash_list_entry=hit.entry,
+                defaults={"organisation_id": check.organisation_id, "score": hit.score,
+                          "verdict": Verdict.HASH_LIST, "signal_scores": hit.signal_scores()},
+            )
         state: dict[str, object] = {"result": result, "partial_search": partial}
         if partial == Check.PartialSearch.PENDING:
             state.update(status=Check.Status.DONE, finished=now)
@@ -272,7 +289,7 @@ def _write_once(check: Check, candidates: list[Candidate], outcome: MatchOutcome
             state.update(completed=now)
         Check.objects.filter(pk=check_id).update(**state)
         review_auto_resolve(matches=list(Match.objects.filter(source_check=check)))
-        if positives:
+        if positives or hits:
             enqueue_on_commit("workers.tasks.send_match_alerts", check_id)
         if partial == Check.PartialSearch.PENDING:
             enqueue_on_commit("workers.tasks.run_check_partial", check_id)

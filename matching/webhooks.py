@@ -228,6 +228,7 @@ def _portal_url(name: str, *args: object) -> str:
 
 def match_data(match: Match) -> dict[str, Any]:
     image = match.protected_image
+    entry = match.hash_list_entry
     check = match.source_check
     org_slug = match.organisation.slug
     return {
@@ -238,8 +239,12 @@ def match_data(match: Match) -> dict[str, Any]:
         "score": round(match.score, 6),
         "signal_scores": match.signal_scores,
         "review_status": match.review_status,
-        "collection": {"id": image.collection_id, "slug": image.collection.slug, "name": image.collection.name},
-        "protected_image": {"id": image.pk, "key": image.key, "sha256": image.sha256_bytes},
+        # A hash-list match (verdict hash_list) has no protected image: hash_list says what it hit.
+        "collection": {"id": image.collection_id, "slug": image.collection.slug, "name": image.collection.name}
+        if image else None,
+        "protected_image": {"id": image.pk, "key": image.key, "sha256": image.sha256_bytes} if image else None,
+        "hash_list": {"id": entry.hash_list_id, "name": entry.hash_list.name, "entry_id": entry.pk,
+                      "pdq": entry.pdq, "label": entry.label} if entry else None,
         "suspect": {
             "check_id": check.pk if check else None,
             "name": check.original_name if check else "",
@@ -277,7 +282,8 @@ def webhook_matches_created(*, match_ids: list[int]) -> int:
     """Queue ``match.created`` for new (not auto-resolved) matches. Idempotent per webhook and match."""
     matches = list(
         Match.objects.filter(pk__in=match_ids, review_status=Match.Review.NEW)
-        .select_related("organisation", "protected_image__collection", "source_check")
+        .select_related("organisation", "protected_image__collection", "source_check",
+                        "hash_list_entry__hash_list")
     )
     by_org: dict[int, list[Match]] = {}
     for m in matches:
@@ -302,7 +308,8 @@ def webhook_matches_reviewed(*, events: list[ReviewEvent]) -> int:
         return 0
     items = []
     for event in events:
-        match = Match.objects.select_related("organisation", "protected_image__collection", "source_check").get(
+        match = Match.objects.select_related("organisation", "protected_image__collection", "source_check",
+                        "hash_list_entry__hash_list").get(
             pk=event.match_id)
         items.append(("match.reviewed", f"match.reviewed:{event.pk}", _envelope("match.reviewed", match.organisation, {
             "match": match_data(match),

@@ -31,7 +31,8 @@ from imgprotect.dispatch import enqueue_on_commit
 from matching.bulk.models import BulkJob, BulkJobError
 from matching.engine import find_candidates
 from matching.encodings import embedding_to_bytes
-from matching.models import Match
+from matching.hashlists import HashListHit, hash_list_hits
+from matching.models import HashListEntry, Match, Verdict
 from matching.protection import ReferenceSignals, apply_reference_signals
 from matching.review import review_auto_resolve
 
@@ -257,6 +258,26 @@ def _signal_decisions(job: BulkJob, row: dict[str, Any]) -> list[_Found]:
                    c.decision.edit) for c in candidates if c.decision.is_match]
 
 
+def _hash_list_match(job: BulkJob, suspect: str, hit: HashListHit) -> Match:
+    return Match(source_check=None, suspect_key=suspect, organisation_id=job.organisation_id,
+                 hash_list_entry=hit.entry, score=hit.score, verdict=Verdict.HASH_LIST,
+                 signal_scores=hit.signal_scores())
+
+
+def _hash_list_pairs(job: BulkJob, rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, HashListHit]]:
+    """(suspect, hit) for each scanned image whose PDQ is on one of the organisation's hash lists and
+    not reported before; a scan limited to one collection leaves the lists out (as a check does)."""
+    if job.collection_id:
+        return []
+    pairs = [(suspect, hit) for suspect, row in rows if row.get("signals")
+             for hit in hash_list_hits(organisation_id=job.organisation_id, signals=json.loads(row["signals"]))]
+    reported = set(
+        Match.objects.filter(organisation_id=job.organisation_id, source_check__isnull=True,
+                             hash_list_entry__isnull=False, suspect_key__in=[s for s, _ in pairs])
+        .values_list("suspect_key", "hash_list_entry_id"))
+    return [(s, h) for s, h in pairs if (s, h.entry.pk) not in reported]
+
+
 def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
     """Write match reports (with region, edit report and evidence, as checks do) for every scanned image."""
     for rows in output_batches(job.work_dir):
@@ -266,11 +287,13 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
         assert limit is not None
         by_executors = _executor_decisions(job, ok)
         found: list[tuple[str, list[_Found]]] = []
+        scanned: list[tuple[str, dict[str, Any]]] = []
         for row in ok:
             suspect = suspect_key(job.source, row["key"])
             if len(suspect) > limit:
                 errors.append((row["key"], "invalid_key", "The image's location is longer than 1024 characters."))
                 continue
+            scanned.append((suspect, row))
             positives = by_executors[row["key"]] if row["key"] in by_executors else _signal_decisions(job, row)
             if positives:
                 found.append((suspect, positives))
@@ -281,6 +304,7 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
         )
         pairs = [(suspect, f) for suspect, positives in found for f in positives
                  if (suspect, f.image.pk) not in reported]
+        listed = _hash_list_pairs(job, scanned)
         written: list[str] = []  # evidence files of this batch, removed if it rolls back
         try:
             with transaction.atomic():
@@ -289,6 +313,10 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
                     if f.evidence:
                         match.evidence.save("evidence.png", ContentFile(f.evidence), save=True)
                         written.append(match.evidence.name)
+                alive = set(HashListEntry.objects.select_for_update().filter(pk__in=[h.entry.pk for _, h in listed])
+                            .values_list("pk", flat=True))  # a list deleted during the scan reports nothing
+                created += Match.objects.bulk_create([_hash_list_match(job, suspect, h) for suspect, h in listed
+                                                      if h.entry.pk in alive])
                 _record_errors(job, errors)
                 review_auto_resolve(matches=created)
                 suspects = {m.suspect_key for m in created}

@@ -60,8 +60,8 @@ def evidence_export(*, match: Match, actor: User) -> tuple[str, bytes]:
     # Named from the decoded format, never from the stored name (which once kept the uploader's extension).
     if suspect is not None:
         files[f"suspect.{extension_for(sniff_format(suspect[:16]))}"] = suspect
-    protected = _read(image.file.name)
-    if protected is not None:
+    protected = _read(image.file.name) if image is not None else None  # a hash-list match has no picture
+    if protected is not None and image is not None:
         files[f"protected.{extension_for(image.format)}"] = protected
     evidence = _read(match.evidence.name) if match.evidence else None
     if evidence is not None:
@@ -106,7 +106,8 @@ def evidence_export(*, match: Match, actor: User) -> tuple[str, bytes]:
             "width": signals.get("width"),
             "height": signals.get("height"),
         },
-        "protected_image": {
+        "hash_list": _hash_list_entry(match),
+        "protected_image": None if image is None else {
             "id": image.pk,
             "collection": image.collection.name,
             "key": image.key,
@@ -144,6 +145,14 @@ def evidence_export(*, match: Match, actor: User) -> tuple[str, bytes]:
     return f"imgprotect-evidence-match-{match.pk}.zip", buffer.getvalue()
 
 
+def _hash_list_entry(match: Match) -> dict[str, Any] | None:
+    entry = match.hash_list_entry
+    if entry is None:
+        return None
+    return {"name": entry.hash_list.name, "entry_id": entry.pk, "pdq": entry.pdq, "label": entry.label,
+            "pdq_distance": (match.signal_scores or {}).get("pdq_distance")}
+
+
 def _report_text(match: Match, report: dict[str, Any]) -> str:
     m, s, p, c = report["match"], report["suspect"], report["protected_image"], report["confirmed"]
     lines = [
@@ -170,16 +179,23 @@ def _report_text(match: Match, report: dict[str, Any]) -> str:
               f"  Size:           {s['width']} x {s['height']} px",
               f"  SHA-256 bytes:  {s['sha256_bytes'] or '—'}",
               f"  SHA-256 pixels: {s['sha256_pixels'] or '—'}",
-              f"  pHash:          {s['phash'] or '—'}",
-              "", "Protected image", "---------------",
-              f"  Collection:     {p['collection']}",
-              f"  Key:            {p['key']}",
-              f"  Registered:     {p['registered']}",
-              f"  Size:           {p['width']} x {p['height']} px ({p['format']})",
-              f"  SHA-256 bytes:  {p['sha256_bytes']}",
-              f"  SHA-256 pixels: {p['sha256_pixels']}",
-              f"  pHash:          {p['phash'] or '—'}",
-              "", "Files in this package (SHA-256)", "-------------------------------"]
+              f"  pHash:          {s['phash'] or '—'}", ""]
+    if p is not None:
+        lines += ["Protected image", "---------------",
+                  f"  Collection:     {p['collection']}",
+                  f"  Key:            {p['key']}",
+                  f"  Registered:     {p['registered']}",
+                  f"  Size:           {p['width']} x {p['height']} px ({p['format']})",
+                  f"  SHA-256 bytes:  {p['sha256_bytes']}",
+                  f"  SHA-256 pixels: {p['sha256_pixels']}",
+                  f"  pHash:          {p['phash'] or '—'}", ""]
+    if (h := report["hash_list"]) is not None:
+        lines += ["Hash list entry", "---------------",
+                  f"  Hash list:      {h['name']}",
+                  f"  Label:          {h['label'] or '—'}",
+                  f"  PDQ:            {h['pdq']}",
+                  f"  PDQ distance:   {h['pdq_distance']} of 256 bits", ""]
+    lines += ["Files in this package (SHA-256)", "-------------------------------"]
     lines += [f"  {info['sha256']}  {name} ({info['bytes']} bytes)" for name, info in report["files"].items()]
     lines += ["  report.json, report.txt: see SHA256SUMS", "", "Audit trail", "-----------"]
     lines += [f"  {e['at']}  {e['action']:<15} {e['by']}" + (f" — {e['note']}" if e["note"] else "")

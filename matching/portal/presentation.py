@@ -90,7 +90,7 @@ _YES_NO = {"sha256_bytes": ("Identical file", "same SHA-256 of the file bytes"),
            "exact": ("Identical picture", "same SHA-256 of the file bytes or of the decoded pixels")}
 _SIMILARITY = {"cnn_score": "CNN similarity", "cnn_similarity": "CNN similarity",
                "embedding_similarity": "CNN similarity", "cosine": "CNN similarity", "cnn": "CNN similarity"}
-_TEXT = {"verification": "Geometric check"}
+_TEXT = {"verification": "Geometric check", "pdq_variant": "Turned or flipped"}
 
 
 def signal_rows(scores: dict[str, Any] | None) -> list[SignalRow]:
@@ -150,10 +150,12 @@ def outlines(match: Match) -> tuple[Outline | None, Outline | None]:
     region = match.region if isinstance(match.region, dict) else {}
     width, height = suspect_size(match)
     image = match.protected_image
+    if image is None:  # a hash-list match: nothing to outline
+        return None, None
     return (_outline(region.get("query"), width, height),
             _outline(region.get("reference"), image.width, image.height))
 
 
-VERDICT_TONE = {"exact": "danger", "near_duplicate": "warning", "modified_copy": "notice", "similar": "muted",
+VERDICT_TONE = {"hash_list": "danger", "exact": "danger", "near_duplicate": "warning", "modified_copy": "notice", "similar": "muted",
                 "none": "ok"}
 STATUS_TONE = {"new": "info", "confirmed": "danger", "dismissed": "muted", "licensed": "ok"}

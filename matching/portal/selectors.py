@@ -51,7 +51,7 @@ def checks_of(organisation: Organisation) -> QuerySet[Check]:
 
 def matches_of(organisation: Organisation) -> QuerySet[Match]:
     return Match.objects.filter(organisation=organisation).select_related(
-        "protected_image__collection", "source_check__origin", "reviewed_by")
+        "protected_image__collection", "source_check__origin", "reviewed_by", "hash_list_entry__hash_list")
 
 
 def match_of(organisation: Organisation, pk: int) -> Match | None:

@@ -1,7 +1,7 @@
 """The portal's URLs. Organisation pages live under /o/<org>/ (see access.portal_view)."""
 from django.urls import include, path
 
-from matching.portal.views import accounts, files, pages, review, settings
+from matching.portal.views import accounts, files, hashlists, pages, review, settings
 
 app_name = "portal"
 
@@ -14,6 +14,7 @@ org_patterns = [
     path("collections/<int:pk>/delete/", pages.collection_delete, name="collection-delete"),
     path("collections/<int:pk>/upload/", pages.collection_upload, name="collection-upload"),
     path("collections/<int:pk>/bulk/", pages.bulk_start, name="bulk-start"),
+    path("collections/<int:pk>/hashes/", hashlists.collection_hashes, name="collection-hashes"),
     path("bulk-jobs/<int:pk>/progress/", pages.bulk_progress, name="bulk-progress"),
     path("images/<int:pk>/", pages.image, name="image"),
     path("images/<int:pk>/delete/", pages.image_delete, name="image-delete"),
@@ -46,6 +47,8 @@ org_patterns = [
     path("settings/webhooks/<int:pk>/rotate/", settings.webhook_rotate, name="settings-webhook-rotate"),
     path("settings/webhooks/<int:pk>/delete/", settings.webhook_delete, name="settings-webhook-delete"),
     path("settings/decisions/", settings.decisions, name="settings-decisions"),
+    path("settings/hash-lists/", hashlists.hash_lists, name="settings-hash-lists"),
+    path("settings/hash-lists/<int:pk>/delete/", hashlists.hash_list_delete, name="settings-hash-list-delete"),
     path("settings/licences/<int:pk>/revoke/", settings.licence_revoke, name="settings-licence-revoke"),
     path("settings/dismissed/<int:pk>/delete/", settings.pair_delete, name="settings-pair-delete"),
 ]

@@ -16,7 +16,7 @@ from catalog.models import Membership, Role
 from catalog.models import Invitation
 from catalog.services import api_key_create, invitation_create
 from matching.portal import urls as portal_urls
-from matching.models import DismissedPair, Licence, Webhook
+from matching.models import DismissedPair, HashList, Licence, Webhook
 
 V, M, A, O = Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER
 ROLES = [V, M, A, O]
@@ -42,6 +42,7 @@ ACCESS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "collection-delete": (A, BOTH),
     "collection-upload": (M, POST),
     "bulk-start": (A, POST),
+    "collection-hashes": (V, GET),
     "bulk-progress": (V, GET),
     "image": (V, GET),
     "image-delete": (M, BOTH),
@@ -76,6 +77,8 @@ ACCESS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "settings-decisions": (A, GET),
     "settings-licence-revoke": (A, POST),
     "settings-pair-delete": (A, POST),
+    "settings-hash-lists": (A, BOTH),
+    "settings-hash-list-delete": (A, POST),
 }
 
 
@@ -108,6 +111,7 @@ def _objects(world) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         "settings-alerts": world.collection.pk, "settings-thresholds": world.collection.pk,
         "settings-webhook": hook.pk, "settings-licence": licence.pk, "settings-pair": pair.pk,
         "bulk-start": world.collection.pk,
+        "settings-hash-list": HashList.objects.create(organisation=world.org, name="partner").pk,
         "bulk-progress": BulkJob.objects.create(organisation=world.org, collection=world.collection, kind="index",
                                                 source="/nonexistent/imgprotect-test").pk,
     }

@@ -34,7 +34,9 @@ def evidence_context(request: PortalRequest, match: Match) -> dict[str, Any]:
         "suspect_url": org_url(request, "check-file", check.pk) if check is not None and check.file else "",
         "suspect_label": (check.original_name or f"check {check.pk}") if check is not None else match.suspect_key,
         "found_at": suspect.source,
-        "reference_url": org_url(request, "image-file", match.protected_image_id),
+        # A hash-list match has no protected image: the list's entry is its evidence.
+        "reference_url": org_url(request, "image-file", match.protected_image_id) if match.protected_image_id else "",
+        "hash_list_entry": match.hash_list_entry,
         "suspect_outline": suspect_outline,
         "reference_outline": reference_outline,
         "evidence_url": org_url(request, "match-evidence", match.pk) if match.evidence else "",

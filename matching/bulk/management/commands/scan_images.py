@@ -63,10 +63,12 @@ class Command(BaseCommand):
         prefix = suspect_key(job.source, "")
         matches = (Match.objects.filter(organisation=organisation, source_check__isnull=True,
                                         suspect_key__startswith=prefix)
-                   .select_related("protected_image__collection").order_by("suspect_key", "-score"))
+                   .select_related("protected_image__collection", "hash_list_entry__hash_list")
+                   .order_by("suspect_key", "-score"))
         for match in matches[:MAX_MATCHES_PRINTED]:
-            self.stdout.write(f"match {match.suspect_key[len(prefix):]} ~ {match.protected_image.collection.slug}/"
-                              f"{match.protected_image.key} {match.verdict} {match.score:.2f}")
+            reference = (f"{match.protected_image.collection.slug}/{match.protected_image.key}" if match.protected_image
+                         else f"hash-list:{match.reference_label}")
+            self.stdout.write(f"match {match.suspect_key[len(prefix):]} ~ {reference} {match.verdict} {match.score:.2f}")
         self.stdout.write(
             f"scanned {job.done}, matched {job.matched} ({job.match_reports} new match reports), "
             f"failed {job.failed} of {job.total} files in {time.monotonic() - started:.1f}s (bulk job {job.pk})"
