@@ -53,13 +53,15 @@ class ProtectedImageSerializer(serializers.ModelSerializer):
 class SelfTestEditSerializer(serializers.Serializer):
     edit = serializers.CharField(help_text="crop_60, crop_40, rotate_7, rotate_90, mirror, recolour, caption_bar, "
                                            "screenshot, collage, mark_in_photo (marks only).")
-    label = serializers.CharField()
+    # DRF's metaclass takes declared fields out of the class, so this never shadows Field.label; the stubs
+    # cannot express that (as imgprotect/schema.py's ErrorSerializer.fields).
+    label = serializers.CharField()  # type: ignore[assignment]
     found = serializers.BooleanField(help_text="The edited copy was matched to this image by the service's verdict.")
     rank = serializers.IntegerField(allow_null=True, help_text="This image's place among the candidates (1 = "
                                                                "first); null when it was not among them.")
     verdict = serializers.ChoiceField(choices=Verdict.choices)
     score = serializers.FloatField()
-    partial = serializers.BooleanField(help_text="The partial-copy pass ran for this copy.")
+    partial_pass = serializers.BooleanField(help_text="The partial-copy pass ran for this copy.")
     outranked_by = serializers.IntegerField(allow_null=True, help_text="Another image matched ahead of this one.")
     elapsed_ms = serializers.FloatField()
 

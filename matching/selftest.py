@@ -319,10 +319,11 @@ def _run_edits(image: ProtectedImage) -> dict[str, Any]:
             "edit": edit.name, "label": edit.label,
             "found": bool(mine and mine.is_match), "rank": rank,
             "verdict": mine.verdict if mine else "none", "score": round(mine.score, 4) if mine else 0.0,
-            "partial": "cnn_tiles_ms" in outcome.timings_ms,
+            "partial_pass": "cnn_tiles_ms" in outcome.timings_ms,
             "outranked_by": top.image.pk if top is not None and top.decision.is_match else None,
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
         })
-    log.info("self-test of image %s: %s of %s edits found", image.pk, sum(r["found"] for r in rows), len(rows))
-    return {"kind": "mark" if mark else "photo", "edits": rows, "found": sum(r["found"] for r in rows),
+    found = sum(1 for r in rows if r["found"])
+    log.info("self-test of image %s: %s of %s edits found", image.pk, found, len(rows))
+    return {"kind": "mark" if mark else "photo", "edits": rows, "found": found,
             "total": len(rows), "cnn": cnn_enabled(), "partial_search": partial}

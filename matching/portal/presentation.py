@@ -170,7 +170,8 @@ _VERDICT_WORDS = {"exact": "exact copy", "near_duplicate": "near duplicate", "mo
 
 def _outcome(row: dict[str, Any]) -> tuple[str, str]:
     """(CSS class, words) for one edit's result."""
-    verdict = row.get("verdict") if row.get("verdict") in _VERDICT_WORDS else "none"
+    raw = row.get("verdict")
+    verdict = raw if isinstance(raw, str) and raw in _VERDICT_WORDS else "none"
     rank = row.get("rank")
     if row.get("found"):
         css = "st-dup" if verdict in ("exact", "near_duplicate") else "st-mod"
@@ -191,7 +192,7 @@ def self_test_chart(results: dict[str, Any]) -> dict[str, Any]:
         width = max(3, round(min(1.0, max(0.0, score)) * _CHART_BAR_W))
         rows.append({"label": str(row.get("label") or row.get("edit") or ""), "css": css, "words": words,
                      "y": y, "text_y": y + 14, "width": width, "text_x": _CHART_LABEL_W + width + 6,
-                     "score": score, "partial": bool(row.get("partial"))})
+                     "score": score, "partial_pass": bool(row.get("partial_pass"))})
     return {"rows": rows, "height": 16 + len(rows) * _CHART_ROW_H, "bar_x": _CHART_LABEL_W,
             "track_w": _CHART_BAR_W, "found": results.get("found", 0), "total": results.get("total", len(rows)),
             "kind": results.get("kind", "photo")}

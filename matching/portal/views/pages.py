@@ -170,8 +170,9 @@ def image_self_test(request: PortalRequest, pk: int) -> HttpResponse:
     else:
         test.refresh_from_db()
         if test.status == test.Status.DONE:
-            messages.success(request, f"Self-test done: {test.results['found']} of {test.results['total']} edited "
-                                      "copies found.")
+            results = test.results or {}
+            messages.success(request, f"Self-test done: {results.get('found', 0)} of {results.get('total', 0)} "
+                                      "edited copies found.")
         elif test.status == test.Status.FAILED:
             messages.error(request, f"The self-test failed: {test.failure_reason}")
         else:
