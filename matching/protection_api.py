@@ -4,7 +4,7 @@ get, delete, the stored file and the protection self-test. The routes are ``/api
 from __future__ import annotations
 
 import django_filters
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -18,6 +18,7 @@ from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collec
 from catalog.models import ProtectedImage
 from catalog.permissions import request_tenant
 from imgprotect.errors import NotFound
+from imgprotect.schema import ErrorSerializer
 from matching import protection, selftest
 from matching.models import SelfTest, Verdict
 from matching.uploads import read_and_validate
@@ -109,8 +110,7 @@ class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retriev
     serializer_class = ProtectedImageSerializer
     filterset_class = ImageFilter
     parser_classes = [MultiPartParser, FormParser]
-    # a duplicate key or picture; a self-test of an image not indexed (documented 409: imgprotect/schema.py)
-    conflict_actions = {"create", "self_test"}
+    conflict_actions = {"create"}  # a duplicate key or picture (documented 409: imgprotect/schema.py)
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # the schema generator has no tenant
@@ -138,7 +138,11 @@ class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retriev
 
     @extend_schema(methods=["GET"], responses={200: SelfTestSerializer},
                    summary="The image's latest protection self-test (404 before the first)")
-    @extend_schema(methods=["POST"], request=None, responses={202: SelfTestSerializer, 200: SelfTestSerializer},
+    # 409 for the POST only (conflict_actions would give it to the GET of the same action too).
+    @extend_schema(methods=["POST"], request=None, responses={
+        202: SelfTestSerializer, 200: SelfTestSerializer,
+        409: OpenApiResponse(ErrorSerializer, description="The image is not indexed (`not_indexed`)."),
+    },
                    summary="Run the protection self-test: edited copies matched against the live index, "
                            "nothing written (200 when already finished, 202 while it runs)")
     @action(detail=True, methods=["get", "post"], url_path="self-test")
