@@ -52,9 +52,12 @@ def test_self_test_of_a_photo_finds_the_easy_edits_and_writes_nothing_else(api, 
     # Matching only: no check, no match report, no alert.
     assert Check.objects.count() == 0 and Match.objects.count() == 0
     assert mail.outbox == []
-    # The GET answers the same result; a second POST runs a new test.
+    # The GET answers the same result.
     again = api.get(f"/api/v1/images/{ids['astronaut']}/self-test/")
     assert again.status_code == 200 and again.json() == body
+    # Deleting the image deletes its self-tests.
+    assert api.delete(f"/api/v1/images/{ids['astronaut']}/").status_code == 204
+    assert SelfTest.objects.count() == 0
 
 
 def test_self_test_of_a_mark_composites_it_into_a_photo(api, org):
