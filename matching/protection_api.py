@@ -75,6 +75,8 @@ class SelfTestResultsSerializer(serializers.Serializer):
     total = serializers.IntegerField()
     cnn = serializers.BooleanField()
     partial_search = serializers.ChoiceField(choices=["auto", "never"])
+    conditions = serializers.DictField(help_text="The index generation and engine switches the result holds for: "
+                                                 "a POST while they are unchanged returns this result again.")
 
 
 class SelfTestSerializer(serializers.ModelSerializer):

@@ -29,7 +29,7 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from catalog.models import ProtectedImage
+from catalog.models import Organisation, ProtectedImage
 from imgprotect.dispatch import enqueue_on_commit
 from imgprotect.errors import Conflict
 from matching.core.errors import ImageError
@@ -244,10 +244,15 @@ def edited_copies(image: Image.Image, *, mark: bool, photos: list[Image.Image]) 
 
 def selftest_start(*, image: ProtectedImage, user: Any | None = None) -> SelfTest:
     """Queue a self-test of ``image``; one already queued or running is returned instead, unless it is
-    older than ``STALE_AFTER`` (lost with its worker): that one fails and a new one starts."""
+    older than ``STALE_AFTER`` (lost with its worker): that one fails and a new one starts. The edits are
+    deterministic, so a finished test run on the index as it still is (same generation, same engine
+    settings) is returned too: it would come out the same."""
     if image.status != ProtectedImage.Status.INDEXED:
         raise Conflict("Only an indexed image can be self-tested; this one is "
                        f"{image.get_status_display().lower()}.", code="not_indexed")
+    latest = SelfTest.objects.filter(image=image, status=SelfTest.Status.DONE).order_by("-created", "-id").first()
+    if latest is not None and (latest.results or {}).get("conditions") == _conditions(image.organisation_id):
+        return latest
     with transaction.atomic():
         unfinished = SelfTest.objects.select_for_update().filter(
             image=image, status__in=[SelfTest.Status.QUEUED, SelfTest.Status.RUNNING])
@@ -294,7 +299,20 @@ def _load(data: bytes) -> LoadedImage:
                       max_decode_bytes=settings.IMGPROTECT_MAX_DECODE_BYTES)
 
 
+def _partial_mode() -> str:
+    # A check runs the partial-copy pass when its cheap passes found no copy (in the background by
+    # default, or inline): "auto" does the same in one call. Without the CNN there is no such pass.
+    return "never" if not cnn_enabled() or settings.IMGPROTECT_PARTIAL_SEARCH == "off" else "auto"
+
+
+def _conditions(organisation_id: int) -> dict[str, Any]:
+    """What a result depends on besides the image: the index's generation and the engine's switches."""
+    generation = Organisation.objects.filter(pk=organisation_id).values_list("index_generation", flat=True).first()
+    return {"index_generation": generation, "cnn": cnn_enabled(), "partial_search": _partial_mode()}
+
+
 def _run_edits(image: ProtectedImage) -> dict[str, Any]:
+    conditions = _conditions(image.organisation_id)
     with default_storage.open(image.file.name, "rb") as fh:
         original = _load(fh.read())
     indexes = registry.get(image.organisation_id)
@@ -304,9 +322,7 @@ def _run_edits(image: ProtectedImage) -> dict[str, Any]:
             indexes.phash.query_radius(code, _BACKGROUND_RADIUS))
 
     mark = is_mark(original.image)
-    # A check runs the partial-copy pass when its cheap passes found no copy (in the background by
-    # default, or inline): "auto" does the same in one call. Without the CNN there is no such pass.
-    partial = "never" if not cnn_enabled() or settings.IMGPROTECT_PARTIAL_SEARCH == "off" else "auto"
+    partial = conditions["partial_search"]
     rows = []
     for edit, data in edited_copies(original.image, mark=mark, photos=backgrounds(protected)):
         started = time.perf_counter()
@@ -326,4 +342,4 @@ def _run_edits(image: ProtectedImage) -> dict[str, Any]:
     found = sum(1 for r in rows if r["found"])
     log.info("self-test of image %s: %s of %s edits found", image.pk, found, len(rows))
     return {"kind": "mark" if mark else "photo", "edits": rows, "found": found,
-            "total": len(rows), "cnn": cnn_enabled(), "partial_search": partial}
+            "total": len(rows), "cnn": conditions["cnn"], "partial_search": partial, "conditions": conditions}

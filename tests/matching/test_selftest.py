@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from catalog.models import ProtectedImage
+from catalog.services import index_generation_bump
 from matching.models import Check, Match, SelfTest
 from tests.conftest import client_for
 from tests.factories import CollectionFactory, OrganisationFactory
@@ -63,9 +64,15 @@ def test_self_test_of_a_photo_finds_the_easy_edits_and_writes_nothing_else(api, 
 def test_self_test_of_a_mark_composites_it_into_a_photo(api, org):
     collection = CollectionFactory(organisation=org, slug="brand")
     image_id = upload(api, collection, "mark.png", drawn_logo()).json()["id"]
-    results = api.post(f"/api/v1/images/{image_id}/self-test/").json()["results"]
-    assert results["kind"] == "mark"
-    assert [row["edit"] for row in results["edits"]][-1] == "mark_in_photo"
+    first = api.post(f"/api/v1/images/{image_id}/self-test/").json()
+    assert first["results"]["kind"] == "mark"
+    assert [row["edit"] for row in first["results"]["edits"]][-1] == "mark_in_photo"
+    # The edits are deterministic: on an unchanged index the result is returned again, not recomputed.
+    assert api.post(f"/api/v1/images/{image_id}/self-test/").json()["id"] == first["id"]
+    index_generation_bump(organisation_id=org.pk)  # the index changed: the test runs again
+    second = api.post(f"/api/v1/images/{image_id}/self-test/").json()
+    assert second["id"] != first["id"] and second["status"] == "done"
+    assert SelfTest.objects.filter(image_id=image_id).count() == 2
 
 
 def test_self_test_is_tenant_scoped_role_checked_and_refused_before_indexing(api, org, photos):
