@@ -141,3 +141,21 @@ def test_a_near_duplicate_is_flagged_with_the_other_images_id(api, org, photos):
     outsider = OrganisationFactory(slug="other")
     theirs = upload(client_for(outsider), CollectionFactory(organisation=outsider), "coffee.png", photo("coffee"))
     assert theirs.json()["protection_flags"] == []
+
+
+def test_the_chart_colours_each_outcome_and_escapes_nothing_itself():
+    from matching.portal.presentation import self_test_chart
+
+    chart = self_test_chart({"kind": "photo", "found": 1, "total": 4, "edits": [
+        {"label": "Mirrored", "found": True, "rank": 1, "verdict": "modified_copy", "score": 0.99},
+        {"label": "Recoloured", "found": False, "rank": 2, "verdict": "similar", "score": 0.5},
+        {"label": "Crop", "found": False, "rank": 3, "verdict": "none", "score": 0.2},
+        {"label": "<b>Collage</b>", "found": False, "rank": None, "verdict": "bogus", "score": float("nan")},
+    ]})
+    rows = chart["rows"]
+    assert [r["css"] for r in rows] == ["st-mod", "st-similar", "st-weak", "st-miss"]
+    assert [r["words"] for r in rows] == ["found #1 · modified copy", "not matched · #2 similar",
+                                         "not matched · #3 no verdict", "not found"]
+    assert rows[0]["width"] > rows[1]["width"] > rows[2]["width"] > rows[3]["width"] == 3  # NaN: the stub
+    assert rows[3]["label"] == "<b>Collage</b>"  # escaped by the template, like every value
+    assert chart["height"] == 16 + 4 * 26 and rows[1]["y"] == rows[0]["y"] + 26
