@@ -92,7 +92,8 @@ class ProtectedImageAdmin(admin.ModelAdmin):
     list_filter = ["status", "format", "organisation", "collection"]
     search_fields = ["key", "sha256_bytes", "sha256_pixels"]
     readonly_fields = ["preview", "sha256_bytes", "sha256_pixels", "width", "height", "format", "size_bytes",
-                       "signals", "phash", "status", "failure_reason", "indexed_at", "created", "file"]
+                       "signals", "phash", "status", "failure_reason", "indexed_at", "created", "file",
+                       "protection_flags", "keypoint_count"]
     list_select_related = ["collection", "organisation"]
 
     def has_add_permission(self, request):

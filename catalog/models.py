@@ -205,6 +205,12 @@ class ProtectedImage(models.Model):
     features = models.FileField(upload_to=features_upload_to, max_length=300, blank=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     indexed_at = models.DateTimeField(null=True, blank=True)
+    # Why copies of this image may go unfound (matching/protection.py, thresholds in docs/self-test.md):
+    # [{"code": "tiny" | "flat" | "few_features" | "near_duplicate", "reason": "...", "image_id": <the
+    # other image, near_duplicate only>}]; [] when nothing was found wrong.
+    protection_flags = models.JSONField(default=list, blank=True)
+    keypoint_count = models.PositiveIntegerField(null=True, blank=True,
+                                                 help_text="Local features found at indexing (ORB keypoints).")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["collection", "key"], name="uniq_image_key")]

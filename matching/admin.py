@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import reverse
 
 from catalog.admin import image_thumbnail
-from matching.models import (Check, DismissedPair, HashList, HashListEntry, Licence, Match, ReviewEvent, Webhook,
-                             WebhookDelivery)
+from matching.models import (Check, DismissedPair, HashList, HashListEntry, Licence, Match, ReviewEvent, SelfTest,
+                             Webhook, WebhookDelivery)
 
 
 _MATCH_INLINE_FIELDS = ("protected_image", "verdict", "score", "signal_scores", "created")
@@ -142,3 +142,22 @@ class WebhookAdmin(admin.ModelAdmin):
     list_filter = ["active", "organisation"]
     exclude = ["secret"]
     inlines = [DeliveryInline]
+
+
+@admin.register(SelfTest)
+class SelfTestAdmin(admin.ModelAdmin):
+    """Read-only: self-tests are run from the portal or the API (matching/selftest.py)."""
+
+    list_display = ["id", "image", "organisation", "status", "found", "created", "finished"]
+    list_filter = ["status", "organisation", "created"]
+    search_fields = ["image__key"]
+    readonly_fields = ["organisation", "image", "status", "failure_reason", "results", "requested_by", "created",
+                       "started", "finished"]
+    list_select_related = ["image", "organisation"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Found")
+    def found(self, obj: SelfTest) -> str:
+        return f"{obj.results['found']} / {obj.results['total']}" if obj.results else "—"

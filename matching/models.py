@@ -350,3 +350,35 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} → {self.webhook_id} ({self.status})"
+
+
+class SelfTest(models.Model):
+    """A protection self-test of one protected image: edited copies of it matched against the
+    organisation's live index as checks would be, without writing checks, matches or alerts
+    (``matching/selftest.py``, docs/self-test.md)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="self_tests")
+    image = models.ForeignKey(ProtectedImage, on_delete=models.CASCADE, related_name="self_tests")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    failure_reason = models.TextField(blank=True)
+    # {"kind": "photo" | "mark", "edits": [{"edit", "label", "found", "rank", "verdict", "score", "partial",
+    # "elapsed_ms"}, ...], "found": n, "total": n}
+    results = models.JSONField(null=True, blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["image", "-created"], name="selftest_image_created")]
+
+    def __str__(self) -> str:
+        return f"self-test {self.pk} of image {self.image_id} ({self.status})"

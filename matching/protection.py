@@ -22,9 +22,11 @@ from imgprotect.errors import Conflict, ServiceError
 from matching.core.errors import ImageError
 from matching.core.geometry import extract_features, features_to_bytes
 from matching.core.loading import LoadedImage, load_image
+from matching.core.protectability import Flag, pixel_flags
 from matching.core.signals import PDQ_MIN_QUALITY, compute_signals, from_hex64
-from matching.encodings import embedding_to_bytes, to_signed64
-from matching.engine import get_embedder
+from matching.encodings import embedding_from_bytes, embedding_to_bytes, to_signed64
+from matching.engine import default_thresholds, get_embedder
+from matching.index_registry import registry
 
 
 def protected_image_add(
@@ -69,8 +71,13 @@ def protected_image_add(
         height=loaded.height,
         format=loaded.format,
     )
+    # What the pixels alone tell, so the upload's answer shows it; indexing completes the flags.
+    image.protection_flags = [f.as_json() for f in pixel_flags(loaded.image, width=loaded.width,
+                                                                height=loaded.height)]
     if index_now:
-        apply_reference_signals(image, reference_signals(loaded))
+        computed = reference_signals(loaded)
+        apply_reference_signals(image, computed)
+        image.protection_flags = [f.as_json() for f in protection_flags(loaded, computed)]
     # Named from the decoded format: the uploader's ``filename`` never chooses how the file is served.
     name = f"upload.{extension_for(loaded.format)}"
     # The file is written before the row; if the row fails, the file is removed,
@@ -99,17 +106,61 @@ class ReferenceSignals:
     signals: dict
     embedding: bytes | None
     features: bytes | None
+    keypoints: int | None = None  # how many local features ``features`` holds
 
 
 def reference_signals(loaded: LoadedImage) -> ReferenceSignals:
     """Hashes, the CNN embedding (when enabled) and local features for verification."""
     embedder = get_embedder()
     embedding = embedding_to_bytes(embedder.embed_one(loaded.image)) if embedder is not None else None
+    features = extract_features(loaded.image, frame=(loaded.width, loaded.height))
     return ReferenceSignals(
         signals=compute_signals(loaded),
         embedding=embedding,
-        features=features_to_bytes(extract_features(loaded.image, frame=(loaded.width, loaded.height))),
+        features=features_to_bytes(features),
+        keypoints=len(features),
     )
+
+
+def protection_flags(loaded: LoadedImage, computed: ReferenceSignals, *, organisation_id: int | None = None,
+                     image_id: int | None = None) -> list[Flag]:
+    """Why copies of this picture may go unfound (docs/self-test.md): tiny, flat, few features and, given
+    its organisation, a near-duplicate of another protected image there."""
+    flags = pixel_flags(loaded.image, width=loaded.width, height=loaded.height,
+                        pdq_quality=computed.signals.get("pdq_quality", 0), keypoints=computed.keypoints)
+    if organisation_id is not None:
+        flags += near_duplicate_flags(organisation_id=organisation_id, image_id=image_id, computed=computed)
+    return flags
+
+
+def near_duplicate_flags(*, organisation_id: int, image_id: int | None, computed: ReferenceSignals) -> list[Flag]:
+    """The organisation's indexed images this one is a near-duplicate of, by the thresholds a check uses:
+    pHash or PDQ within the near-duplicate distance, or the CNN embeddings at least ``cnn_similar`` alike.
+    A check for a copy of either would report both, so the pair's matches cannot be told apart."""
+    t = default_thresholds()
+    indexes = registry.get(organisation_id)
+    signals = computed.signals
+    found: dict[int, str] = {}
+    if indexes.phash is not None and len(indexes.phash):
+        for ref_id, distance in indexes.phash.query_radius(from_hex64(signals["phash"]), t.phash_near_duplicate):
+            found.setdefault(int(ref_id), f"pHash distance {distance} (at most {t.phash_near_duplicate})")
+    if (indexes.pdq is not None and len(indexes.pdq) and signals.get("pdq")
+            and signals.get("pdq_quality", 0) >= PDQ_MIN_QUALITY):
+        for ref_id, distance in indexes.pdq.query_radius(int(signals["pdq"], 16), t.pdq_near_duplicate):
+            found.setdefault(int(ref_id), f"PDQ distance {distance} (at most {t.pdq_near_duplicate})")
+    if indexes.vectors is not None and len(indexes.vectors) and computed.embedding:
+        for ref_id, score in indexes.vectors.search(embedding_from_bytes(computed.embedding), 5)[0]:
+            if score >= t.cnn_similar:
+                found.setdefault(int(ref_id), f"CNN similarity {score:.2f} (at least {t.cnn_similar:g})")
+    found.pop(image_id or 0, None)
+    if not found:
+        return []
+    # The indexes may still hold an image deleted a moment ago: only rows that exist count.
+    others = ProtectedImage.objects.filter(organisation_id=organisation_id, pk__in=list(found),
+                                           status=ProtectedImage.Status.INDEXED).order_by("pk")
+    return [Flag("near_duplicate", f"Near-duplicate of \u201c{other.key}\u201d (image {other.pk}): {found[other.pk]}; "
+                                   "a copy of either would be reported as both.", image_id=other.pk)
+            for other in others.only("pk", "key")]
 
 
 def apply_reference_signals(image: ProtectedImage, computed: ReferenceSignals) -> None:
@@ -120,6 +171,8 @@ def apply_reference_signals(image: ProtectedImage, computed: ReferenceSignals) -
     image.pdq = signals.get("pdq", "") if signals.get("pdq_quality", 0) >= PDQ_MIN_QUALITY else ""
     image.pdq_quality = signals.get("pdq_quality", 0)
     image.embedding = computed.embedding
+    if computed.keypoints is not None:
+        image.keypoint_count = computed.keypoints
     if computed.features is not None:
         image.features.save("features.npz", ContentFile(computed.features), save=False)
     image.status = ProtectedImage.Status.INDEXED
@@ -139,19 +192,23 @@ def protected_image_index(*, image_id: int) -> ProtectedImage | None:
     with default_storage.open(image.file.name, "rb") as fh:
         data = fh.read()
     try:
-        computed = reference_signals(load_image(data))
+        loaded = load_image(data)
+        computed = reference_signals(loaded)
     except ImageError as exc:
         ProtectedImage.objects.filter(pk=image_id, status=ProtectedImage.Status.PENDING).update(
             status=ProtectedImage.Status.FAILED, failure_reason=exc.reason
         )
         raise
     apply_reference_signals(image, computed)
+    image.protection_flags = [f.as_json() for f in protection_flags(
+        loaded, computed, organisation_id=image.organisation_id, image_id=image.pk)]
     with transaction.atomic():
         # Claim: only the delivery that moves pending -> indexed bumps the index.
         changed = ProtectedImage.objects.filter(pk=image_id, status=ProtectedImage.Status.PENDING).update(
             status=image.status, signals=image.signals, phash=image.phash, pdq=image.pdq,
             pdq_quality=image.pdq_quality, embedding=image.embedding, features=image.features.name,
-            indexed_at=image.indexed_at, failure_reason="",
+            indexed_at=image.indexed_at, failure_reason="", protection_flags=image.protection_flags,
+            keypoint_count=image.keypoint_count,
         )
         if changed:
             index_generation_bump(organisation_id=image.organisation_id)

@@ -1,9 +1,10 @@
 """REST API for the caller's protected images: upload (decoded and indexed by the matching engine), list,
-get, delete, and the stored file. The routes are ``/api/v1/images/`` (imgprotect/urls.py)."""
+get, delete, the stored file and the protection self-test. The routes are ``/api/v1/images/``
+(imgprotect/urls.py)."""
 from __future__ import annotations
 
 import django_filters
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -16,24 +17,75 @@ from catalog.files import file_response
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.models import ProtectedImage
 from catalog.permissions import request_tenant
-from matching import protection
+from imgprotect.errors import NotFound
+from imgprotect.schema import ErrorSerializer
+from matching import protection, selftest
+from matching.models import SelfTest, Verdict
 from matching.uploads import read_and_validate
+
+
+class ProtectionFlagSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(choices=["tiny", "flat", "few_features", "near_duplicate"])
+    reason = serializers.CharField()
+    image_id = serializers.IntegerField(required=False, help_text="near_duplicate only: the other image's id.")
 
 
 class ProtectedImageSerializer(serializers.ModelSerializer):
     collection_slug = serializers.CharField(source="collection.slug", read_only=True)
     file_url = serializers.SerializerMethodField()
+    protection_flags = ProtectionFlagSerializer(
+        many=True, read_only=True,
+        help_text="Why copies of this image may go unfound (docs/self-test.md); empty when nothing was found "
+                  "wrong. Pixels-only flags (tiny, flat) are set at upload, the rest once indexed.")
 
     class Meta:
         model = ProtectedImage
         fields = [
             "id", "collection", "collection_slug", "key", "status", "failure_reason", "width", "height", "format",
             "size_bytes", "sha256_bytes", "sha256_pixels", "signals", "created", "indexed_at", "file_url",
+            "protection_flags", "keypoint_count",
         ]
         read_only_fields = fields
 
     def get_file_url(self, obj: ProtectedImage) -> str:
         return self.context["request"].build_absolute_uri(f"/api/v1/images/{obj.pk}/file/")
+
+
+class SelfTestEditSerializer(serializers.Serializer):
+    edit = serializers.CharField(help_text="crop_60, crop_40, rotate_7, rotate_90, mirror, recolour, caption_bar, "
+                                           "screenshot, collage, mark_in_photo (marks only).")
+    # DRF's metaclass takes declared fields out of the class, so this never shadows Field.label; the stubs
+    # cannot express that (as imgprotect/schema.py's ErrorSerializer.fields).
+    label = serializers.CharField()  # type: ignore[assignment]
+    found = serializers.BooleanField(help_text="The edited copy was matched to this image by the service's verdict.")
+    rank = serializers.IntegerField(allow_null=True, help_text="This image's place among the candidates (1 = "
+                                                               "first); null when it was not among them.")
+    verdict = serializers.ChoiceField(choices=Verdict.choices)
+    score = serializers.FloatField()
+    partial_pass = serializers.BooleanField(help_text="The partial-copy pass ran for this copy.")
+    outranked_by = serializers.IntegerField(allow_null=True, help_text="Another image matched ahead of this one.")
+    elapsed_ms = serializers.FloatField()
+
+
+class SelfTestResultsSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["photo", "mark"], help_text="mark: a logo on a flat tile, which also "
+                                                                        "gets the mark-in-a-photo edit.")
+    edits = SelfTestEditSerializer(many=True)
+    found = serializers.IntegerField()
+    total = serializers.IntegerField()
+    cnn = serializers.BooleanField()
+    partial_search = serializers.ChoiceField(choices=["auto", "never"])
+    conditions = serializers.DictField(help_text="The index generation and engine switches the result holds for: "
+                                                 "a POST while they are unchanged returns this result again.")
+
+
+class SelfTestSerializer(serializers.ModelSerializer):
+    results = SelfTestResultsSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = SelfTest
+        fields = ["id", "image", "status", "failure_reason", "results", "created", "started", "finished"]
+        read_only_fields = fields
 
 
 class ImageUploadSerializer(serializers.Serializer):
@@ -85,6 +137,29 @@ class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retriev
 
     def perform_destroy(self, instance):
         catalog_services.protected_image_delete(image=instance)
+
+    @extend_schema(methods=["GET"], responses={200: SelfTestSerializer},
+                   summary="The image's latest protection self-test (404 before the first)")
+    # 409 for the POST only (conflict_actions would give it to the GET of the same action too).
+    @extend_schema(methods=["POST"], request=None, responses={
+        202: SelfTestSerializer, 200: SelfTestSerializer,
+        409: OpenApiResponse(ErrorSerializer, description="The image is not indexed (`not_indexed`)."),
+    },
+                   summary="Run the protection self-test: edited copies matched against the live index, "
+                           "nothing written (200 when already finished, 202 while it runs)")
+    @action(detail=True, methods=["get", "post"], url_path="self-test")
+    def self_test(self, request, pk=None):
+        image = self.get_object()
+        if request.method == "POST":
+            test = selftest.selftest_start(image=image, user=request.user)
+            test.refresh_from_db()
+            finished = test.status in (SelfTest.Status.DONE, SelfTest.Status.FAILED)
+            return Response(SelfTestSerializer(test).data,
+                            status=status.HTTP_200_OK if finished else status.HTTP_202_ACCEPTED)
+        test = image.self_tests.order_by("-created", "-id").first()
+        if test is None:
+            raise NotFound("This image has not been self-tested yet: POST to this URL to run the test.")
+        return Response(SelfTestSerializer(test).data)
 
     @extend_schema(responses={(200, "image/*"): bytes}, summary="The stored image file")
     @action(detail=True, methods=["get"])

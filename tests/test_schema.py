@@ -48,7 +48,7 @@ def test_conflicts_are_documented_where_the_services_raise_them(schema):
     assert with_409 == {
         "POST /api/v1/collections/", "PUT /api/v1/collections/{id}/", "PATCH /api/v1/collections/{id}/",
         "POST /api/v1/images/", "POST /api/v1/bulk-jobs/{id}/cancel/", "POST /api/v1/bulk-jobs/{id}/resume/",
-        "POST /api/v1/hash-lists/",
+        "POST /api/v1/hash-lists/", "POST /api/v1/images/{id}/self-test/",
     }
 
 

@@ -11,7 +11,7 @@ from celery import shared_task
 from django.db.models import F, Q
 from django.utils import timezone
 
-from matching import alerts, protection, services
+from matching import alerts, protection, selftest, services
 from matching.core.errors import ImageError
 from matching.models import Check
 
@@ -42,6 +42,16 @@ def run_check(check_id: int) -> None:
 @shared_task(acks_late=True, reject_on_worker_lost=True, **RETRY)
 def run_check_partial(check_id: int) -> None:
     services.check_partial_run(check_id=check_id)
+
+
+# Ten or eleven checks of matching: longer limits than a check's, still under the broker's visibility
+# timeout (docs/architecture.md, "When a worker dies"); the claim makes a redelivery a no-op.
+@shared_task(acks_late=True, soft_time_limit=150, time_limit=180, **RETRY)
+def run_self_test(self_test_id: int) -> None:
+    try:
+        selftest.selftest_run(self_test_id=self_test_id)
+    except ImageError as exc:
+        log.warning("self-test %s failed: %s", self_test_id, exc.reason)
 
 
 @shared_task(acks_late=True, **RETRY)

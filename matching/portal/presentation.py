@@ -159,3 +159,42 @@ def outlines(match: Match) -> tuple[Outline | None, Outline | None]:
 VERDICT_TONE = {"hash_list": "danger", "exact": "danger", "near_duplicate": "warning", "modified_copy": "notice", "similar": "muted",
                 "none": "ok"}
 STATUS_TONE = {"new": "info", "confirmed": "danger", "dismissed": "muted", "licensed": "ok"}
+
+
+# --- the protection self-test's chart (templates/portal/_self_test.html) -----------------------------
+
+_CHART_LABEL_W = 150  # px of the SVG's 520 for the edit's name
+_CHART_BAR_W = 220    # the score 0..1 spans this
+_CHART_ROW_H = 26
+_VERDICT_WORDS = {"exact": "exact copy", "near_duplicate": "near duplicate", "modified_copy": "modified copy",
+                  "similar": "similar", "none": "no verdict"}
+
+
+def _outcome(row: dict[str, Any]) -> tuple[str, str]:
+    """(CSS class, words) for one edit's result."""
+    raw = row.get("verdict")
+    verdict = raw if isinstance(raw, str) and raw in _VERDICT_WORDS else "none"
+    rank = row.get("rank")
+    if row.get("found"):
+        css = "st-dup" if verdict in ("exact", "near_duplicate") else "st-mod"
+        return css, f"found #{rank} · {_VERDICT_WORDS[verdict]}"
+    if rank:
+        return ("st-similar" if verdict == "similar" else "st-weak"), f"not matched · #{rank} {_VERDICT_WORDS[verdict]}"
+    return "st-miss", "not found"
+
+
+def self_test_chart(results: dict[str, Any]) -> dict[str, Any]:
+    """Rows of an SVG bar chart, one per edit: the bar's length is the image's score for the edited copy,
+    its colour what the service decided. Coordinates are computed here so the template only places them."""
+    rows = []
+    for n, row in enumerate(results.get("edits") or []):
+        css, words = _outcome(row)
+        score = _number(row.get("score")) or 0.0
+        y = 8 + n * _CHART_ROW_H
+        width = max(3, round(min(1.0, max(0.0, score)) * _CHART_BAR_W))
+        rows.append({"label": str(row.get("label") or row.get("edit") or ""), "css": css, "words": words,
+                     "y": y, "text_y": y + 14, "width": width, "text_x": _CHART_LABEL_W + width + 6,
+                     "score": score, "partial_pass": bool(row.get("partial_pass"))})
+    return {"rows": rows, "height": 16 + len(rows) * _CHART_ROW_H, "bar_x": _CHART_LABEL_W,
+            "track_w": _CHART_BAR_W, "found": results.get("found", 0), "total": results.get("total", len(rows)),
+            "kind": results.get("kind", "photo")}

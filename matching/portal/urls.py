@@ -18,6 +18,7 @@ org_patterns = [
     path("bulk-jobs/<int:pk>/progress/", pages.bulk_progress, name="bulk-progress"),
     path("images/<int:pk>/", pages.image, name="image"),
     path("images/<int:pk>/delete/", pages.image_delete, name="image-delete"),
+    path("images/<int:pk>/self-test/", pages.image_self_test, name="image-self-test"),
     path("images/<int:pk>/file/", files.image_file, name="image-file"),
     path("checks/", pages.checks, name="checks"),
     path("checks/new/", pages.check_create, name="check-create"),

@@ -97,6 +97,9 @@
           row.classList.add("is-done");
           bar.style.width = "100%";
           row.querySelector(".state").textContent = "Protected";
+          (result && result.flags || []).forEach(function (flag) {  // why copies may go unfound
+            row.appendChild(el("div", { class: "message", text: flag.reason }));
+          });
           if (grid && result) addThumb(result);
         },
         error: function (message) {

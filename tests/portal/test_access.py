@@ -46,6 +46,7 @@ ACCESS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "bulk-progress": (V, GET),
     "image": (V, GET),
     "image-delete": (M, BOTH),
+    "image-self-test": (M, POST),
     "image-file": (V, GET),
     "checks": (V, GET),
     "check-create": (M, POST),

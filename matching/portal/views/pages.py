@@ -12,11 +12,12 @@ from django.template.loader import render_to_string
 from catalog import services as catalog_services
 from catalog.models import ProtectedImage, Role
 from imgprotect.errors import ServiceError
-from matching import protection
+from matching import protection, selftest
 from matching.bulk import selectors as bulk_selectors
 from matching.bulk import services as bulk_services
 from matching.core.errors import ImageError
 from matching.portal import bulk, selectors, services
+from matching.portal.presentation import self_test_chart
 from matching.portal.access import SESSION_SINCE, PortalRequest, portal_view
 from matching.portal.forms import CheckForm, CollectionForm
 from matching.portal.views.common import found, org_url, page, paginate, wants_json
@@ -108,7 +109,7 @@ def collection_delete(request: PortalRequest, pk: int) -> HttpResponse:
 def _upload_result(request: PortalRequest, image: ProtectedImage) -> dict[str, Any]:
     return {"ok": True, "id": image.pk, "key": image.key, "status": image.status,
             "thumb": org_url(request, "image-file", image.pk) + "?size=thumb",
-            "url": org_url(request, "image", image.pk)}
+            "url": org_url(request, "image", image.pk), "flags": image.protection_flags}
 
 
 @portal_view(role=Role.MEMBER, methods=["POST"])
@@ -150,10 +151,33 @@ def collection_upload(request: PortalRequest, pk: int) -> HttpResponse:
 def image(request: PortalRequest, pk: int) -> HttpResponse:
     img = found(selectors.image_of(request.organisation, pk))
     matches = selectors.matches_of(request.organisation).filter(protected_image=img).order_by("-created")[:50]
+    latest = img.self_tests.order_by("-created", "-id").first()
     return page(request, "portal/image.html", {
         "image": img, "matches": matches,
         "licences": img.licences.select_related("created_by").order_by("-created"),
+        "self_test": latest, "self_test_chart": self_test_chart(latest.results) if latest and latest.results else None,
     })
+
+
+@portal_view(role=Role.MEMBER, methods=["POST"])
+def image_self_test(request: PortalRequest, pk: int) -> HttpResponse:
+    """Run the protection self-test (in this request on the embedded default, else on a worker)."""
+    img = found(selectors.image_of(request.organisation, pk))
+    try:
+        test = selftest.selftest_start(image=img, user=request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        test.refresh_from_db()
+        if test.status == test.Status.DONE:
+            results = test.results or {}
+            messages.success(request, f"Self-test done: {results.get('found', 0)} of {results.get('total', 0)} "
+                                      "edited copies found.")
+        elif test.status == test.Status.FAILED:
+            messages.error(request, f"The self-test failed: {test.failure_reason}")
+        else:
+            messages.info(request, "The self-test is running; reload this page in a minute for its results.")
+    return HttpResponseRedirect(org_url(request, "image", img.pk) + "#self-test")
 
 
 @portal_view(role=Role.MEMBER, methods=["GET", "POST"])
