@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timezone as dt_timezone
 from collections.abc import Mapping
 
 import django_filters
@@ -104,6 +105,27 @@ class FilterBackend(DjangoFilterBackend):
             if blank:
                 raise exceptions.ValidationError({name: ["May not be blank."] for name in blank})
         return super().filter_queryset(request, queryset, view)
+
+
+class _UtcIsoDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 date-time read in UTC. PostgreSQL refuses offsets past +-15:59 ("+23:59" would be a
+    500 from the database), and an offset can push year 1 or 9999 out of range: both are a 400 here."""
+
+    def clean(self, value):
+        cleaned = super().clean(value)
+        if cleaned is None:
+            return None
+        try:
+            return cleaned.astimezone(dt_timezone.utc)
+        except OverflowError:
+            raise DjangoValidationError("Out of range: the date-time must fall within years 1 to 9999 in UTC.",
+                                        code="invalid") from None
+
+
+class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """django-filter's ISO 8601 filter, compared in UTC (every list's ``created_after``/``created_before``)."""
+
+    field_class = _UtcIsoDateTimeField
 
 
 _JSON_TYPES: list[tuple[type, tuple[type, ...], str]] = [

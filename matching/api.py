@@ -16,6 +16,7 @@ from catalog.api import collection_from_field
 from catalog.files import file_response
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.permissions import request_tenant
+from imgprotect.api import IsoDateTimeFilter
 from matching import selectors, services
 from matching.models import Check, Match, Verdict
 from matching.uploads import read_and_validate
@@ -178,8 +179,8 @@ class CheckViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
 class MatchFilter(django_filters.FilterSet):
     collection = OwnObjectFilter(field_name="protected_image__collection", scope=own_collections, noun="collection")
     verdict = django_filters.MultipleChoiceFilter(choices=Verdict.choices)
-    created_after = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created", lookup_expr="lt")
     check = OwnObjectFilter(field_name="source_check", scope=own_checks, noun="check")
 
     class Meta:

@@ -17,6 +17,7 @@ from catalog.files import file_response
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.models import ProtectedImage
 from catalog.permissions import request_tenant
+from imgprotect.api import IsoDateTimeFilter
 from imgprotect.errors import NotFound
 from imgprotect.schema import ErrorSerializer
 from matching import protection, selftest
@@ -97,8 +98,8 @@ class ImageUploadSerializer(serializers.Serializer):
 
 class ImageFilter(django_filters.FilterSet):
     collection = OwnObjectFilter(scope=own_collections, noun="collection")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created", lookup_expr="lt")
     key = django_filters.CharFilter(field_name="key", lookup_expr="icontains")
 
     class Meta:

@@ -71,3 +71,14 @@ def test_a_form_over_the_body_limit_is_a_json_413(api, settings):
     response = api.post("/api/v1/checks/", {"collection": "1" * 5000}, format="multipart")
     assert response.status_code == 413
     assert response.json() == {"error": "request_too_large", "detail": "The request body is too large."}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/matches/", "/api/v1/images/"])
+def test_date_filters_read_any_offset_in_utc_and_refuse_what_falls_outside_the_calendar(api, path):
+    # Found by tests/test_api_fuzz.py: PostgreSQL refuses an offset past +-15:59, so "+23:59" was a 500.
+    assert api.get(path, {"created_before": "2026-01-01T00:00:00+23:59"}).status_code == 200
+    for value in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"):
+        response = api.get(path, {"created_after": value})
+        assert response.status_code == 400
+        assert response.json()["fields"]["created_after"] == [
+            "Out of range: the date-time must fall within years 1 to 9999 in UTC."]
