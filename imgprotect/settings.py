@@ -219,6 +219,8 @@ CELERY_BEAT_SCHEDULE = {
                            "schedule": crontab(minute=0, hour=env_int("IMGPROTECT_DIGEST_HOUR", 8, minimum=0)),
                            "args": ["daily"]},
     "webhook-retries": {"task": "workers.portal.retry_webhook_deliveries", "schedule": 30.0},
+    # Suspect signals past each organisation's retention (matching/suspects.py).
+    "purge-suspect-signals": {"task": "workers.tasks.purge_suspect_signals", "schedule": crontab(minute=17)},
 }
 # Work "running" longer than this lost its worker: the hard time limit ends any live attempt sooner
 # (prefork pool), so the sweeper or a redelivered task may take it over (docs/architecture.md).

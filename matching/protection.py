@@ -81,6 +81,7 @@ def protected_image_add(
             image.save()
             if index_now:
                 index_generation_bump(organisation_id=collection.organisation_id)
+                enqueue_on_commit("workers.tasks.recheck_suspects", [image.pk])  # suspects seen before
             else:
                 enqueue_on_commit("workers.tasks.index_protected_image", image.pk)
     except IntegrityError as exc:
@@ -155,6 +156,7 @@ def protected_image_index(*, image_id: int) -> ProtectedImage | None:
         )
         if changed:
             index_generation_bump(organisation_id=image.organisation_id)
+            enqueue_on_commit("workers.tasks.recheck_suspects", [image_id])  # suspects seen before
         else:
             name = image.features.name
             transaction.on_commit(lambda: stored_files_delete([name]))  # an earlier delivery won

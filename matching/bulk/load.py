@@ -34,6 +34,7 @@ from matching.encodings import embedding_to_bytes
 from matching.models import Match
 from matching.protection import ReferenceSignals, apply_reference_signals
 from matching.review import review_auto_resolve
+from matching.suspects import suspect_signals_keep_scan
 
 log = logging.getLogger(__name__)
 
@@ -266,11 +267,14 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
         assert limit is not None
         by_executors = _executor_decisions(job, ok)
         found: list[tuple[str, list[_Found]]] = []
+        scanned: list[tuple[str, dict[str, Any]]] = []  # kept for retroactive re-checks (matching/suspects.py)
         for row in ok:
             suspect = suspect_key(job.source, row["key"])
             if len(suspect) > limit:
                 errors.append((row["key"], "invalid_key", "The image's location is longer than 1024 characters."))
                 continue
+            if row.get("signals"):
+                scanned.append((suspect, json.loads(row["signals"])))
             positives = by_executors[row["key"]] if row["key"] in by_executors else _signal_decisions(job, row)
             if positives:
                 found.append((suspect, positives))
@@ -290,6 +294,8 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
                         match.evidence.save("evidence.png", ContentFile(f.evidence), save=True)
                         written.append(match.evidence.name)
                 _record_errors(job, errors)
+                suspect_signals_keep_scan(organisation_id=job.organisation_id, collection_id=job.collection_id,
+                                          scanned=scanned)
                 review_auto_resolve(matches=created)
                 suspects = {m.suspect_key for m in created}
                 BulkJob.objects.filter(pk=job.pk).update(matched=F("matched") + len(suspects),
