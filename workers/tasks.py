@@ -62,10 +62,11 @@ def send_retro_alerts(match_ids: list[int]) -> int:
     return alerts.match_alerts_send_for(match_ids=match_ids)
 
 
-@shared_task
-def purge_suspect_signals() -> int:
-    """Delete suspect signals past each organisation's retention (Celery beat, hourly)."""
-    return suspects.suspect_signals_purge()
+@shared_task(**RETRY)
+def purge_suspect_signals(organisation_id: int | None = None) -> int:
+    """Delete suspect signals past each organisation's retention (Celery beat, hourly; and one
+    organisation's when its retention changes)."""
+    return suspects.suspect_signals_purge(organisation_id=organisation_id)
 
 
 @shared_task
