@@ -134,9 +134,8 @@ class SuspectSignalsAdmin(admin.ModelAdmin):
     list_display = ["id", "organisation", "source_check", "suspect_key", "pdq_quality", "has_embedding", "created"]
     list_filter = ["organisation", "created"]
     search_fields = ["suspect_key", "sha256_bytes", "sha256_pixels"]
-    fields = ["organisation", "source_check", "suspect_key", "collection", "sha256_bytes", "sha256_pixels",
-              "pdq_quality", "width", "height", "created"]
-    readonly_fields = fields
+    readonly_fields = fields = ("organisation", "source_check", "suspect_key", "collection", "sha256_bytes",
+                                "sha256_pixels", "pdq_quality", "width", "height", "created")
     list_select_related = ["organisation"]
 
     @admin.display(boolean=True, description="CNN embedding")

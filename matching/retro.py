@@ -117,6 +117,7 @@ def _recheck_organisation(organisation: Organisation, images: list[ProtectedImag
     collection_of = {image.pk: image.collection_id for image in images}
     seen_before = max(image.indexed_at or timezone.now() for image in images)
     pairs: dict[int, set[int]] = defaultdict(set)
+    by_hash: set[int] = set()  # suspects a digest or a hash points at (the others need their pixels)
     scanned = 0
     for batch, scopes in _suspect_batches(organisation, seen_before=seen_before, dim=dim):
         scanned += len(batch)
@@ -124,11 +125,14 @@ def _recheck_organisation(organisation: Organisation, images: list[ProtectedImag
             scope = scopes[c.suspect_id]
             if scope is None or scope == collection_of[c.reference_id]:
                 pairs[c.suspect_id].add(c.reference_id)
+                if c.by_hash:
+                    by_hash.add(c.suspect_id)
     searched = time.perf_counter()
     indexes = _indexes(refs) if pairs else Indexes()
     created: list[int] = []
     for suspect in SuspectSignals.objects.filter(pk__in=list(pairs)).select_related("source_check").order_by("pk"):
-        created += _judge(organisation, suspect, pairs[suspect.pk], indexes, embedder)
+        created += _judge(organisation, suspect, pairs[suspect.pk], indexes, embedder,
+                          hashes=suspect.pk in by_hash)
     log.info("re-check of %s new images in %s: %s suspects searched in %.0f ms, %s to judge, %s matches, "
              "total %.0f ms", len(images), organisation.slug, scanned, (searched - started) * 1000, len(pairs),
              len(created), (time.perf_counter() - started) * 1000)
@@ -160,12 +164,16 @@ def _signals_of(suspect: SuspectSignals) -> dict[str, Any]:
 
 
 def _judge(organisation: Organisation, suspect: SuspectSignals, ref_ids: set[int], indexes: Indexes,
-           embedder: Any | None) -> list[int]:
-    """Judge one suspect against the new images it may copy, as a check would, and write the matches."""
+           embedder: Any | None, *, hashes: bool) -> list[int]:
+    """Judge one suspect against the new images it may copy, as a check would, and write the matches.
+    ``hashes``: a digest or hash points at one of them (else only the CNN does, which without the
+    suspect's pixels can decide nothing)."""
     check = suspect.source_check
+    loaded = _stored_pixels(check)
+    if loaded is None and not hashes:
+        return []
     store = DatabaseStore(organisation.pk, suspect.collection_id)
     matcher = Matcher(store=store, indexes=indexes, thresholds=default_thresholds(), embedder=embedder)
-    loaded = _stored_pixels(check)
     allowed = ref_ids.__contains__
     if loaded is not None:
         outcome = matcher.match(loaded, partial="auto", allowed=allowed)

@@ -9,10 +9,14 @@ distances of every flip/rotation variant of the suspects' pHash and PDQ to each 
 partial-copy tiles) as one matrix product. Nothing is indexed per suspect and memory stays one
 batch.
 
-A ``Candidate`` pair is what the cascade's own candidate radii would have sent to judging
-(``Thresholds``: ``phash_candidate``, ``pdq_candidate``, ``pdq_variant_copy``,
-``cnn_candidate``); the caller judges it with the ``Matcher`` as a check does, with the suspect's
-pixels when they are still kept, on its signals alone when not. Plain numpy, no Django.
+A ``Candidate`` pair is what the cascade's own thresholds would send to judging (``Thresholds``):
+a digest in common, a pHash variant within ``phash_candidate``, PDQ within ``pdq_candidate`` (its
+flipped and turned variants within ``pdq_variant_copy``), or a CNN cosine (whole picture or any
+tile) of at least ``cnn_similar``, the level at which a check reports a candidate at all. (A check
+also verifies its six nearest embeddings above ``cnn_candidate``; with only a hundred new
+references nearly every suspect has six such, so that rule here would verify every suspect.) The
+caller judges each pair with the ``Matcher`` as a check does, with the suspect's pixels when they
+are still kept, on its signals alone when not. Plain numpy, no Django.
 """
 from __future__ import annotations
 
@@ -39,6 +43,22 @@ def _unit(vectors: FloatArray) -> FloatArray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     out: FloatArray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
     return out
+
+
+def _codes(blobs: Sequence[bytes], words: int) -> npt.NDArray[np.uint64]:
+    """Stored variants (big-endian words, ``VARIANTS`` codes a blob) as ``(len(blobs) * 8, words)``;
+    a blob with fewer codes (the plain hash only) repeats its first."""
+    size = 8 * words * VARIANTS
+    if all(len(b) == size for b in blobs):
+        flat = np.frombuffer(b"".join(bytes(b) for b in blobs), dtype=">u8")
+        return flat.astype(np.uint64).reshape(-1, words)
+    out = np.zeros((len(blobs), VARIANTS, words), dtype=np.uint64)
+    for i, blob in enumerate(blobs):
+        codes = np.frombuffer(bytes(blob), dtype=">u8").reshape(-1, words)[:VARIANTS]
+        if len(codes):
+            out[i, : len(codes)] = codes
+            out[i, len(codes):] = codes[0]
+    return out.reshape(-1, words)
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,7 @@ class SuspectBatch:
     has_pdq: npt.NDArray[np.bool_]             # (m,)
     sha256_bytes: list[str]
     sha256_pixels: list[str]
-    embeddings: FloatArray | None = None       # (m, d) unit vectors, zero rows where none
+    embeddings: FloatArray | None = None       # (m, d) unit vectors as stored, zero rows where none
     tiles: FloatArray | None = None            # (t, d) unit vectors of the tiles, grouped by owner
     tile_owner: npt.NDArray[np.int64] | None = None  # (t,) row of the owner in this batch, ascending
 
@@ -104,40 +124,27 @@ class SuspectBatch:
         tile_embeddings)``, the byte layouts ``SuspectSignals`` keeps (big-endian words, float16).
         ``dim``: the references' embedding size (None: no CNN to compare, embeddings are not read)."""
         m = len(rows)
-        phash = np.zeros((m, VARIANTS), dtype=np.uint64)
+        phash = _codes([r[3] for r in rows], 1).reshape(m, VARIANTS)
+        has_pdq = np.array([bool(r[4]) for r in rows], dtype=np.bool_)
         pdq = np.zeros((m, VARIANTS, PDQ_WORDS), dtype=np.uint64)
-        has_pdq = np.zeros(m, dtype=np.bool_)
-        whole = np.zeros((m, dim), dtype=np.float32) if dim else None
-        tiles: list[FloatArray] = []
-        owners: list[npt.NDArray[np.int64]] = []
-        big = np.dtype(">u8")
-        for i, (_id, _b, _p, ph, pq, emb, tl) in enumerate(rows):
-            codes = np.frombuffer(bytes(ph), dtype=big)
-            phash[i, : min(len(codes), VARIANTS)] = codes[:VARIANTS]
-            if len(codes) < VARIANTS:  # an older row with the plain hash only: repeat it
-                phash[i, len(codes):] = codes[0] if len(codes) else 0
-            if pq:
-                words = np.frombuffer(bytes(pq), dtype=big).reshape(-1, PDQ_WORDS)
-                pdq[i, : len(words)] = words[:VARIANTS]
-                pdq[i, len(words):] = words[0]
-                has_pdq[i] = True
-            if whole is not None and dim:
-                if emb:
-                    vector = np.frombuffer(bytes(emb), dtype=EMBEDDING_DTYPE)
-                    if vector.size == dim:
-                        whole[i] = vector
-                if tl:
-                    grid = np.frombuffer(bytes(tl), dtype=EMBEDDING_DTYPE)
-                    if grid.size and grid.size % dim == 0:
-                        tiles.append(grid.reshape(-1, dim).astype(np.float32))
-                        owners.append(np.full(grid.size // dim, i, dtype=np.int64))
+        if has_pdq.any():
+            pdq[has_pdq] = _codes([r[4] for r in rows if r[4]], PDQ_WORDS).reshape(-1, VARIANTS, PDQ_WORDS)
         batch = cls(ids=np.array([r[0] for r in rows], dtype=np.int64), phash=phash, pdq=pdq, has_pdq=has_pdq,
                     sha256_bytes=[r[1] for r in rows], sha256_pixels=[r[2] for r in rows])
-        if whole is not None:
-            batch.embeddings = _unit(whole)
-            if tiles:
-                batch.tiles = _unit(np.concatenate(tiles))
-                batch.tile_owner = np.concatenate(owners)
+        if not dim:
+            return batch
+        size = 2 * dim  # float16 bytes of one vector
+        whole = np.zeros((m, dim), dtype=np.float32)
+        has = np.array([r[5] is not None and len(r[5]) == size for r in rows], dtype=np.bool_)
+        if has.any():
+            joined = b"".join(bytes(r[5]) for r, ok in zip(rows, has, strict=True) if ok)  # type: ignore[arg-type]
+            whole[has] = np.frombuffer(joined, dtype=EMBEDDING_DTYPE).reshape(-1, dim)
+        batch.embeddings = whole  # stored as unit vectors (float16 rounding is far below any threshold)
+        counts = np.array([len(r[6]) // size if r[6] and len(r[6]) % size == 0 else 0 for r in rows], dtype=np.int64)
+        if counts.any():
+            joined = b"".join(bytes(r[6]) for r, n in zip(rows, counts, strict=True) if n)  # type: ignore[arg-type]
+            batch.tiles = np.frombuffer(joined, dtype=EMBEDDING_DTYPE).reshape(-1, dim).astype(np.float32)
+            batch.tile_owner = np.repeat(np.arange(m, dtype=np.int64), counts)
         return batch
 
     def __len__(self) -> int:
@@ -156,6 +163,7 @@ class Candidate:
     pdq: int | None
     pdq_variant: int | None
     cnn: float | None     # best cosine over the whole picture and its tiles
+    by_hash: bool = True  # a digest or a hash made it a candidate (else the CNN alone: judging needs pixels)
 
 
 def _hamming_table(suspects: npt.NDArray[np.uint64], refs: npt.NDArray[np.uint64], words: int) -> npt.NDArray[Any]:
@@ -176,7 +184,12 @@ def _best_cosines(batch: SuspectBatch, refs: NewReferences) -> FloatArray | None
     if batch.tiles is not None and batch.tile_owner is not None and len(batch.tiles):
         per_tile = batch.tiles @ refs.vectors.T
         owners, starts = np.unique(batch.tile_owner, return_index=True)  # owners are grouped, ascending
-        best[owners] = np.maximum(best[owners], np.maximum.reduceat(per_tile, starts, axis=0))
+        counts = np.diff(np.append(starts, len(per_tile)))
+        if bool((counts == counts[0]).all()):  # the usual case: every suspect kept its 13 tiles
+            tiles_best = per_tile.reshape(len(owners), int(counts[0]), -1).max(axis=1)
+        else:
+            tiles_best = np.maximum.reduceat(per_tile, starts, axis=0)
+        best[owners] = np.maximum(best[owners], tiles_best)
     return best
 
 
@@ -187,7 +200,7 @@ def search(refs: NewReferences, batch: SuspectBatch, thresholds: Thresholds) -> 
     t = thresholds
     ph = _hamming_table(batch.phash, refs.phash.reshape(-1, 1), 1)
     ph_plain, ph_best = ph[:, 0, :], ph.min(axis=1)
-    mask = ph_best <= t.phash_candidate
+    hashes = ph_best <= t.phash_candidate
     pdq_plain = pdq_best = None
     if bool(refs.has_pdq.any()) and bool(batch.has_pdq.any()):
         pq = _hamming_table(batch.pdq, refs.pdq, PDQ_WORDS)
@@ -195,10 +208,11 @@ def search(refs: NewReferences, batch: SuspectBatch, thresholds: Thresholds) -> 
         pdq_plain = np.where(usable, pq[:, 0, :], 256)
         pdq_best = np.where(usable, pq.min(axis=1), 256)
         variant_radius = min(t.pdq_candidate, t.pdq_variant_copy)
-        mask |= (pdq_plain <= t.pdq_candidate) | (pdq_best <= variant_radius)
+        hashes |= (pdq_plain <= t.pdq_candidate) | (pdq_best <= variant_radius)
+    mask = hashes.copy()
     cnn = _best_cosines(batch, refs)
     if cnn is not None:
-        mask |= cnn >= t.cnn_candidate
+        mask |= cnn >= t.cnn_similar
     exact: set[tuple[int, int]] = set()
     ref_row = {int(r): j for j, r in enumerate(refs.ids.tolist())}
     if refs.sha256:
@@ -206,7 +220,7 @@ def search(refs: NewReferences, batch: SuspectBatch, thresholds: Thresholds) -> 
             for digest in digests:
                 for ref_id in refs.sha256.get(digest, ()):
                     exact.add((i, ref_row[ref_id]))
-                    mask[i, ref_row[ref_id]] = True
+                    mask[i, ref_row[ref_id]] = hashes[i, ref_row[ref_id]] = True
     out = []
     for i, j in zip(*np.nonzero(mask), strict=True):
         i, j = int(i), int(j)
@@ -215,7 +229,7 @@ def search(refs: NewReferences, batch: SuspectBatch, thresholds: Thresholds) -> 
             phash=int(ph_plain[i, j]), phash_variant=int(ph_best[i, j]),
             pdq=int(pdq_plain[i, j]) if pdq_plain is not None and pdq_plain[i, j] < 256 else None,
             pdq_variant=int(pdq_best[i, j]) if pdq_best is not None and pdq_best[i, j] < 256 else None,
-            cnn=round(float(cnn[i, j]), 6) if cnn is not None else None,
+            cnn=round(float(cnn[i, j]), 6) if cnn is not None else None, by_hash=bool(hashes[i, j]),
         ))
     return out
 
