@@ -326,3 +326,14 @@ class SuspectSignals(models.Model):
 
     def __str__(self) -> str:
         return f"suspect {self.source_check_id or self.suspect_key}"
+
+
+class RecheckMark(models.Model):
+    """How far retroactive re-checks got in an organisation: the images indexed up to ``until`` have
+    been searched for (matching/retro.py), so the images of one upload are searched for together."""
+
+    organisation = models.OneToOneField(Organisation, on_delete=models.CASCADE, related_name="+")
+    until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"re-checked up to {self.until:%Y-%m-%d %H:%M:%S}"

@@ -37,7 +37,7 @@ from matching.core.matcher import Indexes, Matcher
 from matching.core.signals import hex64, hex256
 from matching.encodings import embedding_from_bytes, to_unsigned64
 from matching.engine import Candidate, DatabaseStore, default_thresholds, get_embedder
-from matching.models import Check, Match, SuspectSignals
+from matching.models import Check, Match, RecheckMark, SuspectSignals
 from matching.review import review_auto_resolve
 
 log = logging.getLogger(__name__)
@@ -92,18 +92,46 @@ def _suspect_batches(organisation: Organisation, *, seen_before: datetime, dim: 
 
 
 def suspects_recheck(*, image_ids: list[int]) -> list[int]:
-    """Search the suspects seen before for copies of just these (newly indexed) images and write
-    what is found as matches marked ``found_retroactively``, with alerts. Idempotent: a pair
-    reported already is not reported again. Returns the ids of the new matches."""
-    images = list(ProtectedImage.objects.filter(pk__in=image_ids, status=ProtectedImage.Status.INDEXED)
-                  .select_related("organisation", "collection"))
-    by_org: dict[int, list[ProtectedImage]] = defaultdict(list)
-    for image in images:
-        by_org[image.organisation_id].append(image)
+    """Search the suspects seen before for copies of newly indexed images and write what is found
+    as matches marked ``found_retroactively``, with alerts. Returns the ids of the new matches.
+
+    One pass over the suspects serves every image of the organisation indexed since the last
+    re-check (``RecheckMark``), these included: the task is queued with a delay after each image
+    (``IMGPROTECT_RECHECK_DELAY_SECONDS``), so the first to run takes the whole upload and the
+    others find their images done. Idempotent: a pair reported already is not reported again.
+    """
+    orgs = set(ProtectedImage.objects.filter(pk__in=image_ids).values_list("organisation_id", flat=True))
     created: list[int] = []
-    for group in by_org.values():
-        created += _recheck_organisation(group[0].organisation, group)
+    for organisation_id in sorted(orgs):
+        created += _recheck_claimed(organisation_id, image_ids)
     return created
+
+
+MAX_IMAGES_PER_PASS = 1000  # the cosine matrix of a batch stays a few MB; the rest get their own pass
+
+
+def _recheck_claimed(organisation_id: int, image_ids: list[int]) -> list[int]:
+    indexed = ProtectedImage.objects.filter(organisation_id=organisation_id, status=ProtectedImage.Status.INDEXED,
+                                            indexed_at__isnull=False)
+    with transaction.atomic():
+        first = indexed.filter(pk__in=image_ids).order_by("indexed_at").values_list("indexed_at", flat=True).first()
+        if first is None:
+            return []  # deleted, or failed, meanwhile
+        # A first mark starts a little before these images, so the other images of the same upload,
+        # whose own tasks are still waiting, are taken too (twice at worst: reports are idempotent).
+        mark, _ = RecheckMark.objects.select_for_update().get_or_create(
+            organisation_id=organisation_id, defaults={"until": first - timedelta(minutes=10)})
+        pending = list(indexed.filter(indexed_at__gt=mark.until).order_by("indexed_at", "pk")
+                       .select_related("organisation", "collection")[:MAX_IMAGES_PER_PASS])
+        if not pending:
+            return []  # a re-check that ran before this one took these images
+        before, mark.until = mark.until, max(image.indexed_at for image in pending if image.indexed_at)
+        mark.save(update_fields=["until"])
+    try:
+        return _recheck_organisation(pending[0].organisation, pending)
+    except BaseException:  # give the images back, so the retry searches for them
+        RecheckMark.objects.filter(pk=mark.pk, until=mark.until).update(until=before)
+        raise
 
 
 def _recheck_organisation(organisation: Organisation, images: list[ProtectedImage]) -> list[int]:

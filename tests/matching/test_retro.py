@@ -17,7 +17,7 @@ from matching.bulk import services as bulk_services
 from matching.bulk.models import BulkJob
 from matching.core.loading import load_image
 from matching.core.signals import query_signals
-from matching.models import Check, Match, SuspectSignals
+from matching.models import Check, Match, RecheckMark, SuspectSignals
 from matching.retro import NOT_VERIFIED, suspects_recheck
 from matching.suspects import suspect_signals_purge
 from tests.conftest import client_for
@@ -82,8 +82,12 @@ def test_a_suspect_checked_before_its_original_was_protected_is_found_retroactiv
     listed = api.get("/api/v1/matches/?found_retroactively=true").json()["results"]
     assert [(m["id"], m["found_retroactively"], m["check_id"]) for m in listed] == [(match.pk, True, first["id"])]
     assert api.get("/api/v1/matches/?found_retroactively=false").json()["results"] == []
-    # Idempotent: a second re-check adds nothing and sends nothing.
+    # A later task for the same image finds it searched for already; a re-check that does search
+    # again (its mark moved back, as after a failed attempt) reports nothing twice and sends nothing.
     assert suspects_recheck(image_ids=[image_id]) == []
+    RecheckMark.objects.filter(organisation=org).update(until=timezone.now() - timedelta(days=1))
+    assert suspects_recheck(image_ids=[image_id]) == []
+    assert RecheckMark.objects.get(organisation=org).until >= Match.objects.get(pk=match.pk).protected_image.indexed_at
     assert Match.objects.filter(organisation=org).count() == 1 and len(mail.outbox) == 1
 
 
