@@ -37,7 +37,7 @@ from PIL import Image
 from matching.core import retro as core
 from matching.core.loading import load_image
 from matching.core.matcher import IndexedReferences, Matcher, Thresholds, index_references
-from matching.core.signals import PDQ_MIN_QUALITY, hex64, hex256, query_signals
+from matching.core.signals import PDQ_MIN_QUALITY, query_signals
 
 from .attacks import ATTACKS
 from .dataset import PHOTO_SUFFIXES, as_rgb, default_dataset_root, photo_paths
@@ -94,9 +94,10 @@ def _synthetic_rows(ids: np.ndarray, pool: np.ndarray | None, rng: np.random.Gen
     whole = grid = None
     if pool is not None:
         d = pool.shape[1]
-        base = pool[rng.integers(0, len(pool), size=m * (1 + tiles))]
-        vectors = base + rng.normal(scale=0.5 / np.sqrt(d), size=base.shape)
-        vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16)
+        vectors = pool[rng.integers(0, len(pool), size=m * (1 + tiles))].astype(np.float32)
+        vectors += rng.standard_normal(size=vectors.shape, dtype=np.float32) * np.float32(0.5 / np.sqrt(d))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors.astype(np.float16)
         whole, grid = vectors[:m], vectors[m:].reshape(m, tiles, d)
     return [(int(ids[i]), f"s{ids[i]}", f"p{ids[i]}", phash[i].tobytes(), pdq[i].tobytes(),
              whole[i].tobytes() if whole is not None else None,
@@ -104,15 +105,8 @@ def _synthetic_rows(ids: np.ndarray, pool: np.ndarray | None, rng: np.random.Gen
 
 
 def _signals_of(row: tuple[int, str, str, bytes, bytes, bytes | None, bytes | None]) -> dict[str, Any]:
-    """The stored hashes as the ``Matcher`` takes signals (as matching/retro.py does)."""
-    phashes = [hex64(int(v)) for v in np.frombuffer(row[3], dtype=">u8")]
-    out: dict[str, Any] = {"sha256_bytes": row[1], "sha256_pixels": row[2], "phash": phashes[0],
-                           "phash_variants": phashes, "pdq_quality": 100 if row[4] else 0}
-    if row[4]:
-        words = np.frombuffer(row[4], dtype=">u8").reshape(-1, 4)
-        pdqs = [hex256(int.from_bytes(w.tobytes(), "big")) for w in words]
-        out.update(pdq=pdqs[0], pdq_variants=pdqs)
-    return out
+    return core.stored_signals(sha256_bytes=row[1], sha256_pixels=row[2], phash_variants=row[3],
+                               pdq_variants=row[4], pdq_quality=100 if row[4] else 0)
 
 
 class _Clock:
@@ -190,14 +184,18 @@ def run(*, suspects: int, new: int, planted: int, batch: int, tiles: int, pool_s
     wall0, cpu0 = time.perf_counter(), time.process_time()
     pairs: dict[int, set[int]] = {}
     kept_rows: dict[int, tuple[int, str, str, bytes, bytes, bytes | None, bytes | None]] = {}
+    peak_search = 0  # the most the decode and search of one batch held, its rows included
     for chunk in rows():
+        tracemalloc.reset_peak()
         with _timed(clock, "re-check: decode + search (numpy)"):
             b = core.SuspectBatch.from_rows(chunk, dim)
             for c in core.search(new_refs, b, thresholds):
                 pairs.setdefault(c.suspect_id, set()).add(c.reference_id)
                 kept_rows[c.suspect_id] = chunk[c.suspect_id - chunk[0][0]]
-    _, peak_search = tracemalloc.get_traced_memory()
+        peak_search = max(peak_search, tracemalloc.get_traced_memory()[1])
+        del b
     # Judging: the Matcher over indexes of the new references only, as matching/retro.py does.
+    tracemalloc.reset_peak()
     matcher = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=thresholds, embedder=embedder)
     found: dict[int, list[str]] = {}
     for suspect_id, ref_ids in sorted(pairs.items()):
@@ -215,6 +213,15 @@ def run(*, suspects: int, new: int, planted: int, batch: int, tiles: int, pool_s
     generated = clock.wall.get("make the synthetic rows (the database's part)", 0.0)
     generated_cpu = clock.cpu.get("make the synthetic rows (the database's part)", 0.0)
     recalled = [p for p in plants.values() if any(f.startswith(f"{p.reference_id}:") for f in found.get(p.suspect_id, []))]
+    # What the missed copies scored: their best cosine (whole or tile) to their original.
+    everything = Thresholds(phash_candidate=64, pdq_candidate=256, cnn_similar=-1.0)
+    missed = {}
+    for p in plants.values():
+        if p not in recalled:
+            pair = [c for c in core.search(new_refs, core.SuspectBatch.from_rows([p.row], dim), everything)
+                    if c.reference_id == p.reference_id]
+            missed[p.attack] = {"cnn": pair[0].cnn if pair else None,
+                                "phash_variant": pair[0].phash_variant if pair else None}
     false_positives = sum(1 for s, f in found.items() if s not in plants and f)
     return {
         "command": "python -m bench.retro " + " ".join(sys.argv[1:]),
@@ -223,13 +230,13 @@ def run(*, suspects: int, new: int, planted: int, batch: int, tiles: int, pool_s
         "recheck_wall_s": round(wall - generated, 2), "recheck_cpu_s": round(cpu - generated_cpu, 2),
         "stages_wall_s": {k: round(v, 2) for k, v in clock.wall.items()},
         "stages_cpu_s": {k: round(v, 2) for k, v in clock.cpu.items()},
-        "tracemalloc_peak_mb_search": round(peak_search / 2**20, 1),
-        "tracemalloc_peak_mb_recheck": round(peak_all / 2**20, 1),
+        "tracemalloc_peak_mb_one_batch": round(peak_search / 2**20, 1),
+        "tracemalloc_peak_mb_judging": round(peak_all / 2**20, 1),
         "peak_rss_mb_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "candidate_suspects": len(pairs), "candidate_pairs": sum(len(v) for v in pairs.values()),
         "chance_candidates": sum(1 for s in pairs if s not in plants),
         "found": len(recalled), "planted": len(plants),
-        "missed": sorted(p.attack for p in plants.values() if p not in recalled),
+        "missed": missed,
         "false_positives": false_positives,
     }
 

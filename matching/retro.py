@@ -34,7 +34,6 @@ from matching.core import retro as core
 from matching.core.errors import ImageError
 from matching.core.hashindex import make_hash_index
 from matching.core.matcher import Indexes, Matcher
-from matching.core.signals import hex64, hex256
 from matching.encodings import embedding_from_bytes, to_unsigned64
 from matching.engine import Candidate, DatabaseStore, default_thresholds, get_embedder
 from matching.models import Check, Match, RecheckMark, SuspectSignals
@@ -179,16 +178,10 @@ def _stored_pixels(check: Check | None) -> Any | None:
 
 
 def _signals_of(suspect: SuspectSignals) -> dict[str, Any]:
-    """The stored hashes as the ``Matcher`` takes a picture's signals."""
-    phashes = [hex64(int(v)) for v in np.frombuffer(bytes(suspect.phash_variants), dtype=">u8")]
-    signals: dict[str, Any] = {"sha256_bytes": suspect.sha256_bytes, "sha256_pixels": suspect.sha256_pixels,
-                               "phash": phashes[0], "phash_variants": phashes, "pdq_quality": suspect.pdq_quality,
-                               "width": suspect.width, "height": suspect.height}
-    if suspect.pdq_variants:
-        pdqs = [hex256(int.from_bytes(bytes(suspect.pdq_variants)[i:i + 32], "big"))
-                for i in range(0, len(suspect.pdq_variants), 32)]
-        signals.update(pdq=pdqs[0], pdq_variants=pdqs)
-    return signals
+    return {**core.stored_signals(sha256_bytes=suspect.sha256_bytes, sha256_pixels=suspect.sha256_pixels,
+                                  phash_variants=suspect.phash_variants, pdq_variants=suspect.pdq_variants,
+                                  pdq_quality=suspect.pdq_quality),
+            "width": suspect.width, "height": suspect.height}
 
 
 def _judge(organisation: Organisation, suspect: SuspectSignals, ref_ids: set[int], indexes: Indexes,

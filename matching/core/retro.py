@@ -234,6 +234,21 @@ def search(refs: NewReferences, batch: SuspectBatch, thresholds: Thresholds) -> 
     return out
 
 
+def stored_signals(*, sha256_bytes: str, sha256_pixels: str, phash_variants: bytes, pdq_variants: bytes,
+                   pdq_quality: int) -> dict[str, Any]:
+    """Stored hashes back as the ``Matcher`` takes a picture's signals (``Matcher.match(None, signals=...)``)."""
+    from matching.core.signals import hex64, hex256
+
+    phashes = [hex64(int(v)) for v in np.frombuffer(bytes(phash_variants), dtype=">u8")]
+    signals: dict[str, Any] = {"sha256_bytes": sha256_bytes, "sha256_pixels": sha256_pixels, "phash": phashes[0],
+                               "phash_variants": phashes, "pdq_quality": pdq_quality}
+    if pdq_variants:
+        raw = bytes(pdq_variants)
+        pdqs = [hex256(int.from_bytes(raw[i:i + 32], "big")) for i in range(0, len(raw), 32)]
+        signals.update(pdq=pdqs[0], pdq_variants=pdqs)
+    return signals
+
+
 def hash_bytes(hex_codes: Sequence[str], words: int) -> bytes:
     """Hex codes as the big-endian words ``SuspectSignals`` keeps (``words`` 64-bit words each)."""
     return b"".join(int(h, 16).to_bytes(8 * words, "big") for h in hex_codes)
