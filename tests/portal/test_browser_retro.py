@@ -38,7 +38,8 @@ def _shot(page) -> None:  # type: ignore[no-untyped-def]
         image.save(DOCS / SHOT, optimize=True)
 
 
-def test_a_match_found_retroactively_in_a_real_browser(page):  # type: ignore[no-untyped-def]  # noqa: F811
+def test_a_match_found_retroactively_in_a_real_browser(page, settings):  # type: ignore[no-untyped-def]  # noqa: F811
+    settings.IMGPROTECT_PARTIAL_SEARCH = "off"  # the whole-picture passes find this copy; no tile pass to wait for
     owner = UserFactory(username="rita", email="rita@acme.test")
     owner.set_password("correct horse battery")
     owner.save()
