@@ -136,16 +136,16 @@ def check_run(*, check_id: int) -> Check | None:
     except BaseException:  # never left running for the sweeper: back to queued for the retry
         Check.objects.filter(pk=check_id, status=Check.Status.RUNNING).update(status=Check.Status.QUEUED)
         raise
-    _keep_suspect(check, outcome)
+    _keep_suspect(check, outcome, loaded)
     check.refresh_from_db()
     return check
 
 
-def _keep_suspect(check: Check, outcome: MatchOutcome) -> None:
+def _keep_suspect(check: Check, outcome: MatchOutcome, loaded: LoadedImage) -> None:
     """Keep the suspect's signals for retroactive re-checks (matching/retro.py). The check's answer
     is written already: a failure here only costs a later re-check this suspect."""
     try:
-        suspect_signals_keep(check=check, outcome=outcome)
+        suspect_signals_keep(check=check, outcome=outcome, loaded=loaded)
     except Exception:  # noqa: BLE001 - logged; the check itself succeeded
         log.exception("check %s: signals not kept for re-checks", check.pk)
 
@@ -194,7 +194,7 @@ def check_partial_run(*, check_id: int) -> Check | None:
         Check.objects.filter(pk=check_id, partial_search=Check.PartialSearch.RUNNING).update(
             partial_search=Check.PartialSearch.PENDING)
         raise
-    _keep_suspect(check, outcome)
+    _keep_suspect(check, outcome, loaded)
     check.refresh_from_db()
     return check
 

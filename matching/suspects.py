@@ -9,12 +9,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from catalog.models import Organisation
 from matching.core import retro as core
+from matching.core.loading import LoadedImage, heavy_work
 from matching.core.matcher import MatchOutcome
 from matching.core.signals import PDQ_MIN_QUALITY
+from matching.engine import get_embedder
 from matching.models import Check, SuspectSignals
 
 
@@ -31,13 +34,25 @@ def _hash_fields(signals: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def suspect_signals_keep(*, check: Check, outcome: MatchOutcome) -> SuspectSignals | None:
+def suspect_signals_keep(*, check: Check, outcome: MatchOutcome, loaded: LoadedImage | None = None
+                         ) -> SuspectSignals | None:
     """Keep what a re-check needs of a checked picture (called after each pass of the check; the
-    partial-copy pass adds its tiles). Nothing when the organisation keeps no suspect signals."""
+    partial-copy pass adds its tiles). Nothing when the organisation keeps no suspect signals.
+
+    A check that did not reach the CNN (it stopped at a hash match, or the organisation had no
+    embedding indexed yet) computed no embedding: with ``loaded`` it is computed here, once, so
+    that a later re-check can still find a modified copy of an image protected since.
+    """
     if not check.organisation.suspect_retention_days or not outcome.signals.get("phash"):
         return None
     fields = _hash_fields(outcome.signals)
     whole, tiles = outcome.embeddings.get("whole"), outcome.embeddings.get("tiles")
+    if whole is None and loaded is not None and not SuspectSignals.objects.filter(
+            source_check=check, embedding__isnull=False).exists():
+        embedder = get_embedder()
+        if embedder is not None:
+            with heavy_work(settings.IMGPROTECT_HEAVY_WORK_SLOTS):
+                whole = embedder.embed_one(loaded.image)
     if whole is not None:
         fields["embedding"] = core.embedding_bytes(whole)
     if tiles is not None and len(tiles):
