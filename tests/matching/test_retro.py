@@ -174,3 +174,29 @@ def test_scanned_images_are_searched_too(org, api, photos, tmp_path: Path):
     assert match.found_retroactively and match.source_check is None and match.verdict == "near_duplicate"
     assert match.signal_scores["verification"] == NOT_VERIFIED  # a scan keeps no pixels
     assert len(mail.outbox) == 1 and "found retroactively" in mail.outbox[0].subject
+
+
+def test_one_pass_over_the_suspects_serves_every_image_of_an_upload(org, photos, monkeypatch, settings):
+    from matching import retro
+    from matching.protection import protected_image_add
+    from matching.suspects import suspect_signals_keep_scan
+
+    settings.IMGPROTECT_CNN_ENABLED = False  # hashes find this copy; no model to load
+    data = resized_jpeg("rocket", 0.5, 60)
+    assert suspect_signals_keep_scan(organisation_id=org.pk, collection_id=None,
+                                     scanned=[("s3://crawl/rocket.jpg", query_signals(load_image(data)))]) == 1
+    queued: list[object] = []  # the re-check tasks the two images queue, held back
+    monkeypatch.setattr("matching.protection.enqueue_on_commit", lambda name, *args, **kw: queued.append(args))
+    images = [protected_image_add(collection=photos, key=f"{name}.png", data=photo_png(name),
+                                  loaded=load_image(photo_png(name)), index_now=True) for name in ("coffee", "rocket")]
+    assert len(queued) == 2
+    passes: list[list[int]] = []
+    real = retro._recheck_organisation
+    monkeypatch.setattr(retro, "_recheck_organisation",
+                        lambda organisation, pending: passes.append([i.pk for i in pending]) or real(organisation, pending))
+
+    found = suspects_recheck(image_ids=[images[0].pk])  # the first task to run takes the whole upload
+    assert suspects_recheck(image_ids=[images[1].pk]) == []  # the second finds its image searched for
+    assert passes == [[images[0].pk, images[1].pk]]
+    assert list(Match.objects.filter(pk__in=found).values_list("protected_image__key", "found_retroactively")) == [
+        ("rocket.png", True)]
