@@ -79,6 +79,9 @@ def test_a_suspect_checked_before_its_original_was_protected_is_found_retroactiv
     # Alerted like any match, and marked.
     assert len(mail.outbox) == 1 and "found retroactively" in mail.outbox[0].subject
     assert "found retroactively" in mail.outbox[0].body and "chelsea.png" in mail.outbox[0].body
+    from matching.webhooks import match_data
+
+    assert match_data(match)["found_retroactively"] is True
     listed = api.get("/api/v1/matches/?found_retroactively=true").json()["results"]
     assert [(m["id"], m["found_retroactively"], m["check_id"]) for m in listed] == [(match.pk, True, first["id"])]
     assert api.get("/api/v1/matches/?found_retroactively=false").json()["results"] == []
