@@ -30,7 +30,7 @@ class MembershipInline(admin.TabularInline):
 @admin.register(Organisation)
 class OrganisationAdmin(admin.ModelAdmin):
     form = SingleLineNameForm
-    list_display = ["slug", "name", "created", "index_generation"]
+    list_display = ["slug", "name", "created", "index_generation", "suspect_retention_days"]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
     readonly_fields = ["index_generation"]

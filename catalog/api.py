@@ -27,17 +27,36 @@ class OrganisationSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Organisation
-        fields = ["id", "slug", "name", "created", "role"]
+        fields = ["id", "slug", "name", "created", "role", "suspect_retention_days"]
 
     def get_role(self, obj: Organisation) -> str:
         return request_tenant(self.context["request"]).role
 
 
+class OrganisationUpdateSerializer(StrictJson, serializers.Serializer):
+    suspect_retention_days = serializers.IntegerField(
+        min_value=0, max_value=services.MAX_SUSPECT_RETENTION_DAYS,
+        help_text="Days the signals of checked and scanned images are kept, so that images protected later are "
+                  "searched for in them (retroactive re-checks). 0 keeps none and deletes those kept.")
+
+
 class OrganisationView(APIView):
+    write_roles = {None: Role.ADMIN}  # an APIView has no action: every write needs an admin
+
     @extend_schema(responses=OrganisationSerializer, summary="The caller's organisation and role")
     def get(self, request):
         tenant = request_tenant(request)
         return Response(OrganisationSerializer(tenant.organisation, context={"request": request}).data)
+
+    @extend_schema(request=OrganisationUpdateSerializer, responses=OrganisationSerializer,
+                   summary="Change the organisation's settings (admins): the suspect retention")
+    def patch(self, request):
+        tenant = request_tenant(request)
+        body = OrganisationUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        organisation = services.organisation_suspect_retention_set(
+            organisation=tenant.organisation, days=body.validated_data["suspect_retention_days"])
+        return Response(OrganisationSerializer(organisation, context={"request": request}).data)
 
 
 class CollectionSerializer(StrictJson, serializers.ModelSerializer):

@@ -33,6 +33,11 @@ class Organisation(models.Model):
     # Bumped on every index change so matching processes know their in-memory
     # index is stale without scanning the image table.
     index_generation = models.BigIntegerField(default=0, editable=False)
+    # How long the signals of past suspects (checked images, scanned images) are kept, so that images
+    # protected later are searched for in them (matching/retro.py). 0 keeps none.
+    suspect_retention_days = models.PositiveIntegerField(
+        default=90, help_text="Days the signals of checked and scanned images are kept for retroactive "
+                              "re-checks (0: keep none).")
 
     class Meta:
         ordering = ["slug"]

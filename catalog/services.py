@@ -35,6 +35,7 @@ from catalog.models import (
 )
 from catalog.deletion import purge_collection, purge_images, purge_organisation, stored_files_delete
 from catalog.validators import one_line, single_line
+from imgprotect.dispatch import enqueue_on_commit
 from imgprotect.errors import Conflict, Forbidden, ServiceError
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,23 @@ def organisation_delete(*, organisation: Organisation) -> None:
     purge = purge_organisation(organisation)
     organisation.delete()
     purge.after_commit()
+
+
+# Ten years: long enough for any policy, short enough that a typo of extra digits is refused.
+MAX_SUSPECT_RETENTION_DAYS = 3650
+
+
+@transaction.atomic
+def organisation_suspect_retention_set(*, organisation: Organisation, days: int) -> Organisation:
+    """How many days the signals of checked and scanned images are kept for retroactive re-checks
+    (0: none). Signals past the new limit are deleted once this commits (``purge_suspect_signals``)."""
+    if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= MAX_SUSPECT_RETENTION_DAYS:
+        raise ServiceError(f"The retention must be a whole number of days from 0 to {MAX_SUSPECT_RETENTION_DAYS}.",
+                           code="invalid_retention")
+    Organisation.objects.filter(pk=organisation.pk).update(suspect_retention_days=days)
+    organisation.suspect_retention_days = days
+    enqueue_on_commit("workers.tasks.purge_suspect_signals", organisation.pk)
+    return organisation
 
 
 def organisation_get_or_create(*, slug: str) -> Organisation:

@@ -31,6 +31,10 @@ def task(name: str) -> Task:
     return app.tasks[name]
 
 
-def enqueue_on_commit(name: str, *args: object) -> None:
-    """Queue task ``name`` with ``args`` (ids, JSON-serialisable) once the current transaction commits."""
-    transaction.on_commit(lambda: task(name).delay(*args))
+def enqueue_on_commit(name: str, *args: object, countdown: float | None = None) -> None:
+    """Queue task ``name`` with ``args`` (ids, JSON-serialisable) once the current transaction commits;
+    with ``countdown``, to run that many seconds later (eager mode runs it at once)."""
+    if countdown:
+        transaction.on_commit(lambda: task(name).apply_async(args, countdown=countdown))
+    else:
+        transaction.on_commit(lambda: task(name).delay(*args))

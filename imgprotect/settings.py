@@ -219,11 +219,16 @@ CELERY_BEAT_SCHEDULE = {
                            "schedule": crontab(minute=0, hour=env_int("IMGPROTECT_DIGEST_HOUR", 8, minimum=0)),
                            "args": ["daily"]},
     "webhook-retries": {"task": "workers.portal.retry_webhook_deliveries", "schedule": 30.0},
+    # Suspect signals past each organisation's retention (matching/suspects.py).
+    "purge-suspect-signals": {"task": "workers.tasks.purge_suspect_signals", "schedule": crontab(minute=17)},
 }
 # Work "running" longer than this lost its worker: the hard time limit ends any live attempt sooner
 # (prefork pool), so the sweeper or a redelivered task may take it over (docs/architecture.md).
 IMGPROTECT_STALE_AFTER_SECONDS = env_int("IMGPROTECT_STALE_AFTER_SECONDS", CELERY_TASK_TIME_LIMIT + 30,
                                          minimum=CELERY_TASK_TIME_LIMIT + 1)
+# A retroactive re-check (matching/retro.py) waits this long after an image is indexed, so the
+# images of one upload are searched for together, in one pass over the kept suspects.
+IMGPROTECT_RECHECK_DELAY_SECONDS = env_int("IMGPROTECT_RECHECK_DELAY_SECONDS", 30, minimum=0)
 # How long `POST /checks?wait=` may block at most.
 IMGPROTECT_MAX_CHECK_WAIT_SECONDS = env_float("IMGPROTECT_MAX_CHECK_WAIT_SECONDS", 30.0)
 

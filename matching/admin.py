@@ -3,7 +3,7 @@ from django.urls import reverse
 
 from catalog.admin import image_thumbnail
 from matching.models import (Check, DismissedPair, HashList, HashListEntry, Licence, Match, ReviewEvent, SelfTest,
-                             Webhook, WebhookDelivery)
+                             SuspectSignals, Webhook, WebhookDelivery)
 
 
 _MATCH_INLINE_FIELDS = ("protected_image", "verdict", "score", "signal_scores", "created")
@@ -48,12 +48,12 @@ class CheckAdmin(admin.ModelAdmin):
 class MatchAdmin(admin.ModelAdmin):
     list_display = ["id", "suspect", "reference", "verdict", "score", "review_status", "organisation", "created",
                     "alerted"]
-    list_filter = ["verdict", "review_status", "organisation", "created"]
+    list_filter = ["verdict", "review_status", "found_retroactively", "organisation", "created"]
     search_fields = ["protected_image__key", "source_check__original_name"]
     readonly_fields = ["evidence_image", "source_check", "suspect_key", "organisation", "protected_image",
                        "hash_list_entry", "score",
                        "verdict", "signal_scores", "region", "edit_report", "review_status", "reviewed_by", "reviewed",
-                       "created", "alerted", "suspect", "reference"]
+                       "created", "alerted", "found_retroactively", "suspect", "reference"]
     exclude = ["evidence"]
     list_select_related = ["source_check", "protected_image", "organisation"]
 
@@ -161,3 +161,25 @@ class SelfTestAdmin(admin.ModelAdmin):
     @admin.display(description="Found")
     def found(self, obj: SelfTest) -> str:
         return f"{obj.results['found']} / {obj.results['total']}" if obj.results else "—"
+
+
+@admin.register(SuspectSignals)
+class SuspectSignalsAdmin(admin.ModelAdmin):
+    """Read-only: written by checks and scans, deleted by the retention purge (matching/suspects.py)."""
+
+    list_display = ["id", "organisation", "source_check", "suspect_key", "pdq_quality", "has_embedding", "created"]
+    list_filter = ["organisation", "created"]
+    search_fields = ["suspect_key", "sha256_bytes", "sha256_pixels"]
+    readonly_fields = fields = ("organisation", "source_check", "suspect_key", "collection", "sha256_bytes",
+                                "sha256_pixels", "pdq_quality", "width", "height", "created")
+    list_select_related = ["organisation"]
+
+    @admin.display(boolean=True, description="CNN embedding")
+    def has_embedding(self, obj: SuspectSignals) -> bool:
+        return obj.embedding is not None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -128,6 +128,9 @@ def _send(collection: Collection | HashList, matches: list[Match], *, digest: st
         "site_url": settings.SITE_URL,
     }
     noun = "match" if len(matches) == 1 else "matches"
+    retro = sum(m.found_retroactively for m in matches)
+    if retro:  # images protected after the suspect was seen (matching/retro.py)
+        noun += " found retroactively" if retro == len(matches) else f" ({retro} found retroactively)"
     if digest:
         subject = f"[imgprotect] {context['digest_label']}: {len(matches)} new {noun} in {collection.name}"
     else:

@@ -49,7 +49,7 @@ class MatchSerializer(serializers.ModelSerializer):
         model = Match
         fields = ["id", "check_id", "suspect_key", "image_id", "key", "collection", "collection_slug", "hash_list",
                   "score", "verdict", "signal_scores", "region", "edit_report", "evidence_url", "review_status",
-                  "created"]
+                  "found_retroactively", "created"]
         read_only_fields = fields
 
     def get_evidence_url(self, obj: Match) -> str | None:
@@ -182,10 +182,12 @@ class MatchFilter(django_filters.FilterSet):
     created_after = IsoDateTimeFilter(field_name="created", lookup_expr="gte")
     created_before = IsoDateTimeFilter(field_name="created", lookup_expr="lt")
     check = OwnObjectFilter(field_name="source_check", scope=own_checks, noun="check")
+    found_retroactively = django_filters.BooleanFilter(
+        help_text="Only matches found (true) or not found (false) by a retroactive re-check.")
 
     class Meta:
         model = Match
-        fields = ["collection", "verdict", "created_after", "created_before", "check"]
+        fields = ["collection", "verdict", "created_after", "created_before", "check", "found_retroactively"]
 
 
 class MatchViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

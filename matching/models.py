@@ -169,6 +169,8 @@ class Match(models.Model):
     reviewed = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     alerted = models.DateTimeField(null=True, blank=True)
+    # Found when the protected image was added after the suspect was seen (matching/retro.py).
+    found_retroactively = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created", "-score", "-id"]
@@ -382,3 +384,54 @@ class SelfTest(models.Model):
 
     def __str__(self) -> str:
         return f"self-test {self.pk} of image {self.image_id} ({self.status})"
+
+
+class SuspectSignals(models.Model):
+    """What a retroactive re-check needs of a suspect seen before: its digests, hashes (with their
+    flip/rotation variants) and CNN embeddings, not its pixels (matching/retro.py).
+
+    A checked image has ``source_check`` (its stored upload, while kept, allows verification); a
+    scanned image has ``suspect_key``. Kept for the organisation's ``suspect_retention_days``.
+    """
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+")
+    source_check = models.OneToOneField(Check, null=True, blank=True, on_delete=models.CASCADE,
+                                        related_name="suspect_signals")
+    suspect_key = models.CharField(max_length=1024, blank=True)
+    # The scope the suspect was checked in: a check restricted to one collection only matches it.
+    collection = models.ForeignKey(Collection, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    sha256_bytes = models.CharField(max_length=64, blank=True)
+    sha256_pixels = models.CharField(max_length=64, blank=True)
+    # The eight dihedral variants (entry 0: the picture as given) as big-endian uint64 words:
+    # 8 x 8 bytes of pHash, 8 x 32 bytes of PDQ (empty when PDQ's quality is too low to use).
+    phash_variants = models.BinaryField()
+    pdq_variants = models.BinaryField(blank=True, default=b"")
+    pdq_quality = models.PositiveSmallIntegerField(default=0)
+    # float16 CNN embeddings: the whole picture, and the partial-copy pass's tiles when it ran.
+    embedding = models.BinaryField(null=True, blank=True)
+    tile_embeddings = models.BinaryField(null=True, blank=True)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["organisation", "created"], name="suspect_org_created")]
+        constraints = [models.UniqueConstraint(fields=["organisation", "suspect_key"],
+                                               condition=models.Q(source_check__isnull=True),
+                                               name="uniq_scan_suspect")]
+        verbose_name_plural = "suspect signals"
+
+    def __str__(self) -> str:
+        return f"suspect {self.source_check_id or self.suspect_key}"
+
+
+class RecheckMark(models.Model):
+    """How far retroactive re-checks got in an organisation: the images indexed up to ``until`` have
+    been searched for (matching/retro.py), so the images of one upload are searched for together."""
+
+    organisation = models.OneToOneField(Organisation, on_delete=models.CASCADE, related_name="+")
+    until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"re-checked up to {self.until:%Y-%m-%d %H:%M:%S}"

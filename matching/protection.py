@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
@@ -88,6 +89,8 @@ def protected_image_add(
             image.save()
             if index_now:
                 index_generation_bump(organisation_id=collection.organisation_id)
+                enqueue_on_commit("workers.tasks.recheck_suspects", [image.pk],  # suspects seen before
+                                  countdown=settings.IMGPROTECT_RECHECK_DELAY_SECONDS)
             else:
                 enqueue_on_commit("workers.tasks.index_protected_image", image.pk)
     except IntegrityError as exc:
@@ -212,6 +215,8 @@ def protected_image_index(*, image_id: int) -> ProtectedImage | None:
         )
         if changed:
             index_generation_bump(organisation_id=image.organisation_id)
+            enqueue_on_commit("workers.tasks.recheck_suspects", [image_id],  # suspects seen before
+                              countdown=settings.IMGPROTECT_RECHECK_DELAY_SECONDS)
         else:
             name = image.features.name
             transaction.on_commit(lambda: stored_files_delete([name]))  # an earlier delivery won

@@ -25,6 +25,7 @@ from matching.engine import Candidate, cnn_enabled, find_candidates
 from matching.hashlists import HashListHit, hash_list_hits
 from matching.models import Check, HashListEntry, Match, Verdict
 from matching.review import review_auto_resolve
+from matching.suspects import suspect_signals_keep
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,18 @@ def check_run(*, check_id: int) -> Check | None:
     except BaseException:  # never left running for the sweeper: back to queued for the retry
         Check.objects.filter(pk=check_id, status=Check.Status.RUNNING).update(status=Check.Status.QUEUED)
         raise
+    _keep_suspect(check, outcome, loaded)
     check.refresh_from_db()
     return check
+
+
+def _keep_suspect(check: Check, outcome: MatchOutcome, loaded: LoadedImage) -> None:
+    """Keep the suspect's signals for retroactive re-checks (matching/retro.py). The check's answer
+    is written already: a failure here only costs a later re-check this suspect."""
+    try:
+        suspect_signals_keep(check=check, outcome=outcome, loaded=loaded)
+    except Exception:  # noqa: BLE001 - logged; the check itself succeeded
+        log.exception("check %s: signals not kept for re-checks", check.pk)
 
 
 def check_partial_run(*, check_id: int) -> Check | None:
@@ -184,6 +195,7 @@ def check_partial_run(*, check_id: int) -> Check | None:
         Check.objects.filter(pk=check_id, partial_search=Check.PartialSearch.RUNNING).update(
             partial_search=Check.PartialSearch.PENDING)
         raise
+    _keep_suspect(check, outcome, loaded)
     check.refresh_from_db()
     return check
 
@@ -311,3 +323,13 @@ def _render_evidence(loaded: LoadedImage, candidate: Candidate, outcome: MatchOu
     return render_evidence(loaded.image, reference.image, outcome.verifications.get(candidate.image.pk),
                            query_frame=(loaded.width, loaded.height),
                            reference_frame=(reference.width, reference.height), title=title)
+
+
+def check_image_load(check: Check) -> LoadedImage:
+    """A check's stored upload, decoded under the upload limits (retroactive re-checks verify with it)."""
+    return _load_check_image(check)
+
+
+def match_evidence_render(loaded: LoadedImage, candidate: Candidate, outcome: MatchOutcome) -> bytes | None:
+    """The evidence PNG of a positive decision, as a check draws it."""
+    return _render_evidence(loaded, candidate, outcome)

@@ -252,6 +252,7 @@ def match_data(match: Match) -> dict[str, Any]:
             "sha256": check.sha256_bytes if check else "",
         },
         "edit_report": match.edit_report,
+        "found_retroactively": match.found_retroactively,  # the image was protected after the suspect was seen
         "created": match.created.isoformat(),
         "reviewed": match.reviewed.isoformat() if match.reviewed else None,
     }

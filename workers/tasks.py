@@ -11,7 +11,7 @@ from celery import shared_task
 from django.db.models import F, Q
 from django.utils import timezone
 
-from matching import alerts, protection, selftest, services
+from matching import alerts, protection, retro, selftest, services, suspects
 from matching.core.errors import ImageError
 from matching.models import Check
 
@@ -57,6 +57,26 @@ def run_self_test(self_test_id: int) -> None:
 @shared_task(acks_late=True, **RETRY)
 def send_match_alerts(check_id: int) -> None:
     alerts.match_alerts_send(check_id=check_id)
+
+
+# Not acks_late: a re-check of 100,000 suspects outlasts the broker's visibility timeout, and a
+# redelivery while it runs would judge every suspect twice. Pairs reported already are skipped,
+# so a retry after an error adds nothing twice.
+@shared_task(soft_time_limit=600, time_limit=660, **RETRY)
+def recheck_suspects(image_ids: list[int]) -> int:
+    return len(retro.suspects_recheck(image_ids=image_ids))
+
+
+@shared_task(acks_late=True, **RETRY)
+def send_retro_alerts(match_ids: list[int]) -> int:
+    return alerts.match_alerts_send_for(match_ids=match_ids)
+
+
+@shared_task(**RETRY)
+def purge_suspect_signals(organisation_id: int | None = None) -> int:
+    """Delete suspect signals past each organisation's retention (Celery beat, hourly; and one
+    organisation's when its retention changes)."""
+    return suspects.suspect_signals_purge(organisation_id=organisation_id)
 
 
 @shared_task

@@ -35,6 +35,7 @@ from matching.hashlists import HashListHit, hash_list_hits
 from matching.models import HashListEntry, Match, Verdict
 from matching.protection import ReferenceSignals, apply_reference_signals
 from matching.review import review_auto_resolve
+from matching.suspects import suspect_signals_keep_scan
 
 log = logging.getLogger(__name__)
 
@@ -264,13 +265,14 @@ def _hash_list_match(job: BulkJob, suspect: str, hit: HashListHit) -> Match:
                  signal_scores=hit.signal_scores())
 
 
-def _hash_list_pairs(job: BulkJob, rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, HashListHit]]:
-    """(suspect, hit) for each scanned image whose PDQ is on one of the organisation's hash lists and
-    not reported before; a scan limited to one collection leaves the lists out (as a check does)."""
+def _hash_list_pairs(job: BulkJob, scanned: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, HashListHit]]:
+    """(suspect, hit) for each scanned image (its suspect key and decoded signals) whose PDQ is on one of
+    the organisation's hash lists and not reported before; a scan limited to one collection leaves the
+    lists out (as a check does)."""
     if job.collection_id:
         return []
-    pairs = [(suspect, hit) for suspect, row in rows if row.get("signals")
-             for hit in hash_list_hits(organisation_id=job.organisation_id, signals=json.loads(row["signals"]))]
+    pairs = [(suspect, hit) for suspect, signals in scanned
+             for hit in hash_list_hits(organisation_id=job.organisation_id, signals=signals)]
     reported = set(
         Match.objects.filter(organisation_id=job.organisation_id, source_check__isnull=True,
                              hash_list_entry__isnull=False, suspect_key__in=[s for s, _ in pairs])
@@ -287,13 +289,14 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
         assert limit is not None
         by_executors = _executor_decisions(job, ok)
         found: list[tuple[str, list[_Found]]] = []
-        scanned: list[tuple[str, dict[str, Any]]] = []
+        scanned: list[tuple[str, dict[str, Any]]] = []  # kept for retroactive re-checks (matching/suspects.py)
         for row in ok:
             suspect = suspect_key(job.source, row["key"])
             if len(suspect) > limit:
                 errors.append((row["key"], "invalid_key", "The image's location is longer than 1024 characters."))
                 continue
-            scanned.append((suspect, row))
+            if row.get("signals"):
+                scanned.append((suspect, json.loads(row["signals"])))
             positives = by_executors[row["key"]] if row["key"] in by_executors else _signal_decisions(job, row)
             if positives:
                 found.append((suspect, positives))
@@ -318,6 +321,8 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
                 created += Match.objects.bulk_create([_hash_list_match(job, suspect, h) for suspect, h in listed
                                                       if h.entry.pk in alive])
                 _record_errors(job, errors)
+                suspect_signals_keep_scan(organisation_id=job.organisation_id, collection_id=job.collection_id,
+                                          scanned=scanned)
                 review_auto_resolve(matches=created)
                 suspects = {m.suspect_key for m in created}
                 BulkJob.objects.filter(pk=job.pk).update(matched=F("matched") + len(suspects),

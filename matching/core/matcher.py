@@ -163,6 +163,9 @@ class MatchOutcome:
     timings_ms: dict[str, float]
     verifications: dict[int, Verification] = field(default_factory=dict)  # ref id -> its verification
     notes: list[str] = field(default_factory=list)
+    # The query's CNN embeddings the passes computed: "whole" (d,), "tiles" (13, d); kept so that
+    # images protected later can be searched for in this suspect (matching/core/retro.py).
+    embeddings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def positives(self) -> list[Decision]:
@@ -335,17 +338,18 @@ class Matcher:
         lap("hash_ms")
         exhaustive = partial == PARTIAL_ALWAYS
         state = _Judging(records={}, decided={}, verifications={}, query=_QueryFeatures(loaded, self.feature_kind))
+        embeddings: dict[str, Any] = {}
         # Pass 0: digests and hashes decide exact and near-duplicate copies; with the CNN to
         # come, verification waits for its candidates.
         self._judge(evidence, allowed, state, loaded, verify=not use_cnn)
         lap("verify_ms")
         if use_cnn and loaded is not None and (exhaustive or not state.found()):
-            self._cnn_stage(loaded, ev, top_k, tiles=False)
+            self._cnn_stage(loaded, ev, top_k, tiles=False, keep=embeddings)
             lap("cnn_ms")
             self._judge(evidence, allowed, state, loaded, verify=True)
             lap("verify_ms")
             if partial != PARTIAL_NEVER and (exhaustive or not state.found()):
-                self._cnn_stage(loaded, ev, top_k, tiles=True)
+                self._cnn_stage(loaded, ev, top_k, tiles=True, keep=embeddings)
                 lap("cnn_tiles_ms")
                 state.mirror_all = True
                 self._judge(evidence, allowed, state, loaded, verify=True)
@@ -364,7 +368,7 @@ class Matcher:
             lap("verify_ms")
         ranked = sorted(state.decided.values(), key=_rank_key)
         timings["total_ms"] = round(sum(timings.values()), 3)
-        return MatchOutcome(ranked, sig, timings, state.verifications)
+        return MatchOutcome(ranked, sig, timings, state.verifications, embeddings=embeddings)
 
     # -- stages -------------------------------------------------------------
     def _judge(self, evidence: dict[int, _Evidence], allowed: Callable[[int], bool] | None,
@@ -446,7 +450,8 @@ class Matcher:
                         e.pdq = distance if e.pdq is None else min(e.pdq, distance)
                     e.pdq_variant = distance if e.pdq_variant is None else min(e.pdq_variant, distance)
 
-    def _cnn_stage(self, loaded: LoadedImage, ev: Callable[[int], _Evidence], top_k: int, *, tiles: bool) -> None:
+    def _cnn_stage(self, loaded: LoadedImage, ev: Callable[[int], _Evidence], top_k: int, *, tiles: bool,
+                   keep: dict[str, Any] | None = None) -> None:
         """Embed the whole query (``tiles=False``) or its tiles, and gather the nearest references."""
         embedder, index = self.embedder, self.indexes.vectors
         assert embedder is not None and index is not None  # match() runs this stage only with both
@@ -454,6 +459,8 @@ class Matcher:
             boxes, vectors = embedder.embed_crops(loaded.image, whole=False)
         else:
             boxes, vectors = [None], embedder.embed_one(loaded.image)[None, :]
+        if keep is not None:
+            keep["tiles" if tiles else "whole"] = vectors if tiles else vectors[0]
         per_crop = max(top_k, self.thresholds.verify_top)
         for box, hits in zip(boxes, index.search(vectors, per_crop), strict=True):
             for ref_id, score in hits:

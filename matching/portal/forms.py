@@ -7,6 +7,7 @@ from django import forms
 from django.contrib.auth import password_validation
 
 from catalog.models import AlertFrequency, Collection, Role, validate_email_list
+from catalog.services import MAX_SUSPECT_RETENTION_DAYS
 from catalog.validators import single_line
 from matching.models import Match, Verdict
 from matching.review import Decision
@@ -144,6 +145,12 @@ class ThresholdForm(forms.Form):
     phash_max_distance = forms.IntegerField(
         required=False, min_value=0, max_value=64, label="pHash distance at most",
         help_text="Stricter than the service default only; empty uses the default.")
+
+
+class RetentionForm(forms.Form):
+    suspect_retention_days = forms.IntegerField(
+        min_value=0, max_value=MAX_SUSPECT_RETENTION_DAYS, label="Keep suspect signals for (days)",
+        help_text="0 keeps none: images you protect later are then never searched for in past checks and scans.")
 
 
 class WebhookForm(forms.Form):

@@ -42,6 +42,7 @@ org_patterns = [
     path("settings/alerts/<int:pk>/", settings.alerts_save, name="settings-alerts-save"),
     path("settings/thresholds/", settings.thresholds, name="settings-thresholds"),
     path("settings/thresholds/<int:pk>/", settings.thresholds_save, name="settings-thresholds-save"),
+    path("settings/retention/", settings.retention, name="settings-retention"),
     path("settings/webhooks/", settings.webhooks, name="settings-webhooks"),
     path("settings/webhooks/<int:pk>/", settings.webhook, name="settings-webhook"),
     path("settings/webhooks/<int:pk>/test/", settings.webhook_test, name="settings-webhook-test"),

@@ -32,7 +32,8 @@ def test_upload_stores_and_indexes_on_commit(api, collection, django_capture_on_
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["key"] == "coffee.png" and body["status"] == "pending"
-    assert len(callbacks) == 1  # indexing is enqueued once, after commit
+    # Indexing is enqueued once, after commit; indexing then queues the retroactive re-check, after its own commit.
+    assert len(callbacks) == 2
     image = ProtectedImage.objects.get(pk=body["id"])
     assert image.status == "indexed"
     assert len(image.signals["phash"]) == 16

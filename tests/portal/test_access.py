@@ -70,6 +70,7 @@ ACCESS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "settings-alerts-save": (A, POST),
     "settings-thresholds": (A, GET),
     "settings-thresholds-save": (A, POST),
+    "settings-retention": (A, BOTH),
     "settings-webhooks": (A, BOTH),
     "settings-webhook": (A, BOTH),
     "settings-webhook-test": (A, POST),

@@ -19,7 +19,8 @@ from matching.alerts import pending_digest_counts
 from matching.engine import default_thresholds
 from matching.portal import selectors, services
 from matching.portal.access import ROLE_HELP, PortalRequest, portal_view
-from matching.portal.forms import AlertsForm, ApiKeyForm, InviteForm, RoleForm, ThresholdForm, WebhookForm
+from matching.models import SuspectSignals
+from matching.portal.forms import AlertsForm, ApiKeyForm, InviteForm, RetentionForm, RoleForm, ThresholdForm, WebhookForm
 from matching.portal.views.common import found, org_url, page, paginate
 from matching.webhooks import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 
@@ -199,6 +200,29 @@ def thresholds_save(request: PortalRequest, pk: int) -> HttpResponse:
     else:
         _form_errors(request, form)
     return HttpResponseRedirect(org_url(request, "settings-thresholds") + f"#collection-{col.pk}")
+
+
+# --- retention of suspect signals ---------------------------------------------------------------
+
+@portal_view(role=ADMIN, methods=["GET", "POST"])
+def retention(request: PortalRequest) -> HttpResponse:
+    org = request.organisation
+    form = RetentionForm(request.POST or None, initial={"suspect_retention_days": org.suspect_retention_days})
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                catalog_services.organisation_suspect_retention_set(
+                    organisation=org, days=form.cleaned_data["suspect_retention_days"])
+            except ServiceError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, f"Suspect signals are kept for {org.suspect_retention_days} days."
+                                 if org.suspect_retention_days else "Suspect signals are no longer kept.")
+        else:
+            _form_errors(request, form)
+        return HttpResponseRedirect(org_url(request, "settings-retention"))
+    return page(request, "portal/settings/retention.html", {
+        "form": form, "kept": SuspectSignals.objects.filter(organisation=org).count()})
 
 
 # --- webhooks --------------------------------------------------------------------------------------
