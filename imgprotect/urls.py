@@ -9,6 +9,7 @@ from catalog.api import CollectionViewSet, OrganisationView
 from imgprotect.views import admin_image_file
 from matching.api import CheckViewSet, MatchViewSet
 from matching.bulk.api import BulkJobViewSet
+from matching.cases_api import CaseViewSet
 from matching.protection_api import ProtectedImageViewSet
 
 router = DefaultRouter()
@@ -17,6 +18,7 @@ router.register("images", ProtectedImageViewSet, basename="image")
 router.register("checks", CheckViewSet, basename="check")
 router.register("matches", MatchViewSet, basename="match")
 router.register("bulk-jobs", BulkJobViewSet, basename="bulk-job")
+router.register("cases", CaseViewSet, basename="case")
 
 
 def healthz(request):
