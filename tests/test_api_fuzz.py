@@ -29,7 +29,7 @@ from schemathesis.openapi.checks import RejectedPositiveData
 
 from catalog.models import Collection, ProtectedImage
 from matching.bulk.models import BulkJob, BulkJobError
-from matching.models import Check, Match
+from matching.models import Case, Check, Match
 from tests.conftest import client_for
 from tests.factories import CollectionFactory, OrganisationFactory, api_key_for
 from tests.images import photo_png, resized_jpeg
@@ -46,6 +46,7 @@ ID_MODELS = {
     "/api/v1/checks/": Check,
     "/api/v1/matches/": Match,
     "/api/v1/bulk-jobs/": BulkJob,
+    "/api/v1/cases/": Case,
 }
 SPARE = "spare"  # the collection that DELETE may remove
 SPARE_IMAGE = "horse.png"  # the image that DELETE may remove
@@ -76,8 +77,12 @@ def fuzz_data(org, settings, monkeypatch):  # type: ignore[no-untyped-def]
     assert client_for(other).post("/api/v1/images/", {"collection": rival.pk, "file": SimpleUploadedFile(
         "astronaut.png", photo_png("astronaut"))}).status_code == 201
     assert Match.objects.filter(evidence__gt="").exists()
+    Match.objects.filter(organisation=org).update(case=Case.objects.create(organisation=org, kind="site",
+                                                                           source="copycat.example"))
+    rival_case = Case.objects.create(organisation=other, kind="site", source="copycat.example")
     foreign = {"/api/v1/collections/": {rival.pk}, "/api/v1/images/": set(
-        ProtectedImage.objects.filter(collection=rival).values_list("pk", flat=True))}
+        ProtectedImage.objects.filter(collection=rival).values_list("pk", flat=True)),
+        "/api/v1/cases/": {rival_case.pk}}
     # A cancelled job could be resumed by the fuzzer: record the run instead of starting Spark.
     from imgprotect import dispatch
 
