@@ -32,7 +32,8 @@ class MatchSerializer(serializers.ModelSerializer):
     class Meta:
         model = Match
         fields = ["id", "check_id", "suspect_key", "image_id", "key", "collection", "collection_slug", "score",
-                  "verdict", "signal_scores", "region", "edit_report", "evidence_url", "review_status", "created"]
+                  "verdict", "signal_scores", "region", "edit_report", "evidence_url", "review_status", "case",
+                  "created"]
         read_only_fields = fields
 
     def get_evidence_url(self, obj: Match) -> str | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -34,7 +33,7 @@ Status = Case.Status
 Action = CaseEvent.Action
 
 MAX_SOURCE = 1024
-_REOPEN_FROM = (Status.RESOLVED, Status.LICENSED)
+_REOPEN_FROM = (Status.RESOLVED, Status.LICENSED)  # a notice sent is still waiting for its answer
 
 
 class CaseNotFound(NotFound):
@@ -270,7 +269,3 @@ def unsourced_match_count(*, organisation: Organisation) -> int:
 def case_assignees(*, organisation: Organisation) -> QuerySet[User]:
     return User.objects.filter(memberships__organisation=organisation).order_by("username")
 
-
-def first_and_last(matches: Sequence[Match]) -> tuple[datetime | None, datetime | None]:
-    times = [m.created for m in matches]
-    return (min(times), max(times)) if times else (None, None)

@@ -74,11 +74,6 @@ class CaseUpdateSerializer(StrictJson, serializers.Serializer):
     assignee = id_field(required=False, allow_null=True,
                         help_text="The user id of a member of your organisation; null to unassign.")
 
-    def validate(self, attrs):
-        if not ({"status", "assignee"} & set(attrs)) and not (attrs.get("note") or "").strip():
-            raise serializers.ValidationError("Give a new status, an assignee or a note.")
-        return attrs
-
 
 class CaseFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Case.Status.choices)
@@ -122,7 +117,9 @@ class CaseViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixi
         return super().retrieve(request, *args, **kwargs)
 
     @extend_schema(request=CaseUpdateSerializer, responses=CaseDetailSerializer,
-                   summary="Change a case's status or assignee, or add a note (kept in its history)")
+                   summary="Change a case's status or assignee, or add a note (kept in its history)",
+                   description="Each change is an event of the case's history, with the note. What the case "
+                               "already is (the same status, the same assignee, no note) changes nothing: 200.")
     def partial_update(self, request, pk=None):
         case = self.get_object()
         form = CaseUpdateSerializer(data=request.data)
@@ -137,9 +134,9 @@ class CaseViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixi
             cases.case_update(case=case, actor=request.user, status=data.get("status"), note=data.get("note", ""),
                               assignee=assignee, assign="assignee" in data)
         except ServiceError as exc:
-            if exc.code == "nothing_to_change":
-                return Response(self.get_serializer(self.get_object()).data)  # already so: nothing to do
-            raise
+            if exc.code != "nothing_to_change":
+                raise
+            # PATCH states what the case should be: when it already is (the same status, no note), 200.
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(responses=MatchSerializer(many=True), summary="The case's matches, newest first")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import transaction
 
 from catalog import services as catalog_services
@@ -207,6 +207,8 @@ def test_backfill_puts_earlier_matches_into_cases_once(world):
     out = io.StringIO()
     call_command("cases_backfill", "--org", "acme", stdout=out)
     assert out.getvalue().startswith("0 match(es) joined a case; 3 case(s)")
+    with pytest.raises(CommandError, match="no organisation 'nope'"):
+        call_command("cases_backfill", "--org", "nope")
 
 
 def test_the_case_package_holds_every_match_and_a_summary_a_notice_can_quote(world, settings):

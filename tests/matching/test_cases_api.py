@@ -58,11 +58,11 @@ def test_patch_changes_status_with_a_note_into_the_history(world, cases):
     assert (body["assignee"], body["assignee_username"]) == (member.pk, "member-user")
     body = api.patch(url, {"assignee": None}, format="json").json()
     assert body["assignee"] is None and body["history"][-1]["note"] == "Assigned to nobody."
-    # the same status again is no change: 200, no event
-    assert api.patch(url, {"status": "notice_sent"}, format="json").json()["history"] == body["history"]
-    for payload, field in [({"status": "closed"}, "status"), ({}, "non_field_errors"), ({"note": "  "}, None),
-                           ({"assignee": world.users["rival"].pk}, "assignee"), ({"status": 3}, "status"),
-                           ({"assignee": "x"}, "assignee")]:
+    # what the case already is changes nothing: 200, no event
+    for same in ({"status": "notice_sent"}, {}, {"note": "  "}, {"assignee": None}):
+        assert api.patch(url, same, format="json").json()["history"] == body["history"], same
+    for payload, field in [({"status": "closed"}, "status"), ({"assignee": world.users["rival"].pk}, "assignee"),
+                           ({"status": 3}, "status"), ({"assignee": "x"}, "assignee"), ([1], None)]:
         bad = api.patch(url, payload, format="json")
         assert bad.status_code == 400, payload
         assert bad.json()["error"] == "invalid" and (field is None or field in bad.json()["fields"]), bad.json()
@@ -76,7 +76,9 @@ def test_matches_and_evidence(world, cases):
     api = client_for(world.org, Role.MEMBER)
     matches = api.get(f"/api/v1/cases/{cases['copycat']}/matches/").json()
     assert matches["count"] == 2 and cases["match"] in [m["id"] for m in matches["results"]]
-    assert all(m["review_status"] == "new" for m in matches["results"])
+    assert all(m["review_status"] == "new" and m["case"] == cases["copycat"] for m in matches["results"])
+    assert client_for(world.org, Role.VIEWER).get(f"/api/v1/matches/{cases['match']}/").json()["case"] == \
+        cases["copycat"]
     response = api.post(f"/api/v1/cases/{cases['copycat']}/evidence/")
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as archive:
