@@ -149,6 +149,7 @@ IMAGE_ERROR_CODES = {"empty_file", "file_too_large", "unsupported_format", "corr
 SEMANTIC_FIELD_ERRORS = {
     "collection": ("No such collection in your organisation.", "not one of the available choices."),
     "check": ("No such check in your organisation.",),
+    "assignee": ("No such member in your organisation.",),  # a case's assignee (matching/cases_api.py)
     "alert_emails": ("is not a valid e-mail address.",),  # catalog/models.py validate_email_list
     "file": ("No file was submitted.", "The submitted file is empty."),
 }
