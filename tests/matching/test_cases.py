@@ -85,8 +85,10 @@ def test_matches_from_one_site_form_one_case_per_organisation(world):
     assert cases_attach(matches=[a]) == []
 
 
-def test_a_check_submitted_with_found_at_joins_its_sites_case_when_it_runs(db, django_capture_on_commit_callbacks):
+def test_a_check_submitted_with_found_at_joins_its_sites_case_when_it_runs(db, django_capture_on_commit_callbacks,
+                                                                           settings):
     """Through the real write path (check_run -> _write_outcome), not a stand-in."""
+    settings.IMGPROTECT_CNN_ENABLED = False  # resized copies: the hashes find them without loading TensorFlow
     from matching.core.loading import load_image
     from matching.portal.services import portal_check_submit
 
