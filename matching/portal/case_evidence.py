@@ -67,13 +67,29 @@ def _one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
+def _protected(match: Match) -> dict[str, Any] | None:
+    # Read through getattr: a match may name no protected picture (one found on a hash list, where that
+    # kind of match exists), and the summary must still describe it.
+    image = getattr(match, "protected_image", None)
+    if image is None:
+        return None
+    return {"id": image.pk, "collection": image.collection.name, "key": image.key,
+            "registered": image.created.isoformat()}
+
+
+def _hash_list(match: Match) -> dict[str, Any] | None:
+    entry = getattr(match, "hash_list_entry", None)
+    if entry is None:
+        return None
+    return {"name": entry.hash_list.name, "label": getattr(entry, "label", ""), "pdq": getattr(entry, "pdq", "")}
+
+
 def _entry(match: Match, files: list[str]) -> dict[str, Any]:
-    image = match.protected_image
     return {
         "match_id": match.pk,
         "url": settings.SITE_URL + reverse("portal:match", args=[match.organisation.slug, match.pk]),
-        "protected_image": {"id": image.pk, "collection": image.collection.name, "key": image.key,
-                            "registered": image.created.isoformat()},
+        "protected_image": _protected(match),
+        "hash_list": _hash_list(match),
         "found_at": suspect_of(match).source,
         "suspect_name": match.source_check.original_name if match.source_check else match.suspect_key,
         "found": match.created.isoformat(),
@@ -140,12 +156,14 @@ def _summary_text(summary: dict[str, Any]) -> str:
         lines.append(f"Left out:       {n} dismissed match{'es' if n != 1 else ''} (judged not a copy)")
     lines += ["", "Each protected image and where its copy was found", "-" * 50]
     for n, e in enumerate(summary["matches"], 1):
-        p = e["protected_image"]
+        p, h = e["protected_image"], e["hash_list"] or {}
         lines += [
             f"{n}. Match #{e['match_id']}: {e['verdict_label']} (score {e['score']:.3f}), "
             f"review: {e['review_label']}",
             f"   Protected image: {_one_line(p['key'])} (collection {_one_line(p['collection'])}, "
-            f"registered {p['registered']})",
+            f"registered {p['registered']})" if p is not None else
+            f"   On hash list:    {_one_line(h.get('name', '—'))}"
+            + (f" ({_one_line(h['label'])})" if h.get("label") else ""),
             f"   Copy found at:   {_one_line(e['found_at']) or '—'}",
             f"   Found on:        {e['found']}",
             f"   What changed:    {e['edit_report_in_words'] or 'No geometric analysis (found by hashes).'}",
