@@ -10,6 +10,7 @@ from imgprotect.views import admin_image_file
 from matching.api import CheckViewSet, MatchViewSet
 from matching.bulk.api import BulkJobViewSet
 from matching.hashlists_api import CollectionHashesView, HashListViewSet, HmaLookupView, HmaRawLookupView
+from matching.cases_api import CaseViewSet
 from matching.protection_api import ProtectedImageViewSet
 
 router = DefaultRouter()
@@ -19,6 +20,7 @@ router.register("checks", CheckViewSet, basename="check")
 router.register("matches", MatchViewSet, basename="match")
 router.register("bulk-jobs", BulkJobViewSet, basename="bulk-job")
 router.register("hash-lists", HashListViewSet, basename="hash-list")
+router.register("cases", CaseViewSet, basename="case")
 
 
 def healthz(request):

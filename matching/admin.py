@@ -1,9 +1,10 @@
 from django.contrib import admin
+from django.db.models import Count
 from django.urls import reverse
 
 from catalog.admin import image_thumbnail
-from matching.models import (Check, DismissedPair, HashList, HashListEntry, Licence, Match, ReviewEvent, SelfTest,
-                             SuspectSignals, Webhook, WebhookDelivery)
+from matching.models import (Case, CaseEvent, Check, DismissedPair, HashList, HashListEntry, Licence, Match,
+                             ReviewEvent, SelfTest, SuspectSignals, Webhook, WebhookDelivery)
 
 
 _MATCH_INLINE_FIELDS = ("protected_image", "verdict", "score", "signal_scores", "created")
@@ -183,3 +184,41 @@ class SuspectSignalsAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+# --- cases: read-only for support staff; status changes go through the portal or the API, into the history ---
+
+_CASE_EVENT_FIELDS = ("created", "action", "from_status", "to_status", "actor", "note")
+
+
+class CaseEventInline(admin.TabularInline):
+    model = CaseEvent
+    extra = 0
+    fields = _CASE_EVENT_FIELDS
+    readonly_fields = _CASE_EVENT_FIELDS
+    can_delete = False
+
+
+class CaseMatchInline(MatchInline):
+    fields = ("protected_image", "verdict", "score", "review_status", "created")
+    readonly_fields = fields
+    fk_name = "case"
+
+
+@admin.register(Case)
+class CaseAdmin(admin.ModelAdmin):
+    list_display = ["id", "source", "kind", "status", "organisation", "assignee", "matches_count", "last_match"]
+    list_filter = ["status", "kind", "organisation"]
+    search_fields = ["source"]
+    readonly_fields = ["organisation", "kind", "source", "status", "assignee", "created", "updated", "last_match"]
+    inlines = [CaseMatchInline, CaseEventInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(match_total=Count("matches"))
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Matches", ordering="match_total")
+    def matches_count(self, obj: Case) -> int:
+        return getattr(obj, "match_total", 0)

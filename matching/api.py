@@ -49,7 +49,7 @@ class MatchSerializer(serializers.ModelSerializer):
         model = Match
         fields = ["id", "check_id", "suspect_key", "image_id", "key", "collection", "collection_slug", "hash_list",
                   "score", "verdict", "signal_scores", "region", "edit_report", "evidence_url", "review_status",
-                  "found_retroactively", "created"]
+                  "found_retroactively", "case", "created"]
         read_only_fields = fields
 
     def get_evidence_url(self, obj: Match) -> str | None:

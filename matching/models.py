@@ -171,6 +171,8 @@ class Match(models.Model):
     alerted = models.DateTimeField(null=True, blank=True)
     # Found when the protected image was added after the suspect was seen (matching/retro.py).
     found_retroactively = models.BooleanField(default=False)
+    # The case grouping matches from the same source (matching/cases.py); none when the source is unknown.
+    case = models.ForeignKey("Case", null=True, blank=True, on_delete=models.SET_NULL, related_name="matches")
 
     class Meta:
         ordering = ["-created", "-score", "-id"]
@@ -296,6 +298,76 @@ class CheckOrigin(models.Model):
 
     def __str__(self) -> str:
         return self.source
+
+
+class Case(models.Model):
+    """The matches of one organisation whose suspects came from one source: a site (the host of where a
+    checked suspect was found) or a bulk scan's source prefix. Worked as one (matching/cases.py)."""
+
+    class Kind(models.TextChoices):
+        SITE = "site", "Website"
+        SCAN = "scan", "Scanned source"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        NOTICE_SENT = "notice_sent", "Notice sent"
+        LICENSED = "licensed", "Licensed"
+        RESOLVED = "resolved", "Resolved"
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="cases")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    source = models.CharField(max_length=1024, help_text="The normalised host, or the scan's source prefix.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
+    assignee = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+    last_match = models.DateTimeField(null=True, blank=True, help_text="When a match last joined the case.")
+
+    class Meta:
+        ordering = ["-last_match", "-id"]
+        constraints = [models.UniqueConstraint(fields=["organisation", "kind", "source"], name="uniq_case_source")]
+        indexes = [models.Index(fields=["organisation", "status", "-last_match"], name="case_org_status")]
+
+    def __str__(self) -> str:
+        return f"case {self.pk}: {self.source} ({self.status})"
+
+
+class CaseEvent(models.Model):
+    """The history of a case: who changed what, when, with a note (as ReviewEvent is for a match)."""
+
+    class Action(models.TextChoices):
+        OPENED = "opened", "Case opened"
+        MATCHES_ADDED = "matches_added", "Matches added"
+        STATUS = "status", "Status changed"
+        REOPENED = "reopened", "Reopened by a new match"
+        ASSIGNED = "assigned", "Assignee changed"
+        NOTE = "note", "Note"
+        EXPORTED = "exported", "Evidence package exported"
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+")
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=32, choices=Action.choices)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    note = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} on case {self.case_id}"
+
+    @property
+    def status_change(self) -> str:
+        """"Open → Notice sent" for a status change, else ""."""
+        if self.action not in (self.Action.STATUS, self.Action.REOPENED):
+            return ""
+        labels = dict(Case.Status.choices)
+        return f"{labels.get(self.from_status, self.from_status)} → {labels.get(self.to_status, self.to_status)}"
 
 
 def new_webhook_secret() -> str:

@@ -30,6 +30,7 @@ from catalog.deletion import stored_files_delete
 from catalog.models import Organisation, ProtectedImage
 from imgprotect.dispatch import enqueue_on_commit
 from matching import services
+from matching.cases import cases_attach
 from matching.core import retro as core
 from matching.core.errors import ImageError
 from matching.core.hashindex import make_hash_index
@@ -212,6 +213,7 @@ def _judge(organisation: Organisation, suspect: SuspectSignals, ref_ids: set[int
             new = [m for c in found if c.image.pk in alive
                    and (m := _write_match(organisation, suspect, check, c, loaded is not None, evidence, written))]
             review_auto_resolve(matches=new)
+            cases_attach(matches=new)  # a re-checked check joins the case of the site it was found on
             if new:
                 enqueue_on_commit("workers.tasks.send_retro_alerts", [m.pk for m in new])
     except BaseException:

@@ -22,6 +22,7 @@ from matching.core.evidence import render_evidence
 from matching.core.loading import LoadedImage, heavy_work, load_image
 from matching.core.matcher import MatchOutcome
 from matching.engine import Candidate, cnn_enabled, find_candidates
+from matching.cases import cases_attach
 from matching.hashlists import HashListHit, hash_list_hits
 from matching.models import Check, HashListEntry, Match, Verdict
 from matching.review import review_auto_resolve
@@ -300,7 +301,9 @@ def _write_once(check: Check, candidates: list[Candidate], outcome: MatchOutcome
         else:  # the partial-copy pass of an answered check
             state.update(completed=now)
         Check.objects.filter(pk=check_id).update(**state)
-        review_auto_resolve(matches=list(Match.objects.filter(source_check=check)))
+        written_matches = list(Match.objects.filter(source_check=check))
+        review_auto_resolve(matches=written_matches)
+        cases_attach(matches=written_matches)  # the case of the site the suspect was found on
         if positives or hits:
             enqueue_on_commit("workers.tasks.send_match_alerts", check_id)
         if partial == Check.PartialSearch.PENDING:

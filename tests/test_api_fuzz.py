@@ -29,7 +29,7 @@ from schemathesis.openapi.checks import RejectedPositiveData
 
 from catalog.models import Collection, ProtectedImage
 from matching.bulk.models import BulkJob, BulkJobError
-from matching.models import Check, HashList, Match
+from matching.models import Case, Check, HashList, Match
 from tests.conftest import client_for
 from tests.factories import CollectionFactory, OrganisationFactory, api_key_for
 from tests.images import photo_png, resized_jpeg
@@ -47,6 +47,7 @@ ID_MODELS = {
     "/api/v1/matches/": Match,
     "/api/v1/bulk-jobs/": BulkJob,
     "/api/v1/hash-lists/": HashList,
+    "/api/v1/cases/": Case,
 }
 SPARE = "spare"  # the collection that DELETE may remove
 SPARE_IMAGE = "horse.png"  # the image that DELETE may remove
@@ -79,8 +80,12 @@ def fuzz_data(org, settings, monkeypatch):  # type: ignore[no-untyped-def]
     assert client_for(other).post("/api/v1/images/", {"collection": rival.pk, "file": SimpleUploadedFile(
         "astronaut.png", photo_png("astronaut"))}).status_code == 201
     assert Match.objects.filter(evidence__gt="").exists()
+    Match.objects.filter(organisation=org).update(case=Case.objects.create(organisation=org, kind="site",
+                                                                           source="copycat.example"))
+    rival_case = Case.objects.create(organisation=other, kind="site", source="copycat.example")
     foreign = {"/api/v1/collections/": {rival.pk}, "/api/v1/images/": set(
-        ProtectedImage.objects.filter(collection=rival).values_list("pk", flat=True))}
+        ProtectedImage.objects.filter(collection=rival).values_list("pk", flat=True)),
+        "/api/v1/cases/": {rival_case.pk}}
     # A cancelled job could be resumed by the fuzzer: record the run instead of starting Spark.
     from imgprotect import dispatch
 
@@ -147,6 +152,7 @@ IMAGE_ERROR_CODES = {"empty_file", "file_too_large", "unsupported_format", "corr
 SEMANTIC_FIELD_ERRORS = {
     "collection": ("No such collection in your organisation.", "not one of the available choices."),
     "check": ("No such check in your organisation.",),
+    "assignee": ("No such member in your organisation.",),  # a case's assignee (matching/cases_api.py)
     "alert_emails": ("is not a valid e-mail address.",),  # catalog/models.py validate_email_list
     "file": ("No file was submitted.", "The submitted file is empty."),
     "photo": ("No file was submitted.", "The submitted file is empty."),  # HMA's POST /m/lookup

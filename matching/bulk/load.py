@@ -29,6 +29,7 @@ from catalog.deletion import stored_files_delete
 from catalog.services import index_generation_bump
 from imgprotect.dispatch import enqueue_on_commit
 from matching.bulk.models import BulkJob, BulkJobError
+from matching.cases import cases_attach
 from matching.engine import find_candidates
 from matching.encodings import embedding_to_bytes
 from matching.hashlists import HashListHit, hash_list_hits
@@ -324,6 +325,7 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
                 suspect_signals_keep_scan(organisation_id=job.organisation_id, collection_id=job.collection_id,
                                           scanned=scanned)
                 review_auto_resolve(matches=created)
+                cases_attach(matches=created, scan_source=job.source)  # one case per scanned source
                 suspects = {m.suspect_key for m in created}
                 BulkJob.objects.filter(pk=job.pk).update(matched=F("matched") + len(suspects),
                                                          match_reports=F("match_reports") + len(created))

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import zipfile
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -53,6 +54,34 @@ def evidence_export(*, match: Match, actor: User) -> tuple[str, bytes]:
     if match.review_status != Match.Review.CONFIRMED:
         raise NotConfirmed("Evidence can be exported for confirmed infringements only.")
     now = timezone.now()
+    files = match_evidence_files(match=match, actor=actor, now=now)
+    sums = sha256sums(files)
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in [*files.items(), ("SHA256SUMS", sums.encode())]:
+            zip_write(archive, f"match-{match.pk}/{name}", data, now)
+    ReviewEvent.objects.create(organisation_id=match.organisation_id, match=match, action=ReviewAction.EXPORTED,
+                               from_status=match.review_status, to_status=match.review_status, actor=actor,
+                               note=f"Evidence package exported ({len(files) + 1} files).")
+    return f"imgprotect-evidence-match-{match.pk}.zip", buffer.getvalue()
+
+
+def sha256sums(files: dict[str, bytes]) -> str:
+    """``sha256sum -c`` input over ``files`` (name -> bytes)."""
+    return "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in files.items())
+
+
+def zip_write(archive: zipfile.ZipFile, name: str, data: bytes, now: datetime) -> None:
+    info = zipfile.ZipInfo(name, date_time=now.timetuple()[:6])
+    # Images are already compressed; text compresses well.
+    info.compress_type = zipfile.ZIP_DEFLATED if name.endswith((".json", ".txt", "SUMS")) else zipfile.ZIP_STORED
+    archive.writestr(info, data)
+
+
+def match_evidence_files(*, match: Match, actor: User | None, now: datetime) -> dict[str, bytes]:
+    """One match's evidence, name -> bytes: both images as stored, the evidence PNG when drawn,
+    ``report.json`` and ``report.txt``. Used for one confirmed match and for a case's package."""
     image = match.protected_image
     check = match.source_check
     files: dict[str, bytes] = {}
@@ -89,11 +118,12 @@ def evidence_export(*, match: Match, actor: User) -> tuple[str, bytes]:
             "found": match.created.isoformat(),
             "review_status": match.review_status,
         },
+        # Only a confirmed match names who confirmed it (a case's package holds matches still to review).
         "confirmed": {
             "by": _who(confirmation.actor if confirmation else match.reviewed_by),
             "at": (confirmation.created if confirmation else match.reviewed or now).isoformat(),
             "note": confirmation.note if confirmation else "",
-        },
+        } if match.review_status == Match.Review.CONFIRMED else None,
         "suspect": {
             "check_id": check.pk if check else None,
             "original_name": check.original_name if check else "",
@@ -129,20 +159,7 @@ def evidence_export(*, match: Match, actor: User) -> tuple[str, bytes]:
     text = _report_text(match, report)
     files["report.json"] = json.dumps(report, indent=2, ensure_ascii=False).encode()
     files["report.txt"] = text.encode()
-    sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in files.items())
-
-    buffer = io.BytesIO()
-    stamp = now.timetuple()[:6]
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in [*files.items(), ("SHA256SUMS", sums.encode())]:
-            info = zipfile.ZipInfo(f"match-{match.pk}/{name}", date_time=stamp)
-            # Images are already compressed; text compresses well.
-            info.compress_type = zipfile.ZIP_DEFLATED if name.endswith((".json", ".txt", "SUMS")) else zipfile.ZIP_STORED
-            archive.writestr(info, data)
-    ReviewEvent.objects.create(organisation_id=match.organisation_id, match=match, action=ReviewAction.EXPORTED,
-                               from_status=match.review_status, to_status=match.review_status, actor=actor,
-                               note=f"Evidence package exported ({len(files) + 1} files).")
-    return f"imgprotect-evidence-match-{match.pk}.zip", buffer.getvalue()
+    return files
 
 
 def _hash_list_entry(match: Match) -> dict[str, Any] | None:
@@ -163,9 +180,13 @@ def _report_text(match: Match, report: dict[str, Any]) -> str:
         f"Match:          #{m['id']}  {m['url']}",
         f"Verdict:        {m['verdict_label']} (score {m['score']:.3f})",
         f"Found:          {m['found']}",
-        f"Confirmed by:   {(c['by'] or {}).get('name', 'unknown')} <{(c['by'] or {}).get('email', '')}> at {c['at']}",
     ]
-    if c["note"]:
+    if c is None:
+        lines.append(f"Review status:  {match.get_review_status_display()}")
+    else:
+        lines.append(f"Confirmed by:   {(c['by'] or {}).get('name', 'unknown')} <{(c['by'] or {}).get('email', '')}> "
+                     f"at {c['at']}")
+    if c is not None and c["note"]:
         lines.append(f"Reviewer note:  {c['note']}")
     lines += ["", "What was changed", "----------------", describe_edit_report(match.edit_report)
               or "No geometric analysis for this match (found by hashes)."]

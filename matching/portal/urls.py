@@ -1,7 +1,7 @@
 """The portal's URLs. Organisation pages live under /o/<org>/ (see access.portal_view)."""
 from django.urls import include, path
 
-from matching.portal.views import accounts, files, hashlists, pages, review, settings
+from matching.portal.views import accounts, cases, files, hashlists, pages, review, settings
 
 app_name = "portal"
 
@@ -30,6 +30,10 @@ org_patterns = [
     path("matches/<int:pk>/review/", review.match_review_view, name="match-review"),
     path("matches/<int:pk>/evidence.png", files.match_evidence, name="match-evidence"),
     path("matches/<int:pk>/export/", review.match_export, name="match-export"),
+    path("cases/", cases.cases, name="cases"),
+    path("cases/<int:pk>/", cases.case, name="case"),
+    path("cases/<int:pk>/update/", cases.case_update, name="case-update"),
+    path("cases/<int:pk>/export/", cases.case_export, name="case-export"),
     path("settings/", settings.index, name="settings"),
     path("settings/members/", settings.members, name="settings-members"),
     path("settings/members/invite/", settings.member_invite, name="settings-invite"),

@@ -16,7 +16,7 @@ from catalog.models import Membership, Role
 from catalog.models import Invitation
 from catalog.services import api_key_create, invitation_create
 from matching.portal import urls as portal_urls
-from matching.models import DismissedPair, HashList, Licence, Webhook
+from matching.models import Case, DismissedPair, HashList, Licence, Webhook
 
 V, M, A, O = Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER
 ROLES = [V, M, A, O]
@@ -58,6 +58,10 @@ ACCESS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "match-review": (M, POST),
     "match-evidence": (V, GET),
     "match-export": (M, POST),
+    "cases": (V, GET),
+    "case": (V, GET),
+    "case-update": (M, POST),
+    "case-export": (M, POST),
     "settings": (A, GET),
     "settings-members": (A, GET),
     "settings-invite": (A, POST),
@@ -114,6 +118,7 @@ def _objects(world) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         "settings-webhook": hook.pk, "settings-licence": licence.pk, "settings-pair": pair.pk,
         "bulk-start": world.collection.pk,
         "settings-hash-list": HashList.objects.create(organisation=world.org, name="partner").pk,
+        "case": Case.objects.create(organisation=world.org, kind="site", source="copycat.example").pk,
         "bulk-progress": BulkJob.objects.create(organisation=world.org, collection=world.collection, kind="index",
                                                 source="/nonexistent/imgprotect-test").pk,
     }

@@ -2,7 +2,7 @@
 an admin imports a partner's PDQ list (hashed by threatexchange's own hasher) in the portal, a bad
 list is refused whole, and a check of a copy answers "On a hash list" with the list's entry as its
 evidence. Photographed into test-artifacts/screenshots/ (and docs/screenshots/ with
-IMGPROTECT_UPDATE_SCREENSHOTS=1) as 62-hash-lists.png and 63-hash-list-check.png."""
+IMGPROTECT_UPDATE_SCREENSHOTS=1) as 62-hash-lists.png and 67-hash-list-check.png."""
 from __future__ import annotations
 
 import io
@@ -82,4 +82,4 @@ def test_import_a_hash_list_and_match_a_check_in_a_real_browser(page, live_serve
     assert "Partner bank" in page.locator("#check-result [data-hash-list-entry]").inner_text()
     match = Match.objects.get(verdict="hash_list")
     assert match.protected_image is None and match.hash_list_entry.label == "rocket poster"
-    shot(page, "63-hash-list-check")
+    shot(page, "67-hash-list-check")
