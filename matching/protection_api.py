@@ -16,6 +16,8 @@ from catalog.files import file_response
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.models import ProtectedImage
 from catalog.permissions import request_tenant
+from catalog.receipts import actor_of
+from catalog.receipts_api import DELETION_SCHEMA, deletion_response
 from matching import protection
 from matching.uploads import read_and_validate
 
@@ -83,8 +85,10 @@ class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retriev
         image.refresh_from_db()
         return Response(self.get_serializer(image).data, status=status.HTTP_201_CREATED)
 
-    def perform_destroy(self, instance):
-        catalog_services.protected_image_delete(image=instance)
+    @extend_schema(summary="Delete a protected image; answers with the deletion receipt", **DELETION_SCHEMA)
+    def destroy(self, request, *args, **kwargs):
+        receipt = catalog_services.protected_image_delete(image=self.get_object(), actor=actor_of(request))
+        return deletion_response(request, receipt)
 
     @extend_schema(responses={(200, "image/*"): bytes}, summary="The stored image file")
     @action(detail=True, methods=["get"])
