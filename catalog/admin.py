@@ -183,7 +183,8 @@ class DeletionReceiptAdmin(admin.ModelAdmin):
 
     @admin.display(description="Signature")
     def verification(self, obj: DeletionReceipt) -> str:
-        return receipts.receipt_verify(receipts.receipt_document(obj)).reason
+        verdict = str(receipts.receipt_verify(receipts.receipt_document(obj)))
+        return verdict[:1].upper() + verdict[1:]
 
     @admin.display(description="Receipt")
     def receipt_json(self, obj: DeletionReceipt) -> str:

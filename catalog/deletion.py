@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # organisation_id, image_ids (the purged images' ids in that organisation), organisation_deleted.
 index_purged = Signal()
 
-# Sent inside the deleting transaction, before anything is removed, to ask the apps above the catalogue
+# Sent inside the deleting transaction, before any file is removed, to ask the apps above the catalogue
 # what else they derived from these organisations' pictures (the matching app: its index snapshot files),
 # for the deletion receipt (catalog/receipts.py). Arguments: organisation_ids. Receivers answer a list of
 # {"kind": ..., "name": ..., "size": ...} dicts.

@@ -102,7 +102,10 @@ def receipt_download(receipt: DeletionReceipt) -> HttpResponse:
 @dataclass(frozen=True)
 class Verification:
     valid: bool
-    reason: str
+    reason: str  # a sentence after "valid: " or "invalid: "
+
+    def __str__(self) -> str:
+        return f"{'valid' if self.valid else 'invalid'}: {self.reason}"
 
 
 def receipt_verify(document: object) -> Verification:
@@ -110,19 +113,19 @@ def receipt_verify(document: object) -> Verification:
     current one or one of ``SECRET_KEY_FALLBACKS``; never raises on malformed input."""
     if not isinstance(document, dict) or not isinstance(document.get("receipt"), dict) \
             or not isinstance(document.get("signature"), dict):
-        return Verification(False, 'Not a deletion receipt: expected {"receipt": {...}, "signature": {...}}.')
+        return Verification(False, 'not a deletion receipt: expected {"receipt": {...}, "signature": {...}}.')
     body, signature = document["receipt"], document["signature"]
     if body.get("format") != RECEIPT_FORMAT:
-        return Verification(False, f"Unknown receipt format {str(body.get('format'))[:80]!r}.")
+        return Verification(False, f"unknown receipt format {str(body.get('format'))[:80]!r}.")
     value = signature.get("value")
     if signature.get("algorithm") != ALGORITHM or not isinstance(value, str):
-        return Verification(False, f"The signature must be {ALGORITHM} with a hex value.")
+        return Verification(False, f"the signature must be {ALGORITHM} with a hex value.")
     secrets: list[str] = [str(settings.SECRET_KEY), *map(str, settings.SECRET_KEY_FALLBACKS)]
     for n, secret in enumerate(secrets):
         if constant_time_compare(sign(body, secret), value):
             which = "this deployment's key" if n == 0 else "a previous key of this deployment (SECRET_KEY_FALLBACKS)"
-            return Verification(True, f"Valid: signed with {which}, unchanged since.")
-    return Verification(False, "Invalid: the receipt was changed after signing, or another deployment signed it.")
+            return Verification(True, f"signed with {which}, unchanged since.")
+    return Verification(False, "the receipt was changed after signing, or another deployment signed it.")
 
 
 # --- what was removed ---------------------------------------------------------------------------

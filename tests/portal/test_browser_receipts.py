@@ -65,7 +65,7 @@ def test_deleting_an_image_in_the_browser_shows_its_receipt(page, tmp_path, sett
     page.click("button:has-text('Delete')")
     page.wait_for_url("**/o/acme/receipts/*/")
     assert "“coffee.png” was deleted" in page.locator(".flashes").inner_text()
-    assert page.locator("[data-verification]").inner_text().startswith("Signature: Valid")
+    assert page.locator("[data-verification]").inner_text().startswith("Signature: valid, signed")
     rows = page.locator("[data-receipt-file]").all_inner_texts()
     assert any("protected_image" in row and hashlib.sha256(data).hexdigest() in row for row in rows), rows
     assert any("evidence" in row for row in rows), rows

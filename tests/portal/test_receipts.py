@@ -20,7 +20,7 @@ def test_deleting_an_image_shows_its_receipt_and_offers_the_download(world, djan
     receipt = DeletionReceipt.objects.get(kind="image")
     page = response.content.decode()
     assert response.redirect_chain[-1][0] == reverse("portal:receipt", args=["acme", receipt.pk])
-    assert "“coffee.png” was deleted" in page and "Valid: signed with this deployment" in page
+    assert "“coffee.png” was deleted" in page and "valid, signed with this deployment" in page
     assert hashlib.sha256(stored).hexdigest() in page and "member-user" in page
     download = member.get(reverse("portal:receipt-download", args=["acme", receipt.pk]))
     assert download["Content-Disposition"] == f'attachment; filename="deletion-receipt-{receipt.uuid}.json"'

@@ -29,6 +29,6 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"{opts['file']} is not JSON: {exc}") from exc
         result = receipt_verify(document)
-        self.stdout.write(f"{'valid' if result.valid else 'invalid'}: {result.reason}")
+        self.stdout.write(str(result))
         if not result.valid:
             sys.exit(1)
