@@ -79,9 +79,16 @@ def deletion_response(request: Request, receipt: DeletionReceipt) -> Response:
 
 # The schema of a DELETE that answers with a receipt (images, collections).
 DELETION_SCHEMA: dict[str, Any] = {
-    "parameters": [OpenApiParameter(
-        "Prefer", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False, enum=[PREFER],
-        description="`return=representation`: answer 200 with the signed deletion receipt instead of 204.")],
+    "description": "Deletes at once and answers 204 with `Location` naming the signed deletion receipt; with "
+                   "`Prefer: return=representation`, 200 with the receipt (docs/receipts.md).",
+    "parameters": [
+        OpenApiParameter(
+            "Prefer", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+            description="`return=representation`: answer 200 with the signed deletion receipt instead of 204; "
+                        "other preferences are ignored (RFC 7240)."),
+        OpenApiParameter("Location", OpenApiTypes.URI, OpenApiParameter.HEADER, response=[200, 204],
+                         description="The deletion receipt: `GET` it for the signed JSON."),
+    ],
     "responses": {
         204: OpenApiResponse(description="Deleted. `Location` is the deletion receipt (`GET /api/v1/receipts/{id}/`)."),
         200: OpenApiResponse(ReceiptDocumentSerializer,
@@ -107,22 +114,30 @@ class DeletionReceiptViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retrie
     def get_serializer_class(self):
         return ReceiptDocumentSerializer if self.action in ("retrieve", "verify") else ReceiptSerializer
 
-    @extend_schema(summary="Deletion receipts of your organisation, newest first")
+    @extend_schema(summary="Deletion receipts of your organisation, newest first",
+                   description="Every deletion of an image or a collection in your organisation; `url` is the "
+                               "signed receipt. A deleted organisation's own receipt is not here (docs/receipts.md).")
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
     @extend_schema(responses=ReceiptDocumentSerializer, summary="A signed deletion receipt (JSON, as downloaded)",
+                   description="The receipt (`receipt`) and its HMAC-SHA256 (`signature`); `id` is not signed.",
                    parameters=[OpenApiParameter("download", OpenApiTypes.BOOL, required=False,
                                                 description="Answer as a file attachment.")])
     def retrieve(self, request, *args, **kwargs):
         receipt = self.get_object()
+        download = request.query_params.get("download", "false").lower()
+        if download not in ("true", "false", "1", "0"):
+            raise serializers.ValidationError({"download": ["Must be true or false."]})
         response = Response(document_data(receipt))
-        if request.query_params.get("download", "").lower() in ("1", "true", "yes"):
+        if download in ("true", "1"):
             response["Content-Disposition"] = f'attachment; filename="deletion-receipt-{receipt.uuid}.json"'
         return response
 
     @extend_schema(request=ReceiptDocumentSerializer, responses=VerificationSerializer,
-                   summary="Check a receipt's signature against this deployment's key")
+                   summary="Check a receipt's signature against this deployment's key",
+                   description="`valid` is true when `receipt` is unchanged since this deployment signed it "
+                               "(with `SECRET_KEY` or one of `SECRET_KEY_FALLBACKS`).")
     @action(detail=False, methods=["post"], parser_classes=[JSONParser])
     def verify(self, request):
         form = ReceiptDocumentSerializer(data=request.data)

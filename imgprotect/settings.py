@@ -285,6 +285,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # A receipt's kind and a bulk job's kind share a field name: each enum keeps a component name of its own
+    # (the bulk job's as it was before receipts).
+    "ENUM_NAME_OVERRIDES": {"KindEnum": "matching.bulk.models.BulkJob.Kind",
+                            "ReceiptKindEnum": "catalog.models.DeletionReceipt.Kind"},
     "APPEND_COMPONENTS": {
         "securitySchemes": {
             "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization",

@@ -71,6 +71,9 @@ def test_deleting_an_image_answers_its_signed_receipt(world, tmp_path):  # type:
     # Kept without the pixels, served as signed; another organisation's key does not see it.
     stored = api.get(f"/api/v1/receipts/{document['id']}/").json()
     assert stored == document
+    attached = api.get(f"/api/v1/receipts/{document['id']}/?download=true")
+    assert attached["Content-Disposition"] == f'attachment; filename="deletion-receipt-{body["id"]}.json"'
+    assert api.get(f"/api/v1/receipts/{document['id']}/?download=maybe").status_code == 400
     listed = api.get("/api/v1/receipts/").json()["results"]
     assert [r["id"] for r in listed] == [document["id"]] and listed[0]["kind"] == "image"
     rival = client_for(OrganisationFactory(slug="rival"))
