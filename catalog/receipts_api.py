@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, viewsets
@@ -16,6 +17,7 @@ from catalog import receipts
 from catalog.filters import IdLookupMixin
 from catalog.models import DeletionReceipt, Role
 from catalog.permissions import request_tenant
+from imgprotect.api import StrictJson
 
 PREFER = "return=representation"
 
@@ -43,13 +45,19 @@ class ReceiptSerializer(serializers.ModelSerializer):
         return dict(obj.body.get("totals", {}))
 
 
-class SignatureSerializer(serializers.Serializer):
-    algorithm = serializers.CharField(help_text="`HMAC-SHA256`.")
-    key_id = serializers.CharField(required=False, help_text="Names the signing key (docs/receipts.md).")
-    value = serializers.CharField(help_text="Hex HMAC-SHA256 of the canonical JSON of `receipt`.")
+def _hex(length: int, **kwargs: Any) -> serializers.CharField:
+    # Not stripped, and the pattern is exact: what the schema accepts is what is read.
+    return serializers.CharField(trim_whitespace=False, max_length=length, validators=[
+        RegexValidator(f"^[0-9a-f]{{{length}}}$", f"Must be {length} lowercase hex digits.")], **kwargs)
 
 
-class ReceiptDocumentSerializer(serializers.Serializer):
+class SignatureSerializer(StrictJson, serializers.Serializer):
+    algorithm = serializers.ChoiceField(choices=[(receipts.ALGORITHM, receipts.ALGORITHM)])
+    key_id = _hex(16, required=False, help_text="Names the signing key (docs/receipts.md).")
+    value = _hex(64, help_text="Hex HMAC-SHA256 of the canonical JSON of `receipt`.")
+
+
+class ReceiptDocumentSerializer(StrictJson, serializers.Serializer):
     """The signed receipt, as downloaded and as verified (docs/receipts.md lists its fields)."""
 
     id = serializers.IntegerField(read_only=True, help_text="The receipt's id in this API (not signed).")

@@ -94,6 +94,8 @@ def test_deleting_an_image_answers_its_signed_receipt(world, tmp_path):  # type:
     forged["signature"]["value"] = receipts.sign(forged["receipt"], secret="another deployment's secret")
     assert not receipts.receipt_verify(forged).valid
     assert api.post("/api/v1/receipts/verify/", {"receipt": "x"}, format="json").status_code == 400
+    numeric = {"receipt": document["receipt"], "signature": {"algorithm": "HMAC-SHA256", "value": 0}}
+    assert api.post("/api/v1/receipts/verify/", numeric, format="json").status_code == 400  # the schema's types
 
 
 def test_the_signature_is_an_hmac_anyone_with_the_derived_key_can_recompute(settings):  # type: ignore[no-untyped-def]
