@@ -1,10 +1,14 @@
+import json
+
 from django import forms
 from django.contrib import admin, messages
-from django.urls import reverse
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 from django.utils.html import format_html
 
-from catalog import services
-from catalog.models import ApiKey, Collection, Invitation, Membership, Organisation, ProtectedImage
+from catalog import receipts, services
+from catalog.models import ApiKey, Collection, DeletionReceipt, Invitation, Membership, Organisation, ProtectedImage
 from catalog.validators import single_line
 
 
@@ -19,6 +23,15 @@ class SingleLineNameForm(forms.ModelForm):
 
 def image_thumbnail(url: str, size: int = 64) -> str:
     return format_html('<img src="{}" style="max-width:{}px;max-height:{}px" alt="">', url, size, size)
+
+
+def receipt_response(request) -> HttpResponse | None:
+    """After one deletion in the admin, show its receipt (a bulk deletion lists them in the receipts' list)."""
+    made = getattr(request, "_deletion_receipts", [])
+    if len(made) != 1:
+        return None
+    messages.success(request, f"Deleted; this is its signed deletion receipt ({made[0].uuid}).")
+    return HttpResponseRedirect(reverse("admin:catalog_deletionreceipt_change", args=[made[0].pk]))
 
 
 class MembershipInline(admin.TabularInline):
@@ -36,11 +49,15 @@ class OrganisationAdmin(admin.ModelAdmin):
     readonly_fields = ["index_generation"]
 
     def delete_model(self, request, obj):
-        services.organisation_delete(organisation=obj)
+        request._deletion_receipts = [services.organisation_delete(organisation=obj, actor=receipts.actor_of(request))]
 
     def delete_queryset(self, request, queryset):
-        for organisation in queryset:
-            services.organisation_delete(organisation=organisation)
+        actor = receipts.actor_of(request)
+        request._deletion_receipts = [services.organisation_delete(organisation=organisation, actor=actor)
+                                      for organisation in queryset]
+
+    def response_delete(self, request, obj_display, obj_id):
+        return receipt_response(request) or super().response_delete(request, obj_display, obj_id)
 
 
 @admin.register(Membership)
@@ -79,11 +96,15 @@ class CollectionAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
 
     def delete_model(self, request, obj):
-        services.collection_delete(collection=obj)
+        request._deletion_receipts = [services.collection_delete(collection=obj, actor=receipts.actor_of(request))]
 
     def delete_queryset(self, request, queryset):
-        for collection in queryset:
-            services.collection_delete(collection=collection)
+        actor = receipts.actor_of(request)
+        request._deletion_receipts = [services.collection_delete(collection=collection, actor=actor)
+                                      for collection in queryset]
+
+    def response_delete(self, request, obj_display, obj_id):
+        return receipt_response(request) or super().response_delete(request, obj_display, obj_id)
 
 
 @admin.register(ProtectedImage)
@@ -108,11 +129,14 @@ class ProtectedImageAdmin(admin.ModelAdmin):
         return image_thumbnail(reverse("admin-image-file", args=["catalog", obj.pk]), 400)
 
     def delete_model(self, request, obj):
-        services.protected_image_delete(image=obj)
+        request._deletion_receipts = [services.protected_image_delete(image=obj, actor=receipts.actor_of(request))]
 
     def delete_queryset(self, request, queryset):
-        for image in queryset:
-            services.protected_image_delete(image=image)
+        actor = receipts.actor_of(request)
+        request._deletion_receipts = [services.protected_image_delete(image=image, actor=actor) for image in queryset]
+
+    def response_delete(self, request, obj_display, obj_id):
+        return receipt_response(request) or super().response_delete(request, obj_display, obj_id)
 
 
 @admin.register(Invitation)
@@ -120,3 +144,50 @@ class InvitationAdmin(admin.ModelAdmin):
     list_display = ["email", "organisation", "role", "invited_by", "created", "expires", "accepted", "revoked"]
     list_filter = ["organisation", "role"]
     exclude = ["token_hash"]
+
+
+@admin.register(DeletionReceipt)
+class DeletionReceiptAdmin(admin.ModelAdmin):
+    """Read-only: a receipt is written by a deletion and never changed (its signature would break)."""
+
+    list_display = ["created", "kind", "subject_label", "organisation_name", "organisation_id", "deleted_by_label",
+                    "download"]
+    list_filter = ["kind", "created"]
+    search_fields = ["subject_label", "organisation_slug", "organisation_name", "deleted_by_label", "uuid"]
+    readonly_fields = ["uuid", "kind", "organisation_id", "organisation_slug", "organisation_name", "subject_id",
+                       "subject_label", "deleted_by", "deleted_by_label", "created", "key_id", "signature",
+                       "verification", "download", "receipt_json"]
+    exclude = ["body"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        download = self.admin_site.admin_view(self.download_view)
+        return [path("<int:pk>/download/", download, name="catalog_deletionreceipt_download"), *super().get_urls()]
+
+    def download_view(self, request, pk: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        receipt = get_object_or_404(DeletionReceipt, pk=pk)
+        return receipts.receipt_download(receipt)
+
+    @admin.display(description="Download")
+    def download(self, obj: DeletionReceipt) -> str:
+        return format_html('<a href="{}">JSON</a>', reverse("admin:catalog_deletionreceipt_download", args=[obj.pk]))
+
+    @admin.display(description="Signature")
+    def verification(self, obj: DeletionReceipt) -> str:
+        verdict = str(receipts.receipt_verify(receipts.receipt_document(obj)))
+        return verdict[:1].upper() + verdict[1:]
+
+    @admin.display(description="Receipt")
+    def receipt_json(self, obj: DeletionReceipt) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.body, indent=2, ensure_ascii=False))
+

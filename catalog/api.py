@@ -10,6 +10,8 @@ from catalog import selectors, services
 from catalog.filters import IdLookupMixin
 from catalog.models import Collection, Organisation, Role, validate_email_list
 from catalog.permissions import request_tenant
+from catalog.receipts import actor_of
+from catalog.receipts_api import DELETION_SCHEMA, deletion_response
 from catalog.validators import single_line
 from imgprotect.api import StrictJson
 
@@ -92,5 +94,8 @@ class CollectionViewSet(IdLookupMixin, viewsets.ModelViewSet):
     def perform_update(self, serializer):
         services.collection_update(collection=serializer.instance, **serializer.validated_data)
 
-    def perform_destroy(self, instance):
-        services.collection_delete(collection=instance)
+    @extend_schema(summary="Delete a collection and its images; answers with the deletion receipt",
+                   **DELETION_SCHEMA)
+    def destroy(self, request, *args, **kwargs):
+        receipt = services.collection_delete(collection=self.get_object(), actor=actor_of(request))
+        return deletion_response(request, receipt)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +34,15 @@ from catalog.models import Collection, Organisation, ProtectedImage
 log = logging.getLogger(__name__)
 
 # Sent after commit for each organisation whose protected pictures were purged; receivers drop what
-# they derived from them (the matching app's index snapshots). Arguments: organisation_id.
+# they derived from them (the matching app's in-memory index entries and snapshots). Arguments:
+# organisation_id, image_ids (the purged images' ids in that organisation), organisation_deleted.
 index_purged = Signal()
+
+# Sent inside the deleting transaction, before any file is removed, to ask the apps above the catalogue
+# what else they derived from these organisations' pictures (the matching app: its index snapshot files),
+# for the deletion receipt (catalog/receipts.py). Arguments: organisation_ids. Receivers answer a list of
+# {"kind": ..., "name": ..., "size": ...} dicts.
+derived_files_requested = Signal()
 
 
 def stored_files_delete(names: list[str]) -> None:
@@ -53,13 +61,22 @@ class Purge:
     files: set[str] = field(default_factory=set)
     work_dirs: set[Path] = field(default_factory=set)
     reindex: set[int] = field(default_factory=set)  # organisations whose index snapshots are rewritten
+    # For the deletion receipt (catalog/receipts.py): what each stored file was, the rows deleted per
+    # model label, and the index entries that go (image ids per organisation, entries per index).
+    roles: dict[str, str] = field(default_factory=dict)
+    rows: Counter[str] = field(default_factory=Counter)
+    index_ids: dict[int, set[int]] = field(default_factory=dict)
+    index_entries: Counter[str] = field(default_factory=Counter)
+    organisation_deleted: bool = False
 
     def images(self, images: QuerySet[ProtectedImage]) -> None:
         """Collect what the images leave behind and delete the checks tied only to them. Call before deleting."""
         match = apps.get_model("matching", "Match")
         check = apps.get_model("matching", "Check")
-        self._names(images.values_list("file", "features"))
-        self._names(match.objects.filter(protected_image__in=images).values_list("evidence"))
+        self._names(images.values_list("file"), "protected_image")
+        self._names(images.values_list("features"), "features")
+        self._names(match.objects.filter(protected_image__in=images).values_list("evidence"), "evidence")
+        self._index_entries(images)
         # Checks whose every match report is to a deleted picture: their suspect file is a copy of it.
         touched = match.objects.filter(protected_image__in=images, source_check__isnull=False).values("source_check")
         kept = match.objects.filter(source_check__in=touched).exclude(protected_image__in=images)
@@ -68,16 +85,33 @@ class Purge:
 
     def checks(self, checks: QuerySet) -> None:
         match = apps.get_model("matching", "Match")
-        self._names(checks.values_list("file"))
-        self._names(match.objects.filter(source_check__in=checks).values_list("evidence"))
-        checks.delete()
+        self._names(checks.values_list("file"), "check_upload")
+        self._names(match.objects.filter(source_check__in=checks).values_list("evidence"), "evidence")
+        self.deleted(checks.delete())
 
     def bulk_jobs(self, jobs: QuerySet) -> None:
         root = Path(settings.IMGPROTECT_BULK_WORK_DIR)
         self.work_dirs.update(root / f"job-{pk}" for pk in jobs.values_list("pk", flat=True))
 
-    def _names(self, rows: QuerySet) -> None:
-        self.files.update(name for row in rows for name in row if name)
+    def deleted(self, result: tuple[int, dict[str, int]]) -> None:
+        """Count what a ``QuerySet.delete()`` or ``Model.delete()`` removed (its return value), for the receipt."""
+        self.rows.update({label: n for label, n in result[1].items() if n})
+
+    def _names(self, rows: QuerySet, role: str) -> None:
+        for row in rows:
+            for name in row:
+                if name:
+                    self.files.add(name)
+                    self.roles.setdefault(name, role)
+
+    def _index_entries(self, images: QuerySet[ProtectedImage]) -> None:
+        # The rows the matching processes index (matching/index_registry.py reads the same filter).
+        indexed = images.filter(status=ProtectedImage.Status.INDEXED, phash__isnull=False)
+        for pk, organisation_id, pdq in indexed.values_list("pk", "organisation_id", "pdq").iterator():
+            self.index_ids.setdefault(organisation_id, set()).add(pk)
+            self.index_entries["phash"] += 1
+            self.index_entries["pdq"] += bool(pdq)
+        self.index_entries["vectors"] += indexed.filter(embedding__isnull=False).count()
 
     def after_commit(self) -> None:
         transaction.on_commit(self.run)
@@ -88,8 +122,11 @@ class Purge:
         for path in self.work_dirs:
             shutil.rmtree(path, ignore_errors=True)
         for organisation_id in self.reindex:
-            # The matching app drops its index snapshots (matching/apps.py): the catalogue does not know them.
-            index_purged.send(sender=Organisation, organisation_id=organisation_id)
+            # The matching app drops the entries from its in-memory indexes and its index snapshots
+            # (matching/apps.py): the catalogue does not know them.
+            index_purged.send(sender=Organisation, organisation_id=organisation_id,
+                              image_ids=sorted(self.index_ids.get(organisation_id, ())),
+                              organisation_deleted=self.organisation_deleted)
 
 
 def purge_images(images: QuerySet[ProtectedImage]) -> Purge:
@@ -110,4 +147,5 @@ def purge_organisation(organisation: Organisation) -> Purge:
     purge.checks(organisation.checks.all())
     purge.bulk_jobs(organisation.bulk_jobs.all())
     purge.reindex.add(organisation.pk)
+    purge.organisation_deleted = True
     return purge

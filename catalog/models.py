@@ -224,3 +224,38 @@ class ProtectedImage(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class DeletionReceipt(models.Model):
+    """What one deletion removed, signed so it can be checked later (catalog/receipts.py, docs/receipts.md).
+
+    The organisation is kept as plain fields, not a foreign key: a receipt outlives the organisation it
+    tells about (deleting an organisation writes one). No pixel is kept, only names, sizes and SHA-256s.
+    """
+
+    class Kind(models.TextChoices):
+        IMAGE = "image", "Image"
+        COLLECTION = "collection", "Collection"
+        ORGANISATION = "organisation", "Organisation"
+
+    uuid = models.UUIDField(unique=True, editable=False)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    organisation_id = models.BigIntegerField(db_index=True)
+    organisation_slug = models.CharField(max_length=64)
+    organisation_name = models.CharField(max_length=200)
+    subject_id = models.BigIntegerField()
+    subject_label = models.CharField(max_length=1024)
+    deleted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="deletion_receipts")
+    deleted_by_label = models.CharField(max_length=200, blank=True)
+    created = models.DateTimeField(db_index=True)
+    body = models.JSONField()  # the signed receipt, exactly as signed (canonical form: catalog/receipts.py)
+    signature = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=16)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["organisation_id", "-created"], name="receipt_org_created")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} “{self.subject_label}” deleted {self.created:%Y-%m-%d %H:%M}"

@@ -30,10 +30,11 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog.models import (
-    ApiKey, Collection, Invitation, Membership, Organisation, ProtectedImage, Role, hash_api_secret, hash_token,
-    role_at_least,
+    ApiKey, Collection, DeletionReceipt, Invitation, Membership, Organisation, ProtectedImage, Role, hash_api_secret,
+    hash_token, role_at_least,
 )
 from catalog.deletion import purge_collection, purge_images, purge_organisation, stored_files_delete
+from catalog.receipts import SYSTEM, Actor, receipt_record
 from catalog.validators import one_line, single_line
 from imgprotect.dispatch import enqueue_on_commit
 from imgprotect.errors import Conflict, Forbidden, ServiceError
@@ -66,11 +67,16 @@ def organisation_create(*, slug: str, name: str | None = None, owner: User | Non
 
 
 @transaction.atomic
-def organisation_delete(*, organisation: Organisation) -> None:
-    """Remove the organisation with all its rows and, after commit, every file and index snapshot it had."""
+def organisation_delete(*, organisation: Organisation, actor: Actor = SYSTEM) -> DeletionReceipt:
+    """Remove the organisation with all its rows and, after commit, every file and index snapshot it had;
+    the signed receipt of it all outlives it (catalog/receipts.py)."""
     purge = purge_organisation(organisation)
-    organisation.delete()
+    organisation_id = organisation.pk
+    purge.deleted(organisation.delete())
     purge.after_commit()
+    return receipt_record(purge=purge, kind=DeletionReceipt.Kind.ORGANISATION, organisation=organisation,
+                          organisation_id=organisation_id, subject_id=organisation_id,
+                          subject_label=organisation.name, actor=actor)
 
 
 # Ten years: long enough for any policy, short enough that a typo of extra digits is refused.
@@ -352,13 +358,18 @@ def collection_update(*, collection: Collection, **fields: object) -> Collection
 
 
 @transaction.atomic
-def collection_delete(*, collection: Collection) -> None:
-    """Remove the collection, its images and everything derived from them (catalog/deletion.py)."""
+def collection_delete(*, collection: Collection, actor: Actor = SYSTEM) -> DeletionReceipt:
+    """Remove the collection, its images and everything derived from them (catalog/deletion.py); answer
+    the signed receipt (catalog/receipts.py)."""
     purge = purge_collection(collection)
-    organisation_id = collection.organisation_id
-    collection.delete()
+    organisation_id, collection_id = collection.organisation_id, collection.pk
+    purge.deleted(collection.delete())
     index_generation_bump(organisation_id=organisation_id)
     purge.after_commit()
+    return receipt_record(purge=purge, kind=DeletionReceipt.Kind.COLLECTION, organisation=collection.organisation,
+                          organisation_id=organisation_id, subject_id=collection_id,
+                          subject_label=collection.name, actor=actor,
+                          subject={"slug": collection.slug})
 
 
 # --- protected images -----------------------------------------------------------
@@ -369,11 +380,18 @@ def index_generation_bump(*, organisation_id: int) -> None:
 
 
 @transaction.atomic
-def protected_image_delete(*, image: ProtectedImage) -> None:
-    """Remove the row, its index entries (via the generation) and, after commit, its files and every
-    file derived from it (catalog/deletion.py)."""
+def protected_image_delete(*, image: ProtectedImage, actor: Actor = SYSTEM) -> DeletionReceipt:
+    """Remove the row, its index entries (dropped in this process at commit, elsewhere via the generation)
+    and, after commit, its files and every file derived from it (catalog/deletion.py); answer the signed
+    receipt (catalog/receipts.py)."""
     purge = purge_images(ProtectedImage.objects.filter(pk=image.pk))
-    organisation_id = image.organisation_id
-    image.delete()
+    organisation_id, image_id = image.organisation_id, image.pk
+    collection = image.collection
+    purge.deleted(image.delete())
     index_generation_bump(organisation_id=organisation_id)
     purge.after_commit()
+    return receipt_record(purge=purge, kind=DeletionReceipt.Kind.IMAGE, organisation=collection.organisation,
+                          organisation_id=organisation_id, subject_id=image_id, subject_label=image.key,
+                          actor=actor,
+                          subject={"collection": {"id": collection.pk, "name": collection.name},
+                                   "sha256_bytes": image.sha256_bytes, "sha256_pixels": image.sha256_pixels})

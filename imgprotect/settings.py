@@ -43,6 +43,9 @@ if not SECRET_KEY:
     # its database (mode 0600); development and tests use a fixed throw-away one.
     SECRET_KEY = (embedded_secret_key(DATA_DIR) if EMBEDDED and not DEBUG and not TESTING
                   else "insecure-dev-key-set-SECRET_KEY-in-production")
+# Previous keys, after a rotation: sessions and signed deletion receipts made with them still verify
+# (docs/receipts.md).
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -287,6 +290,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # A receipt's kind and a bulk job's kind share a field name: each enum keeps a component name of its own
+    # (the bulk job's as it was before receipts).
+    "ENUM_NAME_OVERRIDES": {"KindEnum": "matching.bulk.models.BulkJob.Kind",
+                            "ReceiptKindEnum": "catalog.models.DeletionReceipt.Kind"},
     "APPEND_COMPONENTS": {
         "securitySchemes": {
             "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization",

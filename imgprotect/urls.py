@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from catalog.api import CollectionViewSet, OrganisationView
+from catalog.receipts_api import DeletionReceiptViewSet
 from imgprotect.views import admin_image_file
 from matching.api import CheckViewSet, MatchViewSet
 from matching.bulk.api import BulkJobViewSet
@@ -21,6 +22,7 @@ router.register("matches", MatchViewSet, basename="match")
 router.register("bulk-jobs", BulkJobViewSet, basename="bulk-job")
 router.register("hash-lists", HashListViewSet, basename="hash-list")
 router.register("cases", CaseViewSet, basename="case")
+router.register("receipts", DeletionReceiptViewSet, basename="receipt")
 
 
 def healthz(request):

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 class OrgIndexes:
     generation: int
     indexes: Indexes
+    # Entries were dropped in place (``drop_ids``): the hash indexes hold tombstones, which a snapshot
+    # would keep on disk, so the next reconciliation rebuilds them from the rows before saving.
+    tombstoned: bool = False
 
 
 class IndexRegistry:
@@ -73,6 +76,47 @@ class IndexRegistry:
                 self._orgs.clear()
             else:
                 self._orgs.pop(organisation_id, None)
+
+    def drop_ids(self, organisation_id: int, image_ids: list[int]) -> int:
+        """Remove deleted images from this process's indexes at once and delete the organisation's snapshot
+        (it holds their entries). Cheaper than ``drop_snapshot`` for a large index: nothing is rebuilt
+        before the next check. Other processes drop them at their next check, which reads the generation
+        the deletion bumped (docs/receipts.md). Returns how many entries this process held."""
+        ids = np.asarray(sorted(set(image_ids)), dtype=np.int64)
+        with self._lock:
+            shutil.rmtree(self._dir(organisation_id), ignore_errors=True)
+            current = self._orgs.get(organisation_id)
+            if current is None or not len(ids):
+                return 0
+            idx = current.indexes
+            held = int(np.isin(ids, _hashes(idx.phash).ids(), assume_unique=True).sum())
+            _hashes(idx.phash).remove(ids)
+            _hashes(idx.pdq).remove(ids)
+            vector_index = _vectors(idx.vectors)
+            if vector_index is not None:
+                vector_index.remove(ids)
+                if vector_index.n_dead:  # HNSW tombstones
+                    vector_index.rebuild()
+            current.tombstoned = True
+            return held
+
+    def holds(self, organisation_id: int, image_id: int) -> bool:
+        """Whether this process's in-memory indexes hold the image, in any of them (no database read)."""
+        with self._lock:
+            current = self._orgs.get(organisation_id)
+        if current is None:
+            return False
+        idx = current.indexes
+        vector_index = _vectors(idx.vectors)
+        return (image_id in _hashes(idx.phash) or image_id in _hashes(idx.pdq)
+                or (vector_index is not None and image_id in vector_index))
+
+    def snapshot_files(self, organisation_id: int) -> list[dict[str, object]]:
+        """The organisation's snapshot files (name and size), for a deletion receipt."""
+        base = self._dir(organisation_id)
+        files = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
+        return [{"kind": "index_snapshot", "name": f"{base.name}/{p.relative_to(base)}", "size": p.stat().st_size}
+                for p in files]
 
     def drop_snapshot(self, organisation_id: int) -> None:
         """Forget the organisation's indexes and delete its snapshot, after images were deleted: no entry
@@ -146,7 +190,7 @@ class IndexRegistry:
         rebuild = current is None or len(gone) + int(new.sum()) > max(1024, len(ids) // 5)
         # Hash indexes remove by tombstones, which a snapshot would keep on disk: after a deletion they
         # are rebuilt from the rows (cheap); the vector index removes for real, or is rebuilt too.
-        rebuild_hashes = rebuild or len(gone) > 0
+        rebuild_hashes = rebuild or len(gone) > 0 or (current is not None and current.tombstoned)
         added = [r for r, is_new in zip(rows, new) if is_new]
         chosen = rows if rebuild_hashes else added
 

@@ -17,6 +17,8 @@ from catalog.files import file_response
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.models import ProtectedImage
 from catalog.permissions import request_tenant
+from catalog.receipts import actor_of
+from catalog.receipts_api import DELETION_SCHEMA, deletion_response
 from imgprotect.api import IsoDateTimeFilter
 from imgprotect.errors import NotFound
 from imgprotect.schema import ErrorSerializer
@@ -136,8 +138,10 @@ class ProtectedImageViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.Retriev
         image.refresh_from_db()
         return Response(self.get_serializer(image).data, status=status.HTTP_201_CREATED)
 
-    def perform_destroy(self, instance):
-        catalog_services.protected_image_delete(image=instance)
+    @extend_schema(summary="Delete a protected image; answers with the deletion receipt", **DELETION_SCHEMA)
+    def destroy(self, request, *args, **kwargs):
+        receipt = catalog_services.protected_image_delete(image=self.get_object(), actor=actor_of(request))
+        return deletion_response(request, receipt)
 
     @extend_schema(methods=["GET"], responses={200: SelfTestSerializer},
                    summary="The image's latest protection self-test (404 before the first)")

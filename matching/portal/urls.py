@@ -1,7 +1,7 @@
 """The portal's URLs. Organisation pages live under /o/<org>/ (see access.portal_view)."""
 from django.urls import include, path
 
-from matching.portal.views import accounts, cases, files, hashlists, pages, review, settings
+from matching.portal.views import accounts, cases, files, hashlists, pages, receipts, review, settings
 
 app_name = "portal"
 
@@ -57,6 +57,9 @@ org_patterns = [
     path("settings/hash-lists/<int:pk>/delete/", hashlists.hash_list_delete, name="settings-hash-list-delete"),
     path("settings/licences/<int:pk>/revoke/", settings.licence_revoke, name="settings-licence-revoke"),
     path("settings/dismissed/<int:pk>/delete/", settings.pair_delete, name="settings-pair-delete"),
+    path("settings/receipts/", receipts.receipt_list, name="settings-receipts"),
+    path("receipts/<int:pk>/", receipts.receipt, name="receipt"),
+    path("receipts/<int:pk>/download/", receipts.receipt_download, name="receipt-download"),
 ]
 
 urlpatterns = [
@@ -70,5 +73,7 @@ urlpatterns = [
     path("account/password/", accounts.password_change, name="password-change"),
     path("account/password/done/", accounts.password_change_done, name="password-change-done"),
     path("invite/<str:token>/", accounts.invitation, name="invitation"),
+    path("account/receipts/", receipts.account_receipts, name="account-receipts"),
+    path("account/receipts/<int:pk>/download/", receipts.account_receipt_download, name="account-receipt-download"),
     path("o/<slug:org>/", include(org_patterns)),
 ]

@@ -5,14 +5,16 @@ when the URLconf gains a URL the table does not cover, so no page escapes the wa
 """
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, reverse
+from django.utils import timezone
 
 from matching.bulk.models import BulkJob
-from catalog.models import Membership, Role
+from catalog.models import DeletionReceipt, Membership, Role
 from catalog.models import Invitation
 from catalog.services import api_key_create, invitation_create
 from matching.portal import urls as portal_urls
@@ -85,6 +87,11 @@ ACCESS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "settings-pair-delete": (A, POST),
     "settings-hash-lists": (A, BOTH),
     "settings-hash-list-delete": (A, POST),
+    "settings-receipts": (A, GET),
+    "receipt": (M, GET),
+    "receipt-download": (M, GET),
+    "account-receipts": (None, GET),
+    "account-receipt-download": (None, GET),
 }
 
 
@@ -119,6 +126,10 @@ def _objects(world) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         "bulk-start": world.collection.pk,
         "settings-hash-list": HashList.objects.create(organisation=world.org, name="partner").pk,
         "case": Case.objects.create(organisation=world.org, kind="site", source="copycat.example").pk,
+        "receipt": DeletionReceipt.objects.create(
+            uuid=uuid.uuid4(), kind="image", organisation_id=world.org.pk, organisation_slug=world.org.slug,
+            organisation_name=world.org.name, subject_id=999, subject_label="gone.png", created=timezone.now(),
+            body={"totals": {}}, signature="0" * 64, key_id="0" * 16).pk,
         "bulk-progress": BulkJob.objects.create(organisation=world.org, collection=world.collection, kind="index",
                                                 source="/nonexistent/imgprotect-test").pk,
     }
@@ -188,7 +199,7 @@ def test_unknown_ids_answer_404(world):  # type: ignore[no-untyped-def]
     assert owner.get("/o/no-such-org/").status_code == 404
 
 
-@pytest.mark.parametrize("name", ["home", "password-change", "password-change-done"])
+@pytest.mark.parametrize("name", ["home", "password-change", "password-change-done", "account-receipts"])
 def test_account_pages_need_a_login(world, name):  # type: ignore[no-untyped-def]
     url = reverse(f"portal:{name}")
     response = Client().get(url)

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from catalog.models import Invitation, Membership, ProtectedImage, Role
+from catalog.models import DeletionReceipt, Invitation, Membership, ProtectedImage, Role
 from matching.models import Check, CheckOrigin, Match
 from matching.portal.models import PortalVisit
 from matching.portal.presentation import describe_edit_report, outlines, signal_rows
@@ -70,7 +70,8 @@ def test_deleting_an_image(world, media_files, django_capture_on_commit_callback
     stored = world.image.file.name
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(url)
-    assert response["Location"] == reverse("portal:collection", args=["acme", world.collection.pk])
+    receipt = DeletionReceipt.objects.get(subject_id=world.image.pk)  # shown next (tests/portal/test_receipts.py)
+    assert response["Location"] == reverse("portal:receipt", args=["acme", receipt.pk])
     assert not ProtectedImage.objects.filter(pk=world.image.pk).exists()
     assert not any(str(p).endswith(stored) for p in media_files())
 

@@ -11,6 +11,7 @@ from django.template.loader import render_to_string
 
 from catalog import services as catalog_services
 from catalog.models import ProtectedImage, Role
+from catalog.receipts import actor_of
 from imgprotect.errors import ServiceError
 from matching import protection, selftest
 from matching.bulk import selectors as bulk_selectors
@@ -95,9 +96,9 @@ def collection_delete(request: PortalRequest, pk: int) -> HttpResponse:
     col = found(selectors.collection_of(request.organisation, pk))
     if request.method == "POST":
         name = col.name
-        catalog_services.collection_delete(collection=col)
-        messages.success(request, f"Collection “{name}” and its images were deleted.")
-        return HttpResponseRedirect(org_url(request, "collections"))
+        receipt = catalog_services.collection_delete(collection=col, actor=actor_of(request))
+        messages.success(request, f"Collection “{name}” and its images were deleted. This is the signed receipt.")
+        return HttpResponseRedirect(org_url(request, "receipt", receipt.pk))
     return page(request, "portal/confirm_delete.html", {
         "title": f"Delete the collection “{col.name}”?",
         "body": f"Its {col.images.count()} images and their match reports are deleted and leave every index. "
@@ -184,10 +185,10 @@ def image_self_test(request: PortalRequest, pk: int) -> HttpResponse:
 def image_delete(request: PortalRequest, pk: int) -> HttpResponse:
     img = found(selectors.image_of(request.organisation, pk))
     if request.method == "POST":
-        collection_id, key = img.collection_id, img.key
-        catalog_services.protected_image_delete(image=img)
-        messages.success(request, f"“{key}” was deleted; it no longer matches anything.")
-        return HttpResponseRedirect(org_url(request, "collection", collection_id))
+        key = img.key
+        receipt = catalog_services.protected_image_delete(image=img, actor=actor_of(request))
+        messages.success(request, f"“{key}” was deleted; it no longer matches anything. This is the signed receipt.")
+        return HttpResponseRedirect(org_url(request, "receipt", receipt.pk))
     return page(request, "portal/confirm_delete.html", {
         "title": f"Delete “{img.key}”?",
         "body": "The image leaves every index at once and its match reports are deleted. This cannot be undone.",
