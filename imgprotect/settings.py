@@ -244,6 +244,8 @@ IMGPROTECT_BULK_PARTITION_SIZE = env_int("IMGPROTECT_BULK_PARTITION_SIZE", 200, 
 IMGPROTECT_BULK_STALE_AFTER_SECONDS = env_int("IMGPROTECT_BULK_STALE_AFTER_SECONDS", 300, minimum=30)
 IMGPROTECT_BULK_TIME_LIMIT_SECONDS = env_int("IMGPROTECT_BULK_TIME_LIMIT_SECONDS", 24 * 3600, minimum=60)
 CELERY_BEAT_SCHEDULE["sweep-stale-bulk-jobs"] = {"task": "workers.bulk.sweep_stale_bulk_jobs", "schedule": 60.0}
+# Watches (matching/bulk/watches.py): start the runs that are due, each a scan of the keys not seen before.
+CELERY_BEAT_SCHEDULE["start-due-watches"] = {"task": "workers.bulk.start_due_watches", "schedule": 60.0}
 
 # --- e-mail: console unless SMTP is configured ------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST")

@@ -8,7 +8,7 @@ from rest_framework.routers import DefaultRouter
 from catalog.api import CollectionViewSet, OrganisationView
 from imgprotect.views import admin_image_file
 from matching.api import CheckViewSet, MatchViewSet
-from matching.bulk.api import BulkJobViewSet
+from matching.bulk.api import BulkJobViewSet, WatchViewSet
 from matching.protection_api import ProtectedImageViewSet
 
 router = DefaultRouter()
@@ -17,6 +17,7 @@ router.register("images", ProtectedImageViewSet, basename="image")
 router.register("checks", CheckViewSet, basename="check")
 router.register("matches", MatchViewSet, basename="match")
 router.register("bulk-jobs", BulkJobViewSet, basename="bulk-job")
+router.register("watches", WatchViewSet, basename="watch")
 
 
 def healthz(request):

@@ -2,7 +2,7 @@
 
 Each request carries (see docs/webhooks.md)::
 
-    X-Imgprotect-Event: match.created | match.reviewed | ping
+    X-Imgprotect-Event: match.created | match.reviewed | scan.matches | ping
     X-Imgprotect-Delivery: <uuid, the same on every retry of one delivery>
     X-Imgprotect-Timestamp: <unix seconds of this attempt>
     X-Imgprotect-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>
@@ -292,6 +292,35 @@ def webhook_matches_created(*, match_ids: list[int]) -> int:
             for m in group
         ]))
     return count
+
+
+SCAN_SUMMARY_LIMIT = 100  # matches listed in one scan.matches event; ``count`` says how many there are
+
+
+def webhook_scan_summary(*, scan: dict[str, Any], match_ids: list[int]) -> int:
+    """Queue one ``scan.matches`` event per collection for a scan's new matches (not one per match).
+
+    ``scan`` is ``{"id", "source", "watch"}``. Idempotent per webhook, scan and collection.
+    """
+    matches = list(
+        Match.objects.filter(pk__in=match_ids, review_status=Match.Review.NEW)
+        .select_related("organisation", "protected_image__collection", "source_check").order_by("-score", "-id")
+    )
+    if not matches or not Webhook.objects.filter(organisation_id=matches[0].organisation_id, active=True).exists():
+        return 0
+    org = matches[0].organisation
+    by_collection: dict[int, list[Match]] = {}
+    for m in matches:
+        by_collection.setdefault(m.protected_image.collection_id, []).append(m)
+    items = []
+    for collection_id, group in by_collection.items():
+        collection = group[0].protected_image.collection
+        data = {"scan": scan, "collection": {"id": collection_id, "slug": collection.slug, "name": collection.name},
+                "count": len(group), "matches": [match_data(m) for m in group[:SCAN_SUMMARY_LIMIT]],
+                "desk_url": _portal_url("portal:desk", org.slug) + f"?status=new&collection={collection_id}"}
+        items.append(("scan.matches", f"scan.matches:{scan['id']}:{collection_id}",
+                      _envelope("scan.matches", org, data)))
+    return len(_enqueue(org.pk, items))
 
 
 def webhook_matches_reviewed(*, events: list[ReviewEvent]) -> int:
