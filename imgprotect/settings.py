@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from imgprotect.env import (
     ConfigError, cache_from_url, env_bool, env_choice, env_float, env_int, env_list, env_optional_int, env_rate, env_str,
-    embedded_secret_key, secret_key_problem,
+    embedded_secret_key, env_spark_conf, secret_key_problem,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -231,6 +231,9 @@ IMGPROTECT_MAX_CHECK_WAIT_SECONDS = env_float("IMGPROTECT_MAX_CHECK_WAIT_SECONDS
 SPARK_MASTER = env_str("SPARK_MASTER", "local[*]")  # or spark://host:7077 (driver in client mode here)
 SPARK_DRIVER_MEMORY = env_str("SPARK_DRIVER_MEMORY", "1g")
 SPARK_EXECUTOR_MEMORY = env_str("SPARK_EXECUTOR_MEMORY")
+# Any other spark-submit --conf, as a JSON object, applied last (so it overrides ours): executor cores and
+# memory overhead, the Python on YARN/Kubernetes executors, spark.kubernetes.* (docs/bulk.md, "Clusters").
+SPARK_CONF = env_spark_conf("SPARK_CONF")
 # Bulk sources: each organisation may read only its own roots (catalog/sources.py, docs/bulk.md):
 # "acme=/data/acme,s3://bucket/acme;beta=/data/beta", and/or shared roots without "slug=" of which
 # each organisation reads only <root>/<org-slug>/. Unset: the command line may read any source, the

@@ -281,7 +281,7 @@ def _run_spark(job: BulkJob, on_progress: ProgressCallback | None) -> dict[str, 
         submission = build_submission(master=master, job_args=args, work_dir=work,
                                       driver_memory=settings.SPARK_DRIVER_MEMORY,
                                       executor_memory=settings.SPARK_EXECUTOR_MEMORY or None, extra_env=env,
-                                      secret_env=secrets)
+                                      secret_env=secrets, extra_conf=settings.SPARK_CONF)
     except SubmitError as exc:
         raise JobFailed(str(exc)) from exc
     log_path = _log_path(job)
