@@ -222,3 +222,39 @@ def test_second_run_scans_only_the_new_file_and_each_run_alerts_once(org, drops,
     Watch.objects.filter(pk=watch.pk).update(last_job=first)  # the page lists the last run's unusable files
     html = browser.get(f"/o/{org.slug}/watches/").content.decode()
     assert "rocket copy.jpg" in html and "too_many_pixels" in html and "bad/bomb.png" in html
+
+
+# --- portal ---------------------------------------------------------------------------------------
+
+def test_portal_page_creates_pauses_deletes_and_escapes(org, drops):
+    hostile = "<script>alert(1)</script>"
+    (drops / hostile).mkdir()
+    (drops / hostile / "a.png").write_bytes(photo_png("coffee"))
+    users = {}
+    for role in (Role.VIEWER, Role.ADMIN):
+        users[role] = Client()
+        user = UserFactory()
+        MembershipFactory(user=user, organisation=org, role=role)
+        users[role].force_login(user)
+    admin, viewer = users[Role.ADMIN], users[Role.VIEWER]
+    page = f"/o/{org.slug}/watches/"
+
+    refused = admin.post(f"{page}new/", {"source": "/etc", "schedule": "daily"})
+    assert refused.status_code == 400 and "IMGPROTECT_SOURCE_ROOTS" in refused.content.decode()
+    response = admin.post(f"{page}new/", {"source": str(drops / hostile), "schedule": "hourly"})
+    assert response.status_code == 302 and response["Location"] == page
+    watch = Watch.objects.get()
+    Watch.objects.filter(pk=watch.pk).update(last_error=f"The source cannot be scanned: {hostile} is gone")
+    html = admin.get(page).content.decode()
+    assert hostile not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'data-state="failing"' in html and "is gone" in html and 'action="/o/acme/watches/new/"' in html
+    as_viewer = viewer.get(page)
+    assert as_viewer.status_code == 200 and "Watch a source" not in as_viewer.content.decode()
+    assert viewer.post(f"{page}new/", {"source": str(drops), "schedule": "daily"}).status_code == 403
+    assert viewer.post(f"{page}{watch.pk}/toggle/").status_code == 403
+
+    assert admin.post(f"{page}{watch.pk}/toggle/").status_code == 302
+    watch.refresh_from_db()
+    assert not watch.enabled and 'data-state="paused"' in admin.get(page).content.decode()
+    assert admin.post(f"{page}{watch.pk}/delete/").status_code == 302 and not Watch.objects.exists()
+    assert admin.post(f"{page}{watch.pk}/delete/").status_code == 404

@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, reverse
 
-from matching.bulk.models import BulkJob
+from matching.bulk.models import BulkJob, Watch
 from catalog.models import Membership, Role
 from catalog.models import Invitation
 from catalog.services import api_key_create, invitation_create
@@ -43,6 +43,10 @@ ACCESS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "collection-upload": (M, POST),
     "bulk-start": (A, POST),
     "bulk-progress": (V, GET),
+    "watches": (V, GET),
+    "watch-create": (A, POST),
+    "watch-toggle": (A, POST),
+    "watch-delete": (A, POST),
     "image": (V, GET),
     "image-delete": (M, BOTH),
     "image-file": (V, GET),
@@ -110,6 +114,7 @@ def _objects(world) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         "bulk-start": world.collection.pk,
         "bulk-progress": BulkJob.objects.create(organisation=world.org, collection=world.collection, kind="index",
                                                 source="/nonexistent/imgprotect-test").pk,
+        "watch": Watch.objects.create(organisation=world.org, source="/nonexistent/imgprotect-watch").pk,
     }
     return pk
 
