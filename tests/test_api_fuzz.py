@@ -2,7 +2,7 @@
 
 Each operation gets generated requests, valid and invalid, from an admin API key
 of an organisation that holds data: collections, indexed protected images, a
-check with a match and its evidence, bulk jobs (one with per-file errors). A
+check with a match and its evidence, bulk jobs (one with per-file errors), a watch. A
 second organisation's rows are there to be probed: their ids must answer 404.
 Valid requests take their path ids from those rows half of the time, so the
 fuzzer reaches the success paths and their documented shapes as well as the
@@ -28,7 +28,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.openapi.checks import RejectedPositiveData
 
 from catalog.models import Collection, ProtectedImage
-from matching.bulk.models import BulkJob, BulkJobError
+from matching.bulk.models import BulkJob, BulkJobError, Watch
 from matching.models import Check, Match
 from tests.conftest import client_for
 from tests.factories import CollectionFactory, OrganisationFactory, api_key_for
@@ -46,6 +46,7 @@ ID_MODELS = {
     "/api/v1/checks/": Check,
     "/api/v1/matches/": Match,
     "/api/v1/bulk-jobs/": BulkJob,
+    "/api/v1/watches/": Watch,
 }
 SPARE = "spare"  # the collection that DELETE may remove
 SPARE_IMAGE = "horse.png"  # the image that DELETE may remove
@@ -71,6 +72,7 @@ def fuzz_data(org, settings, monkeypatch):  # type: ignore[no-untyped-def]
     failed = BulkJob.objects.create(organisation=org, kind="scan", source="/crawls/b", status=BulkJob.Status.FAILED,
                                     error="boom")
     BulkJobError.objects.create(job=failed, key="b/broken.jpg", code="corrupt_image", reason="truncated")
+    Watch.objects.create(organisation=org, source="/crawls/w", collection=photos, last_job=failed)
     other = OrganisationFactory(slug="rival")
     rival = CollectionFactory(organisation=other, slug="rival-photos")
     assert client_for(other).post("/api/v1/images/", {"collection": rival.pk, "file": SimpleUploadedFile(
@@ -144,6 +146,7 @@ IMAGE_ERROR_CODES = {"empty_file", "file_too_large", "unsupported_format", "corr
 SEMANTIC_FIELD_ERRORS = {
     "collection": ("No such collection in your organisation.", "not one of the available choices."),
     "check": ("No such check in your organisation.",),
+    "watch": ("No such watch in your organisation.",),
     "alert_emails": ("is not a valid e-mail address.",),  # catalog/models.py validate_email_list
     "file": ("No file was submitted.", "The submitted file is empty."),
 }
