@@ -244,6 +244,13 @@ def test_portal_page_creates_pauses_deletes_and_escapes(org, drops):
     response = admin.post(f"{page}new/", {"source": str(drops / hostile), "schedule": "hourly"})
     assert response.status_code == 302 and response["Location"] == page
     watch = Watch.objects.get()
+    run = BulkJob.objects.create(organisation=org, kind="scan", source=watch.source, watch=watch, status="running",
+                                 total=10, done=4)
+    Watch.objects.filter(pk=watch.pk).update(last_job=run)
+    html = viewer.get(page).content.decode()  # a running run: its live progress bar, as the dashboard's
+    assert f'data-job-progress="/o/acme/bulk-jobs/{run.pk}/progress/"' in html and 'data-width="40"' in html
+    assert viewer.get(f"/o/acme/bulk-jobs/{run.pk}/progress/").json() == {"status": "running", "done": 4,
+                                                                          "total": 10, "failed": 0}
     Watch.objects.filter(pk=watch.pk).update(last_error=f"The source cannot be scanned: {hostile} is gone")
     html = admin.get(page).content.decode()
     assert hostile not in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
