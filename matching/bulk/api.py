@@ -174,13 +174,24 @@ class WatchUpdateSerializer(StrictJson, serializers.Serializer):
     enabled = serializers.BooleanField(required=False, help_text="false pauses the watch, true resumes it.")
 
 
+class WatchFilter(django_filters.FilterSet):
+    # "true" or "false" only: django-filter's BooleanFilter reads anything else ("null", "maybe") as no filter.
+    enabled = django_filters.TypedChoiceFilter(choices=[("true", "true"), ("false", "false")],
+                                               coerce=lambda value: value == "true",
+                                               help_text="true: active watches; false: paused ones.")
+
+    class Meta:
+        model = Watch
+        fields = ["enabled", "schedule"]
+
+
 class WatchViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                    viewsets.GenericViewSet):
     """Sources scanned on a schedule for new files (docs/bulk.md, "Watches")."""
 
     queryset = Watch.objects.none()  # the schema's model only: get_queryset() filters by tenant
     serializer_class = WatchSerializer
-    filterset_fields = ["enabled", "schedule"]
+    filterset_class = WatchFilter
     # A watch reads a whole source on a schedule: admins only, as bulk jobs.
     write_roles = {"create": Role.ADMIN, "partial_update": Role.ADMIN, "destroy": Role.ADMIN}
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]

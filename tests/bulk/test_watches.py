@@ -74,6 +74,8 @@ def test_api_refuses_bad_input_other_organisations_and_low_roles(api, org, drops
     theirs.refresh_from_db()
     assert theirs.enabled
     assert api.get("/api/v1/watches/").json()["count"] == 0
+    for query in ("enabled=null", "enabled=maybe", "schedule=weekly"):  # not "no filter": a clear 400
+        assert api.get(f"/api/v1/watches/?{query}").status_code == 400, query
     assert api.get(f"/api/v1/bulk-jobs/?watch={theirs.pk}").status_code == 400  # not one of ours
 
     bad = [({"source": "/etc"}, "source_not_allowed"), ({"source": str(drops / ".." / "..")}, "source_not_allowed"),
