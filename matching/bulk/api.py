@@ -176,13 +176,15 @@ class WatchUpdateSerializer(StrictJson, serializers.Serializer):
 
 class WatchFilter(django_filters.FilterSet):
     # "true" or "false" only: django-filter's BooleanFilter reads anything else ("null", "maybe") as no filter.
-    enabled = django_filters.TypedChoiceFilter(choices=[("true", "true"), ("false", "false")],
-                                               coerce=lambda value: value == "true",
-                                               help_text="true: active watches; false: paused ones.")
+    enabled = django_filters.ChoiceFilter(choices=[("true", "true"), ("false", "false")], method="filter_enabled",
+                                          help_text="true: active watches; false: paused ones.")
 
     class Meta:
         model = Watch
         fields = ["enabled", "schedule"]
+
+    def filter_enabled(self, queryset: QuerySet[Watch], name: str, value: str) -> QuerySet[Watch]:
+        return queryset.filter(enabled=value == "true")
 
 
 class WatchViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
