@@ -5,6 +5,7 @@ file, so secrets can come from Docker/Kubernetes secret mounts.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -76,6 +77,32 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if value is None or value.strip() == "":
         return list(default or [])
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_spark_conf(name: str) -> dict[str, str]:
+    """Spark settings as a JSON object, ``{"spark.executor.cores": "4", ...}``; every key a ``spark.*`` name.
+
+    JSON, not a separated list: Spark values hold commas (archive lists), spaces (JVM options) and ``=``.
+    """
+    value = _raw(name)
+    if value is None or value.strip() == "":
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"{name} must be a JSON object of Spark settings, such as {{\"spark.executor.cores\": \"4\"}}")
+    conf: dict[str, str] = {}
+    for key, item in parsed.items():
+        if not key.startswith("spark.") or any(c.isspace() for c in key):
+            raise ConfigError(f"{name}: {key!r} is not a Spark setting (spark.*)")
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        if not isinstance(item, (str, int, float)):
+            raise ConfigError(f"{name}: the value of {key} must be a string or a number")
+        conf[key] = str(item)
+    return conf
 
 
 def env_optional_int(name: str, *, minimum: int | None = None) -> int | None:

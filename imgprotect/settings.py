@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from imgprotect.env import (
     ConfigError, cache_from_url, env_bool, env_choice, env_float, env_int, env_list, env_optional_int, env_rate, env_str,
-    embedded_secret_key, secret_key_problem,
+    embedded_secret_key, env_spark_conf, secret_key_problem,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -239,6 +239,9 @@ IMGPROTECT_MAX_CHECK_WAIT_SECONDS = env_float("IMGPROTECT_MAX_CHECK_WAIT_SECONDS
 SPARK_MASTER = env_str("SPARK_MASTER", "local[*]")  # or spark://host:7077 (driver in client mode here)
 SPARK_DRIVER_MEMORY = env_str("SPARK_DRIVER_MEMORY", "1g")
 SPARK_EXECUTOR_MEMORY = env_str("SPARK_EXECUTOR_MEMORY")
+# Any other spark-submit --conf, as a JSON object, applied last (so it overrides ours): executor cores and
+# memory overhead, the Python on YARN/Kubernetes executors, spark.kubernetes.* (docs/bulk.md, "Clusters").
+SPARK_CONF = env_spark_conf("SPARK_CONF")
 # Bulk sources: each organisation may read only its own roots (catalog/sources.py, docs/bulk.md):
 # "acme=/data/acme,s3://bucket/acme;beta=/data/beta", and/or shared roots without "slug=" of which
 # each organisation reads only <root>/<org-slug>/. Unset: the command line may read any source, the
@@ -252,6 +255,8 @@ IMGPROTECT_BULK_PARTITION_SIZE = env_int("IMGPROTECT_BULK_PARTITION_SIZE", 200, 
 IMGPROTECT_BULK_STALE_AFTER_SECONDS = env_int("IMGPROTECT_BULK_STALE_AFTER_SECONDS", 300, minimum=30)
 IMGPROTECT_BULK_TIME_LIMIT_SECONDS = env_int("IMGPROTECT_BULK_TIME_LIMIT_SECONDS", 24 * 3600, minimum=60)
 CELERY_BEAT_SCHEDULE["sweep-stale-bulk-jobs"] = {"task": "workers.bulk.sweep_stale_bulk_jobs", "schedule": 60.0}
+# Watches (matching/bulk/watches.py): start the runs that are due, each a scan of the keys not seen before.
+CELERY_BEAT_SCHEDULE["start-due-watches"] = {"task": "workers.bulk.start_due_watches", "schedule": 60.0}
 
 # --- e-mail: console unless SMTP is configured ------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST")

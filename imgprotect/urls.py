@@ -9,7 +9,7 @@ from catalog.api import CollectionViewSet, OrganisationView
 from catalog.receipts_api import DeletionReceiptViewSet
 from imgprotect.views import admin_image_file
 from matching.api import CheckViewSet, MatchViewSet
-from matching.bulk.api import BulkJobViewSet
+from matching.bulk.api import BulkJobViewSet, WatchViewSet
 from matching.hashlists_api import CollectionHashesView, HashListViewSet, HmaLookupView, HmaRawLookupView
 from matching.cases_api import CaseViewSet
 from matching.protection_api import ProtectedImageViewSet
@@ -23,6 +23,7 @@ router.register("bulk-jobs", BulkJobViewSet, basename="bulk-job")
 router.register("hash-lists", HashListViewSet, basename="hash-list")
 router.register("cases", CaseViewSet, basename="case")
 router.register("receipts", DeletionReceiptViewSet, basename="receipt")
+router.register("watches", WatchViewSet, basename="watch")
 
 
 def healthz(request):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Q
@@ -26,7 +27,7 @@ from django.utils import timezone
 from catalog.models import AlertFrequency, Collection
 from catalog.validators import one_line
 from matching.models import HashList, Match
-from matching.webhooks import webhook_matches_created
+from matching.webhooks import webhook_matches_created, webhook_scan_summary
 
 # A digest only covers recent matches, so switching a collection from "never" to a
 # digest does not mail its whole history.
@@ -42,18 +43,23 @@ def match_alerts_send(*, check_id: int) -> int:
     return match_alerts_send_for(match_ids=list(Match.objects.filter(source_check_id=check_id).values_list("id", flat=True)))
 
 
-def match_alerts_send_for(*, match_ids: list[int]) -> int:
+def match_alerts_send_for(*, match_ids: list[int], scan: dict[str, Any] | None = None) -> int:
     """Announce new matches (from a check or a scan): webhooks now, e-mail now for "immediate" collections.
 
-    Returns the number of e-mails sent. Idempotent.
+    With ``scan`` (``{"id", "source", "watch"}``: the matches of one bulk scan), one summary per
+    collection: one ``scan.matches`` webhook event listing them instead of a ``match.created`` per
+    match, and an e-mail whose subject names the scan. Returns the number of e-mails sent. Idempotent.
     """
-    webhook_matches_created(match_ids=match_ids)
+    if scan is None:
+        webhook_matches_created(match_ids=match_ids)
+    else:
+        webhook_scan_summary(scan=scan, match_ids=match_ids)
     due = Match.objects.filter(
         Q(protected_image__collection__alert_frequency=AlertFrequency.IMMEDIATE)
         | Q(hash_list_entry__isnull=False),  # a hash list's recipients are told at once
         pk__in=match_ids, alerted__isnull=True, review_status=Match.Review.NEW,
     ).values_list("id", flat=True)
-    return _claim_and_send(list(due), digest=None)
+    return _claim_and_send(list(due), digest=None, scan=scan)
 
 
 def match_digest_send(*, frequency: str, now: datetime | None = None) -> int:
@@ -68,7 +74,7 @@ def match_digest_send(*, frequency: str, now: datetime | None = None) -> int:
     return _claim_and_send(list(due), digest=frequency)
 
 
-def _claim_and_send(ids: list[int], *, digest: str | None) -> int:
+def _claim_and_send(ids: list[int], *, digest: str | None, scan: dict[str, Any] | None = None) -> int:
     if not ids:
         return 0
     claim = timezone.now()  # microsecond timestamp: doubles as this run's claim token
@@ -89,7 +95,7 @@ def _claim_and_send(ids: list[int], *, digest: str | None) -> int:
         if not collection.alert_recipients:
             continue  # claimed anyway: nobody to tell, and a later recipient should not get old news
         try:
-            _send(collection, group, digest=digest)
+            _send(collection, group, digest=digest, scan=scan)
         except Exception:
             unsent = [m.pk for g in pending[i:] for m in g]
             Match.objects.filter(pk__in=unsent, alerted=claim).update(alerted=None)
@@ -110,7 +116,8 @@ def _match_url(match: Match) -> str:
     return settings.SITE_URL + reverse("portal:match", args=[match.organisation.slug, match.pk])
 
 
-def _send(collection: Collection | HashList, matches: list[Match], *, digest: str | None) -> None:
+def _send(collection: Collection | HashList, matches: list[Match], *, digest: str | None,
+          scan: dict[str, Any] | None = None) -> None:
     organisation = matches[0].organisation
     desk_filter = f"&collection={collection.pk}" if isinstance(collection, Collection) else ""
     shown = matches[:EMAIL_LIST_LIMIT]
@@ -126,6 +133,7 @@ def _send(collection: Collection | HashList, matches: list[Match], *, digest: st
         + f"?status=new{desk_filter}",
         "settings_url": settings.SITE_URL + reverse("portal:settings-alerts", args=[organisation.slug]),
         "site_url": settings.SITE_URL,
+        "scan": scan,
     }
     noun = "match" if len(matches) == 1 else "matches"
     retro = sum(m.found_retroactively for m in matches)
@@ -133,6 +141,8 @@ def _send(collection: Collection | HashList, matches: list[Match], *, digest: st
         noun += " found retroactively" if retro == len(matches) else f" ({retro} found retroactively)"
     if digest:
         subject = f"[imgprotect] {context['digest_label']}: {len(matches)} new {noun} in {collection.name}"
+    elif scan:
+        subject = f"[imgprotect] Scan of {scan['source']}: {len(matches)} new {noun} in {collection.name}"
     else:
         subject = f"[imgprotect] {len(matches)} new {noun} in {collection.name}"
     message = EmailMultiAlternatives(

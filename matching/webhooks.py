@@ -2,7 +2,7 @@
 
 Each request carries (see docs/webhooks.md)::
 
-    X-Imgprotect-Event: match.created | match.reviewed | ping
+    X-Imgprotect-Event: match.created | match.reviewed | scan.matches | ping
     X-Imgprotect-Delivery: <uuid, the same on every retry of one delivery>
     X-Imgprotect-Timestamp: <unix seconds of this attempt>
     X-Imgprotect-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>
@@ -299,6 +299,48 @@ def webhook_matches_created(*, match_ids: list[int]) -> int:
             for m in group
         ]))
     return count
+
+
+SCAN_SUMMARY_LIMIT = 100  # matches listed in one scan.matches event; ``count`` says how many there are
+
+
+def webhook_scan_summary(*, scan: dict[str, Any], match_ids: list[int]) -> int:
+    """Queue one ``scan.matches`` event per collection for a scan's new matches (not one per match).
+
+    ``scan`` is ``{"id", "source", "watch"}``. Idempotent per webhook, scan and collection.
+    """
+    matches = list(
+        Match.objects.filter(pk__in=match_ids, review_status=Match.Review.NEW)
+        .select_related("organisation", "protected_image__collection", "source_check", "hash_list_entry__hash_list")
+        .order_by("-score", "-id")
+    )
+    if not matches or not Webhook.objects.filter(organisation_id=matches[0].organisation_id, active=True).exists():
+        return 0
+    org = matches[0].organisation
+    # One event per collection, and per hash list for hash-list matches (they have no protected image).
+    groups: dict[tuple[str, int], list[Match]] = {}
+    for m in matches:
+        if m.protected_image is not None:
+            groups.setdefault(("collection", m.protected_image.collection_id), []).append(m)
+        else:
+            assert m.hash_list_entry is not None  # a match names one or the other (a database constraint)
+            groups.setdefault(("hash_list", m.hash_list_entry.hash_list_id), []).append(m)
+    items = []
+    for (kind, target_id), group in groups.items():
+        data: dict[str, Any] = {"scan": scan, "collection": None, "count": len(group),
+                                "matches": [match_data(m) for m in group[:SCAN_SUMMARY_LIMIT]]}
+        if kind == "collection":
+            collection = group[0].protected_image.collection  # type: ignore[union-attr]
+            data["collection"] = {"id": target_id, "slug": collection.slug, "name": collection.name}
+            data["desk_url"] = _portal_url("portal:desk", org.slug) + f"?status=new&collection={target_id}"
+        else:
+            hash_list = group[0].hash_list_entry.hash_list  # type: ignore[union-attr]
+            data["hash_list"] = {"id": target_id, "name": hash_list.name}
+            data["desk_url"] = _portal_url("portal:desk", org.slug) + "?status=new"
+        key = f"scan.matches:{scan['id']}:{target_id}" if kind == "collection" else \
+            f"scan.matches:{scan['id']}:hash_list:{target_id}"
+        items.append(("scan.matches", key, _envelope("scan.matches", org, data)))
+    return len(_enqueue(org.pk, items))
 
 
 def webhook_matches_reviewed(*, events: list[ReviewEvent]) -> int:

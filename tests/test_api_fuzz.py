@@ -2,7 +2,7 @@
 
 Each operation gets generated requests, valid and invalid, from an admin API key
 of an organisation that holds data: collections, indexed protected images, a
-check with a match and its evidence, bulk jobs (one with per-file errors). A
+check with a match and its evidence, bulk jobs (one with per-file errors), a watch. A
 second organisation's rows are there to be probed: their ids must answer 404.
 Valid requests take their path ids from those rows half of the time, so the
 fuzzer reaches the success paths and their documented shapes as well as the
@@ -28,7 +28,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.openapi.checks import RejectedPositiveData
 
 from catalog.models import Collection, ProtectedImage
-from matching.bulk.models import BulkJob, BulkJobError
+from matching.bulk.models import BulkJob, BulkJobError, Watch
 from matching.models import Case, Check, HashList, Match
 from tests.conftest import client_for
 from tests.factories import CollectionFactory, OrganisationFactory, api_key_for
@@ -48,6 +48,7 @@ ID_MODELS = {
     "/api/v1/bulk-jobs/": BulkJob,
     "/api/v1/hash-lists/": HashList,
     "/api/v1/cases/": Case,
+    "/api/v1/watches/": Watch,
 }
 SPARE = "spare"  # the collection that DELETE may remove
 SPARE_IMAGE = "horse.png"  # the image that DELETE may remove
@@ -75,6 +76,7 @@ def fuzz_data(org, settings, monkeypatch):  # type: ignore[no-untyped-def]
     BulkJobError.objects.create(job=failed, key="b/broken.jpg", code="corrupt_image", reason="truncated")
     assert api.post("/api/v1/hash-lists/", {"name": "partner", "file": SimpleUploadedFile("l.txt", b"ab" * 32)},
                     format="multipart").status_code == 201
+    Watch.objects.create(organisation=org, source="/crawls/w", collection=photos, last_job=failed)
     other = OrganisationFactory(slug="rival")
     rival = CollectionFactory(organisation=other, slug="rival-photos")
     assert client_for(other).post("/api/v1/images/", {"collection": rival.pk, "file": SimpleUploadedFile(
@@ -153,6 +155,7 @@ SEMANTIC_FIELD_ERRORS = {
     "collection": ("No such collection in your organisation.", "not one of the available choices."),
     "check": ("No such check in your organisation.",),
     "assignee": ("No such member in your organisation.",),  # a case's assignee (matching/cases_api.py)
+    "watch": ("No such watch in your organisation.",),
     "alert_emails": ("is not a valid e-mail address.",),  # catalog/models.py validate_email_list
     "file": ("No file was submitted.", "The submitted file is empty."),
     "photo": ("No file was submitted.", "The submitted file is empty."),  # HMA's POST /m/lookup

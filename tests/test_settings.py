@@ -79,3 +79,18 @@ def test_partial_search_setting_is_checked(monkeypatch):
     monkeypatch.setenv("IMGPROTECT_PARTIAL_SEARCH", "later")
     with pytest.raises(ConfigError, match="IMGPROTECT_PARTIAL_SEARCH"):
         env_choice("IMGPROTECT_PARTIAL_SEARCH", "background", ("background", "inline", "off"))
+
+
+def test_spark_conf_is_a_json_object_of_spark_settings(monkeypatch):
+    from imgprotect.env import env_spark_conf
+
+    assert env_spark_conf("X_SPARK_CONF") == {}
+    monkeypatch.setenv("X_SPARK_CONF", '{"spark.executor.cores": 4, "spark.dynamicAllocation.enabled": false, '
+                                       '"spark.yarn.dist.archives": "hdfs:///envs/a.tar.gz#env,hdfs:///b.zip"}')
+    assert env_spark_conf("X_SPARK_CONF") == {"spark.executor.cores": "4", "spark.dynamicAllocation.enabled": "false",
+                                              "spark.yarn.dist.archives": "hdfs:///envs/a.tar.gz#env,hdfs:///b.zip"}
+    for bad, message in [("spark.executor.cores=4", "not JSON"), ('["spark.x"]', "JSON object"),
+                         ('{"executor.cores": "4"}', "not a Spark setting"), ('{"spark.x": {"a": 1}}', "string")]:
+        monkeypatch.setenv("X_SPARK_CONF", bad)
+        with pytest.raises(ConfigError, match=message):
+            env_spark_conf("X_SPARK_CONF")

@@ -3,8 +3,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from imgprotect.errors import ServiceError
-from matching.bulk import services
-from matching.bulk.models import BulkJob, BulkJobError
+from matching.bulk import services, watches
+from matching.bulk.models import BulkJob, BulkJobError, Watch
 
 
 def progress_bar(job: BulkJob) -> str:
@@ -22,15 +22,15 @@ def progress_bar(job: BulkJob) -> str:
 @admin.register(BulkJob)
 class BulkJobAdmin(admin.ModelAdmin):
     list_display = ["id", "kind", "organisation", "collection", "status", "progress_column", "done", "failed",
-                    "skipped", "match_reports", "created", "finished"]
+                    "skipped", "match_reports", "watch", "created", "finished"]
     list_filter = ["status", "kind", "organisation"]
     search_fields = ["source", "spark_app_id"]
     list_select_related = ["organisation", "collection"]
     readonly_fields = ["organisation", "collection", "kind", "source", "status", "options", "progress_column",
                        "total", "done", "failed", "errors_link", "skipped", "matched", "match_reports", "rate",
                        "spark_app_id", "driver_pid", "attempts", "error", "log_tail_block", "created_by", "created",
-                       "started", "finished", "heartbeat"]
-    exclude = ["log_tail"]
+                       "started", "finished", "heartbeat", "watch"]
+    exclude = ["log_tail", "matches"]
     actions = ["cancel", "resume"]
 
     def has_add_permission(self, request):
@@ -79,3 +79,42 @@ class BulkJobErrorAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(Watch)
+class WatchAdmin(admin.ModelAdmin):
+    list_display = ["id", "source", "organisation", "collection", "schedule", "enabled", "state_column", "last_run",
+                    "next_run"]
+    list_filter = ["enabled", "schedule", "organisation"]
+    search_fields = ["source"]
+    list_select_related = ["organisation", "collection", "last_job"]
+    readonly_fields = ["organisation", "source", "collection", "state_column", "last_run", "last_job", "last_error",
+                       "runs_link", "created_by", "created"]
+    fields = ["organisation", "source", "collection", "schedule", "enabled", "next_run", "state_column", "last_run",
+              "last_job", "last_error", "runs_link", "created_by", "created"]
+    actions = ["pause", "resume"]
+
+    def has_add_permission(self, request):
+        return False  # the API and the portal validate the source against the organisation's roots
+
+    @admin.display(description="State")
+    def state_column(self, obj: Watch) -> str:
+        state, reason = obj.state_and_reason
+        return format_html('<strong>{}</strong> <span title="{}">{}</span>', state, reason, reason[:120])
+
+    @admin.display(description="Runs")
+    def runs_link(self, obj: Watch) -> str:
+        url = reverse("admin:bulk_bulkjob_changelist") + f"?watch__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} run(s)</a>', url, obj.runs.count())
+
+    @admin.action(description="Pause selected watches")
+    def pause(self, request, queryset):
+        for watch in queryset:
+            watches.watch_update(watch=watch, enabled=False)
+        messages.success(request, f"Paused {len(queryset)} watch(es).")
+
+    @admin.action(description="Resume selected watches (run at the next beat)")
+    def resume(self, request, queryset):
+        for watch in queryset:
+            watches.watch_update(watch=watch, enabled=True)
+        messages.success(request, f"Resumed {len(queryset)} watch(es).")

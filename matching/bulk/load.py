@@ -6,7 +6,8 @@ NOTHING``; elsewhere with ``bulk_create(ignore_conflicts=True)``. The
 (collection, key) unique constraint is what makes a second load of the same
 output a no-op. Scan jobs write the match reports the executors' matcher decided
 (the whole cascade, spark/compute.py), with region, edit report and evidence,
-skipping (suspect, protected image) pairs already reported.
+skipping (suspect, protected image) pairs already reported, and link them to the
+job, whose alerts go out once the whole output is in (one summary per collection).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from catalog.models import Collection, ProtectedImage
 from catalog.deletion import stored_files_delete
 from catalog.services import index_generation_bump
 from imgprotect.dispatch import enqueue_on_commit
-from matching.bulk.models import BulkJob, BulkJobError
+from matching.bulk.models import BulkJob, BulkJobError, WatchKey
 from matching.cases import cases_attach
 from matching.engine import find_candidates
 from matching.encodings import embedding_to_bytes
@@ -329,9 +330,24 @@ def load_scan(job: BulkJob, heartbeat: Callable[[], None]) -> None:
                 suspects = {m.suspect_key for m in created}
                 BulkJob.objects.filter(pk=job.pk).update(matched=F("matched") + len(suspects),
                                                          match_reports=F("match_reports") + len(created))
-                ids = [m.pk for m in created]
-                if ids:
-                    enqueue_on_commit("workers.bulk.send_scan_alerts", ids)
+                job.matches.add(*created)
+                if job.watch_id is not None:
+                    _remember_keys(job.watch_id, rows)
         except BaseException:
             stored_files_delete(written)
             raise
+    # One summary per scan and collection (an e-mail, a webhook event), once every batch is in:
+    # not one alert per batch, nor per match (docs/bulk.md).
+    enqueue_on_commit("workers.bulk.send_scan_summary", job.pk)
+
+
+# Outcomes worth another try at the watch's next run (a passing network error, a bug since fixed).
+RETRIED_CODES = frozenset({"read_error", "internal_error"})
+
+
+def _remember_keys(watch_id: int, rows: list[dict[str, Any]]) -> None:
+    """The watch's later runs skip these keys: scanned, or unusable for good (corrupt, too large...)."""
+    limit = WatchKey._meta.get_field("key").max_length or 0
+    keys = {row["key"] for row in rows if row["error_code"] not in RETRIED_CODES and len(row["key"]) <= limit}
+    WatchKey.objects.bulk_create([WatchKey(watch_id=watch_id, key=key) for key in sorted(keys)],
+                                 ignore_conflicts=True, batch_size=1000)

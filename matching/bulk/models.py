@@ -1,6 +1,7 @@
 """Bulk jobs: index a source into a collection, or scan a crawl for copies, on Spark."""
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -62,6 +63,10 @@ class BulkJob(models.Model):
     finished = models.DateTimeField(null=True, blank=True)
     # Refreshed by the process following the job; the sweeper fails jobs whose heartbeat stopped.
     heartbeat = models.DateTimeField(null=True, blank=True)
+    # A scheduled run of a watch (it scans only the keys the watch has not seen yet).
+    watch = models.ForeignKey("Watch", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    # Scans: the match reports this job wrote (all its attempts), for its one alert summary per collection.
+    matches = models.ManyToManyField("matching.Match", blank=True, related_name="bulk_jobs")
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -120,3 +125,83 @@ class BulkJobError(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.reason}"
+
+
+class Watch(models.Model):
+    """A source an organisation monitors: every hour or day, a scan of the keys not seen before.
+
+    Each run is an ordinary scan ``BulkJob`` (``runs``) given the watch's seen keys as its skip
+    list; the loader records every key it handled in ``WatchKey``. State, shown to people:
+    paused (``enabled`` off), failing (the last run, or starting it, failed: ``last_error`` or
+    the run's error), running, ok, or scheduled (never ran).
+    """
+
+    class Schedule(models.TextChoices):
+        HOURLY = "hourly", "Every hour"
+        DAILY = "daily", "Every day"
+
+    INTERVALS = {Schedule.HOURLY: datetime.timedelta(hours=1), Schedule.DAILY: datetime.timedelta(days=1)}
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="watches")
+    source = models.CharField(max_length=2048, help_text="A directory under the organisation's roots, or s3://bucket/prefix.")
+    collection = models.ForeignKey(Collection, null=True, blank=True, on_delete=models.CASCADE, related_name="watches",
+                                   help_text="Only match this collection (default: all of the organisation's).")
+    schedule = models.CharField(max_length=8, choices=Schedule.choices, default=Schedule.DAILY)
+    enabled = models.BooleanField(default=True, help_text="Off: paused, no run starts.")
+    next_run = models.DateTimeField(default=timezone.now, db_index=True)
+    last_run = models.DateTimeField(null=True, blank=True, help_text="When the last run started.")
+    last_job = models.ForeignKey(BulkJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    last_error = models.TextField(blank=True, help_text="Why the last run could not start (source gone, not allowed).")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["enabled", "next_run"], name="watch_due")]
+
+    def __str__(self) -> str:
+        return f"watch {self.pk} of {self.source}"
+
+    @property
+    def interval(self) -> datetime.timedelta:
+        return self.INTERVALS[self.Schedule(self.schedule)]
+
+    @property
+    def state(self) -> str:
+        """paused, failing, running, ok or scheduled."""
+        return self.state_and_reason[0]
+
+    @property
+    def state_and_reason(self) -> tuple[str, str]:
+        if not self.enabled:
+            return "paused", "Paused: no run starts until the watch is resumed."
+        if self.last_error:
+            return "failing", self.last_error
+        job = self.last_job
+        if job is None:
+            return "scheduled", "Not run yet."
+        if job.status == BulkJob.Status.FAILED:
+            return "failing", f"Run #{job.pk} failed: {job.error}"
+        if job.status == BulkJob.Status.CANCELLED:
+            return "failing", f"Run #{job.pk} was cancelled."
+        if job.status in BulkJob.ACTIVE:
+            return "running", f"Run #{job.pk} is {job.status}."
+        return "ok", f"Run #{job.pk} scanned {job.done} new file(s), {job.failed} unusable, {job.matched} with matches."
+
+    @property
+    def status_reason(self) -> str:
+        return self.state_and_reason[1]
+
+
+class WatchKey(models.Model):
+    """A key a watch's runs already handled: later runs skip it (one row per key, a crawl may have millions)."""
+
+    watch = models.ForeignKey(Watch, on_delete=models.CASCADE, related_name="seen_keys")
+    key = models.CharField(max_length=1024)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["watch", "key"], name="uniq_watch_key")]
+
+    def __str__(self) -> str:
+        return self.key

@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from catalog.models import Collection, Organisation, ProtectedImage
@@ -30,7 +30,8 @@ from catalog.sources import SourceError, open_source, source_check_allowed
 from imgprotect import dispatch
 from imgprotect.errors import Conflict, ServiceError
 from matching.bulk import load
-from matching.bulk.models import BulkJob, BulkJobError
+from matching.alerts import match_alerts_send_for
+from matching.bulk.models import BulkJob, BulkJobError, Watch, WatchKey
 from matching.bulk.references import scan_references_write
 from matching.engine import cnn_enabled
 from matching.index_registry import registry
@@ -73,6 +74,7 @@ def bulkjob_create(
     trusted: bool = False,
     start: bool = True,
     extra_options: dict[str, Any] | None = None,
+    watch: Watch | None = None,
 ) -> BulkJob:
     """Record a bulk job and, with ``start``, queue it to run after commit.
 
@@ -97,7 +99,7 @@ def bulkjob_create(
         options["spark_master"] = spark_master
     user = created_by if created_by is not None and created_by.is_authenticated else None
     job = BulkJob.objects.create(organisation=organisation, collection=collection, kind=kind, source=canonical,
-                                 options=options, created_by=user, heartbeat=timezone.now())
+                                 options=options, created_by=user, heartbeat=timezone.now(), watch=watch)
     if start:
         _enqueue(job.pk)
     return job
@@ -191,9 +193,15 @@ def _storage_target() -> _Storage:
 
 
 def _write_skip_file(job: BulkJob, path: Path) -> None:
-    """Keys the collection already holds: the job leaves them alone (reported as unchanged)."""
-    assert job.collection_id is not None  # an index job has a collection (bulkjob_create)
-    keys = ProtectedImage.objects.filter(collection_id=job.collection_id).values_list("key", flat=True)
+    """Keys the job leaves alone (reported as skipped): an index job's collection already holds them,
+    a watch's run already saw them in an earlier run."""
+    keys: QuerySet[Any, str]
+    if job.kind == BulkJob.Kind.SCAN:
+        assert job.watch_id is not None  # only a watch's runs skip keys in a scan
+        keys = WatchKey.objects.filter(watch_id=job.watch_id).values_list("key", flat=True)
+    else:
+        assert job.collection_id is not None  # an index job has a collection (bulkjob_create)
+        keys = ProtectedImage.objects.filter(collection_id=job.collection_id).values_list("key", flat=True)
     with open(path, "w", encoding="utf-8") as fh:
         for key in keys.iterator(chunk_size=10000):
             fh.write(json.dumps(key) + "\n")
@@ -225,6 +233,10 @@ def _job_arguments(job: BulkJob) -> tuple[list[str], dict[str, str], dict[str, s
         if target.endpoint:
             args += ["--store-s3-endpoint", target.endpoint]
         secrets.update(target.env)
+        if job.watch_id is not None:  # a watch's run scans only the keys its earlier runs did not see
+            skip = job.work_dir / f"skip-{job.attempts}.jsonl"
+            _write_skip_file(job, skip)
+            args += ["--skip-keys", str(skip)]
     if job.kind == BulkJob.Kind.INDEX:
         skip = job.work_dir / f"skip-{job.attempts}.jsonl"
         _write_skip_file(job, skip)
@@ -269,7 +281,7 @@ def _run_spark(job: BulkJob, on_progress: ProgressCallback | None) -> dict[str, 
         submission = build_submission(master=master, job_args=args, work_dir=work,
                                       driver_memory=settings.SPARK_DRIVER_MEMORY,
                                       executor_memory=settings.SPARK_EXECUTOR_MEMORY or None, extra_env=env,
-                                      secret_env=secrets)
+                                      secret_env=secrets, extra_conf=settings.SPARK_CONF)
     except SubmitError as exc:
         raise JobFailed(str(exc)) from exc
     log_path = _log_path(job)
@@ -379,6 +391,17 @@ def _finish(job: BulkJob, progress: dict[str, Any]) -> None:
         raise _Stopped()
 
 
+def scan_summary_send(*, job_id: int) -> int:
+    """A scan's alerts: one summary per collection of the matches it reported (all attempts). Idempotent."""
+    job = BulkJob.objects.filter(pk=job_id, kind=BulkJob.Kind.SCAN).first()
+    if job is None:
+        return 0
+    ids = list(job.matches.order_by("id").values_list("id", flat=True))
+    if not ids:
+        return 0
+    return match_alerts_send_for(match_ids=ids, scan={"id": job.pk, "source": job.source, "watch": job.watch_id})
+
+
 # --- housekeeping ---------------------------------------------------------------------------
 
 def bulkjob_sweep() -> int:
@@ -421,5 +444,5 @@ def bulkjob_purge_output(*, job: BulkJob) -> None:
 
 __all__ = [
     "JobFailed", "bulkjob_cancel", "bulkjob_create", "bulkjob_find_resumable", "bulkjob_load", "bulkjob_purge_output",
-    "bulkjob_resume", "bulkjob_run", "bulkjob_start", "bulkjob_sweep",
+    "bulkjob_resume", "bulkjob_run", "bulkjob_start", "bulkjob_sweep", "scan_summary_send",
 ]

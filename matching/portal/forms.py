@@ -157,3 +157,16 @@ class WebhookForm(forms.Form):
     url = forms.URLField(max_length=500, label="Endpoint URL", assume_scheme="https")
     description = forms.CharField(required=False, max_length=200, validators=[single_line])
     active = forms.BooleanField(required=False, initial=True)
+
+
+class WatchForm(forms.Form):
+    source = forms.CharField(max_length=2048, label="Source",
+                             help_text="A directory under your organisation's allowed roots, or s3://bucket/prefix.")
+    collection = forms.ModelChoiceField(queryset=Collection.objects.none(), required=False,
+                                        empty_label="All collections")
+    schedule = forms.ChoiceField(choices=[("hourly", "Every hour"), ("daily", "Every day")], initial="daily")
+
+    def __init__(self, *args, organisation, **kwargs):
+        super().__init__(*args, **kwargs)
+        cast(forms.ModelChoiceField, self.fields["collection"]).queryset = (
+            Collection.objects.filter(organisation=organisation).order_by("name"))

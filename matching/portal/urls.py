@@ -1,7 +1,7 @@
 """The portal's URLs. Organisation pages live under /o/<org>/ (see access.portal_view)."""
 from django.urls import include, path
 
-from matching.portal.views import accounts, cases, files, hashlists, pages, receipts, review, settings
+from matching.portal.views import accounts, cases, files, hashlists, pages, receipts, review, settings, watches
 
 app_name = "portal"
 
@@ -16,6 +16,10 @@ org_patterns = [
     path("collections/<int:pk>/bulk/", pages.bulk_start, name="bulk-start"),
     path("collections/<int:pk>/hashes/", hashlists.collection_hashes, name="collection-hashes"),
     path("bulk-jobs/<int:pk>/progress/", pages.bulk_progress, name="bulk-progress"),
+    path("watches/", watches.watches, name="watches"),
+    path("watches/new/", watches.watch_create, name="watch-create"),
+    path("watches/<int:pk>/toggle/", watches.watch_toggle, name="watch-toggle"),
+    path("watches/<int:pk>/delete/", watches.watch_delete, name="watch-delete"),
     path("images/<int:pk>/", pages.image, name="image"),
     path("images/<int:pk>/delete/", pages.image_delete, name="image-delete"),
     path("images/<int:pk>/self-test/", pages.image_self_test, name="image-self-test"),

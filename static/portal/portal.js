@@ -353,7 +353,7 @@
           node.querySelector(".progress > span").style.width = pct + "%";
           node.querySelector("[data-job-text]").textContent = job.done + " / " + (job.total || "?") +
             (job.failed ? " · " + job.failed + " failed" : "") + " · " + job.status;
-          if (job.status === "running" || job.status === "queued") setTimeout(tick, 2000);
+          if (job.status === "running" || job.status === "queued" || job.status === "loading") setTimeout(tick, 2000);
         });
     }
     tick();

@@ -41,3 +41,18 @@ def test_the_image_has_the_java_spark_needs():
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     assert "openjdk-17-jre-headless" in dockerfile
     assert "SPARK_HOME=/usr/local/lib/python3.11/site-packages/pyspark" in dockerfile
+
+
+def test_the_cluster_instructions_in_docs_match_the_file():
+    doc = " ".join((ROOT / "docs" / "bulk.md").read_text().split())
+    services = _compose()["services"]
+    master, worker = services["spark-master"], services["spark-worker"]
+    for spark in (master, worker):
+        assert "spark-class " + " ".join(spark["command"][1:]) in doc
+    assert worker["deploy"]["replicas"] == 3 and "**three replicas**" in doc
+    assert "imgdata:/data" in worker["volumes"] and "the volume `imgdata` at `/data`" in doc
+    assert f"SPARK_MASTER={services['worker']['environment']['SPARK_MASTER']}" in doc
+    assert services["worker"]["environment"]["SPARK_EXECUTOR_MEMORY"] == "${SPARK_EXECUTOR_MEMORY:-3g}"
+    assert "SPARK_EXECUTOR_MEMORY=${SPARK_EXECUTOR_MEMORY:-3g}" in doc
+    for name in services:
+        assert f"`{name}`" in doc, name

@@ -282,3 +282,25 @@ def test_odd_keys_load_exactly_on_the_configured_database_and_twice_is_a_no_op(o
     with transaction.atomic():
         assert _insert(collection, [_image(collection, row) for row in rows]) == 0
     assert stored.count() == len(ODD_KEYS)
+
+
+def test_spark_conf_reaches_spark_submit_and_overrides_ours(org, collection, settings, tmp_path: Path, monkeypatch):
+    """SPARK_CONF (docs/bulk.md, clusters): e.g. the Python of YARN executors, unpacked from an archive."""
+    settings.SPARK_CONF = {"spark.pyspark.python": "./environment/bin/python", "spark.executor.cores": "4"}
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.png").write_bytes(photo_png("coffee"))
+    submitted = []
+
+    def no_cluster_here(submission, log_path):  # type: ignore[no-untyped-def]
+        submitted.append(submission.command)
+        raise OSError("no cluster in this test")
+
+    monkeypatch.setattr(services, "launch", no_cluster_here)
+    job = services.bulkjob_create(organisation=org, kind="index", source=str(tmp_path / "src"), collection=collection,
+                                  trusted=True, start=False)
+    job = services.bulkjob_run(job_id=job.pk)
+    assert job.status == "failed" and "no cluster in this test" in job.error
+    (command,) = submitted
+    conf = dict(command[i + 1].split("=", 1) for i, part in enumerate(command) if part == "--conf")
+    assert conf["spark.pyspark.python"] == "./environment/bin/python" and conf["spark.executor.cores"] == "4"
+    assert conf["spark.pyspark.driver.python"] != "./environment/bin/python"  # the driver runs here, in client mode

@@ -16,7 +16,7 @@ from threatexchange.signal_type.pdq.pdq_hasher import pdq_from_bytes
 from threatexchange.signal_type.pdq.pdq_index import PDQIndex
 from threatexchange.signal_type.pdq.signal import PdqSignal
 
-from matching.models import HashList, HashListEntry, Match
+from matching.models import HashList, HashListEntry, Match, Webhook, WebhookDelivery
 from matching.webhooks import match_data
 from tests.conftest import client_for
 from tests.factories import CollectionFactory, OrganisationFactory
@@ -293,9 +293,14 @@ def test_a_bulk_scan_reports_pictures_on_a_hash_list(api, org, tmp_path):
         data = edited("rocket", mirror=True) if "rocket" in row["key"] else photo_png("coffee")
         row["signals"] = json.dumps(query_signals(load_image(data)))
     write_output(job, rows)
+    hook = Webhook.objects.create(organisation=org, url="https://example.com/hook", secret="whsec_x")
     for _ in range(2):
         bulk_services.bulkjob_load(job=job)
     [match] = Match.objects.filter(organisation=org)
+    # The scan's one webhook summary names the hash list (such a match has no collection), once.
+    [delivery] = WebhookDelivery.objects.filter(webhook=hook, event="scan.matches")
+    data = delivery.payload["data"]
+    assert data["collection"] is None and data["hash_list"]["name"] == "partner" and data["count"] == 1
     assert match.verdict == "hash_list" and match.suspect_key.endswith("shop/rocket-mirrored.jpg")
     assert match.hash_list_entry.label == "rocket poster" and match.signal_scores["pdq_variant"] == "flip_horizontal"
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["trust@acme.test"]

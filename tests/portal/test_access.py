@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, reverse
 from django.utils import timezone
 
-from matching.bulk.models import BulkJob
+from matching.bulk.models import BulkJob, Watch
 from catalog.models import DeletionReceipt, Membership, Role
 from catalog.models import Invitation
 from catalog.services import api_key_create, invitation_create
@@ -46,6 +46,10 @@ ACCESS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "bulk-start": (A, POST),
     "collection-hashes": (V, GET),
     "bulk-progress": (V, GET),
+    "watches": (V, GET),
+    "watch-create": (A, POST),
+    "watch-toggle": (A, POST),
+    "watch-delete": (A, POST),
     "image": (V, GET),
     "image-delete": (M, BOTH),
     "image-self-test": (M, POST),
@@ -132,6 +136,7 @@ def _objects(world) -> dict[str, Any]:  # type: ignore[no-untyped-def]
             body={"totals": {}}, signature="0" * 64, key_id="0" * 16).pk,
         "bulk-progress": BulkJob.objects.create(organisation=world.org, collection=world.collection, kind="index",
                                                 source="/nonexistent/imgprotect-test").pk,
+        "watch": Watch.objects.create(organisation=world.org, source="/nonexistent/imgprotect-watch").pk,
     }
     return pk
 
