@@ -53,7 +53,7 @@ from .data import DEFAULT_DATASETS, HOLDOUT_EVERY, SKIMAGE_TRAIN, Item, Split, l
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPORT_DIR = REPO_ROOT / "docs" / "training"
 # Views per training image: (random edit chains, paste windows, mark composites), besides the clean one.
-VIEWS = {"photo": (10, 2, 0), "logo": (2, 1, 1)}
+VIEWS = {"photo": (16, 3, 0), "logo": (5, 2, 2)}
 VIEW_RECIPE_VERSION = 2  # bump when augment.py or the view recipe changes: invalidates caches
 CLEAN, RANDOM, PASTE, MARK = 0, 1, 2, 3
 MAP_SHAPE = (7, 7, 320)
