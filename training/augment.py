@@ -145,7 +145,13 @@ def squash(image: Image.Image, factor: float, horizontal: bool) -> Image.Image:
 
 def perspective(image: Image.Image, rng: np.random.Generator, strength: float = 0.1) -> Image.Image:
     """Move each corner inwards by up to ``strength`` of the side: a photo of a screen or print."""
-    w, h = image.size
+    return _rgb(image).transform(image.size, Image.Transform.PERSPECTIVE, _inward_pull(image.size, rng, strength),
+                                 Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
+
+
+def _inward_pull(size: tuple[int, int], rng: np.random.Generator, strength: float) -> tuple[float, ...]:
+    """PIL's perspective coefficients for each corner moved inwards by up to ``strength`` of the side."""
+    w, h = size
     src = np.array([(0, 0), (w, 0), (w, h), (0, h)], dtype=np.float64)
     jitter = rng.uniform(0, strength, (4, 2)) * (w, h)
     dst = src + jitter * np.array([(1, 1), (-1, 1), (-1, -1), (1, -1)])
@@ -155,9 +161,7 @@ def perspective(image: Image.Image, rng: np.random.Generator, strength: float = 
         rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y, u])
         rows.append([0, 0, 0, x, y, 1, -v * x, -v * y, v])
     m = np.array(rows)
-    coeffs = np.linalg.solve(m[:, :8], m[:, 8])
-    return _rgb(image).transform((w, h), Image.Transform.PERSPECTIVE, tuple(coeffs),
-                                 Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
+    return tuple(float(c) for c in np.linalg.solve(m[:, :8], m[:, 8]))
 
 
 def noise(image: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Image:
@@ -454,17 +458,8 @@ def mark_of(logo: Image.Image, *, tolerance: int = 40) -> Image.Image | None:
 
 def _tilt(mark: Image.Image, rng: np.random.Generator, strength: float) -> Image.Image:
     """A perspective pull of the RGBA mark (transparent outside)."""
-    w, h = mark.size
-    src = np.array([(0, 0), (w, 0), (w, h), (0, h)], dtype=np.float64)
-    dst = src + rng.uniform(0, strength, (4, 2)) * (w, h) * np.array([(1, 1), (-1, 1), (-1, -1), (1, -1)])
-    rows = []
-    for (x, y), (u, v) in zip(dst, src, strict=True):
-        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y, u])
-        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y, v])
-    m = np.array(rows)
-    coeffs = np.linalg.solve(m[:, :8], m[:, 8])
-    return mark.transform((w, h), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC,
-                          fillcolor=(0, 0, 0, 0))
+    return mark.transform(mark.size, Image.Transform.PERSPECTIVE, _inward_pull(mark.size, rng, strength),
+                          Image.Resampling.BICUBIC, fillcolor=(0, 0, 0, 0))
 
 
 def composite_mark(mark: Image.Image, background: Image.Image, rng: np.random.Generator, *,

@@ -45,7 +45,10 @@ def _calibrated(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:
 _CALIBRATED = _calibrated()
 PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER = "auto", "always", "never"
 # Candidates per check that get a second look when verification did not confirm them (the most
-# promising first: ``_verify_stage`` takes them in that order); see geometry.second_look_features.
+# promising first: ``_verify_stage`` takes them in that order), and only those the CNN already
+# finds ``similar`` (cosine >= cnn_similar): the looser settings of a second look then turn
+# "looks like it" into a verified copy, never a mere candidate into one. See
+# geometry.second_look_features and docs/geometry.md.
 SECOND_LOOKS = 2
 PARTIAL_MODES = (PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER)
 
@@ -520,8 +523,8 @@ class Matcher:
                 in_region = geometry.verify(state.query.region(box), reference, min_inliers=rt.min_inliers)
                 if in_region.accepted or in_region.inliers > result.inliers:
                     result = in_region
-            if (not result.accepted and ref_id not in state.second_looked
-                    and len(state.second_looked) < SECOND_LOOKS):
+            if (not result.accepted and ref_id not in state.second_looked and e.cnn is not None
+                    and e.cnn >= rt.cnn_similar and len(state.second_looked) < SECOND_LOOKS):
                 state.second_looked.add(ref_id)
                 looks = [("ratio", state.query.whole(mirror=mirror)), *state.query.second_looks(reference)]
                 for _name, looked in looks:
