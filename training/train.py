@@ -52,10 +52,10 @@ from .data import DEFAULT_DATASETS, HOLDOUT_EVERY, SKIMAGE_TRAIN, Item, Split, l
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPORT_DIR = REPO_ROOT / "docs" / "training"
-# Views per training image: (random attack chains, paste windows), besides the clean one.
-VIEWS = {"photo": (16, 3), "logo": (5, 2)}
-VIEW_RECIPE_VERSION = 1  # bump when augment.py or the view recipe changes: invalidates caches
-CLEAN, RANDOM, PASTE = 0, 1, 2
+# Views per training image: (random edit chains, paste windows, mark composites), besides the clean one.
+VIEWS = {"photo": (16, 3, 0), "logo": (5, 2, 2)}
+VIEW_RECIPE_VERSION = 2  # bump when augment.py or the view recipe changes: invalidates caches
+CLEAN, RANDOM, PASTE, MARK = 0, 1, 2, 3
 MAP_SHAPE = (7, 7, 320)
 # Windows whose partial-copy recall the report measures (shares of width/height).
 _HALF = tuple((x / 4, y / 4, x / 4 + 0.5, y / 4 + 0.5) for y in range(3) for x in range(3))
@@ -77,6 +77,7 @@ CROP_SETS: dict[str, tuple[tuple[float, float, float, float], ...]] = {
 }
 _INIT_NAMES = {"pca": "PCA-whitening", "lw": "learned-whitening", "random": "random"}
 PASTE_QUERIES = 200  # held-out logos pasted into held-out photos for the partial-copy table
+CHAIN_LENGTHS = (1, 2, 3)  # held-out rows: every original under a chain of this many random edits
 
 
 # ---------------------------------------------------------------- view cache
@@ -93,10 +94,11 @@ class Cache:
 def _views(item: Item, index: int, backgrounds: Sequence[Image.Image], seed: int) -> list[tuple[int, Image.Image]]:
     rng = np.random.default_rng([seed, index])
     original = item.load()
-    n_random, n_paste = VIEWS[item.kind]
+    n_random, n_paste, n_mark = VIEWS[item.kind]
     views = [(CLEAN, original)]
-    views += [(RANDOM, augment.random_view(original, rng)) for _ in range(n_random)]
+    views += [(RANDOM, augment.random_view(original, rng, backgrounds=backgrounds)) for _ in range(n_random)]
     views += [(PASTE, augment.paste_view(original, backgrounds, rng)) for _ in range(n_paste)]
+    views += [(MARK, augment.mark_view(original, backgrounds, rng)) for _ in range(n_mark)]
     return views
 
 
@@ -431,7 +433,7 @@ class _Trainer:
         for label, emb in (("gap", old), ("head", new)):
             db, db_owner = emb[kinds == CLEAN], owners[kinds == CLEAN]
             best = db_owner[np.argmax(emb @ db.T, axis=1)]
-            for kind_name, k in (("random", RANDOM), ("paste", PASTE)):
+            for kind_name, k in (("random", RANDOM), ("paste", PASTE), ("mark", MARK)):
                 sel = kinds == k
                 out[f"{label}_{kind_name}_r1"] = float(np.mean(best[sel] == owners[sel]))
         return out
@@ -444,8 +446,10 @@ def train_head(cache: Cache, items: list[Item], cfg: Config, log: Callable[[str]
 
 # ---------------------------------------------------------------- evaluation
 
-def _eval_model(head: HeadWeights) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Batch -> (ImageNet GAP + L2 (n, 1280), trained head (n, 256)) from one backbone pass."""
+def _eval_model(head: HeadWeights, baseline: HeadWeights | None = None,
+                ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Batch -> (before, trained head (n, 256)) from one backbone pass; before is ImageNet GAP + L2
+    (n, 1280), or ``baseline`` (an earlier head) when given."""
     import tensorflow as tf
 
     from matching.core.cnn.embedder import truncated_backbone
@@ -457,6 +461,8 @@ def _eval_model(head: HeadWeights) -> Callable[[np.ndarray], tuple[np.ndarray, n
     @tf.function(input_signature=[tf.TensorSpec((None, 224, 224, 3), tf.float32)])
     def run(batch: Any) -> Any:
         maps = cut(batch)
+        if baseline is not None:
+            return head_tf(maps, baseline), head_tf(maps, head)
         gap = tf.reduce_mean(tf.nn.relu6(tf.tensordot(maps, conv_k, 1) + conv_b), axis=(1, 2))
         return tf.math.l2_normalize(gap, axis=-1), head_tf(maps, head)
 
@@ -481,14 +487,15 @@ def _embed_all(images: list[Image.Image], run: Callable[[np.ndarray], tuple[np.n
 
 
 def evaluate(heldout: list[Item], head: HeadWeights, *, seed: int, log: Callable[[str], None],
-             paste_queries: int = PASTE_QUERIES) -> dict[str, Any]:
-    """Per-attack rank-1 recall on the held-out split (GAP vs head), and partial copies by crop set."""
-    run = _eval_model(head)
+             paste_queries: int = PASTE_QUERIES, baseline: HeadWeights | None = None) -> dict[str, Any]:
+    """Per-attack and chained-edit rank-1 recall on the held-out split (before vs head), partial
+    copies by crop set, and marks composited alone into held-out photos."""
+    run = _eval_model(head, baseline)
     start = time.perf_counter()
     names = list(augment.ATTACKS)
     originals = [it.load() for it in heldout]
     db_gap, db_head = _embed_all(originals, run)
-    hits: dict[str, dict[str, list[bool]]] = {a: {"gap": [], "head": [], "kind": []} for a in names}
+    hits: dict[str, dict[str, list[Any]]] = {a: {"gap": [], "head": [], "kind": []} for a in names}
     for a_index, attack_name in enumerate(names):
         attack = augment.ATTACKS[attack_name]
         copies = [attack(im, np.random.default_rng([seed, 1009, a_index, i])) for i, im in enumerate(originals)]
@@ -500,9 +507,29 @@ def evaluate(heldout: list[Item], head: HeadWeights, *, seed: int, log: Callable
         log(f"eval {attack_name}: gap {np.mean(hits[attack_name]['gap']):.3f} "
             f"head {np.mean(hits[attack_name]['head']):.3f} ({time.perf_counter() - start:.0f} s)")
 
-    # Partial copies: a held-out logo pasted at 15-25 % of the width into a held-out photo.
+    # Chains of 1, 2 and 3 random edits (augment.random_view, other photos of the held-out split as the
+    # backgrounds of insets and blends): the DISC21-style copies, on images the head never saw.
     photo_ids = [i for i, it in enumerate(heldout) if it.kind == "photo"]
     logo_ids = [i for i, it in enumerate(heldout) if it.kind == "logo"]
+    for length in CHAIN_LENGTHS:
+        name = f"chain of {length}"
+        copies = []
+        for i, im in enumerate(originals):
+            rng_i = np.random.default_rng([seed, 1013, length, i])
+            bgs = [originals[j] for j in photo_ids if j != i]
+            out = im
+            for _ in range(length):
+                out = augment.random_view(out, rng_i, max_attacks=1, backgrounds=bgs)
+            copies.append(out)
+        q_gap, q_head = _embed_all(copies, run)
+        truth = np.arange(len(heldout))
+        hits[name] = {"gap": list(np.argmax(q_gap @ db_gap.T, axis=1) == truth),
+                      "head": list(np.argmax(q_head @ db_head.T, axis=1) == truth),
+                      "kind": [it.kind for it in heldout]}
+        log(f"eval {name}: before {np.mean(hits[name]['gap']):.3f} head {np.mean(hits[name]['head']):.3f} "
+            f"({time.perf_counter() - start:.0f} s)")
+
+    # Partial copies: a held-out logo pasted at 15-25 % of the width into a held-out photo.
     rng = np.random.default_rng([seed, 2027])
     chosen = rng.choice(logo_ids, size=min(paste_queries, len(logo_ids)), replace=False)
     windows = sorted({w for ws in CROP_SETS.values() for w in ws})
@@ -522,8 +549,30 @@ def evaluate(heldout: list[Item], head: HeadWeights, *, seed: int, log: Callable
                 best = scores[[windows.index(w) for w in ws]].max(axis=0)
                 paste_rank[cset][label].append(int(np.sum(best > best[logo])) + 1)
     log(f"eval paste: {len(chosen)} queries, {time.perf_counter() - start:.0f} s")
-    return {"attacks": hits, "paste": paste_rank, "db_size": len(heldout), "seconds": time.perf_counter() - start,
-            "n_photos": len(photo_ids), "n_logos": len(logo_ids), "paste_queries": len(chosen)}
+
+    # Marks in scenes: the mark alone (background keyed out) composited at 10-25 % of the width into a
+    # held-out photo, searched through the service's windows (whole + CROP_WINDOWS).
+    from matching.core.cnn.embedder import CROP_WINDOWS
+
+    mark_windows = WHOLE + tuple(CROP_WINDOWS)
+    mark_rank: dict[str, list[int]] = {"gap": [], "head": []}
+    rng = np.random.default_rng([seed, 2029])
+    for logo in rng.choice(logo_ids, size=min(paste_queries, len(logo_ids)), replace=False):
+        mark = augment.mark_of(originals[logo])
+        if mark is None:
+            continue
+        bg = int(rng.choice(photo_ids))
+        composite, _box = augment.composite_mark(mark, originals[bg], rng)
+        crops = [composite.crop(b) for b in crop_boxes(composite.size, mark_windows)]
+        for label, emb in zip(("gap", "head"), _embed_all(crops, run), strict=True):
+            scores = emb @ (db_gap if label == "gap" else db_head).T
+            scores[:, bg] = -np.inf
+            best = scores.max(axis=0)
+            mark_rank[label].append(int(np.sum(best > best[logo])) + 1)
+    log(f"eval marks: {len(mark_rank['head'])} queries, {time.perf_counter() - start:.0f} s")
+    return {"attacks": hits, "paste": paste_rank, "marks": mark_rank, "db_size": len(heldout),
+            "seconds": time.perf_counter() - start, "n_photos": len(photo_ids), "n_logos": len(logo_ids),
+            "paste_queries": len(chosen), "before": "an earlier head" if baseline is not None else "ImageNet"}
 
 
 # ---------------------------------------------------------------- report
@@ -561,7 +610,7 @@ def _plot(hist: History, path: Path) -> None:
 
 
 def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: History, head: HeadWeights,
-            head_path: Path, ev: dict[str, Any], total_seconds: float, argv: list[str]) -> None:
+            head_path: Path, ev: dict[str, Any], total_seconds: float, argv: list[str], tf_threads: int = 1) -> None:
     import tensorflow as tf
 
     def pct(x: Sequence[bool] | np.ndarray) -> str:
@@ -585,9 +634,15 @@ def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: Histor
         f"sorted name (indices {HOLDOUT_EVERY - 1}, {2 * HOLDOUT_EVERY - 1}, ...): {held_counts['photo:']} photos "
         f"and {held_counts['logo:']} logos.",
         "- scikit-image's astronaut, camera, chelsea/cat, coffee, rocket and coins are not trained on: the tests use them.",
-        f"- Views per training image: the clean image, random chains of 1-3 copy attacks (`augment.random_view`) "
-        f"and windows around the image pasted at 15-25 % width into a training photo (`augment.paste_view`): "
-        f"photos {VIEWS['photo']}, logos {VIEWS['logo']} (random, paste). {len(cache.owner)} views in all; "
+        f"- Views per training image: the clean image, DISC21-style chains of 1-3 random edits "
+        f"(`augment.random_view`: each edit drawn uniformly from the {len(augment.ATTACKS)} kinds of "
+        f"`augment.ATTACKS` at random strengths and the {len(augment.CHAIN_EDITS)} of `augment.CHAIN_EDITS`: "
+        f"{', '.join(augment.CHAIN_EDITS)}; training photos as the backgrounds of insets and opacity blends), "
+        f"windows around the image pasted at 15-25 % width into a training photo (`augment.paste_view`) and, "
+        f"for logos, windows around the mark alone (flat background keyed out) composited with its alpha at "
+        f"10-25 % width into a training photo, sometimes tilted, recoloured, shadowed, blurred or re-encoded "
+        f"(`augment.mark_view`): "
+        f"photos {VIEWS['photo']}, logos {VIEWS['logo']} (random, paste, mark). {len(cache.owner)} views in all; "
         f"one backbone pass each, {cache.seconds:.0f} s (cached feature maps `{FEATURE_LAYER}`, 7x7x320 float16).",
         "",
         "## Model and hyper-parameters",
@@ -611,14 +666,14 @@ def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: Histor
         "| parameter | value |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in asdict(cfg).items()],
-        f"| TensorFlow threads | {os.environ.get('IMGPROTECT_TF_THREADS', '1')} |",
+        f"| TensorFlow threads | {tf_threads} |",
         "",
         f"Time: views {cache.seconds:.0f} s, training {hist.seconds:.0f} s, evaluation {ev['seconds']:.0f} s; "
         + (f"this run reused the view cache of an earlier run with the same recipe and took "
            f"{total_seconds:.0f} s, so from scratch the command takes about "
            f"{total_seconds + cache.seconds:.0f} s" if cache.reused else f"whole command {total_seconds:.0f} s")
         + f" on {platform.processor() or platform.machine()} ({os.cpu_count()} cores shared with other jobs), "
-        f"one TensorFlow thread, TensorFlow {tf.__version__}.",
+        f"{tf_threads} TensorFlow thread{'s' if tf_threads > 1 else ''}, TensorFlow {tf.__version__}.",
         "",
         "![loss curve](loss.png)",
         "",
@@ -627,21 +682,30 @@ def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: Histor
         f"Each attack of `augment.ATTACKS` applied once to each of the {ev['db_size']} held-out originals "
         f"({ev['n_photos']} photos, {ev['n_logos']} logos); the copy is searched among all {ev['db_size']} "
         "held-out originals by cosine similarity; a hit is its own original ranked first. "
-        "Before: ImageNet features (the backbone's 7x7x1280 map averaged, L2-normalised, 1280-d). "
-        "After: the trained head (256-d).",
+        + ("Before: ImageNet features (the backbone's 7x7x1280 map averaged, L2-normalised, 1280-d). "
+           if ev["before"] == "ImageNet" else
+           f"Before: the head this run replaced (`--compare-previous`, SHA-256 `{ev.get('before_sha', '?')}`). ")
+        + "After: the trained head (256-d). The `chain of n` rows put every original through n random edits "
+        "in turn (`augment.random_view` with one edit each time, the other held-out photos as the backgrounds "
+        "of insets and opacity blends): the DISC21-style copies, made by the training generator on pictures "
+        "it never trained on.",
         "",
         "| attack | before: photos | before: logos | before: all | after: photos | after: logos | after: all |",
         "|---|---|---|---|---|---|---|",
     ]
-    all_gap, all_head = [], []
+    all_gap: list[np.ndarray] = []
+    all_head: list[np.ndarray] = []
     for name, h in ev["attacks"].items():
         kinds = np.array(h["kind"])
         gap, hd = np.array(h["gap"]), np.array(h["head"])
-        all_gap.append(gap)
-        all_head.append(hd)
+        if name.startswith("chain of 1"):
+            lines.append(f"| **all attacks** | | | **{pct(np.concatenate(all_gap))}** | | | "
+                         f"**{pct(np.concatenate(all_head))}** |")
+        if name in augment.ATTACKS:
+            all_gap.append(gap)
+            all_head.append(hd)
         lines.append(f"| {name} | {pct(gap[kinds == 'photo'])} | {pct(gap[kinds == 'logo'])} | {pct(gap)} | "
                      f"{pct(hd[kinds == 'photo'])} | {pct(hd[kinds == 'logo'])} | {pct(hd)} |")
-    lines.append(f"| **all attacks** | | | **{pct(np.concatenate(all_gap))}** | | | **{pct(np.concatenate(all_head))}** |")
     lines += [
         "",
         "## Partial copies: a logo pasted into a photo",
@@ -666,7 +730,18 @@ def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: Histor
         f"`Embedder.embed_crops` uses the set `{_chosen_crop_set()}` (`CROP_WINDOWS` in "
         "`matching/core/cnn/embedder.py`).",
         "",
+        "## Marks in scenes: a logo's mark alone composited into a photo",
+        "",
+        f"{len(ev['marks']['head'])} held-out logos: the mark alone (`augment.mark_of`: the flat background "
+        "keyed out) composited with its alpha at 10-25 % of the width into a random held-out photo "
+        "(`augment.composite_mark`: sometimes tilted, recoloured or shadowed), searched through the whole "
+        "picture and `CROP_WINDOWS`; rank as above.",
+        "",
+        "| before: rank 1 | before: top 10 | after: rank 1 | after: top 10 | after: top 50 |",
+        "|---|---|---|---|---|",
     ]
+    mg, mh = np.array(ev["marks"]["gap"]), np.array(ev["marks"]["head"])
+    lines += [f"| {pct(mg == 1)} | {pct(mg <= 10)} | {pct(mh == 1)} | {pct(mh <= 10)} | {pct(mh <= 50)} |", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
@@ -699,6 +774,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="model selection only: hold back every n-th training image and report on it; "
                              "writes nothing unless --out is given explicitly")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation and the report")
+    parser.add_argument("--tf-threads", type=int, default=1,
+                        help="TensorFlow threads (the result is the same, only the speed differs)")
+    parser.add_argument("--compare-previous", action="store_true",
+                        help="evaluate the head found at --out before this run replaces it as 'before' "
+                             "(instead of plain ImageNet features)")
     parser.add_argument("--eval-limit", type=int, default=0,
                         help="smoke tests only: evaluate on the first N held-out photos and N logos")
     args = parser.parse_args(argv)
@@ -706,7 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from matching.core.cnn.embedder import configure_tf_threads
 
-    configure_tf_threads(precision="float32")  # the head learns, and is evaluated, on exact features
+    # the head learns, and is evaluated, on exact features
+    configure_tf_threads(args.tf_threads, precision="float32")
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -720,6 +801,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"data: {len(split.train)} training images, {len(split.heldout)} held out")
     cache_dir = args.cache_dir or Path(os.environ.get("IMGPROTECT_DATA_DIR") or "var") / "cache" / "cnn_train"
     cache = build_cache(split.train, seed=args.seed, cache_dir=cache_dir, log=log)
+    previous = None
+    if args.compare_previous and args.out.exists():
+        from matching.core.cnn.head import read_head
+
+        previous = read_head(args.out)
     head, hist, _metrics = train_head(cache, split.train, cfg, log)
     if args.val_every and "--out" not in argv:
         return 0
@@ -731,10 +817,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_limit:
         heldout = ([it for it in heldout if it.kind == "photo"][: args.eval_limit]
                    + [it for it in heldout if it.kind == "logo"][: args.eval_limit])
-    ev = evaluate(heldout, head, seed=args.seed, log=log, paste_queries=min(PASTE_QUERIES, args.eval_limit or PASTE_QUERIES))
+    ev = evaluate(heldout, head, seed=args.seed, log=log, baseline=previous,
+                  paste_queries=min(PASTE_QUERIES, args.eval_limit or PASTE_QUERIES))
+    if previous is not None:
+        ev["before_sha"] = previous.sha256
     _plot(hist, args.report_dir / "loss.png")
     _report(args.report_dir / "report.md", split=split, cfg=cfg, cache=cache, hist=hist, head=head,
-            head_path=args.out.resolve(), ev=ev, total_seconds=time.perf_counter() - t0, argv=argv)
+            head_path=args.out.resolve(), ev=ev, total_seconds=time.perf_counter() - t0, argv=argv,
+            tf_threads=args.tf_threads)
     log(f"report written to {args.report_dir / 'report.md'}")
     return 0
 

@@ -49,6 +49,9 @@ __all__ = [
     "features_from_bytes",
     "features_to_bytes",
     "mirror_features",
+    "SECOND_LOOK_APPEARANCE",
+    "SECOND_LOOK_RATIO",
+    "second_look_features",
     "verify",
 ]
 
@@ -373,6 +376,44 @@ def extract_region_features(
     if with_mirror:
         feats.mirror = build(True)
     return feats
+
+
+# Second looks (copies edited several times over, docs/geometry.md): proportions differing from the
+# reference's by more than this are worth undoing before a second extraction; and a second look
+# matches with a looser Lowe ratio (a chain of edits leaves true matches less distinct), which
+# the orientation/size agreement, RANSAC and the acceptance rules still filter.
+_SECOND_LOOK_ASPECT = 1.1
+SECOND_LOOK_RATIO = {"orb": 0.85, "akaze": 0.85, "sift": 0.85}
+# ... and accepts aligned pictures that correlate less: stripes, text and emoji laid over a copy
+# spoil more than half of the appearance grid's cells.
+SECOND_LOOK_APPEARANCE = 0.45
+
+
+def second_look_features(
+    image: Image.Image,
+    reference: Features,
+    *,
+    kind: str = DEFAULT_KIND,
+    max_features: int = DEFAULT_QUERY_MAX_FEATURES,
+    frame: tuple[int, int] | None = None,
+) -> list[tuple[str, Features]]:
+    """Other extractions of a query that a first :func:`verify` against ``reference`` did not
+    confirm, each named; empty when none applies. ``"aspect"``: the query stretched back to the
+    reference's proportions (a copy squeezed or stretched, often then cropped or framed: ORB's
+    descriptors are not affine-invariant, so a 1.3-1.6x stretch loses most matches); coordinates
+    stay in the query's frame, so :func:`verify` reports the region and the edit as usual. With
+    mirrored features, like the whole query's in the partial-copy pass."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; expected one of {', '.join(KINDS)}")
+    looks: list[tuple[str, Features]] = []
+    w, h = image.size
+    ref_aspect, aspect = reference.width / reference.height, w / h
+    if abs(math.log(ref_aspect / aspect)) > math.log(_SECOND_LOOK_ASPECT):
+        size = (w, max(1, round(w / ref_aspect))) if aspect > ref_aspect else (max(1, round(h * ref_aspect)), h)
+        looks.append(("aspect", extract_features(image.resize(size, Image.Resampling.BILINEAR), kind=kind,
+                                                 max_features=max_features, with_mirror=True,
+                                                 frame=frame or image.size)))
+    return looks
 
 
 def mirror_features(
@@ -771,7 +812,7 @@ def edit_from_transform(transform: Any, reference_size: tuple[int, int],
 
 
 def _judge(fit: _Fit, q: Features, r: Features, qi: npt.NDArray[Any], ri: npt.NDArray[Any],
-           mirrored: bool, min_inliers: int) -> Verification:
+           mirrored: bool, min_inliers: int, min_appearance: float = _MIN_APPEARANCE) -> Verification:
     """Accept ``fit`` or say why not; on acceptance fill in the geometry.
     Inliers count only matches that also agree in orientation and size."""
     src, dst = r.keypoints[ri].astype(np.float64), q.keypoints[qi].astype(np.float64)
@@ -816,7 +857,7 @@ def _judge(fit: _Fit, q: Features, r: Features, qi: npt.NDArray[Any], ri: npt.ND
     if spread < _MIN_SPREAD:
         return no(f"inliers concentrated in a tiny area ({spread:.1%} of the detailed region)")
     appearance = _appearance(h, q, r)
-    if appearance is not None and appearance < _MIN_APPEARANCE:
+    if appearance is not None and appearance < min_appearance:
         return no(f"the aligned pictures do not look alike (correlation {appearance:.2f})")
     edit = _edit(h, (r.width, r.height), (q.width, q.height), qpoly, rpoly,
                  fit.model == "homography" and persp > _PERSPECTIVE_FLAG)
@@ -834,7 +875,7 @@ def _judge(fit: _Fit, q: Features, r: Features, qi: npt.NDArray[Any], ri: npt.ND
 
 
 def _attempt(q: Features, r: Features, mirrored: bool, min_inliers: int, ratio: float,
-             method: str) -> Verification:
+             method: str, min_appearance: float = _MIN_APPEARANCE) -> Verification:
     qi, ri = _match(q, r, ratio)
     if len(qi) < min_inliers:
         return Verification(False, f"too few matches ({len(qi)} < {min_inliers})", len(qi),
@@ -856,7 +897,7 @@ def _attempt(q: Features, r: Features, mirrored: bool, min_inliers: int, ratio: 
             continue
         if mirrored:
             fit.h = fit.h @ flip
-        result = _judge(fit, q, r, qi, ri, mirrored, min_inliers)
+        result = _judge(fit, q, r, qi, ri, mirrored, min_inliers, min_appearance)
         if result.accepted:
             return result
         if best is None or result.inliers > best.inliers:
@@ -865,7 +906,8 @@ def _attempt(q: Features, r: Features, mirrored: bool, min_inliers: int, ratio: 
 
 
 def verify(query: Features, reference: Features, *, min_inliers: int | None = None,
-           ratio: float | None = None, method: str = DEFAULT_METHOD) -> Verification:
+           ratio: float | None = None, method: str = DEFAULT_METHOD,
+           min_appearance: float | None = None) -> Verification:
     """Is ``query`` (or part of it) a geometrically consistent copy of ``reference``?
 
     Tries the plain features and the mirrored ones (``query.mirror``, else
@@ -873,8 +915,10 @@ def verify(query: Features, reference: Features, *, min_inliers: int | None = No
     few keypoints give ``reason`` "not enough detail ...". ``min_inliers``
     defaults per kind (``MIN_INLIERS``); ``ratio`` (Lowe's test, default per
     kind) and ``method`` ("magsac" or "ransac" for the homography) are there
-    for benchmarks.
+    for benchmarks; ``min_appearance`` (default ``_MIN_APPEARANCE``) is the correlation the aligned
+    thumbnails need (a second look passes ``SECOND_LOOK_APPEARANCE``).
     """
+    appearance = _MIN_APPEARANCE if min_appearance is None else min_appearance
     if query.kind != reference.kind:
         raise ValueError(f"cannot match {query.kind} features against {reference.kind} features")
     if method not in ("magsac", "ransac"):
@@ -885,11 +929,11 @@ def verify(query: Features, reference: Features, *, min_inliers: int | None = No
         if len(f) < MIN_KEYPOINTS:
             return Verification(False, f"not enough detail: the {name} image has {len(f)} keypoints "
                                        f"(at least {MIN_KEYPOINTS} needed)")
-    plain = _attempt(query, reference, False, min_inliers, ratio, method)
+    plain = _attempt(query, reference, False, min_inliers, ratio, method, appearance)
     if query.mirror is not None:
-        flipped = _attempt(query.mirror, reference, True, min_inliers, ratio, method)
+        flipped = _attempt(query.mirror, reference, True, min_inliers, ratio, method, appearance)
     elif reference.mirror is not None:
-        flipped = _attempt(query, reference.mirror, True, min_inliers, ratio, method)
+        flipped = _attempt(query, reference.mirror, True, min_inliers, ratio, method, appearance)
     else:
         return plain
     # Both can be accepted: a nearly symmetric picture (many logos) partly

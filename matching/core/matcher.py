@@ -44,6 +44,12 @@ def _calibrated(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:
 
 _CALIBRATED = _calibrated()
 PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER = "auto", "always", "never"
+# Candidates per check that get a second look when verification did not confirm them (the most
+# promising first: ``_verify_stage`` takes them in that order), and only those the CNN already
+# finds ``similar`` (cosine >= cnn_similar): the looser settings of a second look then turn
+# "looks like it" into a verified copy, never a mere candidate into one. See
+# geometry.second_look_features and docs/geometry.md.
+SECOND_LOOKS = 2
 PARTIAL_MODES = (PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER)
 
 
@@ -200,6 +206,7 @@ class _QueryFeatures:
         self._whole: Features | None = None
         self._mirrored: Features | None = None  # the whole picture's features with ``.mirror`` filled
         self._regions: dict[tuple[int, int, int, int], Features] = {}
+        self._second: dict[float, list[tuple[str, Features]]] = {}
 
     def whole(self, *, mirror: bool = False) -> Features:
         """Features of the whole query; with ``mirror``, carrying those of its mirror image, so
@@ -219,6 +226,18 @@ class _QueryFeatures:
             flipped.thumb = self._whole.thumb
             self._mirrored = replace(self._whole, mirror=flipped)
         return self._mirrored
+
+    def second_looks(self, reference: Features) -> list[tuple[str, Features]]:
+        """``geometry.second_look_features`` of the query for ``reference``, cached by what they depend
+        on (the reference's proportions)."""
+        from matching.core import geometry
+
+        assert self.loaded is not None
+        key = round(reference.width / reference.height, 3)
+        if key not in self._second:
+            self._second[key] = geometry.second_look_features(
+                self.loaded.image, reference, frame=_frame(self.loaded), kind=self.kind or geometry.DEFAULT_KIND)
+        return self._second[key]
 
     def region(self, box: tuple[int, int, int, int]) -> Features:
         from matching.core import geometry
@@ -247,6 +266,9 @@ class _Judging:
     # hash variant points at are (the answer's passes: mirroring costs as much again).
     mirror_all: bool = False
     mirror_tried: set[int] = field(default_factory=set)
+    # Second looks (``geometry.second_look_features``) given so far: only the most promising
+    # candidates that verification did not confirm get one, once each.
+    second_looked: set[int] = field(default_factory=set)
 
     def found(self) -> bool:
         return any(d.is_match for d in self.decided.values())
@@ -508,6 +530,17 @@ class Matcher:
                 in_region = geometry.verify(state.query.region(box), reference, min_inliers=rt.min_inliers)
                 if in_region.accepted or in_region.inliers > result.inliers:
                     result = in_region
+            if (not result.accepted and ref_id not in state.second_looked and e.cnn is not None
+                    and e.cnn >= rt.cnn_similar and len(state.second_looked) < SECOND_LOOKS):
+                state.second_looked.add(ref_id)
+                looks = [("ratio", state.query.whole(mirror=mirror)), *state.query.second_looks(reference)]
+                for _name, looked in looks:
+                    again = geometry.verify(looked, reference, min_inliers=rt.min_inliers,
+                                            ratio=geometry.SECOND_LOOK_RATIO[looked.kind],
+                                            min_appearance=geometry.SECOND_LOOK_APPEARANCE)
+                    if again.accepted:
+                        result = again
+                        break
             state.verifications[ref_id] = result
             current = state.decided[ref_id]
             scores = dict(current.signal_scores, inliers=result.inliers)

@@ -443,3 +443,51 @@ def test_finding_04_a_reduced_query_reports_its_region_and_edit_in_its_own_pixel
         assert result.edit is not None and result.edit.scale == pytest.approx(scale, rel=0.05)
         region = geo.extract_region_features(loaded.image, (0, 0, 226, 150), frame=frame, thumb=query.thumb)
         assert region.keypoints[:, 0].max() <= size[0] / 2 * 1.02
+
+
+# --------------------------------------------------------------------------
+# Copies edited several times over (issue 15)
+
+
+def _striped(image: Image.Image, seed: int) -> Image.Image:
+    """Four semi-opaque diagonal bars across the picture, as a copier lays over it."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    w, h = image.size
+    for k in range(4):
+        x = (k + 0.5) * w / 4 + float(rng.uniform(-10, 10))
+        draw.polygon([(x - h, h), (x - h + 0.07 * w, h), (x + 0.07 * w, 0), (x, 0)],
+                     fill=(*(int(c) for c in rng.integers(0, 256, 3)), 200))
+    out = image.convert("RGBA")
+    out.alpha_composite(layer)
+    return out.convert("RGB")
+
+
+def test_a_copy_turned_30_degrees_under_stripes_is_verified_and_an_unrelated_one_is_not(
+        astronaut: Image.Image, astronaut_features: Features) -> None:
+    copy = _striped(astronaut.rotate(30, resample=Image.Resampling.BICUBIC, expand=True), 1)
+    v = check(copy, astronaut_features)
+    assert v.edit is not None and abs(v.edit.rotation_deg - 30) < 3
+    unrelated = _striped(photo("coffee").rotate(30, resample=Image.Resampling.BICUBIC, expand=True), 1)
+    query = extract_features(unrelated, max_features=geo.DEFAULT_QUERY_MAX_FEATURES, with_mirror=True)
+    assert not verify(query, astronaut_features).accepted
+
+
+def test_a_second_look_undoes_a_stretch_and_finds_nothing_in_an_unrelated_picture(
+        astronaut: Image.Image, astronaut_features: Features) -> None:
+    w, h = astronaut.size
+    stretched = astronaut.resize((round(w * 1.6), h), Image.Resampling.BILINEAR).crop((40, 30, round(w * 1.6), h))
+    looks = geo.second_look_features(stretched, astronaut_features)
+    assert [name for name, _ in looks] == ["aspect"]
+    accepted = [verify(f, astronaut_features) for _, f in looks]
+    assert accepted[0].accepted, accepted[0].reason
+    edit = accepted[0].edit
+    assert edit is not None and 1.4 < edit.aspect_change < 1.8  # reported in the query's own pixels
+    # Same proportions: nothing to undo. An unrelated stretched picture: undone, still rejected.
+    assert geo.second_look_features(astronaut, astronaut_features) == []
+    other = photo("coffee")
+    other = other.resize((round(other.width * 1.6), other.height))
+    assert not any(verify(f, astronaut_features).accepted for _, f in geo.second_look_features(other, astronaut_features))

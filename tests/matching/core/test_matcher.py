@@ -166,3 +166,29 @@ def test_enlarged_tile_stays_inside_the_picture() -> None:
     assert _enlarge((200, 200, 300, 300), (300, 300)) == (150, 150, 300, 300)
     assert CROP_WINDOWS[0] == (0.0, 0.0, 1.0, 1.0)
     assert all(0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 for x0, y0, x1, y1 in CROP_WINDOWS)
+
+
+def test_a_stretched_and_cropped_copy_is_verified_and_second_looks_go_to_similar_candidates_only(
+        matcher: Matcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    looked: list[tuple[int, int]] = []
+    real = geometry.second_look_features
+
+    def spy(image: Image.Image, reference: geometry.Features, **kwargs: object) -> list[tuple[str, geometry.Features]]:
+        looked.append((reference.width, reference.height))
+        return real(image, reference, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(geometry, "second_look_features", spy)
+    chelsea = _skimage("chelsea")
+    copy = chelsea.resize((round(chelsea.width * 1.5), chelsea.height)).crop((30, 20, 640, 300))
+    best = matcher.match(_loaded(copy)).decisions[0]
+    assert best.reference_id == 0 and best.verdict == "modified_copy", best
+    assert best.edit is not None and best.edit["aspect_change"] > 1.3
+    # Nothing the CNN finds similar: no second look, however many candidates were verified.
+    looked.clear()
+    assert matcher.match(_loaded(_skimage("astronaut"))).positives == []
+    assert looked == []
+    strict = Matcher(store=matcher.store, indexes=matcher.indexes,
+                     thresholds=replace(matcher.thresholds, cnn_similar=1.01), embedder=matcher.embedder)
+    assert strict.match(_loaded(copy.rotate(20, expand=True))).decisions and looked == []
