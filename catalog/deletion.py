@@ -58,7 +58,7 @@ class Purge:
         """Collect what the images leave behind and delete the checks tied only to them. Call before deleting."""
         match = apps.get_model("matching", "Match")
         check = apps.get_model("matching", "Check")
-        self._names(images.values_list("file", "features"))
+        self._names(images.values_list("file", "features", "mark"))
         self._names(match.objects.filter(protected_image__in=images).values_list("evidence"))
         # Checks whose every match report is to a deleted picture: their suspect file is a copy of it.
         touched = match.objects.filter(protected_image__in=images, source_check__isnull=False).values("source_check")

@@ -23,12 +23,17 @@ from matching.uploads import read_and_validate
 class ProtectedImageSerializer(serializers.ModelSerializer):
     collection_slug = serializers.CharField(source="collection.slug", read_only=True)
     file_url = serializers.SerializerMethodField()
+    mark = serializers.JSONField(
+        source="mark_info", read_only=True, allow_null=True,
+        help_text="The mark extracted from the picture when it is a logo on a flat background or has "
+                  "transparency: its box [x0, y0, x1, y1] in the picture's pixels and its source "
+                  "(\"alpha\" or \"background\"); checks also look for the mark alone. Null without one.")
 
     class Meta:
         model = ProtectedImage
         fields = [
             "id", "collection", "collection_slug", "key", "status", "failure_reason", "width", "height", "format",
-            "size_bytes", "sha256_bytes", "sha256_pixels", "signals", "created", "indexed_at", "file_url",
+            "size_bytes", "sha256_bytes", "sha256_pixels", "signals", "mark", "created", "indexed_at", "file_url",
         ]
         read_only_fields = fields
 
