@@ -20,8 +20,8 @@ it. This module
   mark's alpha) over a few scales and rotations in the part of the query where
   the CNN found it, then its colours compared; marks have few keypoints and
   flat colours, which is where ORB fails and a template succeeds;
-* speaks of it (:class:`MarkEdit`): "the mark, at 18 % of the picture's width,
-  lower left, tilted 8°".
+* speaks of it (:class:`MarkEdit`, :func:`as_mark`): "the mark, at 18 % of the picture's
+  width, lower left, tilted 8°", also when the local features confirmed the copy.
 
 Plain numpy, Pillow and OpenCV (docs/matching.md, "Marks").
 """
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -66,9 +66,15 @@ ANGLES = (-8.0, 0.0, 8.0)  # upright first, then the turns at the best scales
 MIN_TEMPLATE_PX = 12
 GREY_FLOOR = 12.0  # grey levels: a window flatter than this does not correlate (_ncc)
 EDGE_FLOOR = 10.0  # the same for the edge map
-GREY_WEIGHT = 0.5  # of the grey correlation against the edges' (marks with inner contrast)
-VERIFY_TOP = 3     # candidates a check looks for the mark of, at most (each search costs ~30-80 ms)
-MIN_SCORE = 0.65   # combined grey + edge correlation at or above: the mark is there
+EDGE_SIGMA = 1.0  # px: edge maps are blurred so that a thin stroke still meets between two template scales
+SIZE_PENALTY = 3.0  # subtracted from a template's correlation over the square root of its pixels
+PALETTE = 3  # main colours of a mark (k-means on chromaticity and brightness)
+LIKENESS_SPREAD = 0.12  # chromaticity distance at which a pixel stops looking like the mark's colours
+LIKENESS_FLOOR = 20.0
+VERIFY_TOP = 2     # candidates a check looks for the mark of, at most (each search costs ~100-200 ms)
+MARK_CANDIDATE = 0.2  # CNN cosine of a tile to a mark's view at or above: the mark is looked for
+MAX_SHARE_AS_MARK = 0.6  # as_mark: a mark wider than this share of the query is a copy of the picture
+MIN_SCORE = 0.50   # combined correlation (edges, colour likeness, grey), less SIZE_PENALTY: the mark is there
 MAX_COLOUR_DE = 16.0  # mean chromaticity distance of the mark's pixels (_colour_distance)
 VIEW_SEED = 1409
 MARK_VIEWS = 4  # len(mark_views(...)): vectors a mark adds to the vector index
@@ -267,7 +273,7 @@ def _edges(gray: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    return np.asarray(cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (3, 3), 0), dtype=np.float32)
+    return np.asarray(cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), EDGE_SIGMA), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -276,6 +282,7 @@ class _Template:
     mask: npt.NDArray[np.float32]    # alpha > 0.5
     edges: npt.NDArray[np.float32]   # the mark's outline and inner edges
     rgb: npt.NDArray[np.float32]     # the mark's colours, turned like the rest
+    alpha: npt.NDArray[np.float32]   # 0-255
 
 
 def _template(mark: Image.Image, width: int, angle: float) -> _Template | None:
@@ -289,9 +296,10 @@ def _template(mark: Image.Image, width: int, angle: float) -> _Template | None:
     rgba = np.asarray(mark.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
     if angle:
         pad = int(math.ceil(0.2 * max(width, height)))
-        rgba = cv2.copyMakeBorder(rgba, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
+        rgba = np.asarray(cv2.copyMakeBorder(rgba, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0)),
+                          dtype=np.float32)
         rot = cv2.getRotationMatrix2D((rgba.shape[1] / 2, rgba.shape[0] / 2), angle, 1.0)
-        rgba = cv2.warpAffine(rgba, rot, rgba.shape[1::-1], flags=cv2.INTER_LINEAR)
+        rgba = np.asarray(cv2.warpAffine(rgba, rot, rgba.shape[1::-1], flags=cv2.INTER_LINEAR), dtype=np.float32)
         ys, xs = np.nonzero(rgba[..., 3] > 5)
         rgba = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     rgb = np.ascontiguousarray(rgba[..., :3], np.float32)
@@ -300,7 +308,7 @@ def _template(mark: Image.Image, width: int, angle: float) -> _Template | None:
     # The outline is where alpha changes (the scene behind is unknown, but differs); inner edges
     # are where the mark's own grey changes.
     edges = np.ascontiguousarray(_edges(alpha * 255.0) + _edges(grey * alpha), np.float32)
-    return _Template(grey, (alpha > 0.5).astype(np.float32), edges, rgb)
+    return _Template(grey, (alpha > 0.5).astype(np.float32), edges, rgb, np.ascontiguousarray(alpha * 255.0, np.float32))
 
 
 def _ncc(image: npt.NDArray[np.float32], squared: npt.NDArray[np.float32], template: npt.NDArray[np.float32],
@@ -328,8 +336,8 @@ def _ncc(image: npt.NDArray[np.float32], squared: npt.NDArray[np.float32], templ
         s1 = ii[th:, tw:] - ii[:-th, tw:] - ii[th:, :-tw] + ii[:-th, :-tw]
         s2 = ii2[th:, tw:] - ii2[:-th, tw:] - ii2[th:, :-tw] + ii2[:-th, :-tw]
     else:
-        s1 = cv2.matchTemplate(image, mask, cv2.TM_CCORR)
-        s2 = cv2.matchTemplate(squared, mask, cv2.TM_CCORR)
+        s1 = np.asarray(cv2.matchTemplate(image, mask, cv2.TM_CCORR), dtype=np.float64)
+        s2 = np.asarray(cv2.matchTemplate(squared, mask, cv2.TM_CCORR), dtype=np.float64)
     spread = np.maximum(s2 - s1 * s1 / n, n * floor * floor)
     return np.asarray(num / np.sqrt(spread * energy), dtype=np.float32)
 
@@ -358,6 +366,8 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
     edges = _edges(gray)
     gray2 = gray * gray
     edge_tables = (_integral(edges), _integral(edges * edges))
+    likeness = _likeness(rgb, mark)
+    likeness_tables = (_integral(likeness), _integral(likeness * likeness))
     rw, rh = region.size
     aspect = mark.image.height / mark.image.width
 
@@ -368,10 +378,14 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
         th, tw = made.grey.shape
         if tw > rw or th > rh:
             return None
-        scores = _ncc(edges, edges, made.edges, None, EDGE_FLOOR, edge_tables)
+        terms = [_ncc(edges, edges, made.edges, None, EDGE_FLOOR, edge_tables),
+                 _ncc(likeness, likeness, made.alpha, None, LIKENESS_FLOOR, likeness_tables)]
         if float(made.grey[made.mask > 0].std()) > 8.0:  # the mark has inner contrast: the grey counts too
-            scores = (1 - GREY_WEIGHT) * scores + GREY_WEIGHT * _ncc(gray, gray2, made.grey, made.mask, GREY_FLOOR)
+            terms.append(_ncc(gray, gray2, made.grey, made.mask, GREY_FLOOR))
+        scores = sum(terms[1:], terms[0]) / len(terms)
         _lo, score, _lo_at, at = cv2.minMaxLoc(scores)
+        # Chance correlations shrink as 1/sqrt(pixels): a small template must correlate better.
+        score -= SIZE_PENALTY / math.sqrt(th * tw)
         return float(score), width, angle, (int(at[0]), int(at[1])), made
 
     # Upright at every scale, then the turns at the three best scales.
@@ -416,6 +430,35 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
     return MarkMatch(round(score, 4), round(colour_de, 2), corners, edit)
 
 
+def _chroma(rgb: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """Per pixel (r, g) over r + g + b and a quarter of the brightness: hue that shading keeps."""
+    total = rgb.sum(axis=-1, keepdims=True)
+    chroma = rgb[..., :2] / np.maximum(total, 30.0)
+    out: npt.NDArray[np.float32] = np.concatenate([chroma, 0.25 * total / 765.0], axis=-1).astype(np.float32)
+    return out
+
+
+def _likeness(rgb: npt.NDArray[np.float32], mark: Mark) -> npt.NDArray[np.float32]:
+    """How close each query pixel's colour lies to one of the mark's PALETTE main colours, 0-255:
+    correlated with the mark's alpha it finds the mark's shape in its own colours."""
+    import cv2
+
+    rgba = np.asarray(mark.image, dtype=np.float32).reshape(-1, 4)
+    pixels = rgba[rgba[:, 3] > 127, :3]
+    if len(pixels) > 4000:
+        pixels = pixels[:: len(pixels) // 4000 + 1]
+    if len(pixels) < PALETTE:
+        return np.zeros(rgb.shape[:2], np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1e-3)
+    cv2.setRNGSeed(VIEW_SEED)
+    _c, _labels, found = cv2.kmeans(_chroma(pixels), PALETTE, None, criteria, 2,  # type: ignore[call-overload]
+                                    cv2.KMEANS_PP_CENTERS)
+    centres = np.asarray(found, dtype=np.float32)
+    query = _chroma(rgb)
+    distance = np.min(np.abs(query[:, :, None, :] - centres[None, None]).sum(axis=-1), axis=-1)
+    return np.ascontiguousarray(255.0 * np.clip(1.0 - distance / LIKENESS_SPREAD, 0.0, 1.0), np.float32)
+
+
 def _integral(image: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     import cv2
 
@@ -451,3 +494,27 @@ def mark_verification(query: Image.Image, mark: Mark, *, frame: tuple[int, int],
     return Verification(accepted=True, reason="mark", inliers=0, inlier_ratio=found.score, model="mark",
                         query_polygon=found.query_polygon,
                         reference_polygon=[[x0, y0], [x1, y0], [x1, y1], [x0, y1]], edit=found.edit)
+
+
+def as_mark(result: Verification, mark: Mark, *, frame: tuple[int, int]) -> Verification:
+    """A geometric verification of a picture that has a mark, told as the mark's when the copy is
+    the mark small in a larger picture: the mark's box mapped by the fitted transform (reference
+    to query pixels) becomes the region, and the edit report speaks of the mark. A copy of the
+    whole picture (the mark wider than MAX_SHARE_AS_MARK of the query) is left as it is."""
+    if not result.accepted or not result.transform or result.edit is None:
+        return result
+    h = np.asarray(result.transform, dtype=np.float64)
+    x0, y0, x1, y1 = mark.box
+    pts = np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x1, y1, 1.0], [x0, y1, 1.0]]) @ h.T
+    if np.any(pts[:, 2] <= 1e-9):
+        return result
+    fw, fh = frame
+    quad = np.clip(pts[:, :2] / pts[:, 2:], 0, [fw, fh])
+    width_share = float(quad[:, 0].max() - quad[:, 0].min()) / fw
+    if width_share > MAX_SHARE_AS_MARK or width_share <= 0:
+        return result
+    centre = (float(quad[:, 0].max() + quad[:, 0].min()) / 2 / fw, float(quad[:, 1].max() + quad[:, 1].min()) / 2 / fh)
+    edit = MarkEdit(**{f.name: getattr(result.edit, f.name) for f in fields(EditReport)},
+                    width_share=round(width_share, 4), position=_position(*centre))
+    return replace(result, query_polygon=quad.tolist(), reference_polygon=[[x0, y0], [x1, y0], [x1, y1], [x0, y1]],
+                   edit=edit)

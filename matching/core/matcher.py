@@ -359,6 +359,7 @@ class Matcher:
                 again = [(self._promise(evidence[i]), i) for i, v in state.verifications.items()
                          if not v.accepted and i not in state.mirror_tried and i in state.decided]
                 self._verify_stage(state, again, evidence)
+                self._mark_stage(state, evidence, allowed)
                 lap("verify_ms")
         elif state.unverified and loaded is not None and self.verify:
             # Stopping after pass 0: a flipped or turned copy that PDQ's variants found is
@@ -514,6 +515,8 @@ class Matcher:
                     result = in_region
             if not result.accepted:
                 result = self._verify_mark(state, ref_id, e) or result
+            elif result.model != "mark":
+                result = self._as_mark(state, ref_id, result)
             state.verifications[ref_id] = result
             current = state.decided[ref_id]
             scores = dict(current.signal_scores, inliers=result.inliers)
@@ -551,6 +554,46 @@ class Matcher:
         # Found through a tile: the mark is in or near it, at about the tile's scale.
         return marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=_enlarge(e.cnn_box, loaded.image.size),
                                        tile_width=e.cnn_box[2] - e.cnn_box[0])
+
+    def _mark_stage(self, state: "_Judging", evidence: dict[int, _Evidence],
+                    allowed: Callable[[int], bool] | None) -> None:
+        """The partial-copy pass's last step: references whose mark's views (marks.mark_views) are
+        the nearest vectors to a tile of the query, even under the CNN candidate threshold (a
+        small mark on a busy scene often scores 0.2-0.35), are looked for by their mark, best
+        first, up to ``marks.VERIFY_TOP`` a check in all."""
+        from matching.core import marks
+
+        open_ = sorted(((e.cnn, i) for i, e in evidence.items()
+                        if e.cnn_mark and e.cnn is not None and e.cnn >= marks.MARK_CANDIDATE
+                        and i not in state.marks_tried and (allowed is None or allowed(i))
+                        and not (i in state.decided and state.decided[i].is_match)), reverse=True)
+        for _score, ref_id in open_[: max(0, marks.VERIFY_TOP - len(state.marks_tried))]:
+            if ref_id not in state.records:
+                state.records.update(self.store.records([ref_id]))
+            if ref_id not in state.records:
+                continue  # deleted since it was indexed
+            e = evidence[ref_id]
+            result = self._verify_mark(state, ref_id, e)
+            if result is None:
+                continue
+            state.verifications[ref_id] = result
+            assert result.edit is not None
+            scores = dict(self._signal_scores(e), inliers=0, mark_score=result.inlier_ratio)
+            state.decided[ref_id] = Decision(
+                ref_id, MODIFIED_COPY, round(max(self._similarity(e), 0.7 + 0.25 * result.inlier_ratio), 6), scores,
+                region={"query": result.query_polygon, "reference": result.reference_polygon},
+                edit={**_edit_json(result.edit), "description": result.edit.describe()})
+
+    def _as_mark(self, state: "_Judging", ref_id: int, result: Verification) -> Verification:
+        """An accepted verification of a reference that has a mark, boxed and told as the mark's
+        when the copy is the mark small in the query (``marks.as_mark``)."""
+        from matching.core import marks
+
+        find = getattr(self.store, "mark", None)
+        mark = find(ref_id) if find is not None else None
+        if mark is None or state.query.loaded is None:
+            return result
+        return marks.as_mark(result, mark, frame=_frame(state.query.loaded))
 
     # -- scoring ------------------------------------------------------------
     @staticmethod
