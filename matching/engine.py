@@ -129,7 +129,9 @@ class DatabaseStore:
             return None
         try:
             with default_storage.open(row.mark.name, "rb") as fh:
-                return mark_from_png(fh.read(), tuple(row.mark_info["box"]), row.mark_info["source"])
+                background = row.mark_info.get("background")
+                return mark_from_png(fh.read(), tuple(row.mark_info["box"]), row.mark_info["source"],
+                                     tuple(background) if background else None)
         except (OSError, ValueError, KeyError) as exc:  # a missing mark file only loses the mark check
             log.warning("reference mark %s unusable: %s", row.mark.name, exc)
             return None

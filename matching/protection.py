@@ -122,7 +122,8 @@ def reference_signals(loaded: LoadedImage) -> ReferenceSignals:
         embedding=embedding,
         features=features_to_bytes(extract_features(loaded.image, frame=frame)),
         mark_png=mark_to_png(mark) if mark is not None else None,
-        mark_info={"box": list(mark.box), "source": mark.source} if mark is not None else None,
+        mark_info={"box": list(mark.box), "source": mark.source,
+                   "background": list(mark.background) if mark.background else None} if mark is not None else None,
         mark_embeddings=mark_embeddings,
     )
 

@@ -73,7 +73,8 @@ LIKENESS_SPREAD = 0.12  # chromaticity distance at which a pixel stops looking l
 LIKENESS_FLOOR = 20.0
 VERIFY_TOP = 2     # candidates a check looks for the mark of, at most (each search costs ~100-200 ms)
 MARK_CANDIDATE = 0.2  # CNN cosine of a tile to a mark's view at or above: the mark is looked for
-MAX_SHARE_AS_MARK = 0.6  # as_mark: a mark wider than this share of the query is a copy of the picture
+MAX_SHARE_AS_MARK = 0.6
+TILE_DELTA = 30.0  # RGB distance: a query pixel this close to the tile's background colour shows it  # as_mark: a mark wider than this share of the query is a copy of the picture
 MIN_SCORE = 0.57   # combined correlation (edges, colour likeness, grey), less SIZE_PENALTY: the mark is there
 MAX_COLOUR_DE = 16.0  # mean chromaticity distance of the mark's pixels (_colour_distance)
 VIEW_SEED = 1409
@@ -89,6 +90,9 @@ class Mark:
     image: Image.Image
     box: tuple[int, int, int, int]
     source: str
+    # The flat background it was keyed from (RGB), None for a transparent picture: a copy that
+    # shows it around the mark is a copy of the whole tile (as_mark).
+    background: tuple[int, int, int] | None = None
 
     @property
     def mask(self) -> Image.Image:
@@ -179,7 +183,8 @@ def extract_mark(image: Image.Image, alpha: Image.Image | None = None, *,
     fw, fh = frame or image.size
     sx, sy = fw / image.width, fh / image.height
     box = (int(x0 * sx), int(y0 * sy), min(fw, math.ceil(x1 * sx)), min(fh, math.ceil(y1 * sy)))
-    return Mark(mark, box, source)
+    background = None if unblend is None else (int(unblend[0]), int(unblend[1]), int(unblend[2]))
+    return Mark(mark, box, source, background)
 
 
 def mark_to_png(mark: Mark) -> bytes:
@@ -188,9 +193,10 @@ def mark_to_png(mark: Mark) -> bytes:
     return buf.getvalue()
 
 
-def mark_from_png(data: bytes, box: tuple[int, int, int, int], source: str) -> Mark:
+def mark_from_png(data: bytes, box: tuple[int, int, int, int], source: str,
+                  background: tuple[int, int, int] | None = None) -> Mark:
     with Image.open(io.BytesIO(data)) as im:
-        return Mark(im.convert("RGBA"), box, source)
+        return Mark(im.convert("RGBA"), box, source, background)
 
 
 # -- views for the CNN ---------------------------------------------------------------------------
@@ -496,14 +502,41 @@ def mark_verification(query: Image.Image, mark: Mark, *, frame: tuple[int, int],
                         reference_polygon=[[x0, y0], [x1, y0], [x1, y1], [x0, y1]], edit=found.edit)
 
 
-def as_mark(result: Verification, mark: Mark, *, frame: tuple[int, int]) -> Verification:
+def _tile_pasted(query: Image.Image, h: npt.NDArray[np.float64], mark: Mark, frame: tuple[int, int]) -> bool:
+    """Whether the query shows the mark's flat background around it: points between the mark's
+    box and the picture's border, mapped by ``h``, mostly within TILE_DELTA of that colour."""
+    if mark.background is None:
+        return False
+    x0, y0, x1, y1 = mark.box
+    rw, rh = x1 + x0, y1 + y0  # about the picture's size: the mark's margins mirrored
+    points = [((x0 + x) / 2, (y0 + y) / 2) for x in (0, rw) for y in (0, rh)]
+    points += [((x0 + x1) / 2, y0 / 2), ((x0 + x1) / 2, (y1 + rh) / 2), (x0 / 2, (y0 + y1) / 2),
+               ((x1 + rw) / 2, (y0 + y1) / 2)]
+    mapped = np.array([[x, y, 1.0] for x, y in points]) @ h.T
+    sx, sy = query.width / frame[0], query.height / frame[1]
+    rgb = np.asarray(query.convert("RGB"), dtype=np.float32)
+    near = []
+    for px, py, pw in mapped:
+        if pw <= 1e-9:
+            continue
+        qx, qy = int(px / pw * sx), int(py / pw * sy)
+        if 0 <= qx < query.width and 0 <= qy < query.height:
+            near.append(float(np.linalg.norm(rgb[qy, qx] - np.array(mark.background, np.float32))) < TILE_DELTA)
+    return len(near) >= 4 and float(np.mean(near)) >= 0.75
+
+
+def as_mark(result: Verification, mark: Mark, *, frame: tuple[int, int], query: Image.Image | None = None
+            ) -> Verification:
     """A geometric verification of a picture that has a mark, told as the mark's when the copy is
     the mark small in a larger picture: the mark's box mapped by the fitted transform (reference
     to query pixels) becomes the region, and the edit report speaks of the mark. A copy of the
-    whole picture (the mark wider than MAX_SHARE_AS_MARK of the query) is left as it is."""
+    whole picture (the mark wider than MAX_SHARE_AS_MARK of the query) or of the whole tile (its
+    flat background seen around the mark in ``query``) is left as it is."""
     if not result.accepted or not result.transform or result.edit is None:
         return result
     h = np.asarray(result.transform, dtype=np.float64)
+    if query is not None and _tile_pasted(query, h, mark, frame):
+        return result
     x0, y0, x1, y1 = mark.box
     pts = np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x1, y1, 1.0], [x0, y1, 1.0]]) @ h.T
     if np.any(pts[:, 2] <= 1e-9):

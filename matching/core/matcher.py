@@ -593,7 +593,7 @@ class Matcher:
         mark = find(ref_id) if find is not None else None
         if mark is None or state.query.loaded is None:
             return result
-        return marks.as_mark(result, mark, frame=_frame(state.query.loaded))
+        return marks.as_mark(result, mark, frame=_frame(state.query.loaded), query=state.query.loaded.image)
 
     # -- scoring ------------------------------------------------------------
     @staticmethod

@@ -125,3 +125,30 @@ def test_a_mark_composited_small_into_a_photo_is_found_and_boxed(matcher, width_
     assert best.reference_id == 7 and best.is_match, outcome.decisions[:3]
     assert polygon_iou(best.region["query"], box, scene.size) >= 0.5
     assert best.edit is not None and best.edit["description"].startswith("the mark")
+
+
+def test_a_geometric_copy_is_told_as_the_mark_unless_the_whole_tile_was_pasted() -> None:
+    from matching.core.geometry import EditReport, Verification
+
+    tile = drawn_logo()
+    mark = marks.extract_mark(tile)
+    assert mark is not None and mark.background == (255, 255, 255)
+    scene = _photo("astronaut")
+    k, dx, dy = 0.4, 300, 280  # the tile at 40 %, its top-left corner at (300, 280)
+    h = [[k, 0.0, dx], [0.0, k, dy], [0.0, 0.0, 1.0]]
+    edit = EditReport(scale=k, rotation_deg=0.0, mirrored=False, visible_fraction=1.0, query_coverage=0.03,
+                      aspect_change=1.0, perspective=False)
+    tile_quad = rect(dx, dy, dx + k * tile.width, dy + k * tile.height)
+    found = Verification(True, "accepted", 40, 0.5, transform=h, model="homography", query_polygon=tile_quad,
+                         reference_polygon=rect(0, 0, tile.width, tile.height), edit=edit)
+    pasted_tile = scene.copy()
+    pasted_tile.paste(tile.resize((round(k * tile.width), round(k * tile.height))), (dx, dy))
+    assert marks.as_mark(found, mark, frame=scene.size, query=pasted_tile) is found
+    pasted_mark = scene.copy()
+    sprite = mark.image.resize((round(k * mark.image.width), round(k * mark.image.height)))
+    pasted_mark.paste(sprite, (round(dx + k * mark.box[0]), round(dy + k * mark.box[1])), sprite)
+    told = marks.as_mark(found, mark, frame=scene.size, query=pasted_mark)
+    assert told.edit is not None and told.edit.describe().startswith("the mark, at 14 % of the picture's width")
+    x0, y0, x1, y1 = mark.box
+    assert polygon_iou(told.query_polygon, rect(dx + k * x0, dy + k * y0, dx + k * x1, dy + k * y1),
+                       scene.size) > 0.95
