@@ -29,7 +29,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -62,6 +62,7 @@ class Source:
     key: str  # "photo:kodak24/kodim05.png", "logo:adidas.png" (training.data's names)
     kind: str
     path: Path
+    copy: int = 0  # a distractor's composite number (marks: a logo composited again, elsewhere)
 
     def image(self) -> Image.Image:
         with Image.open(self.path) as im:
@@ -121,8 +122,9 @@ class SuiteData:
                 image, name, region, tags = self._edit(source, copy)
                 yield SuiteQuery(f"{name}/{source.key}#{copy}", image, name, ref_id, region, source.kind, tags)
         for source in self.distractors:
-            image, name, _region, tags = self._edit(source, 0)
-            yield SuiteQuery(f"{name}/{source.key}", image, None, None, None, source.kind, tags)
+            image, name, _region, tags = self._edit(source, source.copy)
+            suffix = f"#{source.copy}" if source.copy else ""
+            yield SuiteQuery(f"{name}/{source.key}{suffix}", image, None, None, None, source.kind, tags)
 
     @property
     def n_queries(self) -> int:
@@ -153,10 +155,14 @@ def build_suite(suite: str, root: str | Path | None = None, *, refs: int = DEFAU
     photos = [photos[i] for i in rng.permutation(len(photos))]
     logos = [logos[i] for i in rng.permutation(len(logos))]
     if suite == "marks":
-        if len(photos) < 1 or refs + distractors > len(logos):
-            raise ValueError(f"{refs} logos and {distractors} distractor logos do not fit the "
-                             f"{len(logos)} held-out logos (and at least one held-out photo)")
-        return SuiteData(suite, logos[:refs], logos[refs:refs + distractors], photos, copies, seed)
+        if len(photos) < 1 or refs >= len(logos):
+            raise ValueError(f"{refs} logos leave none of the {len(logos)} held-out logos for distractors "
+                             f"(and at least one held-out photo is needed)")
+        # More distractors than logos left: each is composited again (another place, size, photo),
+        # so that --distractors 1000 gives a false-positive bound of about 0.3 % (95 %).
+        pool = logos[refs:]
+        unrelated = [replace(pool[i % len(pool)], copy=i // len(pool)) for i in range(distractors)]
+        return SuiteData(suite, logos[:refs], unrelated, photos, copies, seed)
     n_photos = max(0, min(round(refs * PHOTO_SHARE), len(photos) - MIN_OTHER_PHOTOS))
     n_logos = refs - n_photos
     others = photos[n_photos:]

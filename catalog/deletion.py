@@ -75,6 +75,7 @@ class Purge:
         check = apps.get_model("matching", "Check")
         self._names(images.values_list("file"), "protected_image")
         self._names(images.values_list("features"), "features")
+        self._names(images.values_list("mark"), "mark")
         self._names(match.objects.filter(protected_image__in=images).values_list("evidence"), "evidence")
         self._index_entries(images)
         # Checks whose every match report is to a deleted picture: their suspect file is a copy of it.

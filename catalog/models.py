@@ -179,6 +179,10 @@ def features_upload_to(instance: "ProtectedImage", filename: str) -> str:
     return f"features/{instance.organisation_id}/{uuid.uuid4().hex}.npz"
 
 
+def mark_upload_to(instance: "ProtectedImage", filename: str) -> str:
+    return f"marks/{instance.organisation_id}/{uuid.uuid4().hex}.png"
+
+
 class ProtectedImage(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -208,6 +212,13 @@ class ProtectedImage(models.Model):
     embedding = models.BinaryField(null=True, blank=True, editable=False)
     # Local features for geometric verification (npz bytes), computed once at indexing.
     features = models.FileField(upload_to=features_upload_to, max_length=300, blank=True)
+    # The mark alone when the picture is a logo on a flat background or has transparency: an RGBA
+    # PNG, its alpha the extracted mask (docs/matching.md, "Marks"); its box in the picture's pixels
+    # and where the mask came from ({"box": [x0, y0, x1, y1], "source": "alpha" | "background"});
+    # the CNN embeddings of its views (float16 bytes, 512 a view). Empty without a mark.
+    mark = models.FileField(upload_to=mark_upload_to, max_length=300, blank=True)
+    mark_info = models.JSONField(null=True, blank=True)
+    mark_embeddings = models.BinaryField(null=True, blank=True, editable=False)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     indexed_at = models.DateTimeField(null=True, blank=True)
     # Why copies of this image may go unfound (matching/protection.py, thresholds in docs/self-test.md):

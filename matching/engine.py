@@ -24,6 +24,7 @@ from matching.core.cnn.config import configure as configure_cnn
 from matching.core.cnn.embedder import get_embedder as load_embedder
 from matching.core.geometry import features_from_bytes
 from matching.core.loading import LoadedImage
+from matching.core.marks import mark_from_png
 from matching.core.matcher import Decision, Matcher, MatchOutcome, RefRecord, Thresholds
 from matching.encodings import to_unsigned64
 from matching.index_registry import registry
@@ -120,6 +121,20 @@ class DatabaseStore:
     def features(self, ref_id: int) -> Any | None:
         row = self.rows.get(ref_id)
         return feature_cache.get(row.features.name) if row is not None and row.features else None
+
+    def mark(self, ref_id: int) -> Any | None:
+        """The reference's mark (``marks.Mark``), read from storage; None without one."""
+        row = self.rows.get(ref_id)
+        if row is None or not row.mark or not row.mark_info:
+            return None
+        try:
+            with default_storage.open(row.mark.name, "rb") as fh:
+                background = row.mark_info.get("background")
+                return mark_from_png(fh.read(), tuple(row.mark_info["box"]), row.mark_info["source"],
+                                     tuple(background) if background else None)
+        except (OSError, ValueError, KeyError) as exc:  # a missing mark file only loses the mark check
+            log.warning("reference mark %s unusable: %s", row.mark.name, exc)
+            return None
 
 
 def collection_thresholds(base: Thresholds, phash_max_distance: int) -> Thresholds:

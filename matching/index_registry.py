@@ -29,6 +29,7 @@ from matching.core import hashindex, vptree
 from matching.core.hashindex import HashIndex, make_hash_index
 from matching.core.hamming import pdq_words
 from matching.core.matcher import HashIndex as HashSearch
+from matching.core.marks import MARK_SLOTS, mark_vector_id
 from matching.core.matcher import Indexes, VectorSearch
 from matching.core.snapshots import SnapshotError
 from matching.core.vectorindex import VectorIndex
@@ -94,7 +95,7 @@ class IndexRegistry:
             _hashes(idx.pdq).remove(ids)
             vector_index = _vectors(idx.vectors)
             if vector_index is not None:
-                vector_index.remove(ids)
+                vector_index.remove(_with_mark_view_ids(ids))
                 if vector_index.n_dead:  # HNSW tombstones
                     vector_index.rebuild()
             current.tombstoned = True
@@ -177,7 +178,7 @@ class IndexRegistry:
         rows = list(
             ProtectedImage.objects.filter(
                 organisation_id=organisation_id, status=ProtectedImage.Status.INDEXED, phash__isnull=False
-            ).values_list("id", "phash", "pdq", "embedding")
+            ).values_list("id", "phash", "pdq", "embedding", "mark_embeddings")
         )
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         indexes = current.indexes if current is not None else Indexes(
@@ -203,6 +204,7 @@ class IndexRegistry:
         vec_ids = np.fromiter((r[0] for r in with_vec), dtype=np.int64, count=len(with_vec))
         vectors = (np.stack([embedding_from_bytes(r[3] or b"") for r in with_vec]) if with_vec
                    else np.zeros((0, 0), np.float32))
+        vec_ids, vectors = _with_marks(vec_ids, vectors, [r for r in (rows if rebuild else added) if r[3] and r[4]])
 
         if rebuild:
             indexes = Indexes(
@@ -216,7 +218,8 @@ class IndexRegistry:
                 indexes.pdq = make_hash_index(4, codes=pdq_codes, ids=pdq_ids)
                 vector_index = _vectors(indexes.vectors)
                 if vector_index is not None:
-                    vector_index.remove(gone)
+                    # A picture's mark views go with it (marks.mark_vector_id).
+                    vector_index.remove(_with_mark_view_ids(gone))
                     if vector_index.n_dead:  # HNSW tombstones
                         vector_index.rebuild()
             else:
@@ -235,6 +238,27 @@ class IndexRegistry:
         log.info("indexes org=%s generation=%s size=%s %s in %.1f ms", organisation_id, generation, len(ids),
                  "rebuilt" if rebuild else "updated", (time.perf_counter() - started) * 1000)
         return result
+
+
+def _with_mark_view_ids(image_ids: np.ndarray) -> np.ndarray:
+    """The vector ids of the pictures and of their mark views (marks.mark_vector_id): a picture's
+    mark views leave the index with it."""
+    return np.concatenate([image_ids, *(mark_vector_id(0, s) + image_ids * MARK_SLOTS for s in range(MARK_SLOTS))])
+
+
+def _with_marks(ids: np.ndarray, vectors: np.ndarray, rows: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``ids``/``vectors`` followed by the views of the rows' marks (``mark_embeddings``, column 4),
+    under the ids ``marks.mark_vector_id`` gives them."""
+    extra_ids: list[int] = []
+    extra: list[np.ndarray] = []
+    for row in rows:
+        views = np.frombuffer(bytes(row[4]), dtype=np.float16).reshape(-1, vectors.shape[1]).astype(np.float32)
+        views /= np.maximum(np.linalg.norm(views, axis=1, keepdims=True), 1e-12)  # float16 rounding
+        extra_ids += [mark_vector_id(row[0], slot) for slot in range(min(len(views), MARK_SLOTS))]
+        extra.append(views[:MARK_SLOTS])
+    if not extra:
+        return ids, vectors
+    return np.concatenate([ids, np.array(extra_ids, np.int64)]), np.concatenate([vectors, *extra])
 
 
 def _hash_class(name: str) -> Any:

@@ -24,6 +24,7 @@ from matching.core.errors import ImageError
 from matching.core.geometry import extract_features, features_to_bytes
 from matching.core.loading import LoadedImage, load_image
 from matching.core.protectability import Flag, pixel_flags
+from matching.core.marks import extract_mark, mark_to_png, mark_views
 from matching.core.signals import PDQ_MIN_QUALITY, compute_signals, from_hex64
 from matching.encodings import embedding_from_bytes, embedding_to_bytes, to_signed64
 from matching.engine import default_thresholds, get_embedder
@@ -94,10 +95,10 @@ def protected_image_add(
             else:
                 enqueue_on_commit("workers.tasks.index_protected_image", image.pk)
     except IntegrityError as exc:
-        stored_files_delete([image.file.name, image.features.name])
+        stored_files_delete([image.file.name, image.features.name, image.mark.name])
         raise Conflict(f"The collection already holds an image with key {key!r}.", code="duplicate_key") from exc
     except BaseException:
-        stored_files_delete([image.file.name, image.features.name])
+        stored_files_delete([image.file.name, image.features.name, image.mark.name])
         raise
     return image
 
@@ -110,18 +111,33 @@ class ReferenceSignals:
     embedding: bytes | None
     features: bytes | None
     keypoints: int | None = None  # how many local features ``features`` holds
+    # The mark alone (matching/core/marks.py), when the picture is one: RGBA PNG, where it lies and
+    # what it was keyed from, and the embeddings of its views (concatenated float16 rows).
+    mark_png: bytes | None = None
+    mark_info: dict | None = None
+    mark_embeddings: bytes | None = None
 
 
 def reference_signals(loaded: LoadedImage) -> ReferenceSignals:
-    """Hashes, the CNN embedding (when enabled) and local features for verification."""
+    """Hashes, the CNN embedding (when enabled), local features for verification, and the mark
+    with its views' embeddings when the picture is a mark on a flat background or transparent."""
     embedder = get_embedder()
     embedding = embedding_to_bytes(embedder.embed_one(loaded.image)) if embedder is not None else None
-    features = extract_features(loaded.image, frame=(loaded.width, loaded.height))
+    frame = (loaded.width, loaded.height)
+    features = extract_features(loaded.image, frame=frame)
+    mark = extract_mark(loaded.image, loaded.alpha, frame=frame)
+    mark_embeddings = None
+    if mark is not None and embedder is not None:
+        mark_embeddings = embedding_to_bytes(embedder.embed(mark_views(mark)))
     return ReferenceSignals(
         signals=compute_signals(loaded),
         embedding=embedding,
         features=features_to_bytes(features),
         keypoints=len(features),
+        mark_png=mark_to_png(mark) if mark is not None else None,
+        mark_info={"box": list(mark.box), "source": mark.source,
+                   "background": list(mark.background) if mark.background else None} if mark is not None else None,
+        mark_embeddings=mark_embeddings,
     )
 
 
@@ -178,6 +194,10 @@ def apply_reference_signals(image: ProtectedImage, computed: ReferenceSignals) -
         image.keypoint_count = computed.keypoints
     if computed.features is not None:
         image.features.save("features.npz", ContentFile(computed.features), save=False)
+    image.mark_info = computed.mark_info
+    image.mark_embeddings = computed.mark_embeddings
+    if computed.mark_png is not None:
+        image.mark.save("mark.png", ContentFile(computed.mark_png), save=False)
     image.status = ProtectedImage.Status.INDEXED
     image.failure_reason = ""
     image.indexed_at = timezone.now()
@@ -210,6 +230,7 @@ def protected_image_index(*, image_id: int) -> ProtectedImage | None:
         changed = ProtectedImage.objects.filter(pk=image_id, status=ProtectedImage.Status.PENDING).update(
             status=image.status, signals=image.signals, phash=image.phash, pdq=image.pdq,
             pdq_quality=image.pdq_quality, embedding=image.embedding, features=image.features.name,
+            mark=image.mark.name, mark_info=image.mark_info, mark_embeddings=image.mark_embeddings,
             indexed_at=image.indexed_at, failure_reason="", protection_flags=image.protection_flags,
             keypoint_count=image.keypoint_count,
         )
@@ -218,7 +239,7 @@ def protected_image_index(*, image_id: int) -> ProtectedImage | None:
             enqueue_on_commit("workers.tasks.recheck_suspects", [image_id],  # suspects seen before
                               countdown=settings.IMGPROTECT_RECHECK_DELAY_SECONDS)
         else:
-            name = image.features.name
-            transaction.on_commit(lambda: stored_files_delete([name]))  # an earlier delivery won
+            names = [image.features.name, image.mark.name]
+            transaction.on_commit(lambda: stored_files_delete(names))  # an earlier delivery won
     image.refresh_from_db()
     return image

@@ -40,12 +40,17 @@ class ProtectedImageSerializer(serializers.ModelSerializer):
         many=True, read_only=True,
         help_text="Why copies of this image may go unfound (docs/self-test.md); empty when nothing was found "
                   "wrong. Pixels-only flags (tiny, flat) are set at upload, the rest once indexed.")
+    mark = serializers.JSONField(
+        source="mark_info", read_only=True, allow_null=True,
+        help_text="The mark extracted from the picture when it is a logo on a flat background or has "
+                  "transparency: its box [x0, y0, x1, y1] in the picture's pixels and its source "
+                  "(\"alpha\" or \"background\"); checks also look for the mark alone. Null without one.")
 
     class Meta:
         model = ProtectedImage
         fields = [
             "id", "collection", "collection_slug", "key", "status", "failure_reason", "width", "height", "format",
-            "size_bytes", "sha256_bytes", "sha256_pixels", "signals", "created", "indexed_at", "file_url",
+            "size_bytes", "sha256_bytes", "sha256_pixels", "signals", "mark", "created", "indexed_at", "file_url",
             "protection_flags", "keypoint_count",
         ]
         read_only_fields = fields

@@ -88,6 +88,8 @@ def _caption(verification: Verification | None) -> tuple[str, bool]:
     if not v.accepted:
         return f"not verified: {v.reason} ({v.inliers} inliers)", False
     text = f"verified copy: {v.inliers} inliers ({v.inlier_ratio:.0%} of matches), {v.model}"
+    if v.model == "mark":  # matching/core/marks.py: found by its shape and colours, not keypoints
+        text = f"verified copy: the mark found by its shape and colours (correlation {v.inlier_ratio:.2f})"
     if v.edit is not None:
         text += f"; {v.edit.describe()}"
     return text, True

@@ -97,6 +97,9 @@ class LoadedImage:
     format: str
     sha256_bytes: str
     sha256_pixels: str
+    # The transparency (mode "L", ``image``'s size) when the picture had any: a logo uploaded as
+    # an RGBA PNG keeps it as its mark's mask (matching/core/marks.py). None otherwise.
+    alpha: Image.Image | None = None
 
 
 def sha256_hex(data: bytes) -> str:
@@ -228,7 +231,7 @@ def _decode(data: bytes, max_pixels: int, max_side: int, max_decode_bytes: int) 
             raise
         except Exception as e:
             raise CorruptImage(f"The {fmt} image is truncated or corrupt and cannot be decoded.") from e
-        work, digest = _working_rgb(im, orientation, max_side)
+        work, digest, alpha = _working_rgb(im, orientation, max_side)
     return LoadedImage(
         image=work,
         width=width,
@@ -236,29 +239,35 @@ def _decode(data: bytes, max_pixels: int, max_side: int, max_decode_bytes: int) 
         format=fmt,
         sha256_bytes=sha256_hex(data),
         sha256_pixels=digest,
+        alpha=alpha,
     )
 
 
-def _working_rgb(im: Image.Image, orientation: int, max_side: int) -> tuple[Image.Image, str]:
-    """The upright RGB picture reduced to fit ``max_side``, and the digest of the upright RGB
-    pixels at the decoded size, both made strip by strip: no full-size RGB, RGBA or float copy
-    of the decoded raster is ever held (docs/security.md, finding 4)."""
+def _working_rgb(im: Image.Image, orientation: int, max_side: int) -> tuple[Image.Image, str, Image.Image | None]:
+    """The upright RGB picture reduced to fit ``max_side``, the digest of the upright RGB
+    pixels at the decoded size, and the reduced alpha when there is transparency, all made strip
+    by strip: no full-size RGB, RGBA or float copy of the decoded raster is ever held
+    (docs/security.md, finding 4)."""
     has_alpha = im.mode in _ALPHA_MODES or ("transparency" in im.info and im.mode in ("P", "L", "RGB"))
     wide_scale = _wide_scale(im) if im.mode in _WIDE_MODES else None
     width, height = (im.height, im.width) if orientation in _SWAPS_AXES else im.size
     k = _reduce_factor(width, height, max_side)
     rows = max(1, _STRIP_BYTES // (4 * width)) // k * k or k  # a multiple of k: strips reduce like the whole
     work = Image.new("RGB", (-(-width // k), -(-height // k)))
+    alpha = Image.new("L", work.size, 255) if has_alpha else None
     digest = hashlib.sha256(b"RGB")
     digest.update(width.to_bytes(4, "big"))
     digest.update(height.to_bytes(4, "big"))
     for top in range(0, height, rows):
-        strip = _to_rgb(_upright_rows(im, orientation, top, min(height, top + rows)),
-                        has_alpha=has_alpha, wide_scale=wide_scale)
+        rows_in = _upright_rows(im, orientation, top, min(height, top + rows))
+        if alpha is not None:
+            a = rows_in.convert("RGBA").getchannel("A")
+            alpha.paste(a.reduce(k) if k > 1 else a, (0, top // k))
+        strip = _to_rgb(rows_in, has_alpha=has_alpha, wide_scale=wide_scale)
         digest.update(strip.tobytes())
         work.paste(strip.reduce(k) if k > 1 else strip, (0, top // k))
         del strip
-    return work, digest.hexdigest()
+    return work, digest.hexdigest(), alpha
 
 
 def load_image(

@@ -129,6 +129,9 @@ class ReferenceStore(Protocol):
     def features(self, ref_id: int) -> Any | None:
         """Local features (``geometry.Features``) of a reference, for verification; None if unavailable."""
 
+    # A store may also offer ``mark(ref_id)``: the reference's ``marks.Mark`` (the logo alone,
+    # keyed out), or None; the matcher verifies marks only with a store that has it.
+
 
 class HashIndex(Protocol):
     def __len__(self) -> int: ...
@@ -187,6 +190,7 @@ class _Evidence:
     pdq_variant: int | None = None
     cnn: float | None = None           # best cosine over whole image and crops
     cnn_box: tuple[int, int, int, int] | None = None  # the query tile that gave ``cnn``; None: the whole
+    cnn_mark: bool = False             # ``cnn`` came from a view of the reference's mark (marks.py)
     changed: bool = False              # the evidence grew since the candidate was last judged
 
 
@@ -269,6 +273,7 @@ class _Judging:
     # Second looks (``geometry.second_look_features``) given so far: only the most promising
     # candidates that verification did not confirm get one, once each.
     second_looked: set[int] = field(default_factory=set)
+    marks_tried: set[int] = field(default_factory=set)  # candidates whose mark was looked for
 
     def found(self) -> bool:
         return any(d.is_match for d in self.decided.values())
@@ -380,6 +385,7 @@ class Matcher:
                 again = [(self._promise(evidence[i]), i) for i, v in state.verifications.items()
                          if not v.accepted and i not in state.mirror_tried and i in state.decided]
                 self._verify_stage(state, again, evidence)
+                self._mark_stage(state, evidence, allowed)
                 lap("verify_ms")
         elif state.unverified and loaded is not None and self.verify:
             # Stopping after pass 0: a flipped or turned copy that PDQ's variants found is
@@ -483,13 +489,19 @@ class Matcher:
             boxes, vectors = [None], embedder.embed_one(loaded.image)[None, :]
         if keep is not None:
             keep["tiles" if tiles else "whole"] = vectors if tiles else vectors[0]
+        from matching.core.marks import MARK_VIEWS, vector_reference
+
         per_crop = max(top_k, self.thresholds.verify_top)
-        for box, hits in zip(boxes, index.search(vectors, per_crop), strict=True):
-            for ref_id, score in hits:
+        # A picture's mark adds MARK_VIEWS vectors (marks.mark_views): search as much deeper, so
+        # that one mark's views do not crowd the other candidates out (the search is cheap).
+        for box, hits in zip(boxes, index.search(vectors, per_crop * (1 + MARK_VIEWS)), strict=True):
+            for vector_id, score in hits:
+                ref_id = vector_reference(vector_id)
                 e = ev(ref_id)
                 if e.cnn is None or score > e.cnn:
                     e.cnn = float(score)
                     e.cnn_box = None if box is None else tuple(box)
+                    e.cnn_mark = ref_id != vector_id
                     e.changed = True
 
     def _verify_stage(self, state: "_Judging", candidates: list[tuple[float, int]],
@@ -541,18 +553,87 @@ class Matcher:
                     if again.accepted:
                         result = again
                         break
+            if not result.accepted:
+                result = self._verify_mark(state, ref_id, e) or result
+            elif result.model != "mark":
+                result = self._as_mark(state, ref_id, result)
             state.verifications[ref_id] = result
             current = state.decided[ref_id]
             scores = dict(current.signal_scores, inliers=result.inliers)
             if result.accepted:
                 assert result.edit is not None  # an accepted verification reports its edit
+                score = self._verified_score(e, result.inliers)
+                if result.model == "mark":  # marks.mark_verification: no inliers, a correlation
+                    scores["mark_score"] = result.inlier_ratio
+                    score = round(max(self._similarity(e), 0.7 + 0.25 * result.inlier_ratio), 6)
                 state.decided[ref_id] = Decision(
-                    ref_id, MODIFIED_COPY, self._verified_score(e, result.inliers), scores,
+                    ref_id, MODIFIED_COPY, score, scores,
                     region={"query": result.query_polygon, "reference": result.reference_polygon},
                     edit={**_edit_json(result.edit), "description": result.edit.describe()},
                 )
             else:
                 state.decided[ref_id] = replace(current, signal_scores=dict(scores, verification=result.reason))
+
+    def _verify_mark(self, state: "_Judging", ref_id: int, e: _Evidence) -> Verification | None:
+        """When the reference has a mark (a logo keyed out of its tile, marks.py) and the local
+        features did not confirm it, look for the mark itself in the query, once per candidate
+        and for at most ``marks.VERIFY_TOP`` candidates a check (each costs tens of ms)."""
+        from matching.core import marks
+
+        find = getattr(self.store, "mark", None)
+        loaded = state.query.loaded
+        if (find is None or loaded is None or ref_id in state.marks_tried
+                or len(state.marks_tried) >= marks.VERIFY_TOP):
+            return None
+        mark = find(ref_id)
+        if mark is None:
+            return None
+        state.marks_tried.add(ref_id)
+        if e.cnn_box is None:
+            return marks.mark_verification(loaded.image, mark, frame=_frame(loaded))
+        # Found through a tile: the mark is in or near it, at about the tile's scale.
+        return marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=_enlarge(e.cnn_box, loaded.image.size),
+                                       tile_width=e.cnn_box[2] - e.cnn_box[0])
+
+    def _mark_stage(self, state: "_Judging", evidence: dict[int, _Evidence],
+                    allowed: Callable[[int], bool] | None) -> None:
+        """The partial-copy pass's last step: references whose mark's views (marks.mark_views) are
+        the nearest vectors to a tile of the query, even under the CNN candidate threshold (a
+        small mark on a busy scene often scores 0.2-0.35), are looked for by their mark, best
+        first, up to ``marks.VERIFY_TOP`` a check in all."""
+        from matching.core import marks
+
+        open_ = sorted(((e.cnn, i) for i, e in evidence.items()
+                        if e.cnn_mark and e.cnn is not None and e.cnn >= marks.MARK_CANDIDATE
+                        and i not in state.marks_tried and (allowed is None or allowed(i))
+                        and not (i in state.decided and state.decided[i].is_match)), reverse=True)
+        for _score, ref_id in open_[: max(0, marks.VERIFY_TOP - len(state.marks_tried))]:
+            if ref_id not in state.records:
+                state.records.update(self.store.records([ref_id]))
+            if ref_id not in state.records:
+                continue  # deleted since it was indexed
+            e = evidence[ref_id]
+            result = self._verify_mark(state, ref_id, e)
+            if result is None:
+                continue
+            state.verifications[ref_id] = result
+            assert result.edit is not None
+            scores = dict(self._signal_scores(e), inliers=0, mark_score=result.inlier_ratio)
+            state.decided[ref_id] = Decision(
+                ref_id, MODIFIED_COPY, round(max(self._similarity(e), 0.7 + 0.25 * result.inlier_ratio), 6), scores,
+                region={"query": result.query_polygon, "reference": result.reference_polygon},
+                edit={**_edit_json(result.edit), "description": result.edit.describe()})
+
+    def _as_mark(self, state: "_Judging", ref_id: int, result: Verification) -> Verification:
+        """An accepted verification of a reference that has a mark, boxed and told as the mark's
+        when the copy is the mark small in the query (``marks.as_mark``)."""
+        from matching.core import marks
+
+        find = getattr(self.store, "mark", None)
+        mark = find(ref_id) if find is not None else None
+        if mark is None or state.query.loaded is None:
+            return result
+        return marks.as_mark(result, mark, frame=_frame(state.query.loaded), query=state.query.loaded.image)
 
     # -- scoring ------------------------------------------------------------
     @staticmethod
@@ -661,12 +742,15 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[int, RefRecord] = {}
         self._features: dict[int, Any] = {}
+        self._marks: dict[int, Any] = {}
         self._by_digest: dict[str, set[int]] = {}
 
-    def put(self, record: RefRecord, features: Any | None = None) -> None:
+    def put(self, record: RefRecord, features: Any | None = None, mark: Any | None = None) -> None:
         self._records[record.id] = record
         if features is not None:
             self._features[record.id] = features
+        if mark is not None:
+            self._marks[record.id] = mark
         for digest in (record.sha256_bytes, record.sha256_pixels):
             self._by_digest.setdefault(digest, set()).add(record.id)
 
@@ -678,6 +762,10 @@ class MemoryStore:
 
     def features(self, ref_id: int) -> Any | None:
         return self._features.get(ref_id)
+
+    def mark(self, ref_id: int) -> Any | None:
+        """The reference's ``marks.Mark``, or None."""
+        return self._marks.get(ref_id)
 
 
 @dataclass
@@ -691,39 +779,56 @@ class IndexedReferences:
     pdq_ids: Any        # (m,) int64: the references whose PDQ is good enough to index
     pdq_words: Any      # (m, 4) uint64, big-endian words
     vectors: Any = None  # (n, 256) float32 CNN embeddings, or None without the CNN
+    # The views of the references' marks (marks.mark_views), under marks.mark_vector_id ids.
+    mark_ids: Any = None
+    mark_vectors: Any = None
 
     def indexes(self) -> Indexes:
+        import numpy as np
+
         from matching.core.hashindex import make_hash_index
         from matching.core.vectorindex import VectorIndex
 
         out = Indexes(phash=make_hash_index(1, codes=self.phashes, ids=self.ids),
                       pdq=make_hash_index(4, codes=self.pdq_words, ids=self.pdq_ids))
         if self.vectors is not None:
-            out.vectors = VectorIndex.build(self.ids, self.vectors)
+            ids, vectors = self.ids, self.vectors
+            if self.mark_vectors is not None and len(self.mark_vectors):
+                ids, vectors = np.concatenate([ids, self.mark_ids]), np.concatenate([vectors, self.mark_vectors])
+            out.vectors = VectorIndex.build(ids, vectors)
         return out
 
 
 def index_references(refs: list[tuple[int, Any]], *, embedder: Any | None = None) -> IndexedReferences:
-    """Signals, ORB features and (with ``embedder``) CNN embeddings of ``(id, PIL image)`` pairs,
-    computed as the service computes them for an upload (the picture goes through a PNG file)."""
+    """Signals, ORB features, marks and (with ``embedder``) CNN embeddings of ``(id, PIL image)``
+    pairs (an RGBA picture keeps its transparency as its mark's mask), computed as the service
+    computes them for an upload (the picture goes through a PNG file)."""
     import io
 
     import numpy as np
 
-    from matching.core import geometry
+    from matching.core import geometry, marks
     from matching.core.loading import load_image
     from matching.core.signals import PDQ_MIN_QUALITY, compute_signals
 
     store = MemoryStore()
     ids, phashes, pdq_ids, pdqs, images = [], [], [], [], []
+    mark_ids: list[int] = []
+    views: list[Any] = []
     for ref_id, image in refs:
         buf = io.BytesIO()
-        image.convert("RGB").save(buf, format="PNG")
+        image.convert("RGBA" if image.mode in ("RGBA", "LA", "PA") else "RGB").save(buf, format="PNG")
         loaded = load_image(buf.getvalue())
+        mark = marks.extract_mark(loaded.image, loaded.alpha, frame=_frame(loaded))
+        if mark is not None and embedder is not None:
+            for slot, view in enumerate(marks.mark_views(mark)):
+                mark_ids.append(marks.mark_vector_id(ref_id, slot))
+                views.append(view)
         sig = compute_signals(loaded)
         pdq = int(sig["pdq"], 16) if sig["pdq_quality"] >= PDQ_MIN_QUALITY else None
         store.put(RefRecord(ref_id, sig["sha256_bytes"], sig["sha256_pixels"], int(sig["phash"], 16), pdq,
-                            sig["pdq_quality"]), geometry.extract_features(loaded.image, frame=_frame(loaded)))
+                            sig["pdq_quality"]), geometry.extract_features(loaded.image, frame=_frame(loaded)),
+                  mark)
         ids.append(ref_id)
         phashes.append(int(sig["phash"], 16))
         if pdq is not None:
@@ -731,6 +836,8 @@ def index_references(refs: list[tuple[int, Any]], *, embedder: Any | None = None
             pdqs.append(sig["pdq"])
         images.append(loaded.image)
     vectors = embedder.embed(images) if embedder is not None and images else None
+    mark_vectors = embedder.embed(views) if embedder is not None and views else None
     return IndexedReferences(store, np.array(ids, dtype=np.int64), np.array(phashes, dtype=np.uint64).reshape(-1, 1),
-                             np.array(pdq_ids, dtype=np.int64), pdq_words(pdqs), vectors)
+                             np.array(pdq_ids, dtype=np.int64), pdq_words(pdqs), vectors,
+                             np.array(mark_ids, dtype=np.int64), mark_vectors)
 

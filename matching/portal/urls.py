@@ -24,6 +24,7 @@ org_patterns = [
     path("images/<int:pk>/delete/", pages.image_delete, name="image-delete"),
     path("images/<int:pk>/self-test/", pages.image_self_test, name="image-self-test"),
     path("images/<int:pk>/file/", files.image_file, name="image-file"),
+    path("images/<int:pk>/mark/", files.image_mark, name="image-mark"),
     path("checks/", pages.checks, name="checks"),
     path("checks/new/", pages.check_create, name="check-create"),
     path("checks/<int:pk>/", pages.check, name="check"),

@@ -210,7 +210,13 @@ def test_suites_draw_only_held_out_images(dataset: Path) -> None:
     marks = build_suite("marks", dataset, refs=3, distractors=5, seed=0)
     assert {s.kind for s in marks.references + marks.distractors} == {"logo"}
     with pytest.raises(ValueError):
-        build_suite("marks", dataset, refs=5, distractors=5)  # 10 logos: only 8 are held out
+        build_suite("marks", dataset, refs=8, distractors=5)  # 10 logos: only 8 are held out, none left
+    # More distractors than logos left: each logo is composited again, as a different picture.
+    many = build_suite("marks", dataset, refs=5, distractors=7, seed=0)
+    assert [s.copy for s in many.distractors] == [0, 0, 0, 1, 1, 1, 2]
+    queries = [q for q in many.queries() if q.ref_id is None]
+    assert len({q.key for q in queries}) == 7
+    assert not np.array_equal(np.asarray(queries[0].image), np.asarray(queries[3].image))
 
 
 def _table_row(md: str, system: str) -> list[str]:

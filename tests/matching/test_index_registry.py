@@ -35,3 +35,26 @@ def test_finding_12_a_process_that_saw_a_deletion_writes_no_entry_of_the_deleted
         with np.load(path) as arrays:
             for key in (k for k in arrays.files if "ids" in k):
                 assert deleted not in arrays[key], (path.name, key)
+
+
+def test_a_logos_mark_views_are_indexed_with_it_and_leave_with_it(org, settings):
+    """A logo on a flat tile gets its mark's views in the vector index, under ids that map back to it
+    (matching/core/marks.py); deleting the logo removes them; a photo adds none."""
+    from matching.core.marks import MARK_VIEWS, mark_vector_id, vector_reference
+    from tests.images import drawn_logo, encode
+
+    collection = CollectionFactory(organisation=org)
+    logo_png = encode(drawn_logo(), "PNG")
+    logo = protection.protected_image_add(collection=collection, key="acme.png", data=logo_png,
+                                          loaded=load_image(logo_png), index_now=True)
+    photo = protection.protected_image_add(collection=collection, key="coffee.png", data=photo_png("coffee"),
+                                           loaded=load_image(photo_png("coffee")), index_now=True)
+    assert logo.mark_info["source"] == "background" and not photo.mark and photo.mark_info is None
+    registry = IndexRegistry(directory=Path(settings.IMGPROTECT_INDEX_DIR) / "marks")
+    vectors = registry.get(org.pk).vectors
+    assert vectors is not None and len(vectors) == 2 + MARK_VIEWS
+    views = [mark_vector_id(logo.pk, slot) for slot in range(MARK_VIEWS)]
+    assert all(v in vectors and vector_reference(v) == logo.pk for v in views)
+    services.protected_image_delete(image=logo)
+    vectors = registry.get(org.pk).vectors
+    assert vectors is not None and len(vectors) == 1 and photo.pk in vectors

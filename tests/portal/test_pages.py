@@ -93,6 +93,38 @@ def test_image_files_are_served_after_the_tenant_check(world):
     assert client.get("/media/" + world.image.file.name).status_code == 404
 
 
+def test_the_image_page_shows_the_mark_extracted_from_a_transparent_logo(world, settings):
+    """Indexing a logo uploaded as an RGBA PNG keeps its transparency as the mark's mask; the page
+    shows the mark, served after the tenant check; a photo has none (matching/core/marks.py)."""
+    import numpy as np
+
+    from matching import protection
+    from matching.core.loading import load_image
+    from tests.images import drawn_logo, encode
+
+    settings.IMGPROTECT_CNN_ENABLED = False  # the mark needs no CNN; its views' vectors do
+    rgba = np.asarray(drawn_logo().convert("RGBA")).copy()
+    rgba[(rgba[..., :3] > 250).all(axis=2), 3] = 0
+    data = encode(Image.fromarray(rgba, "RGBA"), "PNG")
+    image = protection.protected_image_add(collection=world.collection, key="acme-logo.png", data=data,
+                                           loaded=load_image(data))
+    protection.protected_image_index(image_id=image.pk)
+    image.refresh_from_db()
+    assert image.status == ProtectedImage.Status.INDEXED and image.mark and image.mark_info["source"] == "alpha"
+    client = world.client(Role.VIEWER)
+    page = client.get(reverse("portal:image", args=["acme", image.pk])).content.decode()
+    mark_url = reverse("portal:image-mark", args=["acme", image.pk])
+    assert "Extracted mark" in page and f'src="{mark_url}"' in page and "transparency" in page
+    served = client.get(mark_url)
+    assert served.status_code == 200 and served["Content-Type"] == "image/png"
+    mask = Image.open(io.BytesIO(b"".join(served.streaming_content))).getchannel("A")
+    assert mask.getextrema() == (0, 255)
+    assert world.client("rival").get(reverse("portal:image-mark", args=["rival", image.pk])).status_code == 404
+    photo_page = client.get(reverse("portal:image", args=["acme", world.image.pk])).content.decode()
+    assert "Extracted mark" not in photo_page
+    assert client.get(reverse("portal:image-mark", args=["acme", world.image.pk])).status_code == 404
+
+
 @pytest.mark.django_db(transaction=True)
 def test_portal_check_records_where_it_was_found(monkeypatch):
     """Through the view: JSON for the page's script, and the origin stored before matching runs."""

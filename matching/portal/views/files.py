@@ -75,6 +75,13 @@ def image_file(request: PortalRequest, pk: int) -> HttpResponseBase:
 
 
 @portal_view()
+def image_mark(request: PortalRequest, pk: int) -> HttpResponseBase:
+    """The mark extracted from a protected image: an RGBA PNG whose alpha is the mask."""
+    image = found(selectors.image_of(request.organisation, pk))
+    return _serve(request, image.mark, "PNG")
+
+
+@portal_view()
 def check_file(request: PortalRequest, pk: int) -> HttpResponseBase:
     check = found(selectors.check_of(request.organisation, pk))
     return _serve(request, check.file, None)

@@ -60,11 +60,17 @@ def test_a_logo_pasted_into_a_photo_is_found_verified_and_boxed(matcher: Matcher
     assert "cnn_tiles_ms" in outcome.timings_ms  # found by the partial-copy pass
 
 
-@pytest.mark.xfail(strict=True, ci_allowed=True,
-                   reason="a known miss: an unseen logo pasted low in the astronaut photo scores a CNN cosine "
-                          "of 0.22-0.31 in its best tile, under the candidate threshold, so no verification "
-                          "runs (scikit-image's logo, which the head was trained on, was found there)")
-@pytest.mark.parametrize("seed", [1, 5])
+@pytest.mark.parametrize("seed", [
+    # Seed 5: the CNN cosine of its best tile (0.22-0.31) is under the candidate threshold, but the
+    # logo's mark views are the nearest vectors to a tile, so its mark is looked for and found
+    # (matching/core/marks.py).
+    5,
+    pytest.param(1, marks=pytest.mark.xfail(
+        strict=True, ci_allowed=True,
+        reason="a known miss: an unseen logo pasted low in the astronaut photo scores a CNN cosine of "
+               "0.22-0.31 in its best tile, under the candidate threshold, and the mark search does not "
+               "find it either (scikit-image's logo, which the head was trained on, was found there)")),
+])
 def test_a_logo_pasted_low_into_a_photo_is_found(matcher: Matcher, seed: int) -> None:
     composite, _ = augment.paste(_skimage("astronaut"), drawn_logo(), np.random.default_rng(seed),
                                  width_share=(0.2, 0.2))

@@ -1,0 +1,553 @@
+"""Marks: the logo alone, keyed out of a protected picture, and found again in a scene (issue 14).
+
+A protected picture that is a mark on a flat background (a logo tile), or that
+carries transparency (an RGBA PNG), holds a *mark*: the pixels that are not
+background, with their alpha. In the wild the mark is printed or composited
+without its tile, at 8-25 % of a photo's width, so the tile's own signals miss
+it. This module
+
+* extracts the mark (:func:`extract_mark`): the alpha channel when the picture
+  has one, else the background keyed out when the picture's border is one flat
+  colour (distance in CIELAB from the border's median colour; a photo, whose
+  border is not flat, has no mark);
+* renders it for the CNN (:func:`mark_views`): tightly cropped on a neutral
+  grey and on three textured backgrounds, so that a query tile holding the
+  mark on a scene has a close vector; those vectors go into the same vector
+  index as the pictures', under ids that say which picture they belong to
+  (:func:`mark_vector_id`, :func:`vector_reference`);
+* verifies a candidate (:func:`verify_mark`): the mark's grey template and its
+  edge map matched (normalised cross-correlation, the template masked by the
+  mark's alpha) over a few scales and rotations in the part of the query where
+  the CNN found it, then its colours compared; marks have few keypoints and
+  flat colours, which is where ORB fails and a template succeeds;
+* speaks of it (:class:`MarkEdit`, :func:`as_mark`): "the mark, at 18 % of the picture's
+  width, lower left, tilted 8°", also when the local features confirmed the copy.
+
+Plain numpy, Pillow and OpenCV (docs/matching.md, "Marks").
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from matching.core.geometry import EditReport, Verification
+
+__all__ = ["MARK_ID_BASE", "MARK_SLOTS", "Mark", "MarkEdit", "MarkMatch", "extract_mark", "mark_from_png",
+           "mark_to_png", "mark_vector_id", "mark_views", "vector_reference", "verify_mark"]
+
+# Vector-index ids of a mark's views: a picture's own vector has its id; view ``slot`` of its mark
+# has MARK_ID_BASE + id * MARK_SLOTS + slot (ids stay unique, and any id maps back to its picture).
+MARK_ID_BASE = 1 << 44
+MARK_SLOTS = 8
+
+# Extraction. A border is flat when this share of its pixels lies within FLAT_DELTA_E of its median
+# colour; a pixel is background below KEY_DELTA_E (soft up to the mark's own distance).
+FLAT_SHARE = 0.9
+FLAT_DELTA_E = 10.0
+KEY_DELTA_E = 8.0
+MIN_INK_DELTA_E = 20.0  # the mark must stand this far from the background somewhere
+MIN_COVERAGE, MAX_COVERAGE = 0.004, 0.85  # share of the picture the mark covers
+ALPHA_MIN_TRANSPARENT = 0.05  # an alpha channel is a mask when this share of pixels is see-through
+MARK_SIDE = 256  # long side of the stored mark
+
+# Verification (calibrated on the marks benchmark's distractors: docs/benchmarks.md).
+SEARCH_SIDE = 320  # the query is searched at this long side at most
+SCALES = 12        # template widths tried, geometric, between MIN_SHARE and MAX_SHARE of the query's width
+MIN_SHARE, MAX_SHARE = 0.07, 0.42
+TILE_SHARES = (0.25, 0.9)  # of the width of the tile the CNN found the mark through
+PEAKS = 4  # best places whose colours are compared, at most
+ANGLES = (-8.0, 0.0, 8.0)  # upright first, then the turns at the best scales
+MIN_TEMPLATE_PX = 12
+GREY_FLOOR = 12.0  # grey levels: a window flatter than this does not correlate (_ncc)
+EDGE_FLOOR = 10.0  # the same for the edge map
+EDGE_SIGMA = 1.0  # px: edge maps are blurred so that a thin stroke still meets between two template scales
+SIZE_PENALTY = 3.0  # subtracted from a template's correlation over the square root of its pixels
+PALETTE = 3  # main colours of a mark (k-means on chromaticity and brightness)
+LIKENESS_SPREAD = 0.12  # chromaticity distance at which a pixel stops looking like the mark's colours
+LIKENESS_FLOOR = 20.0
+VERIFY_TOP = 2     # candidates a check looks for the mark of, at most (each search costs ~100-200 ms)
+MARK_CANDIDATE = 0.2  # CNN cosine of a tile to a mark's view at or above: the mark is looked for
+MAX_SHARE_AS_MARK = 0.6
+TILE_DELTA = 30.0  # RGB distance: a query pixel this close to the tile's background colour shows it  # as_mark: a mark wider than this share of the query is a copy of the picture
+MIN_SCORE = 0.57   # combined correlation (edges, colour likeness, grey), less SIZE_PENALTY: the mark is there
+MAX_COLOUR_DE = 16.0  # mean chromaticity distance of the mark's pixels (_colour_distance)
+VIEW_SEED = 1409
+MARK_VIEWS = 4  # len(mark_views(...)): vectors a mark adds to the vector index
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The mark alone: ``image`` RGBA, tightly cropped, long side <= MARK_SIDE; ``box`` where it
+    lies in the picture's own pixels (x0, y0, x1, y1); ``source`` ``"alpha"`` or ``"background"``
+    (keyed out of a flat border)."""
+
+    image: Image.Image
+    box: tuple[int, int, int, int]
+    source: str
+    # The flat background it was keyed from (RGB), None for a transparent picture: a copy that
+    # shows it around the mark is a copy of the whole tile (as_mark).
+    background: tuple[int, int, int] | None = None
+
+    @property
+    def mask(self) -> Image.Image:
+        return self.image.getchannel("A")
+
+
+def mark_vector_id(ref_id: int, slot: int) -> int:
+    if not 0 <= slot < MARK_SLOTS:
+        raise ValueError(f"slot must be in [0, {MARK_SLOTS})")
+    return MARK_ID_BASE + ref_id * MARK_SLOTS + slot
+
+
+def vector_reference(vector_id: int) -> int:
+    """The protected picture a vector-index id belongs to (its own vector, or a view of its mark)."""
+    return vector_id if vector_id < MARK_ID_BASE else (vector_id - MARK_ID_BASE) // MARK_SLOTS
+
+
+def _lab(rgb: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    import cv2
+
+    return np.asarray(cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB), dtype=np.float32)
+
+
+def _border(a: npt.NDArray[Any], width: int = 2) -> npt.NDArray[Any]:
+    return np.concatenate([a[:width].reshape(-1, a.shape[-1]), a[-width:].reshape(-1, a.shape[-1]),
+                           a[:, :width].reshape(-1, a.shape[-1]), a[:, -width:].reshape(-1, a.shape[-1])])
+
+
+def _alpha_mask(alpha: Image.Image | None, size: tuple[int, int]) -> npt.NDArray[np.float32] | None:
+    if alpha is None:
+        return None
+    a = np.asarray(alpha.convert("L").resize(size) if alpha.size != size else alpha.convert("L"),
+                   dtype=np.float32) / 255.0
+    return a if float((a < 0.5).mean()) >= ALPHA_MIN_TRANSPARENT else None
+
+
+def _keyed_mask(rgb: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None:
+    """(alpha, background Lab colour) when the border is one flat colour, else None."""
+    lab = _lab(rgb)
+    border = _border(lab)
+    bg = np.median(border, axis=0)
+    if float((np.linalg.norm(border - bg, axis=1) < FLAT_DELTA_E).mean()) < FLAT_SHARE:
+        return None  # a photo, or a tile whose border is not one colour
+    distance = np.linalg.norm(lab - bg, axis=2)
+    far = float(distance.max())
+    if far < MIN_INK_DELTA_E:
+        return None
+    ink = float(np.median(distance[distance >= 0.6 * far]))
+    alpha = np.clip((distance - KEY_DELTA_E) / max(1.0, min(ink, 40.0) - KEY_DELTA_E), 0.0, 1.0)
+    return alpha.astype(np.float32), bg.astype(np.float32)
+
+
+def extract_mark(image: Image.Image, alpha: Image.Image | None = None, *,
+                 frame: tuple[int, int] | None = None) -> Mark | None:
+    """The mark of a protected picture, or None when it has none (a photo, a picture filled edge to
+    edge). ``image`` is the RGB working picture, ``alpha`` its transparency (mode L) when it had
+    one, ``frame`` the picture's own size (``box`` is given in it; default ``image.size``)."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    a = _alpha_mask(alpha, image.size)
+    source = "alpha"
+    unblend: npt.NDArray[np.float32] | None = None
+    if a is None:
+        keyed = _keyed_mask(rgb)
+        if keyed is None:
+            return None
+        a, _bg = keyed
+        source = "background"
+        unblend = np.median(_border(rgb), axis=0).astype(np.float32)
+    coverage = float(a.mean())
+    if not MIN_COVERAGE <= coverage <= MAX_COVERAGE:
+        return None
+    ys, xs = np.nonzero(a > 0.25)
+    if len(xs) == 0:
+        return None
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    if min(x1 - x0, y1 - y0) < 4:
+        return None
+    crop_a = a[y0:y1, x0:x1, None]
+    colour = rgb[y0:y1, x0:x1]
+    if unblend is not None:  # the keyed edge's colour without the background mixed in
+        colour = (colour - (1.0 - crop_a) * unblend) / np.maximum(crop_a, 1e-3)
+    rgba = np.concatenate([np.clip(colour, 0, 255), 255.0 * crop_a], axis=2)
+    mark = Image.fromarray((rgba + 0.5).astype(np.uint8), "RGBA")
+    if max(mark.size) > MARK_SIDE:
+        k = MARK_SIDE / max(mark.size)
+        mark = mark.convert("RGBa").resize((max(1, round(mark.width * k)), max(1, round(mark.height * k))),
+                                           Image.Resampling.LANCZOS).convert("RGBA")
+    fw, fh = frame or image.size
+    sx, sy = fw / image.width, fh / image.height
+    box = (int(x0 * sx), int(y0 * sy), min(fw, math.ceil(x1 * sx)), min(fh, math.ceil(y1 * sy)))
+    background = None if unblend is None else (int(unblend[0]), int(unblend[1]), int(unblend[2]))
+    return Mark(mark, box, source, background)
+
+
+def mark_to_png(mark: Mark) -> bytes:
+    buf = io.BytesIO()
+    mark.image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def mark_from_png(data: bytes, box: tuple[int, int, int, int], source: str,
+                  background: tuple[int, int, int] | None = None) -> Mark:
+    with Image.open(io.BytesIO(data)) as im:
+        return Mark(im.convert("RGBA"), box, source, background)
+
+
+# -- views for the CNN ---------------------------------------------------------------------------
+
+def _textures(size: tuple[int, int]) -> list[Image.Image]:
+    """Three fixed backgrounds (same every run): a warm mid-tone, a dark cool one, a light
+    fabric-like weave; low-frequency colour noise like out-of-focus scenery."""
+    rng = np.random.default_rng(VIEW_SEED)
+    w, h = size
+    out = []
+    for base, spread in (((150, 120, 95), 45.0), ((45, 55, 70), 30.0), ((215, 210, 200), 25.0)):
+        coarse = rng.normal(0.0, spread, (6, 8, 3)).astype(np.float32)
+        field = np.asarray(Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize(
+            (w, h), Image.Resampling.BICUBIC), dtype=np.float32) - 128
+        fine = rng.normal(0.0, spread / 4, (h, w, 1)).astype(np.float32)
+        out.append(Image.fromarray(np.clip(np.array(base, np.float32) + field + fine, 0, 255).astype(np.uint8)))
+    return out
+
+
+def _on(mark: Image.Image, background: Image.Image, share: float) -> Image.Image:
+    """``mark`` composited centred on ``background`` at ``share`` of its width (or height)."""
+    bw, bh = background.size
+    k = min(share * bw / mark.width, share * bh / mark.height)
+    sprite = mark.convert("RGBa").resize((max(1, round(mark.width * k)), max(1, round(mark.height * k))),
+                                         Image.Resampling.LANCZOS).convert("RGBA")
+    canvas = background.convert("RGB").copy()
+    canvas.paste(sprite, ((bw - sprite.width) // 2, (bh - sprite.height) // 2), sprite)
+    return canvas
+
+
+VIEW_SIZE = (288, 216)  # a query tile's usual 4:3
+
+
+def mark_views(mark: Mark) -> list[Image.Image]:
+    """RGB renderings of the mark embedded as extra vectors of its picture: on neutral grey
+    filling most of the frame, then on the three textures at 45-60 % of the frame's width (where
+    the partial-copy pass's tiles see a mark of 10-25 % of a photo's width)."""
+    grey = Image.new("RGB", VIEW_SIZE, (128, 128, 128))
+    views = [_on(mark.image, grey, 0.8)]
+    views += [_on(mark.image, texture, share) for texture, share in zip(_textures(VIEW_SIZE), (0.6, 0.5, 0.45))]
+    return views
+
+
+# -- verification --------------------------------------------------------------------------------
+
+@dataclass
+class MarkEdit(EditReport):
+    """An ``EditReport`` for a mark found in a scene, which it describes as such."""
+
+    width_share: float = 0.0   # the mark's width over the query's width
+    position: str = ""         # "lower left", "centre", ...
+
+    def describe(self) -> str:
+        text = f"the mark, at {self.width_share * 100:.0f} % of the picture's width, {self.position}"
+        if abs(self.rotation_deg) >= 1:
+            text += f", tilted {abs(self.rotation_deg):.0f}°"
+        return text
+
+
+@dataclass(frozen=True)
+class MarkMatch:
+    score: float
+    colour_de: float
+    query_polygon: list[list[float]]  # the mark's outline in the query's own pixels
+    edit: MarkEdit
+
+
+def _position(cx: float, cy: float) -> str:
+    row = "upper" if cy < 1 / 3 else "lower" if cy > 2 / 3 else ""
+    col = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else ""
+    if not row and not col:
+        return "centre"
+    if not row:
+        return f"centre {col}"
+    return f"{row} {col}" if col else f"{row} centre"
+
+
+def _edges(gray: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    import cv2
+
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    return np.asarray(cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), EDGE_SIGMA), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class _Template:
+    grey: npt.NDArray[np.float32]
+    mask: npt.NDArray[np.float32]    # alpha > 0.5
+    edges: npt.NDArray[np.float32]   # the mark's outline and inner edges
+    rgb: npt.NDArray[np.float32]     # the mark's colours, turned like the rest
+    alpha: npt.NDArray[np.float32]   # 0-255
+
+
+def _template(mark: Image.Image, width: int, angle: float) -> _Template | None:
+    """The mark at ``width``, turned by ``angle`` degrees (counter-clockwise as seen)."""
+    import cv2
+
+    k = width / mark.width
+    height = max(1, round(mark.height * k))
+    if min(width, height) < MIN_TEMPLATE_PX:
+        return None
+    rgba = np.asarray(mark.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+    if angle:
+        pad = int(math.ceil(0.2 * max(width, height)))
+        rgba = np.asarray(cv2.copyMakeBorder(rgba, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0)),
+                          dtype=np.float32)
+        rot = cv2.getRotationMatrix2D((rgba.shape[1] / 2, rgba.shape[0] / 2), angle, 1.0)
+        rgba = np.asarray(cv2.warpAffine(rgba, rot, rgba.shape[1::-1], flags=cv2.INTER_LINEAR), dtype=np.float32)
+        ys, xs = np.nonzero(rgba[..., 3] > 5)
+        rgba = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    rgb = np.ascontiguousarray(rgba[..., :3], np.float32)
+    alpha = rgba[..., 3] / 255.0
+    grey = np.ascontiguousarray(rgb @ np.array([0.299, 0.587, 0.114], np.float32), np.float32)
+    # The outline is where alpha changes (the scene behind is unknown, but differs); inner edges
+    # are where the mark's own grey changes.
+    edges = np.ascontiguousarray(_edges(alpha * 255.0) + _edges(grey * alpha), np.float32)
+    return _Template(grey, (alpha > 0.5).astype(np.float32), edges, rgb, np.ascontiguousarray(alpha * 255.0, np.float32))
+
+
+def _ncc(image: npt.NDArray[np.float32], squared: npt.NDArray[np.float32], template: npt.NDArray[np.float32],
+         mask: npt.NDArray[np.float32] | None, floor: float,
+         integrals: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] = (np.zeros(0), np.zeros(0)),
+         ) -> npt.NDArray[np.float32]:
+    """Normalised cross-correlation of ``template`` over ``image``, counting the pixels under
+    ``mask`` only (None: all; ``integrals`` are then the image's and its square's summed-area
+    tables), by plain correlations (OpenCV's FFT path, unlike its masked mode). A
+    window's spread is floored at ``floor`` per pixel, so a flat patch of the scene (sky, a wall)
+    cannot correlate by chance."""
+    import cv2
+
+    n = float(mask.sum()) if mask is not None else float(template.size)
+    weights = mask if mask is not None else np.ones_like(template)
+    centred = np.ascontiguousarray(weights * (template - float((weights * template).sum()) / max(n, 1.0)),
+                                   np.float32)
+    energy = float((centred * centred).sum())
+    if n < 16 or energy <= 1e-6:
+        return np.full((1, 1), -1.0, np.float32)
+    num = cv2.matchTemplate(image, centred, cv2.TM_CCORR)
+    if mask is None:  # window sums from summed-area tables: no correlation needed
+        th, tw = template.shape
+        ii, ii2 = integrals
+        s1 = ii[th:, tw:] - ii[:-th, tw:] - ii[th:, :-tw] + ii[:-th, :-tw]
+        s2 = ii2[th:, tw:] - ii2[:-th, tw:] - ii2[th:, :-tw] + ii2[:-th, :-tw]
+    else:
+        s1 = np.asarray(cv2.matchTemplate(image, mask, cv2.TM_CCORR), dtype=np.float64)
+        s2 = np.asarray(cv2.matchTemplate(squared, mask, cv2.TM_CCORR), dtype=np.float64)
+    spread = np.maximum(s2 - s1 * s1 / n, n * floor * floor)
+    return np.asarray(num / np.sqrt(spread * energy), dtype=np.float32)
+
+
+def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark: Mark, *,
+                frame: tuple[int, int] | None = None, min_score: float = MIN_SCORE,
+                max_colour_de: float = MAX_COLOUR_DE, tile_width: int | None = None) -> MarkMatch | None:
+    """Find ``mark`` in ``query`` (the RGB working picture) within ``box`` (working pixels; None:
+    the whole picture), over SCALES template widths and the ANGLES turns: the places with the best
+    mean of the masked grey correlation (when the mark has inner contrast) and the edge
+    correlation, the first of which whose colours agree with the mark's (chromaticity distance
+    at most ``max_colour_de``) is accepted at ``min_score``. The widths run between MIN_SHARE and
+    MAX_SHARE of the query's width, or TILE_SHARES of ``tile_width`` when the CNN found the mark
+    through a tile of that width. ``frame``: the query's own size, for the polygon."""
+    import cv2
+
+    qw, qh = query.size
+    x0, y0, x1, y1 = box if box is not None else (0, 0, qw, qh)
+    region = query.crop((x0, y0, x1, y1)).convert("RGB")
+    k = min(1.0, SEARCH_SIDE / max(qw, qh))
+    if k < 1.0:
+        region = region.resize((max(1, round(region.width * k)), max(1, round(region.height * k))),
+                               Image.Resampling.BILINEAR)
+    rgb = np.asarray(region, dtype=np.float32)
+    gray = np.ascontiguousarray(rgb @ np.array([0.299, 0.587, 0.114], np.float32), np.float32)
+    edges = _edges(gray)
+    gray2 = gray * gray
+    edge_tables = (_integral(edges), _integral(edges * edges))
+    likeness = _likeness(rgb, mark)
+    likeness_tables = (_integral(likeness), _integral(likeness * likeness))
+    rw, rh = region.size
+    aspect = mark.image.height / mark.image.width
+
+    def attempt(width: int, angle: float) -> tuple[float, int, float, tuple[int, int], _Template] | None:
+        made = _template(mark.image, width, angle)
+        if made is None:
+            return None
+        th, tw = made.grey.shape
+        if tw > rw or th > rh:
+            return None
+        terms = [_ncc(edges, edges, made.edges, None, EDGE_FLOOR, edge_tables),
+                 _ncc(likeness, likeness, made.alpha, None, LIKENESS_FLOOR, likeness_tables)]
+        if float(made.grey[made.mask > 0].std()) > 8.0:  # the mark has inner contrast: the grey counts too
+            terms.append(_ncc(gray, gray2, made.grey, made.mask, GREY_FLOOR))
+        scores = sum(terms[1:], terms[0]) / len(terms)
+        _lo, score, _lo_at, at = cv2.minMaxLoc(scores)
+        # Chance correlations shrink as 1/sqrt(pixels): a small template must correlate better.
+        score -= SIZE_PENALTY / math.sqrt(th * tw)
+        return float(score), width, angle, (int(at[0]), int(at[1])), made
+
+    # Upright at every scale, then the turns at the three best scales.
+    upright = []
+    low, high, base = (MIN_SHARE, MAX_SHARE, qw) if tile_width is None else (*TILE_SHARES, tile_width)
+    for i in range(SCALES):
+        width = round(low * (high / low) ** (i / (SCALES - 1)) * base * k)
+        found = attempt(width, 0.0)
+        if found is not None:
+            upright.append(found)
+    tried = sorted(upright, key=lambda f: -f[0])[:3]
+    turned = [f for w in {f[1] for f in tried} for angle in ANGLES if angle
+              for f in [attempt(w, angle)] if f is not None]
+    for score, width, angle, (ax, ay), made in sorted(upright + turned, key=lambda f: -f[0])[:PEAKS]:
+        if score < min_score:
+            return None
+        th, tw = made.grey.shape
+        colour_de = _colour_distance(rgb[ay:ay + th, ax:ax + tw], made)
+        if colour_de <= max_colour_de:
+            break
+    else:
+        return None
+    # The mark's outline: its box turned by ``angle`` about the found template's centre.
+    fw, fh = frame or (qw, qh)
+    sx, sy = fw / qw, fh / qh
+    cx, cy = ax + tw / 2, ay + th / 2
+    mh = width * aspect
+    t = math.radians(angle)
+    corners = []
+    for px, py in ((-width / 2, -mh / 2), (width / 2, -mh / 2), (width / 2, mh / 2), (-width / 2, mh / 2)):
+        rx = px * math.cos(t) + py * math.sin(t)   # OpenCV's angle turns counter-clockwise as seen
+        ry = -px * math.sin(t) + py * math.cos(t)
+        corners.append([(x0 + (cx + rx) / k) * sx, (y0 + (cy + ry) / k) * sy])
+    xs = [c[0] for c in corners]
+    ys = [c[1] for c in corners]
+    width_share = (max(xs) - min(xs)) / fw
+    centre = ((max(xs) + min(xs)) / 2 / fw, (max(ys) + min(ys)) / 2 / fh)
+    scale = (width / k) * sx / max(1, mark.box[2] - mark.box[0])
+    edit = MarkEdit(scale=scale, rotation_deg=float(angle), mirrored=False, visible_fraction=1.0,
+                    query_coverage=(max(xs) - min(xs)) * (max(ys) - min(ys)) / (fw * fh), aspect_change=1.0,
+                    perspective=False, width_share=round(width_share, 4), position=_position(*centre))
+    return MarkMatch(round(score, 4), round(colour_de, 2), corners, edit)
+
+
+def _chroma(rgb: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """Per pixel (r, g) over r + g + b and a quarter of the brightness: hue that shading keeps."""
+    total = rgb.sum(axis=-1, keepdims=True)
+    chroma = rgb[..., :2] / np.maximum(total, 30.0)
+    out: npt.NDArray[np.float32] = np.concatenate([chroma, 0.25 * total / 765.0], axis=-1).astype(np.float32)
+    return out
+
+
+def _likeness(rgb: npt.NDArray[np.float32], mark: Mark) -> npt.NDArray[np.float32]:
+    """How close each query pixel's colour lies to one of the mark's PALETTE main colours, 0-255:
+    correlated with the mark's alpha it finds the mark's shape in its own colours."""
+    import cv2
+
+    rgba = np.asarray(mark.image, dtype=np.float32).reshape(-1, 4)
+    pixels = rgba[rgba[:, 3] > 127, :3]
+    if len(pixels) > 4000:
+        pixels = pixels[:: len(pixels) // 4000 + 1]
+    if len(pixels) < PALETTE:
+        return np.zeros(rgb.shape[:2], np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1e-3)
+    cv2.setRNGSeed(VIEW_SEED)
+    _c, _labels, found = cv2.kmeans(_chroma(pixels), PALETTE, None, criteria, 2,  # type: ignore[call-overload]
+                                    cv2.KMEANS_PP_CENTERS)
+    centres = np.asarray(found, dtype=np.float32)
+    query = _chroma(rgb)
+    distance = np.min(np.abs(query[:, :, None, :] - centres[None, None]).sum(axis=-1), axis=-1)
+    return np.ascontiguousarray(255.0 * np.clip(1.0 - distance / LIKENESS_SPREAD, 0.0, 1.0), np.float32)
+
+
+def _integral(image: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    import cv2
+
+    return np.asarray(cv2.integral(image.astype(np.float64)), dtype=np.float64)
+
+
+def _colour_distance(patch: npt.NDArray[Any], made: _Template) -> float:
+    """Mean chromaticity distance (r, g over r + g + b, x 100) between the mark's pixels and the
+    query's under them: shading and exposure scale all three channels, which it ignores; a
+    different hue does not. Pixels too dark for a hue on either side are left out."""
+    inside = made.mask > 0
+    if patch.shape[:2] != inside.shape:
+        return 999.0
+    ref, got = made.rgb[inside], patch[inside]
+    ref_sum, got_sum = ref.sum(axis=1), got.sum(axis=1)
+    lit = (ref_sum > 60) & (got_sum > 60)
+    if lit.sum() < 0.2 * len(ref):  # a dark mark: compare lightness order instead (grey carries it)
+        return 0.0
+    ref_c = ref[lit, :2] / ref_sum[lit, None]
+    got_c = got[lit, :2] / got_sum[lit, None]
+    return float(100.0 * np.abs(ref_c - got_c).sum(axis=1).mean())
+
+
+def mark_verification(query: Image.Image, mark: Mark, *, frame: tuple[int, int],
+                      box: tuple[int, int, int, int] | None = None, tile_width: int | None = None
+                      ) -> Verification | None:
+    """:func:`verify_mark` as a ``geometry.Verification`` (model ``"mark"``, ``inlier_ratio`` the
+    correlation, the reference polygon the mark's box), or None."""
+    found = verify_mark(query, box, mark, frame=frame, tile_width=tile_width)
+    if found is None:
+        return None
+    x0, y0, x1, y1 = mark.box
+    return Verification(accepted=True, reason="mark", inliers=0, inlier_ratio=found.score, model="mark",
+                        query_polygon=found.query_polygon,
+                        reference_polygon=[[x0, y0], [x1, y0], [x1, y1], [x0, y1]], edit=found.edit)
+
+
+def _tile_pasted(query: Image.Image, h: npt.NDArray[np.float64], mark: Mark, frame: tuple[int, int]) -> bool:
+    """Whether the query shows the mark's flat background around it: points between the mark's
+    box and the picture's border, mapped by ``h``, mostly within TILE_DELTA of that colour."""
+    if mark.background is None:
+        return False
+    x0, y0, x1, y1 = mark.box
+    rw, rh = x1 + x0, y1 + y0  # about the picture's size: the mark's margins mirrored
+    points = [((x0 + x) / 2, (y0 + y) / 2) for x in (0, rw) for y in (0, rh)]
+    points += [((x0 + x1) / 2, y0 / 2), ((x0 + x1) / 2, (y1 + rh) / 2), (x0 / 2, (y0 + y1) / 2),
+               ((x1 + rw) / 2, (y0 + y1) / 2)]
+    mapped = np.array([[x, y, 1.0] for x, y in points]) @ h.T
+    sx, sy = query.width / frame[0], query.height / frame[1]
+    rgb = np.asarray(query.convert("RGB"), dtype=np.float32)
+    near = []
+    for px, py, pw in mapped:
+        if pw <= 1e-9:
+            continue
+        qx, qy = int(px / pw * sx), int(py / pw * sy)
+        if 0 <= qx < query.width and 0 <= qy < query.height:
+            near.append(float(np.linalg.norm(rgb[qy, qx] - np.array(mark.background, np.float32))) < TILE_DELTA)
+    return len(near) >= 4 and float(np.mean(near)) >= 0.75
+
+
+def as_mark(result: Verification, mark: Mark, *, frame: tuple[int, int], query: Image.Image | None = None
+            ) -> Verification:
+    """A geometric verification of a picture that has a mark, told as the mark's when the copy is
+    the mark small in a larger picture: the mark's box mapped by the fitted transform (reference
+    to query pixels) becomes the region, and the edit report speaks of the mark. A copy of the
+    whole picture (the mark wider than MAX_SHARE_AS_MARK of the query) or of the whole tile (its
+    flat background seen around the mark in ``query``) is left as it is."""
+    if not result.accepted or not result.transform or result.edit is None:
+        return result
+    h = np.asarray(result.transform, dtype=np.float64)
+    if query is not None and _tile_pasted(query, h, mark, frame):
+        return result
+    x0, y0, x1, y1 = mark.box
+    pts = np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x1, y1, 1.0], [x0, y1, 1.0]]) @ h.T
+    if np.any(pts[:, 2] <= 1e-9):
+        return result
+    fw, fh = frame
+    quad = np.clip(pts[:, :2] / pts[:, 2:], 0, [fw, fh])
+    width_share = float(quad[:, 0].max() - quad[:, 0].min()) / fw
+    if width_share > MAX_SHARE_AS_MARK or width_share <= 0:
+        return result
+    centre = (float(quad[:, 0].max() + quad[:, 0].min()) / 2 / fw, float(quad[:, 1].max() + quad[:, 1].min()) / 2 / fh)
+    edit = MarkEdit(**{f.name: getattr(result.edit, f.name) for f in fields(EditReport)},
+                    width_share=round(width_share, 4), position=_position(*centre))
+    return replace(result, query_polygon=quad.tolist(), reference_polygon=[[x0, y0], [x1, y0], [x1, y1], [x0, y1]],
+                   edit=edit)

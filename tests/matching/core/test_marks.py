@@ -1,0 +1,154 @@
+"""Marks (matching/core/marks.py): extraction from transparency and from a flat background (never
+from a photo), the mark found alone in a scene and boxed, two different simple marks not confused.
+
+Pictures: a brand mark and two simple marks drawn here, scikit-image photos the CNN head was not
+trained on (tests/test_fixtures_unseen.py)."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from bench.attacks import rect
+from bench.metrics import polygon_iou
+from matching.core import marks
+from matching.core.loading import load_image
+from tests.images import drawn_logo, encode
+
+
+
+def _photo(name: str) -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(getattr(data, name)()).convert("RGB")
+
+
+def _transparent(tile: Image.Image) -> Image.Image:
+    """``tile`` with its white background made transparent (an RGBA logo as uploaded)."""
+    rgba = tile.convert("RGBA")
+    arr = np.asarray(rgba).copy()
+    arr[(arr[..., :3] > 250).all(axis=2), 3] = 0
+    return Image.fromarray(arr, "RGBA")
+
+
+def _composite(scene: Image.Image, mark: Image.Image, *, width_share: float, at: tuple[float, float],
+               angle: float = 0.0) -> tuple[Image.Image, list[list[float]]]:
+    """``mark`` (RGBA) pasted with its alpha at ``width_share`` of ``scene``'s width, its centre at
+    ``at`` (shares), turned by ``angle``; the picture and the mark's box (the turned mark's bounds)."""
+    w = round(scene.width * width_share)
+    sprite = mark.convert("RGBa").resize((w, round(w * mark.height / mark.width)), Image.Resampling.LANCZOS)
+    if angle:
+        sprite = sprite.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    sprite = sprite.convert("RGBA")
+    x0 = round(at[0] * scene.width - sprite.width / 2)
+    y0 = round(at[1] * scene.height - sprite.height / 2)
+    out = scene.copy()
+    out.paste(sprite, (x0, y0), sprite)
+    box = sprite.getchannel("A").getbbox()
+    assert box is not None
+    return out, rect(x0 + box[0], y0 + box[1], x0 + box[2], y0 + box[3])
+
+
+def _simple(shape: str) -> Image.Image:
+    """Simple marks alike in colour and size: a ring and a letter T, dark blue on white."""
+    tile = Image.new("RGB", (200, 200), (255, 255, 255))
+    draw = ImageDraw.Draw(tile)
+    if shape == "ring":
+        draw.ellipse((30, 30, 170, 170), outline=(20, 40, 140), width=26)
+    else:
+        draw.rectangle((30, 30, 170, 62), fill=(20, 40, 140))
+        draw.rectangle((84, 30, 116, 170), fill=(20, 40, 140))
+    return tile
+
+
+def test_an_rgba_logo_keeps_its_transparency_as_the_mask() -> None:
+    loaded = load_image(encode(_transparent(drawn_logo()), "PNG"))
+    assert loaded.alpha is not None and loaded.alpha.size == loaded.image.size
+    mark = marks.extract_mark(loaded.image, loaded.alpha, frame=(loaded.width, loaded.height))
+    assert mark is not None and mark.source == "alpha"
+    x0, y0, x1, y1 = mark.box
+    assert abs(x0 - 30) <= 3 and abs(y0 - 20) <= 3 and abs(x1 - 211) <= 3  # the badge's left, top, right
+    alpha = np.asarray(mark.mask)
+    assert alpha.min() == 0 and alpha.max() == 255  # the ACME word's gaps are see-through
+
+
+def test_a_logo_on_a_flat_background_is_keyed_out_and_a_photo_has_no_mark() -> None:
+    loaded = load_image(encode(drawn_logo(), "PNG"))
+    assert loaded.alpha is None
+    mark = marks.extract_mark(loaded.image, loaded.alpha)
+    assert mark is not None and mark.source == "background"
+    assert np.asarray(mark.mask)[5:-5, 5:-5].mean() > 60  # mostly the badge, opaque
+    for name in ("astronaut", "coffee"):
+        assert marks.extract_mark(_photo(name)) is None
+
+
+def test_mark_views_and_vector_ids_map_back_to_their_picture() -> None:
+    mark = marks.extract_mark(drawn_logo())
+    assert mark is not None
+    views = marks.mark_views(mark)
+    assert len(views) == marks.MARK_VIEWS and all(v.mode == "RGB" for v in views)
+    ids = [marks.mark_vector_id(1234, slot) for slot in range(marks.MARK_VIEWS)]
+    assert len(set(ids)) == len(ids) and all(marks.vector_reference(i) == 1234 for i in ids)
+    assert marks.vector_reference(1234) == 1234
+
+
+def test_two_different_simple_marks_are_not_confused() -> None:
+    ring, tee = (marks.extract_mark(_simple(s)) for s in ("ring", "tee"))
+    assert ring is not None and tee is not None
+    scene, box = _composite(_photo("astronaut").resize((512, 512)), ring.image, width_share=0.2, at=(0.7, 0.3))
+    found = marks.verify_mark(scene, None, ring, frame=scene.size)
+    assert found is not None and polygon_iou(found.query_polygon, box, scene.size) >= 0.5
+    said = re.fullmatch(r"the mark, at (\d+) % of the picture's width, upper right", found.edit.describe())
+    assert said is not None and 17 <= int(said.group(1)) <= 23, found.edit.describe()
+    assert marks.verify_mark(scene, None, tee, frame=scene.size) is None
+
+
+@pytest.fixture(scope="module")
+def matcher():  # type: ignore[no-untyped-def]
+    from matching.core.cnn.embedder import get_embedder
+    from matching.core.matcher import Matcher, Thresholds, index_references
+
+    refs = [(1, _photo("coffee")), (2, _photo("camera")), (7, _transparent(drawn_logo())), (8, _simple("ring"))]
+    embedder = get_embedder()
+    indexed = index_references(refs, embedder=embedder)
+    return Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(), embedder=embedder)
+
+
+@pytest.mark.parametrize("width_share, at, angle", [(0.14, (0.22, 0.78), 0.0), (0.2, (0.7, 0.3), 8.0)])
+def test_a_mark_composited_small_into_a_photo_is_found_and_boxed(matcher, width_share, at, angle) -> None:  # type: ignore[no-untyped-def]
+    mark = _transparent(drawn_logo()).crop((28, 18, 213, 225))
+    scene, box = _composite(_photo("astronaut"), mark, width_share=width_share, at=at, angle=angle)
+    outcome = matcher.match(load_image(encode(scene.convert("RGB"), "JPEG", quality=85)))
+    best = outcome.decisions[0]
+    assert best.reference_id == 7 and best.is_match, outcome.decisions[:3]
+    assert polygon_iou(best.region["query"], box, scene.size) >= 0.5
+    assert best.edit is not None and best.edit["description"].startswith("the mark")
+
+
+def test_a_geometric_copy_is_told_as_the_mark_unless_the_whole_tile_was_pasted() -> None:
+    from matching.core.geometry import EditReport, Verification
+
+    tile = drawn_logo()
+    mark = marks.extract_mark(tile)
+    assert mark is not None and mark.background == (255, 255, 255)
+    scene = _photo("astronaut")
+    k, dx, dy = 0.4, 300, 280  # the tile at 40 %, its top-left corner at (300, 280)
+    h = [[k, 0.0, dx], [0.0, k, dy], [0.0, 0.0, 1.0]]
+    edit = EditReport(scale=k, rotation_deg=0.0, mirrored=False, visible_fraction=1.0, query_coverage=0.03,
+                      aspect_change=1.0, perspective=False)
+    tile_quad = rect(dx, dy, dx + k * tile.width, dy + k * tile.height)
+    found = Verification(True, "accepted", 40, 0.5, transform=h, model="homography", query_polygon=tile_quad,
+                         reference_polygon=rect(0, 0, tile.width, tile.height), edit=edit)
+    pasted_tile = scene.copy()
+    pasted_tile.paste(tile.resize((round(k * tile.width), round(k * tile.height))), (dx, dy))
+    assert marks.as_mark(found, mark, frame=scene.size, query=pasted_tile) is found
+    pasted_mark = scene.copy()
+    sprite = mark.image.resize((round(k * mark.image.width), round(k * mark.image.height)))
+    pasted_mark.paste(sprite, (round(dx + k * mark.box[0]), round(dy + k * mark.box[1])), sprite)
+    told = marks.as_mark(found, mark, frame=scene.size, query=pasted_mark)
+    assert told.edit is not None and told.edit.describe().startswith("the mark, at 14 % of the picture's width")
+    x0, y0, x1, y1 = mark.box
+    assert polygon_iou(told.query_polygon, rect(dx + k * x0, dy + k * y0, dx + k * x1, dy + k * y1),
+                       scene.size) > 0.95
