@@ -54,10 +54,12 @@ class OrganisationView(APIView):
                    summary="Change the organisation's settings (admins): the suspect retention")
     def patch(self, request):
         tenant = request_tenant(request)
-        body = OrganisationUpdateSerializer(data=request.data)
+        body = OrganisationUpdateSerializer(data=request.data, partial=True)  # a PATCH: what is sent changes
         body.is_valid(raise_exception=True)
-        organisation = services.organisation_suspect_retention_set(
-            organisation=tenant.organisation, days=body.validated_data["suspect_retention_days"])
+        organisation = tenant.organisation
+        if "suspect_retention_days" in body.validated_data:
+            organisation = services.organisation_suspect_retention_set(
+                organisation=organisation, days=body.validated_data["suspect_retention_days"])
         return Response(OrganisationSerializer(organisation, context={"request": request}).data)
 
 

@@ -128,6 +128,20 @@ class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = _UtcIsoDateTimeField
 
 
+class StrictBooleanFilter(django_filters.ChoiceFilter):
+    """A yes/no filter taking "true" or "false" only (400 otherwise): django-filter's BooleanFilter reads
+    anything else ("null", "maybe") as no filter at all, which answers a typo with every row."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("choices", [("true", "true"), ("false", "false")])
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs, value):
+        if value in ("", None):
+            return qs
+        return super().filter(qs, value == "true")
+
+
 _JSON_TYPES: list[tuple[type, tuple[type, ...], str]] = [
     (serializers.BooleanField, (bool,), "true or false"),
     (serializers.IntegerField, (int,), "an integer"),

@@ -297,8 +297,13 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # A receipt's kind and a bulk job's kind share a field name: each enum keeps a component name of its own
     # (the bulk job's as it was before receipts).
+    # One name per choice set where two models' fields share a name (kind, status): stable names for clients.
     "ENUM_NAME_OVERRIDES": {"KindEnum": "matching.bulk.models.BulkJob.Kind",
-                            "ReceiptKindEnum": "catalog.models.DeletionReceipt.Kind"},
+                            "ReceiptKindEnum": "catalog.models.DeletionReceipt.Kind",
+                            "CaseKindEnum": "matching.models.Case.Kind",
+                            "CaseStatusEnum": "matching.models.Case.Status",
+                            "BulkJobStatusEnum": "matching.bulk.models.BulkJob.Status",
+                            "CheckStatusEnum": "matching.models.Check.Status"},  # a self-test's too
     "APPEND_COMPONENTS": {
         "securitySchemes": {
             "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization",

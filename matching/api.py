@@ -16,7 +16,7 @@ from catalog.api import collection_from_field
 from catalog.files import file_response
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.permissions import request_tenant
-from imgprotect.api import IsoDateTimeFilter
+from imgprotect.api import IsoDateTimeFilter, StrictBooleanFilter
 from matching import selectors, services
 from matching.models import Check, Match, Verdict
 from matching.uploads import read_and_validate
@@ -182,7 +182,7 @@ class MatchFilter(django_filters.FilterSet):
     created_after = IsoDateTimeFilter(field_name="created", lookup_expr="gte")
     created_before = IsoDateTimeFilter(field_name="created", lookup_expr="lt")
     check = OwnObjectFilter(field_name="source_check", scope=own_checks, noun="check")
-    found_retroactively = django_filters.BooleanFilter(
+    found_retroactively = StrictBooleanFilter(
         help_text="Only matches found (true) or not found (false) by a retroactive re-check.")
 
     class Meta:

@@ -82,3 +82,12 @@ def test_date_filters_read_any_offset_in_utc_and_refuse_what_falls_outside_the_c
         assert response.status_code == 400
         assert response.json()["fields"]["created_after"] == [
             "Out of range: the date-time must fall within years 1 to 9999 in UTC."]
+
+
+@pytest.mark.parametrize("path, name", [("/api/v1/matches/", "found_retroactively"), ("/api/v1/watches/", "enabled")])
+def test_a_yes_no_filter_takes_true_or_false_only(api, path, name):
+    # Found by tests/test_api_fuzz.py: django-filter's BooleanFilter read "null" as no filter (every row).
+    assert api.get(path, {name: "true"}).status_code == 200 and api.get(path, {name: "false"}).status_code == 200
+    for value in ("null", "maybe", "1"):
+        response = api.get(path, {name: value})
+        assert response.status_code == 400 and name in response.json()["fields"], value

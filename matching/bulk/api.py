@@ -14,7 +14,7 @@ from catalog.api import collection_from_field
 from catalog.filters import IdLookupMixin, OwnObjectFilter, id_field, own_collections
 from catalog.models import Role
 from catalog.permissions import request_tenant
-from imgprotect.api import StrictJson
+from imgprotect.api import StrictBooleanFilter, StrictJson
 from matching.bulk import selectors, services, watches
 from matching.bulk.models import BulkJob, BulkJobError, Watch
 
@@ -175,16 +175,11 @@ class WatchUpdateSerializer(StrictJson, serializers.Serializer):
 
 
 class WatchFilter(django_filters.FilterSet):
-    # "true" or "false" only: django-filter's BooleanFilter reads anything else ("null", "maybe") as no filter.
-    enabled = django_filters.ChoiceFilter(choices=[("true", "true"), ("false", "false")], method="filter_enabled",
-                                          help_text="true: active watches; false: paused ones.")
+    enabled = StrictBooleanFilter(help_text="true: active watches; false: paused ones.")
 
     class Meta:
         model = Watch
         fields = ["enabled", "schedule"]
-
-    def filter_enabled(self, queryset: QuerySet[Watch], name: str, value: str) -> QuerySet[Watch]:
-        return queryset.filter(enabled=value == "true")
 
 
 class WatchViewSet(IdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,

@@ -1,6 +1,7 @@
 """An S3 API server on loopback (moto in server mode) for tests of the S3 source and storage."""
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
+        # moto keeps its buckets in module state shared by every server of this process: start empty,
+        # whatever an earlier test of this process left there (test order differs under pytest -n).
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30)
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         yield S3Server(endpoint=endpoint, client=client)
     finally:
