@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, Suspicio
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, QueryDict
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, pagination, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -128,6 +129,9 @@ class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = _UtcIsoDateTimeField
 
 
+# The schema says what the filter takes: the strings "true" and "false" (drf-spectacular would take the
+# model field's type, boolean, and offer an enum of strings under it).
+@extend_schema_field({"type": "string", "enum": ["true", "false"]})
 class StrictBooleanFilter(django_filters.ChoiceFilter):
     """A yes/no filter taking "true" or "false" only (400 otherwise): django-filter's BooleanFilter reads
     anything else ("null", "maybe") as no filter at all, which answers a typo with every row."""

@@ -5,10 +5,12 @@ when the URLconf gains a URL the table does not cover, so no page escapes the wa
 """
 from __future__ import annotations
 
+import io
 import uuid
 from typing import Any
 
 import pytest
+from django.core.files.base import ContentFile
 from django.test import Client
 from django.urls import URLPattern, URLResolver, reverse
 from django.utils import timezone
@@ -19,6 +21,7 @@ from catalog.models import Invitation
 from catalog.services import api_key_create, invitation_create
 from matching.portal import urls as portal_urls
 from matching.models import Case, DismissedPair, HashList, Licence, Webhook
+from PIL import Image
 
 V, M, A, O = Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER
 ROLES = [V, M, A, O]
@@ -54,6 +57,7 @@ ACCESS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "image-delete": (M, BOTH),
     "image-self-test": (M, POST),
     "image-file": (V, GET),
+    "image-mark": (V, GET),
     "checks": (V, GET),
     "check-create": (M, POST),
     "check": (V, GET),
@@ -113,6 +117,15 @@ def test_the_access_table_covers_every_portal_url():
     assert _names(portal_urls.urlpatterns) == set(ACCESS)
 
 
+def _mark_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGBA", (8, 8), (200, 30, 30, 255)).save(out, "PNG")
+    return out.getvalue()
+
+
+_MARK_PNG = _mark_png()
+
+
 def _objects(world) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """The pk each URL name takes, all belonging to ``world.org``."""
     hook = Webhook.objects.create(organisation=world.org, url="https://hooks.example.com/x")
@@ -122,6 +135,8 @@ def _objects(world) -> dict[str, Any]:  # type: ignore[no-untyped-def]
                                actor_role=O).invitation
     licence = Licence.objects.create(organisation=world.org, protected_image=world.image, holder="Partner")
     pair = DismissedPair.objects.create(organisation=world.org, protected_image=world.image, suspect_sha256="ab" * 32)
+    # The image's extracted mark (matching/core/marks.py), so that its URL answers as a logo's would.
+    world.image.mark.save("mark.png", ContentFile(_MARK_PNG), save=True)
     pk = {
         "collection": world.collection.pk, "image": world.image.pk, "check": world.check.pk, "match": world.match.pk,
         "settings-member": viewer.pk, "settings-invitation": invite.pk, "settings-api-key": key.pk,

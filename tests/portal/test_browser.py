@@ -89,18 +89,39 @@ class Shots:
         for folder in [ARTIFACTS] + ([DOCS] if self.docs else []):
             folder.mkdir(parents=True, exist_ok=True)
             for old in folder.glob("*.png"):  # numbering changes when pages are added
-                old.unlink()
+                if int(old.name.split("-", 1)[0]) < FEATURE_SHOTS_FROM:  # not the feature tests' own
+                    old.unlink()
 
     def __call__(self, name: str) -> None:
         self.n += 1
         self.page.wait_for_load_state("load")
         self.page.wait_for_function("Array.from(document.images).every(i => i.complete)")
-        data = self.page.screenshot(full_page=True)
-        (ARTIFACTS / f"{self.n:02d}-{name}.png").write_bytes(data)
-        if self.docs:
-            # Docs keep a lighter copy: the same picture as an optimised PNG with fewer colours.
-            image = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
-            image.save(DOCS / f"{self.n:02d}-{name}.png", optimize=True)
+        keep_screenshot(self.page.screenshot(full_page=True), f"{self.n:02d}-{name}")
+
+
+# The feature tests (tests/portal/test_browser_*.py) number their own screenshots from here, by hand;
+# Shots renumbers (and clears) only those below.
+FEATURE_SHOTS_FROM = 60
+
+
+def keep_screenshot(data: bytes, name: str) -> None:
+    """A screenshot into the test artifacts and, with IMGPROTECT_UPDATE_SCREENSHOTS=1, into docs/screenshots as
+    a lighter copy (the same picture as an optimised PNG with fewer colours)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"{name}.png").write_bytes(data)
+    if os.environ.get("IMGPROTECT_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        image = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
+        image.save(DOCS / f"{name}.png", optimize=True)
+
+
+def shot(page, name: str, *, selector: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """One named screenshot of the page (or of the element ``selector`` picks) once it and its pictures loaded;
+    for the feature tests, which keep the other tests' screenshots in place (unlike Shots)."""
+    page.wait_for_load_state("load")
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    data = page.locator(selector).screenshot() if selector else page.screenshot(full_page=True)
+    keep_screenshot(data, name)
 
 
 def logo_png() -> bytes:

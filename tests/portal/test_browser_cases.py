@@ -7,11 +7,8 @@ number the docs cite (run after test_browser.py, as pytest orders the files).
 """
 from __future__ import annotations
 
-import io
-import os
 
 import pytest
-from PIL import Image
 
 from catalog import services as catalog_services
 from catalog.models import Membership, Role
@@ -21,24 +18,10 @@ from matching.portal.services import portal_check_submit
 from matching.protection import protected_image_add
 from tests.factories import UserFactory
 from tests.portal.conftest import small_jpeg, small_png
-from tests.portal.test_browser import ARTIFACTS, DOCS, browser, page  # noqa: F401
+from tests.portal.test_browser import shot, browser, page  # noqa: F401
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
-SHOT = "63-case.png"
-
-
-def screenshot(page) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_load_state("load")
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
-    data = page.screenshot(full_page=True)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / SHOT).write_bytes(data)
-    if os.environ.get("IMGPROTECT_UPDATE_SCREENSHOTS") == "1":
-        # The lighter copy the docs keep, as test_browser.py's Shots makes it.
-        image = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
-        DOCS.mkdir(parents=True, exist_ok=True)
-        image.save(DOCS / SHOT, optimize=True)
 
 
 def test_a_case_is_opened_and_its_status_changed_in_a_real_browser(page, live_server, settings):  # type: ignore[no-untyped-def]
@@ -94,7 +77,7 @@ def test_a_case_is_opened_and_its_status_changed_in_a_real_browser(page, live_se
     status_event = page.locator("[data-case-history] [data-action=status]")
     assert "Open → Notice sent" in status_event.inner_text() and "abuse@copycat-shop.example" in \
         status_event.inner_text()
-    screenshot(page)
+    shot(page, "63-case")
     case.refresh_from_db()
     assert (case.status, case.assignee) == ("notice_sent", reviewer)
     assert CaseEvent.objects.filter(case=case, action="status", actor=reviewer).count() == 1

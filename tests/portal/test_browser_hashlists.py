@@ -5,8 +5,6 @@ evidence. Photographed into test-artifacts/screenshots/ (and docs/screenshots/ w
 IMGPROTECT_UPDATE_SCREENSHOTS=1) as 62-hash-lists.png and 67-hash-list-check.png."""
 from __future__ import annotations
 
-import io
-import os
 
 import pytest
 from PIL import Image
@@ -16,20 +14,9 @@ from catalog.models import Membership, Organisation, Role
 from matching.models import HashListEntry, Match
 from tests.factories import UserFactory
 from tests.images import encode, photo
-from tests.portal.test_browser import ARTIFACTS, DOCS, browser, file_payload, page  # noqa: F401 - fixtures
+from tests.portal.test_browser import shot, browser, file_payload, page  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
-
-
-def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    """One numbered screenshot, without clearing the folder as test_browser.Shots does for its own series."""
-    page.wait_for_load_state("load")
-    data = page.screenshot(full_page=True)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / f"{name}.png").write_bytes(data)
-    if os.environ.get("IMGPROTECT_UPDATE_SCREENSHOTS") == "1":
-        image = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
-        image.save(DOCS / f"{name}.png", optimize=True)
 
 
 def test_import_a_hash_list_and_match_a_check_in_a_real_browser(page, live_server):  # noqa: F811

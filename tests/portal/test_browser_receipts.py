@@ -7,13 +7,10 @@ IMGPROTECT_UPDATE_SCREENSHOTS=1), without touching the other screenshots.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from catalog import receipts
 from catalog import services as catalog_services
@@ -24,21 +21,10 @@ from matching.models import Match
 from matching.services import check_submit
 from tests.factories import UserFactory
 from tests.portal.conftest import small_png
-from tests.portal.test_browser import ARTIFACTS, DOCS, browser, page  # noqa: F401 - fixtures
+from tests.portal.test_browser import shot, browser, page  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
-SHOT = "61-deletion-receipt.png"
-
-
-def screenshot(page) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_load_state("load")
-    data = page.screenshot(full_page=True)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / SHOT).write_bytes(data)
-    if os.environ.get("IMGPROTECT_UPDATE_SCREENSHOTS") == "1":  # the docs' lighter copy, as test_browser.py makes
-        image = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
-        image.save(DOCS / SHOT, optimize=True)
 
 
 def test_deleting_an_image_in_the_browser_shows_its_receipt(page, tmp_path, settings):  # type: ignore[no-untyped-def]
@@ -69,7 +55,7 @@ def test_deleting_an_image_in_the_browser_shows_its_receipt(page, tmp_path, sett
     rows = page.locator("[data-receipt-file]").all_inner_texts()
     assert any("protected_image" in row and hashlib.sha256(data).hexdigest() in row for row in rows), rows
     assert any("evidence" in row for row in rows), rows
-    screenshot(page)
+    shot(page, "61-deletion-receipt")
 
     with page.expect_download() as download:
         page.click("[data-receipt-download]")

@@ -7,12 +7,9 @@ IMGPROTECT_UPDATE_SCREENSHOTS=1), without renumbering that module's pictures.
 """
 from __future__ import annotations
 
-import io
-import os
 
 import pytest
 from django.core import mail
-from PIL import Image
 
 from catalog.models import Collection, Membership, Organisation, Role
 from matching.core.loading import load_image
@@ -20,22 +17,10 @@ from matching.models import Match
 from matching.services import check_submit
 from tests.factories import UserFactory
 from tests.images import encode, photo
-from tests.portal.test_browser import ARTIFACTS, DOCS, browser, file_payload, page  # noqa: F401 - fixtures
+from tests.portal.test_browser import shot, browser, file_payload, page  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
-SHOT = "66-retroactive-match.png"
-
-
-def _shot(page) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_load_state("load")
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
-    data = page.screenshot(full_page=True)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / SHOT).write_bytes(data)
-    if os.environ.get("IMGPROTECT_UPDATE_SCREENSHOTS") == "1":  # the same lighter copy test_browser.py keeps
-        image = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
-        image.save(DOCS / SHOT, optimize=True)
 
 
 def test_a_match_found_retroactively_in_a_real_browser(page, settings):  # type: ignore[no-untyped-def]  # noqa: F811
@@ -74,4 +59,4 @@ def test_a_match_found_retroactively_in_a_real_browser(page, settings):  # type:
     page.wait_for_url(f"**/o/acme/matches/{match.pk}/")
     note = page.locator("[data-retroactive]").inner_text()
     assert "Found retroactively" in note and "Not verified" not in note  # its upload was kept: verified
-    _shot(page)
+    shot(page, "66-retroactive-match")

@@ -5,9 +5,7 @@ photograph each chart (docs/screenshots/64-self-test-photo.png and 65-self-test-
 IMGPROTECT_UPDATE_SCREENSHOTS=1; always into test-artifacts/screenshots/). The full engine runs."""
 from __future__ import annotations
 
-import io
 import json
-import os
 
 import pytest
 from PIL import Image
@@ -18,20 +16,9 @@ from matching.core.loading import load_image
 from matching.models import Check, Match, SelfTest
 from tests.factories import UserFactory
 from tests.images import drawn_logo, encode, photo
-from tests.portal.test_browser import ARTIFACTS, DOCS, browser, file_payload, page  # noqa: F401 (fixtures)
+from tests.portal.test_browser import ARTIFACTS, browser, file_payload, page, shot  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
-
-
-def chart_shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    """The self-test card alone, into the artifacts and (on request) the docs, under a fixed name:
-    unlike test_browser.Shots this leaves the other screenshots in place."""
-    data = page.locator("#self-test").screenshot()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / f"{name}.png").write_bytes(data)
-    if os.environ.get("IMGPROTECT_UPDATE_SCREENSHOTS") == "1":
-        image = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
-        image.save(DOCS / f"{name}.png", optimize=True)
 
 
 def test_self_test_from_the_image_page_in_a_real_browser(page, live_server):  # type: ignore[no-untyped-def]
@@ -68,7 +55,7 @@ def test_self_test_from_the_image_page_in_a_real_browser(page, live_server):  # 
 
     # --- the photo's self-test ------------------------------------------------------------------
     results = {}
-    for key, kind, shot in (("astronaut.png", "photo", "64-self-test-photo"), ("acme-mark.png", "mark",
+    for key, kind, name in (("astronaut.png", "photo", "64-self-test-photo"), ("acme-mark.png", "mark",
                                                                                "65-self-test-logo")):
         image = ProtectedImage.objects.get(collection=collection, key=key)
         page.goto(f"/o/acme/images/{image.pk}/")
@@ -83,7 +70,7 @@ def test_self_test_from_the_image_page_in_a_real_browser(page, live_server):  # 
         found = {row["edit"] for row in test.results["edits"] if row["found"]}
         assert {"crop_60", "mirror", "rotate_90"} <= found, test.results
         assert page.locator("#self-test svg g.st-dup, #self-test svg g.st-mod").count() == len(found)
-        chart_shot(page, shot)
+        shot(page, name, selector="#self-test")
         results[key] = test.results
     assert Check.objects.count() == 0 and Match.objects.count() == 0
     (ARTIFACTS / "self-test-results.json").write_text(json.dumps(results, indent=1))

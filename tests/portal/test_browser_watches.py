@@ -5,8 +5,6 @@ test-artifacts/screenshots/ (and docs/screenshots/ with IMGPROTECT_UPDATE_SCREEN
 The browser and page fixtures are test_browser.py's (one Chromium per module)."""
 from __future__ import annotations
 
-import io
-import os
 import shutil
 import tempfile
 from datetime import timedelta
@@ -14,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from django.utils import timezone
-from PIL import Image
 
 from catalog.models import Membership, Organisation, Role
 from matching import protection
@@ -23,20 +20,9 @@ from matching.core.loading import load_image
 from matching.models import Match
 from tests.factories import CollectionFactory, UserFactory
 from tests.images import photo_png
-from tests.portal.test_browser import ARTIFACTS, DOCS, browser, page  # noqa: F401 (fixtures)
+from tests.portal.test_browser import shot, browser, page  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
-
-
-def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    """As test_browser.Shots, without renumbering (or deleting) that test's pictures."""
-    page.wait_for_load_state("load")
-    data = page.screenshot(full_page=True)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / f"{name}.png").write_bytes(data)
-    if os.environ.get("IMGPROTECT_UPDATE_SCREENSHOTS") == "1":
-        image = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
-        image.save(DOCS / f"{name}.png", optimize=True)
 
 
 def test_owner_creates_a_watch_and_sees_states_and_findings(page, settings):  # noqa: F811
