@@ -24,7 +24,7 @@ from matching.core.errors import ImageError
 from matching.core.geometry import extract_features, features_to_bytes
 from matching.core.loading import LoadedImage, load_image
 from matching.core.protectability import Flag, pixel_flags
-from matching.core.marks import extract_mark, mark_to_png, mark_views
+from matching.core.marks import MARK_VIEWS, extract_mark, mark_to_png, mark_views, vector_reference
 from matching.core.signals import PDQ_MIN_QUALITY, compute_signals, from_hex64
 from matching.encodings import embedding_from_bytes, embedding_to_bytes, to_signed64
 from matching.engine import default_thresholds, get_embedder
@@ -168,9 +168,13 @@ def near_duplicate_flags(*, organisation_id: int, image_id: int | None, computed
         for ref_id, distance in indexes.pdq.query_radius(int(signals["pdq"], 16), t.pdq_near_duplicate):
             found.setdefault(int(ref_id), f"PDQ distance {distance} (at most {t.pdq_near_duplicate})")
     if indexes.vectors is not None and len(indexes.vectors) and computed.embedding:
-        for ref_id, score in indexes.vectors.search(embedding_from_bytes(computed.embedding), 5)[0]:
+        # The index also holds logos' mark views (marks.mark_vector_id): searched as deep as a check
+        # searches, and each hit counted for the picture it belongs to.
+        for vector_id, score in indexes.vectors.search(embedding_from_bytes(computed.embedding),
+                                                       5 * (1 + MARK_VIEWS))[0]:
             if score >= t.cnn_similar:
-                found.setdefault(int(ref_id), f"CNN similarity {score:.2f} (at least {t.cnn_similar:g})")
+                found.setdefault(vector_reference(int(vector_id)),
+                                 f"CNN similarity {score:.2f} (at least {t.cnn_similar:g})")
     found.pop(image_id or 0, None)
     if not found:
         return []
