@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the vector index's structure above 10k vectors")
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep the synthetic set and HNSW graph")
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
+    parser.add_argument("--include-training-images", action="store_true",
+                        help="take the real references from every image, not only the fifth the CNN head's "
+                             "training holds out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--explain", type=int, default=0, help="print this many missed copies with their top hits")
     parser.add_argument("--every", type=int, default=1, help="query every k-th copy only (a quicker look)")
@@ -216,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss.omp_set_num_threads(args.threads)
     t0 = time.perf_counter()
-    bench = build_benchmark(args.datasets, refs=args.refs, distractors=args.unrelated, seed=args.seed)
+    bench = build_benchmark(args.datasets, refs=args.refs, distractors=args.unrelated, seed=args.seed,
+                            held_out_only=not args.include_training_images)
     unrelated = bench.unrelated[: args.unrelated]
     embedder = get_embedder()
     real = index_references(bench.reference_images(), embedder=embedder)

@@ -130,18 +130,38 @@ def photo_paths(root: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
 
 
+def held_out(root: Path) -> frozenset[Path]:
+    """The images under ``root`` that the CNN head never trained on.
+
+    The head trains on every image of ``training.data.list_items`` but every
+    ``HOLDOUT_EVERY``-th photo and logo by sorted name; a benchmark that
+    measured copies of training images would measure memory, not
+    generalisation.
+    """
+    from training.data import list_items
+
+    return frozenset(item.path for item in list_items(root).heldout if item.path is not None)
+
+
 def build_benchmark(root: str | Path | None = None, *, refs: int | None = None,
-                    distractors: int = DEFAULT_UNRELATED_LOGOS, seed: int = 0) -> Benchmark:
+                    distractors: int = DEFAULT_UNRELATED_LOGOS, seed: int = 0,
+                    held_out_only: bool = True) -> Benchmark:
     """The seeded split of a dataset folder.
 
     ``refs`` references (default 460): photos take the default 60:400 share of
     them, capped so that some photos stay unrelated, logos the rest. Every
-    other photo is an unrelated query, plus ``distractors`` other logos.
+    other photo is an unrelated query, plus ``distractors`` other logos. With
+    ``held_out_only`` (the default) every image comes from the fifth of the
+    folder that the head's training holds out (:func:`held_out`).
     """
     base = Path(root) if root is not None else default_dataset_root()
     photos, logos = photo_paths(base), sorted((base / "logos").glob("*.png"))
+    if held_out_only and photos and logos:
+        kept = held_out(base)
+        photos, logos = [p for p in photos if p in kept], [p for p in logos if p in kept]
     if not photos or not logos:
-        raise FileNotFoundError(f"no photos/ or logos/*.png under {base}")
+        raise FileNotFoundError(f"no photos/ or logos/*.png under {base}"
+                                + (" (held-out fifth)" if held_out_only else ""))
     n_refs = DEFAULT_REF_PHOTOS + DEFAULT_REF_LOGOS if refs is None else refs
     n_photos = max(0, min(round(n_refs * DEFAULT_REF_PHOTOS / (DEFAULT_REF_PHOTOS + DEFAULT_REF_LOGOS)),
                           len(photos) - MIN_UNRELATED_PHOTOS))

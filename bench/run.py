@@ -127,12 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="attacks (per attack, default), chains (chained edits) or marks "
                              "(logos composited into photos)")
     parser.add_argument("--refs", type=int, default=None,
-                        help=f"number of references (default 460; {DEFAULT_REFS} for chains and marks)")
+                        help=f"number of references (default 120; {DEFAULT_REFS} for chains and marks)")
     parser.add_argument("--distractors", type=int, default=None,
-                        help=f"unrelated logos (default 600); chains and marks: edited distractors "
+                        help=f"unrelated logos (default 200); chains and marks: edited distractors "
                              f"(default {DEFAULT_DISTRACTORS})")
     parser.add_argument("--copies-per-ref", type=int, default=None,
                         help="chains and marks: copies of each reference (default 4 and 2)")
+    parser.add_argument("--include-training-images", action="store_true",
+                        help="attacks: draw from every image of the dataset, not only the fifth the CNN "
+                             "head's training holds out (the figures then flatter the head)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("docs"))
@@ -150,9 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(exc))
     else:
         try:
-            bench = build_benchmark(args.dataset, refs=args.refs,
-                                    distractors=600 if args.distractors is None else args.distractors,
-                                    seed=args.seed)
+            bench = build_benchmark(args.dataset, refs=120 if args.refs is None else args.refs,
+                                    distractors=200 if args.distractors is None else args.distractors,
+                                    seed=args.seed, held_out_only=not args.include_training_images)
         except (OSError, ValueError) as exc:
             parser.error(str(exc))
     systems: list[System] = []
@@ -176,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "command": command,
         "created": created,
-        "dataset": str(args.dataset) if args.dataset else "../shared/datasets",
+        "dataset": (str(args.dataset) if args.dataset else "../shared/datasets")
+        + (" (every image)" if args.include_training_images else " (the fifth the head's training holds out)"),
         "seed": args.seed,
         "top_k": args.top_k,
         "attacks": list(args.attacks),

@@ -15,7 +15,7 @@ from .test_harness import _tiny_dataset
 def test_bench_check_reports_latency_rank_and_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = _tiny_dataset(tmp_path / "datasets")
     args = ["--n", "400", "--refs", "3", "--unrelated", "2", "--pool", "3", "--datasets", str(root),
-            "--every", "4", "--cache", str(tmp_path / "cache")]
+            "--every", "4", "--cache", str(tmp_path / "cache"), "--include-training-images"]
     assert bench_check.main(args) == 0
     out = capsys.readouterr().out
     assert "400 protected images" in out and "vector index flat" in out

@@ -162,14 +162,16 @@ def _tiny_dataset(root: Path) -> Path:
 
 def test_split_is_seeded_and_disjoint_and_paste_uses_logos_only(tmp_path: Path) -> None:
     root = _tiny_dataset(tmp_path / "datasets")
-    bench = build_benchmark(root, refs=4, distractors=2, seed=0)
+    bench = build_benchmark(root, refs=4, distractors=2, seed=0, held_out_only=False)
     refs = [i.key for i in bench.references]
     unrelated = [i.key for i in bench.unrelated]
     assert len(refs) == 4 and not set(refs) & set(unrelated)
     assert [i.kind for i in bench.references] == ["photo", "logo", "logo", "logo"]
     assert sum(i.kind == "logo" for i in bench.unrelated) == 2
-    assert refs == [i.key for i in build_benchmark(root, refs=4, distractors=2, seed=0).references]
-    assert {tuple(i.key for i in build_benchmark(root, refs=4, distractors=2, seed=s).references)
+    assert refs == [i.key for i in build_benchmark(root, refs=4, distractors=2, seed=0,
+                                                   held_out_only=False).references]
+    assert {tuple(i.key for i in build_benchmark(root, refs=4, distractors=2, seed=s,
+                                                 held_out_only=False).references)
             for s in range(6)} != {tuple(refs)}
     queries = list(bench.attacked_queries(["paste_logo", "mirror"]))
     assert [q.attack for q in queries].count("paste_logo") == 3  # the three logo references
@@ -178,6 +180,21 @@ def test_split_is_seeded_and_disjoint_and_paste_uses_logos_only(tmp_path: Path) 
     alone = list(bench.attacked_queries(["mirror"]))
     both = [q for q in queries if q.attack == "mirror"]
     assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(alone, both))
+
+
+def test_split_takes_only_what_the_head_never_trained_on(tmp_path: Path) -> None:
+    root = _tiny_dataset(tmp_path / "datasets")
+    for i in range(6, 30):
+        _logo(i).save(root / "logos" / f"brand{i:02d}.png")
+    from training.data import list_items
+
+    trained = {item.path for item in list_items(root).train if item.path is not None}
+    bench = build_benchmark(root, refs=2, distractors=2, seed=0)
+    used = {root / item.key for item in (*bench.references, *bench.unrelated)}
+    assert used and not used & trained
+    assert len(bench.references) == 2 and len([i for i in bench.unrelated if i.kind == "logo"]) == 2
+    with pytest.raises(ValueError):  # the held-out fifth of 30 logos is 6: 2 references + 6 do not fit
+        build_benchmark(root, refs=2, distractors=6, seed=0)
 
 
 def test_attack_rng_differs_by_attack_and_reference() -> None:
@@ -284,7 +301,8 @@ def test_run_writes_report_plot_and_raw_then_calibrates(tmp_path: Path,
     root = _tiny_dataset(tmp_path / "datasets")
     out = tmp_path / "out"
     code = run.main(["--dataset", str(root), "--systems", "service,phash,pdq", "--refs", "4",
-                     "--distractors", "2", "--attacks", "jpeg_q15,mirror,paste_logo", "--out", str(out)])
+                     "--distractors", "2", "--attacks", "jpeg_q15,mirror,paste_logo", "--out", str(out),
+                     "--include-training-images"])
     assert code == 0
     md = (out / "benchmark-matching.md").read_text()
     assert "| attack | n | phash | pdq |" in md
@@ -324,7 +342,8 @@ def test_the_service_plugs_in_and_its_regions_are_scored(tmp_path: Path,
     root = _tiny_dataset(tmp_path / "datasets")
     out = tmp_path / "out"
     assert run.main(["--dataset", str(root), "--systems", "service,phash", "--refs", "4", "--distractors",
-                     "2", "--attacks", "crop_centre_60,collage_2x2,blur", "--out", str(out)]) == 0
+                     "2", "--attacks", "crop_centre_60,collage_2x2,blur", "--out", str(out),
+                     "--include-training-images"]) == 0
     md = (out / "benchmark-matching.md").read_text()
     assert "| attack | n | service | phash |" in md and "did not run" not in md
     region = md.split("## Region accuracy")[1].split("##")[0]
