@@ -250,6 +250,28 @@ def test_loading_twice_never_duplicates_and_refuses_second_copies(org, collectio
     assert candidates[0].image.key == "rocket.png" and candidates[0].decision.is_match
 
 
+def test_a_load_queues_one_retroactive_recheck_for_what_it_indexed(org, collection, tmp_path: Path, monkeypatch):
+    """Images added by a bulk index are searched for among past suspects, as uploaded ones are."""
+    queued: list[tuple[str, tuple, dict]] = []
+    monkeypatch.setattr("matching.bulk.load.enqueue_on_commit",
+                        lambda name, *args, **kw: queued.append((name, args, kw)))
+    job = BulkJob.objects.create(organisation=org, collection=collection, kind="index", source=str(tmp_path),
+                                 status="loading", attempts=1)
+    write_output(job, [ok_row("coffee.png", photo_png("coffee")), ok_row("rocket.png", photo_png("rocket"))])
+    services.bulkjob_load(job=job)
+    first = ProtectedImage.objects.filter(collection=collection).order_by("indexed_at", "pk").first()
+    rechecks = [q for q in queued if q[0] == "workers.tasks.recheck_suspects"]
+    assert first is not None and [args for _, args, _ in rechecks] == [([first.pk],)]
+    # A load that indexed nothing new queues nothing.
+    queued.clear()
+    empty = BulkJob.objects.create(organisation=org, collection=collection, kind="index", source=str(tmp_path),
+                                   status="loading", attempts=1)
+    write_output(empty, [{"key": "broken.jpg", "size": 3, "error_code": "corrupt_image",
+                          "error_reason": "The JPEG is corrupt."}])
+    services.bulkjob_load(job=empty)
+    assert not [q for q in queued if q[0] == "workers.tasks.recheck_suspects"]
+
+
 ODD_KEYS = ["tab\there.png", "new\nline.png", "carriage\rreturn.png", "back\\slash\\N.png", "\\N",
             "quotes 'single' \"double\".png", "ünïcødé 写真 🖼.png", "comma,semi;colon|pipe.png"]
 
