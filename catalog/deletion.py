@@ -83,6 +83,20 @@ class Purge:
         kept = match.objects.filter(source_check__in=touched).exclude(protected_image__in=images)
         self.checks(check.objects.filter(pk__in=touched).exclude(pk__in=kept.values("source_check")))
         self.reindex.update(images.values_list("organisation_id", flat=True).distinct())
+        self._near_duplicate_flags(images)
+
+    def _near_duplicate_flags(self, images: QuerySet[ProtectedImage]) -> None:
+        """Drop the other pictures' "near duplicate of" flags (matching/protection.py) that name a
+        picture being deleted: they would point at nothing."""
+        gone = set(images.values_list("pk", flat=True))
+        # The flag list is JSON; its text holds the code in quotes wherever the flag is.
+        flagged = (ProtectedImage.objects.filter(organisation_id__in=images.values("organisation_id"),
+                                                 protection_flags__icontains="near_duplicate")
+                   .exclude(pk__in=gone))
+        for pk, flags in flagged.values_list("pk", "protection_flags").iterator():
+            kept = [f for f in flags if not (f.get("code") == "near_duplicate" and f.get("image_id") in gone)]
+            if len(kept) != len(flags):
+                ProtectedImage.objects.filter(pk=pk).update(protection_flags=kept)
 
     def checks(self, checks: QuerySet) -> None:
         match = apps.get_model("matching", "Match")

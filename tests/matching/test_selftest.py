@@ -141,6 +141,9 @@ def test_a_near_duplicate_is_flagged_with_the_other_images_id(api, org, photos):
     outsider = OrganisationFactory(slug="other")
     theirs = upload(client_for(outsider), CollectionFactory(organisation=outsider), "coffee.png", photo("coffee"))
     assert theirs.json()["protection_flags"] == []
+    # Once the other picture is deleted, the flag no longer points at it.
+    assert api.delete(f"/api/v1/images/{ids['coffee']}/").status_code == 204
+    assert api.get(f"/api/v1/images/{response.json()['id']}/").json()["protection_flags"] == []
 
 
 def test_the_chart_colours_each_outcome_and_escapes_nothing_itself():
