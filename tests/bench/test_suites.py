@@ -287,3 +287,15 @@ def test_marks_suite_end_to_end(dataset: Path, tmp_path: Path) -> None:
     assert len(widths) == 3 and sum(int(ln.split("|")[2]) for ln in widths) == 6
     for condition in ("perspective", "rotation", "shading", "blur", "in a photo", "on a surface"):
         assert f"| {condition} |" in section
+
+
+def test_mark_window_sets_lie_in_the_picture_and_include_the_services() -> None:
+    from bench.mark_windows import _covered, window_sets
+    from matching.core.cnn.embedder import CROP_WINDOWS
+
+    sets = window_sets()
+    assert tuple(CROP_WINDOWS[1:]) in sets.values()
+    for name, windows in sets.items():
+        assert f"({len(windows)}" in name and all(0 <= a < c <= 1 and 0 <= b < d <= 1 for a, b, c, d in windows)
+    region = [[10, 10], [30, 10], [30, 20], [10, 20]]
+    assert _covered((0, 0, 100, 100), region) == 1.0 and _covered((20, 0, 100, 100), region) == 0.5
