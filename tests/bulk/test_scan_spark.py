@@ -88,6 +88,16 @@ def test_scan_reports_planted_copies_only_and_alerts(org, settings, tmp_path: Pa
     assert Match.objects.count() == 2 and job.matches.count() == 2 and len(mail.outbox) == 1
 
 
+def _scan_to_one_match(org, crawl: Path, capture, *, scanned: int) -> Match:  # type: ignore[no-untyped-def]
+    """Scan ``crawl`` on local[2]; the job is done, every file scanned, and it wrote one match."""
+    with capture(execute=True):
+        call_command("scan_images", "--org", org.slug, "--spark-master", "local[2]", str(crawl),
+                     stdout=io.StringIO(), stderr=io.StringIO())
+    job = BulkJob.objects.get()
+    assert (job.status, job.done, job.failed, job.matched) == ("done", scanned, 0, 1), job.error
+    return Match.objects.select_related("protected_image").get()
+
+
 def test_scan_with_the_real_cnn_finds_what_a_check_finds(org, settings, tmp_path: Path,
                                                         django_capture_on_commit_callbacks):
     """The product's CNN on the executors (local[2]): a cropped and turned copy, which hashes alone
@@ -108,12 +118,7 @@ def test_scan_with_the_real_cnn_finds_what_a_check_finds(org, settings, tmp_path
     assert [c.image.key for c in checked] == ["coffee.png"] and checked[0].decision.verdict == "modified_copy"
     assert not [c for c in hashes_only if c.decision.is_match]  # the copy is beyond the hashes' reach
 
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("scan_images", "--org", org.slug, "--spark-master", "local[2]", str(crawl),
-                     stdout=io.StringIO(), stderr=io.StringIO())
-    job = BulkJob.objects.get()
-    assert (job.status, job.done, job.failed, job.matched) == ("done", 3, 0, 1), job.error
-    match = Match.objects.select_related("protected_image").get()
+    match = _scan_to_one_match(org, crawl, django_capture_on_commit_callbacks, scanned=3)
     assert (match.suspect_key, match.protected_image.key) == (f"{crawl}/found/coffee turned.jpg", "coffee.png")
     assert match.verdict == checked[0].decision.verdict
     assert abs(match.score - checked[0].decision.score) < 0.05
@@ -143,12 +148,7 @@ def test_a_scan_finds_a_logos_mark_composited_alone_into_a_photo(org, settings, 
     checked = [c for c in candidates if c.decision.is_match]
     assert [c.image.key for c in checked] == ["acme.png"]  # what a check finds
 
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("scan_images", "--org", org.slug, "--spark-master", "local[2]", str(crawl),
-                     stdout=io.StringIO(), stderr=io.StringIO())
-    job = BulkJob.objects.get()
-    assert (job.status, job.done, job.failed, job.matched) == ("done", 2, 0, 1), job.error
-    match = Match.objects.select_related("protected_image").get()
+    match = _scan_to_one_match(org, crawl, django_capture_on_commit_callbacks, scanned=2)
     assert (match.suspect_key, match.protected_image.key) == (f"{crawl}/found/acme on a wall.jpg", "acme.png")
     assert match.verdict == checked[0].decision.verdict == "modified_copy"
     assert match.edit_report["description"].startswith("the mark, at ")
