@@ -14,9 +14,15 @@ trained on: references, distractors and the photos used as backgrounds.
   contains it), per chain length and overall.
 - **marks**: references are held-out logo tiles; each copy is the mark keyed
   out of its tile and composited into a held-out photo
-  (``bench.attacks.composite_mark``); the distractors are other held-out logos
-  composited the same way (never indexed): a logo-rich unrelated set. Figures
-  per condition (mark width, perspective, rotation, shading, blur) and overall.
+  (``bench.attacks.composite_mark``, even copies) or printed on a procedural
+  product-like surface: fabric, wood, paper, brushed metal
+  (``bench.surfaces.print_on_surface``, odd copies); the distractors are other
+  held-out logos composited the same ways, alternately (never indexed): a
+  logo-rich unrelated set, each logo composited again when more are asked for
+  than there are. Figures in photos, on surfaces, per condition (mark width,
+  perspective, rotation, shading, blur, shadow, surface) and overall. None of
+  this is ``training.augment``'s code (training makes its mark views with
+  ``augment.mark_view``).
 
 A copy is a function of (seed, suite, the image's name, copy number), so a
 run's copies do not depend on the other images picked. Reports:
@@ -40,6 +46,7 @@ from .attacks import Polygon, composite_mark, key_mark
 from .chains import EDIT_NAMES, MAX_LENGTH, random_chain
 from .metrics import Outcome, SystemResult, micro_ap, outcome, recall_at_precision
 from .report import write_pr_plot, write_raw
+from .surfaces import SURFACES, print_on_surface
 from .systems import System, index_systems
 
 __all__ = ["SUITES", "SuiteData", "SuiteQuery", "build_suite", "render_suite", "run_suite",
@@ -54,7 +61,8 @@ DEFAULT_DISTRACTORS = 100
 PHOTO_SHARE = 1 / 6
 MIN_OTHER_PHOTOS = 4
 MARK_CONDITIONS = ("width 10-15 %", "width 15-20 %", "width 20-25 %", "perspective", "rotation",
-                   "shading", "blur")
+                   "shading", "blur", "shadow", *(f"surface: {kind}" for kind in SURFACES))
+ON_SURFACE = "on a surface"  # bench.surfaces.print_on_surface's tag; the other copies are in photos
 
 
 @dataclass(frozen=True)
@@ -107,22 +115,27 @@ class SuiteData:
         # For marks, the protected image is the logo tile as its owner uploads it.
         return [(i, s.image()) for i, s in enumerate(self.references)]
 
-    def _edit(self, source: Source, copy: int) -> tuple[Image.Image, str, Polygon | None, tuple[str, ...]]:
+    def _edit(self, source: Source, copy: int, *, surface: bool = False
+              ) -> tuple[Image.Image, str, Polygon | None, tuple[str, ...]]:
         rng = self.rng(source.key, copy)
         if self.suite == "chains":
             chain = random_chain(source.image(), rng, self.background)
             return chain.image, chain.name, None, (*chain.edits, f"length {len(chain.steps)}")
+        if surface:  # printed on a product-like surface (bench/surfaces.py)
+            image, region, tags = print_on_surface(key_mark(source.image()), rng)
+            return image, "mark_on_surface", region, tags
         image, region, tags = composite_mark(key_mark(source.image()), self.background(rng), rng)
         return image, "mark_in_scene", region, tags
 
     def queries(self) -> Iterator[SuiteQuery]:
-        """Every copy of every reference, then every (edited) distractor."""
+        """Every copy of every reference, then every (edited) distractor. Marks: odd copies and every
+        other distractor are printed on a surface, the others composited into a photo."""
         for ref_id, source in enumerate(self.references):
             for copy in range(self.copies_per_ref):
-                image, name, region, tags = self._edit(source, copy)
+                image, name, region, tags = self._edit(source, copy, surface=copy % 2 == 1)
                 yield SuiteQuery(f"{name}/{source.key}#{copy}", image, name, ref_id, region, source.kind, tags)
-        for source in self.distractors:
-            image, name, _region, tags = self._edit(source, source.copy)
+        for i, source in enumerate(self.distractors):
+            image, name, _region, tags = self._edit(source, source.copy, surface=i % 2 == 1)
             suffix = f"#{source.copy}" if source.copy else ""
             yield SuiteQuery(f"{name}/{source.key}{suffix}", image, None, None, None, source.kind, tags)
 
@@ -228,8 +241,11 @@ def summarise_suite(suite: str, result: SystemResult, tags: Sequence[tuple[str, 
                  for k in range(1, MAX_LENGTH + 1)]
         names: Sequence[str] = EDIT_NAMES
     else:
-        plain = [i for i, t in enumerate(tags) if not set(t) & set(MARK_CONDITIONS[3:])]
-        rows.append(("no perspective, rotation, shading or blur", "group", plain))
+        photo = [i for i, t in enumerate(tags) if ON_SURFACE not in t]
+        rows.append(("in a photo", "group", photo))
+        plain = [i for i in photo if not set(tags[i]) & set(MARK_CONDITIONS[3:])]
+        rows.append(("in a photo, no perspective, rotation, shading or blur", "group", plain))
+        rows.append((ON_SURFACE, "group", [i for i, t in enumerate(tags) if ON_SURFACE in t]))
         names = MARK_CONDITIONS
     rows += [(name, "tag", [i for i, t in enumerate(tags) if name in t]) for name in names]
     unrelated_all = [o for o in result.outcomes if not o.is_copy]
@@ -254,7 +270,7 @@ def _pct(x: float | None) -> str:
 def render_suite(meta: dict[str, Any], summaries: Sequence[dict[str, Any]]) -> str:
     """The markdown report: an overall table of every system, then one table per system."""
     suite = meta["suite"]
-    title = {"chains": "Chained edits", "marks": "Marks composited into scenes"}[suite]
+    title = {"chains": "Chained edits", "marks": "Marks composited into scenes and printed on surfaces"}[suite]
     lines = [f"# {title}", "", f"Generated by `{meta['command']}` on {meta['created']}.", "",
              f"Data: {meta['dataset']}, held-out split of `training.data` only, seed {meta['seed']}: "
              f"{meta['n_refs']} references ({meta['refs_by_kind']}) indexed, {meta['copies_per_ref']} "

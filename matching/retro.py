@@ -34,6 +34,7 @@ from matching.cases import cases_attach
 from matching.core import retro as core
 from matching.core.errors import ImageError
 from matching.core.hashindex import make_hash_index
+from matching.core.marks import MARK_SLOTS, mark_vector_id
 from matching.core.matcher import Indexes, Matcher
 from matching.encodings import embedding_from_bytes, to_unsigned64
 from matching.engine import Candidate, DatabaseStore, default_thresholds, get_embedder
@@ -51,25 +52,38 @@ _COLUMNS = ("id", "sha256_bytes", "sha256_pixels", "phash_variants", "pdq_varian
 
 # --- the re-check ----------------------------------------------------------------------------
 
+def _mark_views(image: ProtectedImage) -> list[tuple[int, np.ndarray]]:
+    """The image's mark views as the service's index holds them (matching/index_registry.py)."""
+    if not image.embedding or not image.mark_embeddings:
+        return []
+    dim = len(embedding_from_bytes(image.embedding))
+    views = np.frombuffer(bytes(image.mark_embeddings), dtype=np.float16).reshape(-1, dim).astype(np.float32)
+    return [(mark_vector_id(image.pk, slot), view) for slot, view in enumerate(views[:MARK_SLOTS])]
+
+
 def _new_references(images: list[ProtectedImage], *, cnn: bool) -> core.NewReferences:
     return core.NewReferences.build([
         (image.pk, to_unsigned64(image.phash) if image.phash is not None else 0,
          int(image.pdq, 16) if image.pdq else None, image.sha256_bytes, image.sha256_pixels,
          embedding_from_bytes(image.embedding) if cnn and image.embedding else None)
         for image in images
-    ])
+    ], marks=[view for image in images for view in _mark_views(image)] if cnn else [])
 
 
 def _indexes(refs: core.NewReferences) -> Indexes:
-    """The cascade's indexes over the new images only, for the ``Matcher`` that judges a suspect."""
+    """The cascade's indexes over the new images only, with their marks' views (as the service's
+    index holds them), for the ``Matcher`` that judges a suspect."""
     out = Indexes(phash=make_hash_index(1, codes=refs.phash.reshape(-1, 1), ids=refs.ids),
                   pdq=make_hash_index(4, codes=refs.pdq[refs.has_pdq], ids=refs.ids[refs.has_pdq]))
     if refs.vectors is not None:
         from matching.core.vectorindex import VectorIndex
 
         has = np.abs(refs.vectors).sum(axis=1) > 0
-        if has.any():
-            out.vectors = VectorIndex.build(refs.ids[has], refs.vectors[has])
+        ids, vectors = refs.ids[has], refs.vectors[has]
+        if refs.mark_ids is not None and refs.mark_vectors is not None:
+            ids, vectors = np.concatenate([ids, refs.mark_ids]), np.concatenate([vectors, refs.mark_vectors])
+        if len(ids):
+            out.vectors = VectorIndex.build(ids, vectors)
     return out
 
 

@@ -26,6 +26,12 @@ Layout::
     phash_max.npy      int32: the collection's tightened near-duplicate distance, -1 where none
     files.npy features.npy   S storage names of the image and of its local features
     exact_digests.npy exact_ids.npy   both digests of every row, sorted, for exact look-ups
+    marks.npy          S storage names of the logos' marks ("" where none; matching/core/marks.py)
+    mark_boxes.npy mark_sources.npy mark_backgrounds.npy   int32 (n, 4), S, int16 (n, 3) (-1: none)
+
+The vector index holds the logos' mark views too (ids ``marks.mark_vector_id``, as the service's
+index does), and the store answers ``mark(ref_id)``, so a scan looks for a mark composited into a
+scene as a check does. A snapshot written before marks has no ``marks*.npy``: it scans without them.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,7 @@ FORMAT = "imgprotect/scan-references"
 VERSION = 1
 _ARRAYS = ("ids", "sha256_bytes", "sha256_pixels", "phash", "has_phash", "pdq", "pdq_quality", "phash_max",
            "files", "features", "exact_digests", "exact_ids")
+_MARK_ARRAYS = ("marks", "mark_boxes", "mark_sources", "mark_backgrounds")  # optional (older snapshots)
 
 
 def _hash_classes() -> dict[str, Any]:
@@ -72,9 +79,10 @@ def write_snapshot(
     thresholds: Thresholds,
 ) -> Path:
     """Write the snapshot for ``rows`` (dicts with id, sha256_bytes, sha256_pixels, phash (unsigned
-    int or None), pdq (hex or None), pdq_quality, phash_max (int or None), file, features) into
-    ``dest`` (a new directory); ``indexes`` may hold more images than ``rows`` (the organisation's):
-    what is not in ``rows`` is out of scope and never judged."""
+    int or None), pdq (hex or None), pdq_quality, phash_max (int or None), file, features, and
+    optionally mark (storage name or None) with mark_info ({"box", "source", "background"} as
+    ``ProtectedImage.mark_info``)) into ``dest`` (a new directory); ``indexes`` may hold more images
+    than ``rows`` (the organisation's): what is not in ``rows`` is out of scope and never judged."""
     dest.mkdir(parents=True, exist_ok=False)
     ordered = sorted(rows, key=lambda r: int(r["id"]))
     ids = np.array([int(r["id"]) for r in ordered], dtype=np.int64)
@@ -90,6 +98,7 @@ def write_snapshot(
         "files": _text([r["file"] for r in ordered]),
         "features": _text([r["features"] for r in ordered]),
     }
+    arrays.update(_mark_arrays(ordered))
     digests = np.concatenate([arrays["sha256_bytes"], arrays["sha256_pixels"]]) if len(ids) else _text([])[:0]
     order = np.argsort(digests, kind="stable")
     arrays["exact_digests"] = digests[order]
@@ -113,6 +122,21 @@ def write_snapshot(
     return dest
 
 
+def _mark_arrays(rows: Sequence[Mapping[str, Any]]) -> dict[str, npt.NDArray[Any]]:
+    """The marks of ``rows`` (a row without ``mark`` or ``mark_info`` has none)."""
+    infos = [r.get("mark_info") if r.get("mark") else None for r in rows]
+    boxes = np.zeros((len(rows), 4), dtype=np.int32)
+    backgrounds = np.full((len(rows), 3), -1, dtype=np.int16)
+    for i, info in enumerate(infos):
+        if info:
+            boxes[i] = [int(v) for v in info["box"]]
+            if info.get("background"):
+                backgrounds[i] = [int(v) for v in info["background"]]
+    return {"marks": _text([r.get("mark") if info else None for r, info in zip(rows, infos, strict=True)]),
+            "mark_boxes": boxes, "mark_sources": _text([info["source"] if info else None for info in infos]),
+            "mark_backgrounds": backgrounds}
+
+
 class SnapshotStore:
     """``matching.core.matcher.ReferenceStore`` over a snapshot's records; local features from storage."""
 
@@ -122,6 +146,7 @@ class SnapshotStore:
         self.thresholds = thresholds
         self.storage = storage
         self._features: OrderedDict[int, Any] = OrderedDict()
+        self._marks: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -163,26 +188,53 @@ class SnapshotStore:
             found.update(int(i) for i in ids[lo:hi])
         return sorted(found)
 
-    def features(self, ref_id: int) -> Any | None:
+    def _cached(self, cache: "OrderedDict[int, Any]", ref_id: int, load: Callable[[int], Any]) -> Any | None:
+        """``load(row)`` of the reference, kept in a per-process LRU of 512 (None is not kept)."""
         with self._lock:
-            if ref_id in self._features:
-                self._features.move_to_end(ref_id)
-                return self._features[ref_id]
+            if ref_id in cache:
+                cache.move_to_end(ref_id)
+                return cache[ref_id]
         pos = self.row(ref_id)
-        name = self.a["features"][pos].decode() if pos is not None else ""
+        value = load(pos) if pos is not None else None
+        if value is not None:
+            with self._lock:
+                cache[ref_id] = value
+                while len(cache) > 512:
+                    cache.popitem(last=False)
+        return value
+
+    def features(self, ref_id: int) -> Any | None:
+        return self._cached(self._features, ref_id, self._load_features)
+
+    def _load_features(self, pos: int) -> Any | None:
+        name = self.a["features"][pos].decode()
         if not name:
             return None
         from matching.core.geometry import features_from_bytes
 
         try:
-            features = features_from_bytes(self.storage.read(name))
+            return features_from_bytes(self.storage.read(name))
         except Exception:  # noqa: BLE001 - as a check: an unreadable features file only disables verification
             return None
-        with self._lock:
-            self._features[ref_id] = features
-            while len(self._features) > 512:
-                self._features.popitem(last=False)
-        return features
+
+    def mark(self, ref_id: int) -> Any | None:
+        """The reference's mark (``marks.Mark``), read from storage as a check reads it
+        (matching/engine.py ``DatabaseStore.mark``); None without one."""
+        return self._cached(self._marks, ref_id, self._load_mark)
+
+    def _load_mark(self, pos: int) -> Any | None:
+        name = self.a["marks"][pos].decode() if "marks" in self.a else ""
+        if not name:
+            return None
+        from matching.core.marks import mark_from_png
+
+        x0, y0, x1, y1 = (int(v) for v in self.a["mark_boxes"][pos])
+        r, g, b = (int(v) for v in self.a["mark_backgrounds"][pos])
+        try:
+            return mark_from_png(self.storage.read(name), (x0, y0, x1, y1), self.a["mark_sources"][pos].decode(),
+                                 (r, g, b) if min(r, g, b) >= 0 else None)
+        except Exception:  # noqa: BLE001 - as a check: an unreadable mark only loses the mark search
+            return None
 
     def file_name(self, ref_id: int) -> str | None:
         pos = self.row(ref_id)
@@ -245,6 +297,8 @@ def load_snapshot(path: str | Path, *, storage_root: str | None = None,
         known = {f.name for f in fields(Thresholds)}
         thresholds = Thresholds(**{k: v for k, v in manifest["thresholds"].items() if k in known})
         arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in _ARRAYS}
+        arrays.update({name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                       for name in _MARK_ARRAYS if (path / f"{name}.npy").exists()})
         if len(arrays["ids"]) != manifest["count"]:
             raise ValueError(f"scan snapshot {path} disagrees with its manifest")
         classes = _hash_classes()

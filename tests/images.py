@@ -52,6 +52,43 @@ def drawn_logo() -> Image.Image:
     return tile
 
 
+def transparent_logo() -> Image.Image:
+    """``drawn_logo`` as an RGBA logo is uploaded: its white background made transparent."""
+    rgba = drawn_logo().convert("RGBA")
+    arr = np.asarray(rgba).copy()
+    arr[(arr[..., :3] > 250).all(axis=2), 3] = 0
+    return Image.fromarray(arr, "RGBA")
+
+
+def composite(scene: Image.Image, mark: Image.Image, *, width_share: float, at: tuple[float, float],
+              angle: float = 0.0) -> tuple[Image.Image, list[list[float]]]:
+    """``mark`` (RGBA) pasted with its alpha at ``width_share`` of ``scene``'s width, its centre at
+    ``at`` (shares), turned by ``angle``; the picture and the mark's box (the turned mark's bounds,
+    clockwise from the top-left)."""
+    w = round(scene.width * width_share)
+    sprite = mark.convert("RGBa").resize((w, round(w * mark.height / mark.width)), Image.Resampling.LANCZOS)
+    if angle:
+        sprite = sprite.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    sprite = sprite.convert("RGBA")
+    x0 = round(at[0] * scene.width - sprite.width / 2)
+    y0 = round(at[1] * scene.height - sprite.height / 2)
+    out = scene.copy()
+    out.paste(sprite, (x0, y0), sprite)
+    box = sprite.getchannel("A").getbbox()
+    assert box is not None
+    bx0, by0, bx1, by1 = x0 + box[0], y0 + box[1], x0 + box[2], y0 + box[3]
+    return out, [[bx0, by0], [bx1, by0], [bx1, by1], [bx0, by1]]
+
+
+def logo_in_scene_jpeg(width_share: float = 0.2, at: tuple[float, float] = (0.7, 0.3), angle: float = 8.0,
+                       scene: str = "astronaut") -> tuple[bytes, list[list[float]]]:
+    """The mark of ``transparent_logo`` alone (no tile), composited into a photo and saved as JPEG:
+    a logo as it appears in the wild (matching/core/marks.py); the JPEG and the mark's box."""
+    picture, box = composite(photo(scene), transparent_logo().crop((28, 18, 213, 225)), width_share=width_share,
+                             at=at, angle=angle)
+    return encode(picture.convert("RGB"), "JPEG", quality=85), box
+
+
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **kwargs)

@@ -34,9 +34,11 @@ def scan_references_write(*, job: BulkJob) -> Path:
     rows = [
         {"id": pk, "sha256_bytes": sha_bytes, "sha256_pixels": sha_pixels,
          "phash": to_unsigned64(phash) if phash is not None else None, "pdq": pdq or None,
-         "pdq_quality": quality, "phash_max": phash_max, "file": file, "features": features}
-        for pk, sha_bytes, sha_pixels, phash, pdq, quality, phash_max, file, features in scope.values_list(
+         "pdq_quality": quality, "phash_max": phash_max, "file": file, "features": features,
+         "mark": mark or None, "mark_info": mark_info}
+        for pk, sha_bytes, sha_pixels, phash, pdq, quality, phash_max, file, features, mark, mark_info
+        in scope.values_list(
             "id", "sha256_bytes", "sha256_pixels", "phash", "pdq", "pdq_quality",
-            "collection__phash_max_distance", "file", "features").iterator(chunk_size=10000)
+            "collection__phash_max_distance", "file", "features", "mark", "mark_info").iterator(chunk_size=10000)
     ]
     return write_snapshot(dest, rows=rows, indexes=indexes, thresholds=default_thresholds())

@@ -12,7 +12,14 @@ batch.
 A ``Candidate`` pair is what the cascade's own thresholds would send to judging (``Thresholds``):
 a digest in common, a pHash variant within ``phash_candidate``, PDQ within ``pdq_candidate`` (its
 flipped and turned variants within ``pdq_variant_copy``), or a CNN cosine (whole picture or any
-tile) of at least ``cnn_similar``, the level at which a check reports a candidate at all. (A check
+tile) of at least ``cnn_similar``, the level at which a check reports a candidate at all. A logo's
+mark views (``marks.mark_views``, ids ``marks.mark_vector_id``) count as vectors of their picture,
+as in a check's index, and, like a check's mark search (``Matcher._mark_stage``), a reference
+whose mark view is at ``MARK_CANDIDATE`` or more from the suspect is a candidate too, for the
+``marks.VERIFY_TOP`` best such references of a suspect. A check looks for marks from cosine 0.2
+(``marks.MARK_CANDIDATE``), but only for the logos nearest its tiles in the whole index; here
+every new logo is near, and at 0.2 half of all logo-rich suspects would be judged for one new
+logo (docs/matching.md, "Retroactive re-checks"). (A check
 also verifies its six nearest embeddings above ``cnn_candidate``; with only a hundred new
 references nearly every suspect has six such, so that rule here would verify every suspect.) The
 caller judges each pair with the ``Matcher`` as a check does, with the suspect's pixels when they
@@ -28,11 +35,16 @@ import numpy as np
 import numpy.typing as npt
 
 from matching.core.hamming import distances
+from matching.core.marks import VERIFY_TOP, vector_reference
 from matching.core.matcher import Thresholds
 
-__all__ = ["Candidate", "NewReferences", "SuspectBatch", "VARIANTS", "search"]
+__all__ = ["MARK_CANDIDATE", "Candidate", "NewReferences", "SuspectBatch", "VARIANTS", "search"]
 
 VARIANTS = 8  # the dihedral variants stored per hash (entry 0: the picture as given)
+# Cosine of a suspect (whole or a tile) to a new logo's mark view at or above: the pair is judged.
+# Measured on the marks suite (docs/matching.md): 0.68 of true composites reach it, and 3 % / 29 % /
+# 61 % of logo-rich unrelated suspects for 1 / 10 / 60 new logos (0.2: 0.98 and 50 % / 99 % / 100 %).
+MARK_CANDIDATE = 0.4
 PDQ_WORDS = 4
 EMBEDDING_DTYPE = np.float16  # as the protected images' embeddings are stored
 
@@ -71,10 +83,16 @@ class NewReferences:
     has_pdq: npt.NDArray[np.bool_]          # (n,)
     sha256: dict[str, list[int]]            # digest (bytes or pixels) -> reference ids
     vectors: FloatArray | None = None       # (n, d) unit vectors; a reference without one is a zero row
+    # The logos' mark views (marks.mark_views): vector ids (marks.mark_vector_id) and unit vectors.
+    mark_ids: npt.NDArray[np.int64] | None = None   # (k,)
+    mark_vectors: FloatArray | None = None          # (k, d)
 
     @classmethod
-    def build(cls, refs: Sequence[tuple[int, int, int | None, str, str, Any]]) -> "NewReferences":
-        """From ``(id, phash, pdq or None, sha256_bytes, sha256_pixels, embedding or None)``."""
+    def build(cls, refs: Sequence[tuple[int, int, int | None, str, str, Any]],
+              marks: Sequence[tuple[int, Any]] = ()) -> "NewReferences":
+        """From ``(id, phash, pdq or None, sha256_bytes, sha256_pixels, embedding or None)`` and the
+        marks' views ``(mark vector id, embedding)`` (kept only when the references have embeddings
+        of the same size)."""
         n = len(refs)
         pdq = np.zeros((n, PDQ_WORDS), dtype=np.uint64)
         has_pdq = np.zeros(n, dtype=np.bool_)
@@ -92,12 +110,26 @@ class NewReferences:
                 sha.setdefault(digest, []).append(ref_id)
             if vector is not None and vectors is not None:
                 vectors[i] = np.asarray(vector, dtype=np.float32)
+        mark_ids = mark_vectors = None
         if vectors is not None:
             vectors = _unit(vectors)
             vectors[~np.isfinite(vectors).all(axis=1)] = 0
+            views = [(int(i), np.asarray(v, dtype=np.float32)) for i, v in marks if len(v) == vectors.shape[1]]
+            if views:
+                mark_ids = np.array([i for i, _v in views], dtype=np.int64)
+                mark_vectors = _unit(np.stack([v for _i, v in views]))
+                mark_vectors[~np.isfinite(mark_vectors).all(axis=1)] = 0
         return cls(ids=np.array([r[0] for r in refs], dtype=np.int64),
                    phash=np.array([r[1] & mask for r in refs], dtype=np.uint64),
-                   pdq=pdq, has_pdq=has_pdq, sha256=sha, vectors=vectors)
+                   pdq=pdq, has_pdq=has_pdq, sha256=sha, vectors=vectors, mark_ids=mark_ids,
+                   mark_vectors=mark_vectors)
+
+    def mark_columns(self) -> npt.NDArray[np.int64]:
+        """For each mark view, the column (row of ``ids``) of the picture it belongs to (-1: none)."""
+        if self.mark_ids is None:
+            return np.zeros(0, dtype=np.int64)
+        row = {int(r): j for j, r in enumerate(self.ids.tolist())}
+        return np.array([row.get(vector_reference(int(i)), -1) for i in self.mark_ids], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -162,8 +194,9 @@ class Candidate:
     phash_variant: int    # best over the eight variants
     pdq: int | None
     pdq_variant: int | None
-    cnn: float | None     # best cosine over the whole picture and its tiles
+    cnn: float | None     # best cosine over the whole picture and its tiles (to the picture or its mark's views)
     by_hash: bool = True  # a digest or a hash made it a candidate (else the CNN alone: judging needs pixels)
+    mark: float | None = None  # best cosine to the reference's mark views (None: it has none)
 
 
 def _hamming_table(suspects: npt.NDArray[np.uint64], refs: npt.NDArray[np.uint64], words: int) -> npt.NDArray[Any]:
@@ -176,13 +209,13 @@ def _hamming_table(suspects: npt.NDArray[np.uint64], refs: npt.NDArray[np.uint64
     return out.reshape(m, VARIANTS, len(refs))
 
 
-def _best_cosines(batch: SuspectBatch, refs: NewReferences) -> FloatArray | None:
-    """``(m, n)``: the best cosine of each suspect (whole picture or any tile) to each reference."""
-    if refs.vectors is None or batch.embeddings is None:
+def _best_cosines(batch: SuspectBatch, vectors: FloatArray | None) -> FloatArray | None:
+    """``(m, k)``: the best cosine of each suspect (whole picture or any tile) to each of ``vectors``."""
+    if vectors is None or batch.embeddings is None:
         return None
-    best: FloatArray = batch.embeddings @ refs.vectors.T
+    best: FloatArray = batch.embeddings @ vectors.T
     if batch.tiles is not None and batch.tile_owner is not None and len(batch.tiles):
-        per_tile = batch.tiles @ refs.vectors.T
+        per_tile = batch.tiles @ vectors.T
         owners, starts = np.unique(batch.tile_owner, return_index=True)  # owners are grouped, ascending
         counts = np.diff(np.append(starts, len(per_tile)))
         if bool((counts == counts[0]).all()):  # the usual case: every suspect kept its 13 tiles
@@ -191,6 +224,30 @@ def _best_cosines(batch: SuspectBatch, refs: NewReferences) -> FloatArray | None
             tiles_best = np.maximum.reduceat(per_tile, starts, axis=0)
         best[owners] = np.maximum(best[owners], tiles_best)
     return best
+
+
+def _best_mark_cosines(batch: SuspectBatch, refs: NewReferences) -> FloatArray | None:
+    """``(m, n)``: the best cosine of each suspect (whole or any tile) to each reference's mark
+    views; -1 where the reference has no mark."""
+    per_view = _best_cosines(batch, refs.mark_vectors)
+    if per_view is None:
+        return None
+    columns = refs.mark_columns()
+    out = np.full((len(batch), len(refs)), -1.0, dtype=np.float32)
+    for view, column in enumerate(columns.tolist()):
+        if column >= 0:
+            out[:, column] = np.maximum(out[:, column], per_view[:, view])
+    return out
+
+
+def _top_marks(marks: FloatArray) -> npt.NDArray[np.bool_]:
+    """Pairs whose mark cosine reaches MARK_CANDIDATE, the VERIFY_TOP best of each suspect (a
+    check looks for that many marks at most)."""
+    chosen = marks >= MARK_CANDIDATE
+    if marks.shape[1] > VERIFY_TOP:
+        kth = np.partition(marks, -VERIFY_TOP, axis=1)[:, -VERIFY_TOP][:, None]
+        chosen &= marks >= kth
+    return chosen
 
 
 def search(refs: NewReferences, batch: SuspectBatch, thresholds: Thresholds) -> list[Candidate]:
@@ -210,9 +267,14 @@ def search(refs: NewReferences, batch: SuspectBatch, thresholds: Thresholds) -> 
         variant_radius = min(t.pdq_candidate, t.pdq_variant_copy)
         hashes |= (pdq_plain <= t.pdq_candidate) | (pdq_best <= variant_radius)
     mask = hashes.copy()
-    cnn = _best_cosines(batch, refs)
+    cnn = _best_cosines(batch, refs.vectors)
+    marks = _best_mark_cosines(batch, refs)
+    if cnn is not None and marks is not None:
+        cnn = np.maximum(cnn, marks)  # a mark's views are vectors of its picture (as in a check's index)
     if cnn is not None:
         mask |= cnn >= t.cnn_similar
+    if marks is not None:
+        mask |= _top_marks(marks)
     exact: set[tuple[int, int]] = set()
     ref_row = {int(r): j for j, r in enumerate(refs.ids.tolist())}
     if refs.sha256:
@@ -230,6 +292,7 @@ def search(refs: NewReferences, batch: SuspectBatch, thresholds: Thresholds) -> 
             pdq=int(pdq_plain[i, j]) if pdq_plain is not None and pdq_plain[i, j] < 256 else None,
             pdq_variant=int(pdq_best[i, j]) if pdq_best is not None and pdq_best[i, j] < 256 else None,
             cnn=round(float(cnn[i, j]), 6) if cnn is not None else None, by_hash=bool(hashes[i, j]),
+            mark=round(float(marks[i, j]), 6) if marks is not None and marks[i, j] > -1 else None,
         ))
     return out
 

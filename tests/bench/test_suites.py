@@ -70,6 +70,28 @@ def test_key_mark_keeps_a_tile_without_a_mark_whole() -> None:
     assert mark.size == (40, 30) and np.asarray(mark.getchannel("A")).min() == 255
 
 
+def test_print_on_surface_puts_the_mark_in_its_box_on_every_kind_of_surface() -> None:
+    from bench.surfaces import SURFACES, print_on_surface
+
+    mark = key_mark(_tile(0))
+    kinds = set()
+    for seed in range(16):
+        image, box, tags = print_on_surface(mark, np.random.default_rng(seed))
+        again = print_on_surface(mark, np.random.default_rng(seed))
+        assert np.array_equal(np.asarray(image), np.asarray(again[0])) and box == again[1] and tags == again[2]
+        assert "on a surface" in tags and sum(t.startswith("surface: ") for t in tags) == 1
+        kinds |= {t[len("surface: "):] for t in tags if t.startswith("surface: ")}
+        xs, ys = [p[0] for p in box], [p[1] for p in box]
+        assert 0.08 <= (max(xs) - min(xs)) / image.width <= 0.3, (seed, tags)
+        assert min(xs) >= -2 and min(ys) >= -2 and max(xs) <= image.width + 2 and max(ys) <= image.height + 2
+        # The mark's colours are inside its box: the middle of the box differs from the surface around it.
+        rgb = np.asarray(image, dtype=np.float32)
+        x0, x1, y0, y1 = (int(v) for v in (min(xs), max(xs), min(ys), max(ys)))
+        inside = rgb[max(0, y0):y1, max(0, x0):x1].reshape(-1, 3)
+        assert np.abs(inside - np.median(rgb.reshape(-1, 3), axis=0)).sum(axis=1).max() > 60
+    assert kinds == set(SURFACES)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_mark_in_scene_changes_the_photo_inside_the_marks_region_only(seed: int,
                                                                         background: Image.Image) -> None:
@@ -263,5 +285,17 @@ def test_marks_suite_end_to_end(dataset: Path, tmp_path: Path) -> None:
     section = md.split("## phash")[1].split("## ")[0]
     widths = [ln for ln in section.splitlines() if ln.startswith("| width ")]
     assert len(widths) == 3 and sum(int(ln.split("|")[2]) for ln in widths) == 6
-    for condition in ("perspective", "rotation", "shading", "blur"):
+    for condition in ("perspective", "rotation", "shading", "blur", "in a photo", "on a surface"):
         assert f"| {condition} |" in section
+
+
+def test_mark_window_sets_lie_in_the_picture_and_include_the_services() -> None:
+    from bench.mark_windows import _covered, window_sets
+    from matching.core.cnn.embedder import CROP_WINDOWS
+
+    sets = window_sets()
+    assert tuple(CROP_WINDOWS[1:]) in sets.values()
+    for name, windows in sets.items():
+        assert f"({len(windows)}" in name and all(0 <= a < c <= 1 and 0 <= b < d <= 1 for a, b, c, d in windows)
+    region = [[10, 10], [30, 10], [30, 20], [10, 20]]
+    assert _covered((0, 0, 100, 100), region) == 1.0 and _covered((20, 0, 100, 100), region) == 0.5

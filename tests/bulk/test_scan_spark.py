@@ -11,6 +11,7 @@ from django.core import mail
 from django.core.management import call_command
 
 from matching import protection
+from bench.metrics import polygon_iou
 from matching.bulk import services
 from matching.bulk.load import output_files
 from matching.bulk.models import BulkJob
@@ -21,7 +22,7 @@ from matching.models import Match
 from spark.progress import read_progress
 from tests.bulk.folders import cropped_turned_jpeg, write
 from tests.factories import CollectionFactory
-from tests.images import photo_png, resized_jpeg, truncated_jpeg
+from tests.images import encode, logo_in_scene_jpeg, photo_png, resized_jpeg, transparent_logo, truncated_jpeg
 
 pytestmark = pytest.mark.django_db
 
@@ -87,6 +88,16 @@ def test_scan_reports_planted_copies_only_and_alerts(org, settings, tmp_path: Pa
     assert Match.objects.count() == 2 and job.matches.count() == 2 and len(mail.outbox) == 1
 
 
+def _scan_to_one_match(org, crawl: Path, capture, *, scanned: int) -> Match:  # type: ignore[no-untyped-def]
+    """Scan ``crawl`` on local[2]; the job is done, every file scanned, and it wrote one match."""
+    with capture(execute=True):
+        call_command("scan_images", "--org", org.slug, "--spark-master", "local[2]", str(crawl),
+                     stdout=io.StringIO(), stderr=io.StringIO())
+    job = BulkJob.objects.get()
+    assert (job.status, job.done, job.failed, job.matched) == ("done", scanned, 0, 1), job.error
+    return Match.objects.select_related("protected_image").get()
+
+
 def test_scan_with_the_real_cnn_finds_what_a_check_finds(org, settings, tmp_path: Path,
                                                         django_capture_on_commit_callbacks):
     """The product's CNN on the executors (local[2]): a cropped and turned copy, which hashes alone
@@ -107,12 +118,7 @@ def test_scan_with_the_real_cnn_finds_what_a_check_finds(org, settings, tmp_path
     assert [c.image.key for c in checked] == ["coffee.png"] and checked[0].decision.verdict == "modified_copy"
     assert not [c for c in hashes_only if c.decision.is_match]  # the copy is beyond the hashes' reach
 
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("scan_images", "--org", org.slug, "--spark-master", "local[2]", str(crawl),
-                     stdout=io.StringIO(), stderr=io.StringIO())
-    job = BulkJob.objects.get()
-    assert (job.status, job.done, job.failed, job.matched) == ("done", 3, 0, 1), job.error
-    match = Match.objects.select_related("protected_image").get()
+    match = _scan_to_one_match(org, crawl, django_capture_on_commit_callbacks, scanned=3)
     assert (match.suspect_key, match.protected_image.key) == (f"{crawl}/found/coffee turned.jpg", "coffee.png")
     assert match.verdict == checked[0].decision.verdict
     assert abs(match.score - checked[0].decision.score) < 0.05
@@ -121,3 +127,29 @@ def test_scan_with_the_real_cnn_finds_what_a_check_finds(org, settings, tmp_path
     assert match.signal_scores["cnn_score"] > 0.5 and match.signal_scores["inliers"] >= 8
     with match.evidence.open("rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_scan_finds_a_logos_mark_composited_alone_into_a_photo(org, settings, tmp_path: Path,
+                                                                  django_capture_on_commit_callbacks):
+    """A logo protected as an RGBA PNG, its mark alone pasted at 20 % of a photo's width: the
+    executors search the mark's views and look for the mark (the snapshot carries the marks,
+    spark/references.py), and report it as a check does, boxed and told as the mark."""
+    settings.IMGPROTECT_CNN_ENABLED = True
+    collection = CollectionFactory(organisation=org, slug="brand", name="Brand")
+    logo = encode(transparent_logo(), "PNG")
+    protection.protected_image_add(collection=collection, key="acme.png", data=logo, loaded=load_image(logo),
+                                   index_now=True)
+    data = photo_png("coffee")
+    protection.protected_image_add(collection=collection, key="coffee.png", data=data, loaded=load_image(data),
+                                   index_now=True)
+    copy, box = logo_in_scene_jpeg()
+    crawl = write(tmp_path / "crawl", {"found/acme on a wall.jpg": copy, "unrelated/horse.jpg": resized_jpeg("horse", 0.8)})
+    candidates, _ = find_candidates(organisation_id=org.pk, loaded=load_image(copy), top_k=5)
+    checked = [c for c in candidates if c.decision.is_match]
+    assert [c.image.key for c in checked] == ["acme.png"]  # what a check finds
+
+    match = _scan_to_one_match(org, crawl, django_capture_on_commit_callbacks, scanned=2)
+    assert (match.suspect_key, match.protected_image.key) == (f"{crawl}/found/acme on a wall.jpg", "acme.png")
+    assert match.verdict == checked[0].decision.verdict == "modified_copy"
+    assert match.edit_report["description"].startswith("the mark, at ")
+    assert polygon_iou(match.region["query"], box, load_image(copy).image.size) >= 0.5

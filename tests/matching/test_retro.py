@@ -12,6 +12,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
+from bench.metrics import polygon_iou
 from catalog.models import Organisation
 from matching.bulk import services as bulk_services
 from matching.bulk.models import BulkJob
@@ -22,7 +23,7 @@ from matching.retro import NOT_VERIFIED, suspects_recheck
 from matching.suspects import suspect_signals_purge
 from tests.conftest import client_for
 from tests.factories import CollectionFactory, OrganisationFactory
-from tests.images import encode, photo, photo_png, resized_jpeg
+from tests.images import encode, logo_in_scene_jpeg, photo, photo_png, resized_jpeg, transparent_logo
 
 # Transactional, like production: indexing, the re-check and the alerts run on commit.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -92,6 +93,26 @@ def test_a_suspect_checked_before_its_original_was_protected_is_found_retroactiv
     assert suspects_recheck(image_ids=[image_id]) == []
     assert RecheckMark.objects.get(organisation=org).until >= Match.objects.get(pk=match.pk).protected_image.indexed_at
     assert Match.objects.filter(organisation=org).count() == 1 and len(mail.outbox) == 1
+
+
+def test_a_logos_mark_in_a_photo_checked_before_the_logo_was_protected_is_found_retroactively(org, api, photos):
+    """The re-check searches the new logo's mark views and looks for its mark, as a check does
+    (matching/retro.py): the mark alone, pasted at 20 % of a photo's width, is found and boxed."""
+    protect(api, photos, "coffee")
+    copy, box = logo_in_scene_jpeg()
+    first = check(api, copy, "wall.jpg")
+    assert first["result"]["verdict"] == "none" and not first["matches"]
+    assert SuspectSignals.objects.get(source_check_id=first["id"]).tile_embeddings  # the partial pass ran
+
+    response = api.post("/api/v1/images/", {"collection": photos.pk, "key": "acme.png",
+                                            "file": SimpleUploadedFile("acme.png", encode(transparent_logo(), "PNG"))})
+    assert response.status_code == 201, response.json()
+
+    match = Match.objects.get(source_check_id=first["id"])
+    assert match.found_retroactively and match.protected_image_id == response.json()["id"]
+    assert match.verdict == "modified_copy" and match.edit_report["description"].startswith("the mark, at ")
+    assert polygon_iou(match.region["query"], box, load_image(copy).image.size) >= 0.5
+    assert len(mail.outbox) == 1 and "found retroactively" in mail.outbox[0].subject
 
 
 def test_without_the_suspects_file_the_match_is_decided_on_signals_and_says_so(org, api, photos):

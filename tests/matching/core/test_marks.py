@@ -15,7 +15,8 @@ from bench.attacks import rect
 from bench.metrics import polygon_iou
 from matching.core import marks
 from matching.core.loading import load_image
-from tests.images import drawn_logo, encode
+from tests.images import composite as _composite
+from tests.images import drawn_logo, encode, transparent_logo
 
 
 
@@ -23,32 +24,6 @@ def _photo(name: str) -> Image.Image:
     from skimage import data
 
     return Image.fromarray(getattr(data, name)()).convert("RGB")
-
-
-def _transparent(tile: Image.Image) -> Image.Image:
-    """``tile`` with its white background made transparent (an RGBA logo as uploaded)."""
-    rgba = tile.convert("RGBA")
-    arr = np.asarray(rgba).copy()
-    arr[(arr[..., :3] > 250).all(axis=2), 3] = 0
-    return Image.fromarray(arr, "RGBA")
-
-
-def _composite(scene: Image.Image, mark: Image.Image, *, width_share: float, at: tuple[float, float],
-               angle: float = 0.0) -> tuple[Image.Image, list[list[float]]]:
-    """``mark`` (RGBA) pasted with its alpha at ``width_share`` of ``scene``'s width, its centre at
-    ``at`` (shares), turned by ``angle``; the picture and the mark's box (the turned mark's bounds)."""
-    w = round(scene.width * width_share)
-    sprite = mark.convert("RGBa").resize((w, round(w * mark.height / mark.width)), Image.Resampling.LANCZOS)
-    if angle:
-        sprite = sprite.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
-    sprite = sprite.convert("RGBA")
-    x0 = round(at[0] * scene.width - sprite.width / 2)
-    y0 = round(at[1] * scene.height - sprite.height / 2)
-    out = scene.copy()
-    out.paste(sprite, (x0, y0), sprite)
-    box = sprite.getchannel("A").getbbox()
-    assert box is not None
-    return out, rect(x0 + box[0], y0 + box[1], x0 + box[2], y0 + box[3])
 
 
 def _simple(shape: str) -> Image.Image:
@@ -64,7 +39,7 @@ def _simple(shape: str) -> Image.Image:
 
 
 def test_an_rgba_logo_keeps_its_transparency_as_the_mask() -> None:
-    loaded = load_image(encode(_transparent(drawn_logo()), "PNG"))
+    loaded = load_image(encode(transparent_logo(), "PNG"))
     assert loaded.alpha is not None and loaded.alpha.size == loaded.image.size
     mark = marks.extract_mark(loaded.image, loaded.alpha, frame=(loaded.width, loaded.height))
     assert mark is not None and mark.source == "alpha"
@@ -110,7 +85,7 @@ def matcher():  # type: ignore[no-untyped-def]
     from matching.core.cnn.embedder import get_embedder
     from matching.core.matcher import Matcher, Thresholds, index_references
 
-    refs = [(1, _photo("coffee")), (2, _photo("camera")), (7, _transparent(drawn_logo())), (8, _simple("ring"))]
+    refs = [(1, _photo("coffee")), (2, _photo("camera")), (7, transparent_logo()), (8, _simple("ring"))]
     embedder = get_embedder()
     indexed = index_references(refs, embedder=embedder)
     return Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(), embedder=embedder)
@@ -118,7 +93,7 @@ def matcher():  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("width_share, at, angle", [(0.14, (0.22, 0.78), 0.0), (0.2, (0.7, 0.3), 8.0)])
 def test_a_mark_composited_small_into_a_photo_is_found_and_boxed(matcher, width_share, at, angle) -> None:  # type: ignore[no-untyped-def]
-    mark = _transparent(drawn_logo()).crop((28, 18, 213, 225))
+    mark = transparent_logo().crop((28, 18, 213, 225))
     scene, box = _composite(_photo("astronaut"), mark, width_share=width_share, at=at, angle=angle)
     outcome = matcher.match(load_image(encode(scene.convert("RGB"), "JPEG", quality=85)))
     best = outcome.decisions[0]

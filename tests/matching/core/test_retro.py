@@ -75,3 +75,48 @@ def test_without_embeddings_only_hashes_and_digests_are_compared():
     [c] = search(refs, batch, T)
     assert (c.suspect_id, c.reference_id, c.phash, c.cnn) == (5, 1, 0, None)
     assert search(refs, SuspectBatch.from_rows([], None), T) == []
+
+
+def test_a_logos_mark_views_count_as_its_vectors_and_a_weak_mark_hit_is_a_candidate():
+    """A suspect's tile near a view of a new logo's mark (marks.mark_views) is a candidate for that
+    logo at retro.MARK_CANDIDATE, far under ``cnn_similar``, as a check looks for a mark under it;
+    at most marks.VERIFY_TOP logos a suspect; chance does not reach it."""
+    from matching.core.marks import VERIFY_TOP, mark_vector_id
+    from matching.core.retro import MARK_CANDIDATE
+
+    dim = 1024  # random unit vectors: cosines spread about 0.03, far under MARK_CANDIDATE
+    rng = np.random.default_rng(3)
+    vec = _unit(rng.normal(size=(5, dim)))
+    views = _unit(rng.normal(size=(5, 4, dim)))
+    refs = NewReferences.build(
+        [(20 + j, int(rng.integers(0, 2**63)), None, f"rb{j}", f"rp{j}", vec[j]) for j in range(5)],
+        marks=[(mark_vector_id(20 + j, s), views[j, s]) for j in range(4) for s in range(4)])  # 24 has no mark
+    assert refs.mark_ids is not None and len(refs.mark_ids) == 16
+
+    def near(target, cosine):  # type: ignore[no-untyped-def]
+        noise = _unit(rng.normal(size=dim))
+        noise = _unit(noise - (noise @ target) * target)
+        return cosine * target + np.sqrt(1 - cosine ** 2) * noise
+
+    rows = [_row(i, [int(x) for x in rng.integers(0, 2**63, 8)], None, rng.normal(size=dim),
+                 rng.normal(size=(13, dim))) for i in range(100)]
+    tiles = rng.normal(size=(13, dim))
+    tiles[6] = near(views[1, 2], MARK_CANDIDATE + 0.1)  # logo 21's mark small in a scene: a weak hit
+    rows.append(_row(500, [int(x) for x in rng.integers(0, 2**63, 8)], None, rng.normal(size=dim), tiles))
+    tiles = rng.normal(size=(13, dim))
+    for j, cosine in ((0, 0.45), (2, 0.5), (3, 0.55)):  # three logos' marks: the two best are looked for
+        tiles[j] = near(views[j, 0], cosine)
+    rows.append(_row(501, [int(x) for x in rng.integers(0, 2**63, 8)], None, rng.normal(size=dim), tiles))
+    tiles = rng.normal(size=(13, dim))
+    tiles[0] = near(views[0, 3], 0.9)  # a mark view's cosine is the picture's, for cnn_similar too
+    rows.append(_row(502, [int(x) for x in rng.integers(0, 2**63, 8)], None, rng.normal(size=dim), tiles))
+    tiles = rng.normal(size=(13, dim))
+    tiles[2] = near(views[1, 0], MARK_CANDIDATE - 0.1)  # under it: not judged
+    rows.append(_row(503, [int(x) for x in rng.integers(0, 2**63, 8)], None, rng.normal(size=dim), tiles))
+    found = {(c.suspect_id, c.reference_id): c for c in search(refs, SuspectBatch.from_rows(rows, dim), T)}
+    assert set(found) == {(500, 21), (501, 22), (501, 23), (502, 20)}
+    assert VERIFY_TOP == 2
+    hit = found[500, 21]
+    assert hit.mark is not None and abs(hit.mark - (MARK_CANDIDATE + 0.1)) < 0.02 and not hit.by_hash
+    assert hit.cnn is not None and hit.cnn < T.cnn_similar
+    assert found[502, 20].cnn is not None and found[502, 20].cnn > 0.85
