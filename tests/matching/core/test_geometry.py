@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -491,3 +492,60 @@ def test_a_second_look_undoes_a_stretch_and_finds_nothing_in_an_unrelated_pictur
     other = photo("coffee")
     other = other.resize((round(other.width * 1.6), other.height))
     assert not any(verify(f, astronaut_features).accepted for _, f in geo.second_look_features(other, astronaut_features))
+
+
+def _covered(image: Image.Image) -> Image.Image:
+    """Opaque bars over two columns and one row of the appearance grid's cells (10 of 16): text
+    or stripes laid over most of a copy, which shows through in the six other cells."""
+    from PIL import ImageDraw
+
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    w, h = image.size
+    for box in ((0, 0, w // 4, h), (w // 2, 0, 3 * w // 4, h), (0, h // 4, w, h // 2)):
+        draw.rectangle(box, fill=(250, 250, 250))
+    return out
+
+
+def test_a_copy_mostly_covered_by_overlays_is_judged_where_it_shows_and_an_unrelated_one_is_not(
+        astronaut: Image.Image, astronaut_features: Features) -> None:
+    query = extract_features(_covered(astronaut), max_features=geo.DEFAULT_QUERY_MAX_FEATURES, with_mirror=True)
+    # Over the whole region the bars spoil most cells ...
+    plain = verify(query, astronaut_features, min_inliers=12)
+    assert not plain.accepted and plain.reason.startswith("the aligned pictures do not look alike")
+    # ... the cells that hold the inliers correlate.
+    v = verify(query, astronaut_features, min_inliers=12, overlaid_inliers=36)
+    assert v.accepted, v.reason
+    assert v.inliers >= 36 and v.appearance is not None and v.appearance > 0.9
+    # Fewer inliers than overlaid_inliers: the whole region decides, as before.
+    assert not verify(query, astronaut_features, min_inliers=12, overlaid_inliers=v.inliers + 1).accepted
+    # The same bars over unrelated pictures (the same layout), against the astronaut, and the
+    # covered astronaut against an unrelated reference.
+    for name in ("coffee", "chelsea", "rocket", "scribble-1"):
+        other = extract_features(_covered(photo(name)), max_features=geo.DEFAULT_QUERY_MAX_FEATURES, with_mirror=True)
+        assert not verify(other, astronaut_features, min_inliers=12, overlaid_inliers=36).accepted, name
+        assert not verify(query, extract_features(photo(name)), min_inliers=12, overlaid_inliers=36).accepted, name
+
+
+def test_a_pixel_shuffled_copy_is_verified_at_low_resolution_and_an_unrelated_one_is_not(
+        astronaut: Image.Image, astronaut_features: Features) -> None:
+    from bench.chains import EDITS
+
+    def shuffled(image: Image.Image) -> Image.Image:  # 15-40 % of small blocks trade places
+        return EDITS["shuffle"](image, np.random.default_rng(1), lambda rng: image)
+
+    query = extract_features(shuffled(astronaut), max_features=geo.DEFAULT_QUERY_MAX_FEATURES, with_mirror=True)
+    assert not verify(query, astronaut_features, min_inliers=12).accepted  # the keypoints are gone
+    low_reference = geo.low_resolution_features(astronaut_features)
+    low_query = geo.low_resolution_features(query, with_mirror=True)
+    assert low_reference is not None and low_query is not None and low_query.mirror is not None
+    assert (low_query.width, low_query.height) == (query.width, query.height)  # the same frame
+    v = verify(low_query, low_reference, min_inliers=12)
+    assert v.accepted, v.reason
+    assert v.edit is not None and v.edit.scale == pytest.approx(1.0, abs=0.05) and abs(v.edit.rotation_deg) < 2
+    for name in ("coffee", "chelsea", "rocket", "scribble-1", "drawn_logo"):
+        other = extract_features(shuffled(photo(name)), max_features=geo.DEFAULT_QUERY_MAX_FEATURES)
+        low_other = geo.low_resolution_features(other, with_mirror=True)
+        assert low_other is not None
+        assert not verify(low_other, low_reference, min_inliers=12).accepted, name
+    assert geo.low_resolution_features(replace(astronaut_features, thumb=None)) is None
