@@ -73,9 +73,6 @@ class Thresholds:
     # (Without the CNN, HASHES_ONLY_PHASH_CANDIDATE below.)
     pdq_candidate: int = 48
     min_inliers: int = _CALIBRATED["min_inliers"]  # geometric verification must find at least this many
-    # From this many inliers on, a copy with overlays (stripes, text, emoji) may pass the appearance
-    # check on the grid cells that hold its inliers (geometry.verify's ``overlaid_inliers``).
-    overlaid_min_inliers: int = _CALIBRATED["overlaid_min_inliers"]
     cnn_similar: float = _CALIBRATED["cnn_similar"]  # cosine at or above: ``similar`` when not verified
     cnn_candidate: float = 0.35         # cosine below: not worth verifying
     verify_top: int = 6                 # candidates sent to geometric verification
@@ -549,8 +546,7 @@ class Matcher:
                 continue
             rt = state.records[ref_id].thresholds or self.thresholds
             if whole_again:
-                result = geometry.verify(state.query.whole(mirror=mirror), reference, min_inliers=rt.min_inliers,
-                                         overlaid_inliers=rt.overlaid_min_inliers)
+                result = geometry.verify(state.query.whole(mirror=mirror), reference, min_inliers=rt.min_inliers)
                 if mirror:
                     state.mirror_tried.add(ref_id)
                 if done is not None and not result.accepted and done.inliers > result.inliers:
@@ -560,8 +556,7 @@ class Matcher:
                 result = done
             if not result.accepted and box is not None and box not in state.region_tried.get(ref_id, ()):
                 state.region_tried.setdefault(ref_id, set()).add(box)
-                in_region = geometry.verify(state.query.region(box), reference, min_inliers=rt.min_inliers,
-                                            overlaid_inliers=rt.overlaid_min_inliers)
+                in_region = geometry.verify(state.query.region(box), reference, min_inliers=rt.min_inliers)
                 if in_region.accepted or in_region.inliers > result.inliers:
                     result = in_region
             if (not result.accepted and ref_id not in state.second_looked and e.cnn is not None
@@ -616,7 +611,7 @@ class Matcher:
         query, low = state.query.low_resolution(mirror=mirror), geometry.low_resolution_features(reference)
         if query is None or low is None:
             return None
-        again = geometry.verify(query, low, min_inliers=rt.min_inliers)
+        again = geometry.verify(query, low, min_inliers=rt.min_inliers, min_appearance=geometry.LOW_RES_APPEARANCE)
         return again if again.accepted else None
 
     def _verify_mark(self, state: "_Judging", ref_id: int, e: _Evidence) -> Verification | None:
