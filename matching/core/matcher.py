@@ -50,6 +50,10 @@ PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER = "auto", "always", "never"
 # "looks like it" into a verified copy, never a mere candidate into one. See
 # geometry.second_look_features and docs/geometry.md.
 SECOND_LOOKS = 2
+# Candidates per check that get a low-resolution look when verification did not confirm them,
+# the most promising first (any candidate verification takes: the look applies the usual rules,
+# only to blurred thumbnails of both pictures). See geometry.low_resolution_features.
+LOW_RES_LOOKS = 3
 PARTIAL_MODES = (PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER)
 
 
@@ -211,6 +215,7 @@ class _QueryFeatures:
         self._mirrored: Features | None = None  # the whole picture's features with ``.mirror`` filled
         self._regions: dict[tuple[int, int, int, int], Features] = {}
         self._second: dict[float, list[tuple[str, Features]]] = {}
+        self._low: dict[bool, Features | None] = {}
 
     def whole(self, *, mirror: bool = False) -> Features:
         """Features of the whole query; with ``mirror``, carrying those of its mirror image, so
@@ -243,6 +248,16 @@ class _QueryFeatures:
                 self.loaded.image, reference, frame=_frame(self.loaded), kind=self.kind or geometry.DEFAULT_KIND)
         return self._second[key]
 
+    def low_resolution(self, *, mirror: bool = False) -> Features | None:
+        """``geometry.low_resolution_features`` of the whole query; with ``mirror``, carrying its
+        mirror image's too (as ``whole``)."""
+        from matching.core import geometry
+
+        if mirror not in self._low:
+            self._low[mirror] = geometry.low_resolution_features(
+                self.whole(), max_features=geometry.DEFAULT_MAX_FEATURES, with_mirror=mirror)
+        return self._low[mirror]
+
     def region(self, box: tuple[int, int, int, int]) -> Features:
         from matching.core import geometry
 
@@ -273,6 +288,8 @@ class _Judging:
     # Second looks (``geometry.second_look_features``) given so far: only the most promising
     # candidates that verification did not confirm get one, once each.
     second_looked: set[int] = field(default_factory=set)
+    # Candidates given a low-resolution look -> whether it tried the mirror image too.
+    low_looked: dict[int, bool] = field(default_factory=dict)
     marks_tried: set[int] = field(default_factory=set)  # candidates whose mark was looked for
 
     def found(self) -> bool:
@@ -554,6 +571,8 @@ class Matcher:
                         result = again
                         break
             if not result.accepted:
+                result = self._low_resolution_look(state, ref_id, reference, rt, mirror=mirror) or result
+            if not result.accepted:
                 result = self._verify_mark(state, ref_id, e) or result
             elif result.model != "mark":
                 result = self._as_mark(state, ref_id, result)
@@ -573,6 +592,27 @@ class Matcher:
                 )
             else:
                 state.decided[ref_id] = replace(current, signal_scores=dict(scores, verification=result.reason))
+
+    @staticmethod
+    def _low_resolution_look(state: "_Judging", ref_id: int, reference: Features, rt: Thresholds, *,
+                             mirror: bool) -> Verification | None:
+        """The query's and the reference's filtered thumbnails verified with the usual rules
+        (``geometry.low_resolution_features``: pixel shuffling, pixelation, heavy noise), for at
+        most ``LOW_RES_LOOKS`` candidates a check, once each (again when the mirror image is tried
+        after a plain look, as the whole query's verification is); the result when accepted."""
+        from matching.core import geometry
+
+        if ref_id in state.low_looked:
+            if state.low_looked[ref_id] or not mirror:
+                return None
+        elif len(state.low_looked) >= LOW_RES_LOOKS:
+            return None
+        state.low_looked[ref_id] = mirror
+        query, low = state.query.low_resolution(mirror=mirror), geometry.low_resolution_features(reference)
+        if query is None or low is None:
+            return None
+        again = geometry.verify(query, low, min_inliers=rt.min_inliers, min_appearance=geometry.LOW_RES_APPEARANCE)
+        return again if again.accepted else None
 
     def _verify_mark(self, state: "_Judging", ref_id: int, e: _Evidence) -> Verification | None:
         """When the reference has a mark (a logo keyed out of its tile, marks.py) and the local

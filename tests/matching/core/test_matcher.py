@@ -198,3 +198,48 @@ def test_a_stretched_and_cropped_copy_is_verified_and_second_looks_go_to_similar
     strict = Matcher(store=matcher.store, indexes=matcher.indexes,
                      thresholds=replace(matcher.thresholds, cnn_similar=1.01), embedder=matcher.embedder)
     assert strict.match(_loaded(copy.rotate(20, expand=True))).decisions and looked == []
+
+
+
+def test_a_pixel_shuffled_copy_is_verified_by_a_low_resolution_look_given_to_few_candidates(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.chains import EDITS
+    from matching.core import matcher as matcher_module
+
+    astronaut = _skimage("astronaut")
+    refs = [(0, astronaut), (1, _skimage("coffee")), (LOGO_ID, drawn_logo())]
+    embedder = get_embedder()
+    indexed = index_references(refs, embedder=embedder)
+    # Every candidate the CNN puts forward is verified (this head scores such copies 0.1-0.5):
+    # what is under test is the verdict on a candidate, not the head's ranking.
+    matcher = Matcher(store=indexed.store, indexes=indexed.indexes(),
+                      thresholds=Thresholds.load(cnn_candidate=0.1), embedder=embedder)
+    looked: list[tuple[int, int]] = []
+    real = geometry.low_resolution_features
+
+    def spy(features: geometry.Features, **kwargs: object) -> geometry.Features | None:
+        looked.append((features.width, features.height))
+        return real(features, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(geometry, "low_resolution_features", spy)
+    # 15-40 % of small blocks traded, then turned (so no hash finds it): too few keypoints
+    # survive for the full-size verification.
+    copy = EDITS["shuffle"](astronaut, np.random.default_rng(4), lambda rng: astronaut).rotate(
+        20, expand=True, resample=Image.Resampling.BICUBIC)
+    best = matcher.match(_loaded(copy)).decisions[0]
+    assert best.reference_id == 0 and best.verdict == "modified_copy", best
+    assert best.edit is not None and abs(best.edit["rotation_deg"] - 20) < 3
+    assert looked  # the low-resolution look confirmed it
+    # Without the look, the same candidate is not confirmed.
+    monkeypatch.setattr(matcher_module, "LOW_RES_LOOKS", 0)
+    assert not matcher.match(_loaded(copy)).decisions[0].is_match
+    monkeypatch.setattr(matcher_module, "LOW_RES_LOOKS", 3)
+    # Unrelated shuffled pictures: no match, and the look goes to a few candidates at most (each
+    # of them once, and again with the mirror image in the partial-copy pass; the query's own
+    # thumbnail once plain, once with its mirror image).
+    for name in ("chelsea", "rocket"):
+        looked.clear()
+        photo = _skimage(name)
+        other = EDITS["shuffle"](photo, np.random.default_rng(4), lambda rng: photo).rotate(20, expand=True)
+        assert matcher.match(_loaded(other), partial="always").positives == [], name
+        assert len(looked) <= 2 * (matcher_module.LOW_RES_LOOKS + 1)
