@@ -252,7 +252,7 @@ def _jsonable(value: Any) -> Any:
 
 class _Embedded:
     """The scan matcher's embedder for one image whose whole-frame embedding a batch computed
-    already (``_process``: a batch of 32 costs about half as much per image as one at a time);
+    already (``_scan_batched``: a batch of 32 costs about half as much per image as one at a time);
     anything else goes to the real embedder."""
 
     def __init__(self, embedder: Any, image: Any, vector: Any) -> None:
@@ -484,9 +484,13 @@ def _warm_up(options: JobOptions) -> None:
         _signals_function(options.kind)(loaded)
         if options.features_prefix is not None:
             _features(loaded.image)
-        if options.embed:
-            # The model's first run builds its graph and kernels (seconds of CPU, once per process).
-            load_embedder(options.embedder, options.cnn_config()).embed([loaded.image])
+        # The model's first run builds its graph and kernels (seconds of CPU, once per process).
+        if options.references:
+            embedder = scan_matcher(options).embedder  # None: the snapshot has no vectors
+        else:
+            embedder = load_embedder(options.embedder, options.cnn_config()) if options.embed else None
+        if embedder is not None:
+            embedder.embed([loaded.image])
     except Exception:  # noqa: BLE001 - warming is an optimisation; the real images report real errors
         log.warning("warm-up failed", exc_info=True)
     _warmup_cpu = counted + time.process_time() - cpu
@@ -494,9 +498,9 @@ def _warm_up(options: JobOptions) -> None:
 
 def _process(entries: Iterable[tuple[str, int]], options: JobOptions,
              counters: tuple[Any, ...] | None) -> Iterator[tuple[Any, ...]]:
-    _warm_up(options)
     if options.references:
         scan_matcher(options)  # outside the per-key guard: a snapshot that cannot load fails the task
+    _warm_up(options)
     signals_fn = _signals_function(options.kind)
     pending: list[tuple[dict[str, Any], Any]] = []
     pixels = 0
