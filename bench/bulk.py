@@ -16,12 +16,10 @@ import argparse
 import io
 import json
 import os
-import random
 import resource
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -39,6 +37,8 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
+from bench.crawl import build_images  # noqa: E402
+from bench.procs import Sampler, proc_stats  # noqa: E402
 from catalog import services as catalog_services  # noqa: E402
 from catalog.models import Organisation, ProtectedImage  # noqa: E402
 from matching.bulk import services  # noqa: E402
@@ -80,73 +80,16 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-class SessionCPU(threading.Thread):
+class SessionCPU(Sampler):
     """CPU seconds of every process in the sessions our children lead (spark-submit's JVM, Python driver and
     workers), sampled from /proc five times a second: getrusage misses workers whose parents are killed."""
 
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.seen: dict[int, float] = {}
-        self.stopped = threading.Event()
-        self.tick = os.sysconf("SC_CLK_TCK")
-
     def sample(self) -> None:
-        stats = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    text = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                fields = text[text.rindex(")") + 2:].split()
-                stats.append((int(entry), int(fields[1]), int(fields[3]), int(fields[11]) + int(fields[12])))
+        stats = proc_stats()
         leaders = {pid for pid, ppid, sid, _ in stats if ppid == os.getpid() and sid == pid}
         for pid, _, sid, ticks in stats:
             if sid in leaders:
-                self.seen[pid] = max(self.seen.get(pid, 0.0), ticks / self.tick)
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.2):
-            self.sample()
-
-    def stop(self) -> float:
-        self.stopped.set()
-        self.join()
-        return sum(self.seen.values())
-
-
-def build_images(n: int, dest: Path, *, seed: int = 1, dataset: Path = DATASETS) -> list[Path]:
-    """``n`` JPEGs, each a random crop/resize/flip/re-encode of a dataset photo or logo."""
-    from PIL import Image, ImageOps
-
-    sources = sorted(p for p in (dataset / "photos").glob("*/*") if p.is_file())
-    sources += sorted((dataset / "logos").glob("*.png"))
-    if not sources:
-        raise FileNotFoundError(f"no images under {dataset}")
-    rng = random.Random(seed)
-    picked = [rng.choice(sources) for _ in range(n)]
-    cache: dict[Path, Image.Image] = {}
-    out = []
-    for i, path in enumerate(picked):
-        if path not in cache:
-            with Image.open(path) as im:
-                cache[path] = ImageOps.exif_transpose(im).convert("RGB")
-        im = cache[path]
-        w, h = im.size
-        share = rng.uniform(0.75, 1.0)
-        cw, ch = max(16, int(w * share)), max(16, int(h * share))
-        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-        crop = im.crop((x, y, x + cw, y + ch))
-        side = rng.randint(256, 640)
-        scale = side / max(cw, ch)
-        crop = crop.resize((max(16, int(cw * scale)), max(16, int(ch * scale))), Image.BILINEAR)
-        if rng.random() < 0.5:
-            crop = ImageOps.mirror(crop)
-        target = dest / f"batch-{i // 500:03d}" / f"img-{i:06d}.jpg"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        crop.save(target, "JPEG", quality=rng.randint(70, 95))
-        out.append(target)
-    return out
+                self.cpu[pid] = max(self.cpu.get(pid, 0.0), ticks / self.tick)
 
 
 def _in_process(org: Organisation, source: Path, signals: str) -> Result:

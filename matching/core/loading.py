@@ -140,7 +140,7 @@ def _to_rgb(im: Image.Image, *, has_alpha: bool, wide_scale: float | None) -> Im
         if wide_scale is not None:
             im = _wide_to_l(im, wide_scale)
         if not has_alpha:
-            return im.convert("RGB")
+            return im if im.mode == "RGB" else im.convert("RGB")  # im is a strip of its own: no copy
         rgba = im.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         canvas.alpha_composite(rgba)
@@ -253,8 +253,11 @@ def _working_rgb(im: Image.Image, orientation: int, max_side: int) -> tuple[Imag
     width, height = (im.height, im.width) if orientation in _SWAPS_AXES else im.size
     k = _reduce_factor(width, height, max_side)
     rows = max(1, _STRIP_BYTES // (4 * width)) // k * k or k  # a multiple of k: strips reduce like the whole
-    work = Image.new("RGB", (-(-width // k), -(-height // k)))
-    alpha = Image.new("L", work.size, 255) if has_alpha else None
+    # A picture that is one strip at its own size is its strip: no canvas to fill and paste into
+    # (a third of the time of loading a 500x500 JPEG went to those copies).
+    size = (-(-width // k), -(-height // k))
+    work = None if k == 1 and rows >= height else Image.new("RGB", size)
+    alpha = Image.new("L", size, 255) if has_alpha else None
     digest = hashlib.sha256(b"RGB")
     digest.update(width.to_bytes(4, "big"))
     digest.update(height.to_bytes(4, "big"))
@@ -265,8 +268,12 @@ def _working_rgb(im: Image.Image, orientation: int, max_side: int) -> tuple[Imag
             alpha.paste(a.reduce(k) if k > 1 else a, (0, top // k))
         strip = _to_rgb(rows_in, has_alpha=has_alpha, wide_scale=wide_scale)
         digest.update(strip.tobytes())
-        work.paste(strip.reduce(k) if k > 1 else strip, (0, top // k))
+        if work is None:
+            work = strip
+        else:
+            work.paste(strip.reduce(k) if k > 1 else strip, (0, top // k))
         del strip
+    assert work is not None  # a picture has at least MIN_SIDE rows
     return work, digest.hexdigest(), alpha
 
 

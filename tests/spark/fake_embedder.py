@@ -40,3 +40,16 @@ class FakeEmbedder:
             small = np.asarray(image.convert("RGB").resize((2, 2)), dtype=np.float32).reshape(-1)[: self.dim]
             rows.append(small / (np.linalg.norm(small) or 1.0))
         return np.stack(rows)
+
+
+class FakeTileEmbedder(FakeEmbedder):
+    """The fake with the two calls a scan's matcher needs (the whole picture alone, and its tiles)."""
+
+    def embed_one(self, image):  # type: ignore[no-untyped-def]
+        return self.embed([image])[0]
+
+    def embed_crops(self, image, *, whole=True):  # type: ignore[no-untyped-def]
+        from matching.core.cnn.embedder import CROP_WINDOWS, crop_boxes
+
+        boxes = crop_boxes(image.size, CROP_WINDOWS if whole else CROP_WINDOWS[1:])
+        return boxes, self.embed([image.crop(box) for box in boxes])

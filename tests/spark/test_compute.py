@@ -131,3 +131,39 @@ def test_embeddings_come_in_batches_from_one_model_per_process(tmp_path: Path, m
 def test_overlong_keys_are_reported_not_stored(tmp_path: Path):
     (row,) = process_partition([("x" * 1025, 1)], JobOptions(source=str(tmp_path)))
     assert row[NAMES.index("error_code")] == "invalid_key"
+
+
+def test_a_scan_embeds_whole_pictures_in_batches_and_decides_as_one_at_a_time(tmp_path: Path, monkeypatch):
+    """The scan's first CNN pass takes its vectors from one batch per ``batch_size`` pictures; the
+    matches are those of pictures matched one at a time, and a picture that fails stays one row."""
+    from bench.throughput import write_references
+
+    log = tmp_path / "embedder.log"
+    monkeypatch.setenv("FAKE_EMBEDDER_LOG", str(log))
+    monkeypatch.setattr(compute, "_embedders", {})
+    monkeypatch.setattr(compute, "_matchers", {})
+    fake = "tests.spark.fake_embedder:FakeTileEmbedder"
+    (tmp_path / "refs").mkdir()
+    for name in ("coffee", "chelsea", "rocket"):
+        (tmp_path / "refs" / f"{name}.png").write_bytes(photo_png(name))
+    snapshot = write_references(tmp_path / "refs", tmp_path / "store", tmp_path / "snapshot", embedder=fake)
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    files = {"a.jpg": resized_jpeg("coffee", 0.5), "b.png": photo_png("astronaut"), "c.jpg": truncated_jpeg(),
+             "d.png": encode(photo("chelsea").crop((0, 0, 300, 200)))}
+    for key, data in files.items():
+        (crawl / key).write_bytes(data)
+    options = JobOptions(source=str(crawl), kind="scan", embed=True, embedder=fake, batch_size=2,
+                         store_root=f"file://{tmp_path / 'store'}", references=str(snapshot), evidence=False)
+    keys = [(key, 0) for key in sorted(files)]
+    rows = rows_by_key(process_partition(keys, options))
+    signals_fn = compute._signals_function("scan")
+    alone = {key: compute._one(key, size, options, signals_fn)[0] for key, size in keys}
+    assert list(rows) == sorted(files)
+    assert rows["c.jpg"]["error_code"] == alone["c.jpg"]["error_code"] == "corrupt_image"
+    for key in ("a.jpg", "b.png", "d.png"):
+        assert rows[key]["error_code"] is None
+        assert json.loads(rows[key]["matches"]) == json.loads(alone[key]["matches"])
+    assert [m["reference_id"] for m in json.loads(rows["a.jpg"]["matches"])][:1] == [2]  # coffee (refs in key order: chelsea, coffee, rocket), resized
+    sizes = [json.loads(line).get("size") for line in log.read_text().splitlines()]
+    assert 2 in sizes  # a batch of two whole pictures (the pictures of the first pair)

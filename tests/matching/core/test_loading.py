@@ -410,6 +410,26 @@ def test_finding_04_strips_give_the_whole_pictures_digest_and_its_reduction(
     assert np.array_equal(np.asarray(loaded.image), np.asarray(expected.reduce(k) if k > 1 else expected))
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "L"])
+@pytest.mark.parametrize("orientation", [1, 6])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_picture_of_one_strip_is_its_strip(monkeypatch: pytest.MonkeyPatch, mode: str, orientation: int,
+                                             fmt: str) -> None:
+    """A picture small enough for one strip is kept as that strip (no canvas pasted into): the same
+    pixels, digest and alpha as when loaded in strips of 5 rows, usable after its file is closed."""
+    if fmt == "JPEG" and mode in ("RGBA", "P"):
+        pytest.skip("JPEG has no alpha or palette")
+    data = encode(_sample(mode), fmt, exif=_exif(orientation))
+    whole = load_image(data)
+    monkeypatch.setattr(loading, "_STRIP_BYTES", 5 * 4 * 53)
+    strips = load_image(data)
+    assert whole.image.mode == "RGB" and whole.sha256_pixels == strips.sha256_pixels
+    assert np.array_equal(np.asarray(whole.image), np.asarray(strips.image))
+    assert (whole.alpha is None) == (strips.alpha is None)
+    if whole.alpha is not None and strips.alpha is not None:
+        assert np.array_equal(np.asarray(whole.alpha), np.asarray(strips.alpha))
+
+
 def test_finding_04_a_large_jpeg_is_decoded_scaled_to_fit_the_budget() -> None:
     data = encode(gradient(1600, 1000), "JPEG", quality=90)
     loaded = load_image(data, max_side=200, max_decode_bytes=1_000_000)  # full: 6.4 MB, 1/8: 100 KB
