@@ -579,6 +579,8 @@ class Matcher:
             state.verifications[ref_id] = result
             current = state.decided[ref_id]
             scores = dict(current.signal_scores, inliers=result.inliers)
+            if result.accepted and result.appearance is not None:
+                scores["appearance"] = round(result.appearance, 4)  # the aligned pictures' correlation
             if result.accepted:
                 assert result.edit is not None  # an accepted verification reports its edit
                 score = self._verified_score(e, result.inliers)
