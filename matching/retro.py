@@ -24,6 +24,7 @@ import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from catalog.deletion import stored_files_delete
@@ -87,13 +88,19 @@ def _indexes(refs: core.NewReferences) -> Indexes:
     return out
 
 
+def _kept_suspects(organisation: Organisation, *, seen_before: datetime) -> QuerySet[SuspectSignals]:
+    """The organisation's suspects seen before ``seen_before`` and still within its retention."""
+    rows = SuspectSignals.objects.filter(organisation=organisation, created__lte=seen_before)
+    if organisation.suspect_retention_days:
+        rows = rows.filter(created__gte=timezone.now() - timedelta(days=organisation.suspect_retention_days))
+    return rows
+
+
 def _suspect_batches(organisation: Organisation, *, seen_before: datetime, dim: int | None
                      ) -> Iterator[tuple[core.SuspectBatch, dict[int, int | None]]]:
     """The organisation's kept suspects seen before ``seen_before``, in id order, a batch at a time,
     with each suspect's collection scope."""
-    rows = SuspectSignals.objects.filter(organisation=organisation, created__lte=seen_before)
-    if organisation.suspect_retention_days:
-        rows = rows.filter(created__gte=timezone.now() - timedelta(days=organisation.suspect_retention_days))
+    rows = _kept_suspects(organisation, seen_before=seen_before)
     columns = _COLUMNS if dim else _COLUMNS[:5]
     last = 0
     while True:
@@ -151,13 +158,15 @@ def _recheck_claimed(organisation_id: int, image_ids: list[int]) -> list[int]:
 def _recheck_organisation(organisation: Organisation, images: list[ProtectedImage]) -> list[int]:
     if not organisation.suspect_retention_days:
         return []
+    seen_before = max(image.indexed_at or timezone.now() for image in images)
+    if not _kept_suspects(organisation, seen_before=seen_before).exists():
+        return []  # nothing to search: skip embedding the new images' marks and views
     started = time.perf_counter()
     embedder = get_embedder()
     refs = _new_references(images, cnn=embedder is not None)
     dim = refs.vectors.shape[1] if refs.vectors is not None else None
     thresholds = default_thresholds()
     collection_of = {image.pk: image.collection_id for image in images}
-    seen_before = max(image.indexed_at or timezone.now() for image in images)
     pairs: dict[int, set[int]] = defaultdict(set)
     by_hash: set[int] = set()  # suspects a digest or a hash points at (the others need their pixels)
     scanned = 0

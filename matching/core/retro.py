@@ -12,7 +12,8 @@ batch.
 A ``Candidate`` pair is what the cascade's own thresholds would send to judging (``Thresholds``):
 a digest in common, a pHash variant within ``phash_candidate``, PDQ within ``pdq_candidate`` (its
 flipped and turned variants within ``pdq_variant_copy``), or a CNN cosine (whole picture or any
-tile) of at least ``cnn_similar``, the level at which a check reports a candidate at all. A logo's
+tile) of at least ``CNN_CANDIDATE`` (below ``cnn_similar``, the level at which a check reports
+a picture as similar without verifying it). A logo's
 mark views (``marks.mark_views``, ids ``marks.mark_vector_id``) count as vectors of their picture,
 as in a check's index, and, like a check's mark search (``Matcher._mark_stage``), a reference
 whose mark view is at ``MARK_CANDIDATE`` or more from the suspect is a candidate too, for the
@@ -45,6 +46,12 @@ VARIANTS = 8  # the dihedral variants stored per hash (entry 0: the picture as g
 # Measured on the marks suite (docs/matching.md): 0.68 of true composites reach it, and 3 % / 29 % /
 # 61 % of logo-rich unrelated suspects for 1 / 10 / 60 new logos (0.2: 0.98 and 50 % / 99 % / 100 %).
 MARK_CANDIDATE = 0.4
+# Cosine of a suspect (whole or a tile) to a new picture at or above: the pair is judged, even below
+# ``cnn_similar``. A check verifies its six nearest pictures from ``cnn_candidate`` (0.35); a re-check
+# cannot (see above), but a centre crop of two thirds of a photo sits at 0.77 under the head of
+# docs/training/report.md, below ``cnn_similar``, and a check finds it. On the per-attack benchmark's
+# unrelated images, 11 % have some reference of 120 at 0.70 or more and 5 % at 0.75 (docs/matching.md).
+CNN_CANDIDATE = 0.72
 PDQ_WORDS = 4
 EMBEDDING_DTYPE = np.float16  # as the protected images' embeddings are stored
 
@@ -272,7 +279,7 @@ def search(refs: NewReferences, batch: SuspectBatch, thresholds: Thresholds) -> 
     if cnn is not None and marks is not None:
         cnn = np.maximum(cnn, marks)  # a mark's views are vectors of its picture (as in a check's index)
     if cnn is not None:
-        mask |= cnn >= t.cnn_similar
+        mask |= cnn >= min(t.cnn_similar, CNN_CANDIDATE)
     if marks is not None:
         mask |= _top_marks(marks)
     exact: set[tuple[int, int]] = set()

@@ -226,3 +226,14 @@ def test_one_pass_over_the_suspects_serves_every_image_of_an_upload(org, photos,
     assert passes == [[images[0].pk, images[1].pk]]
     assert list(Match.objects.filter(pk__in=found).values_list("protected_image__key", "found_retroactively")) == [
         ("rocket.png", True)]
+
+
+def test_without_kept_suspects_a_recheck_computes_nothing(org, api, photos, monkeypatch):
+    """Indexing pays nothing for re-checks while the organisation has no suspects to search."""
+    def fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the new images were prepared for a search with no suspects")
+
+    monkeypatch.setattr("matching.retro._new_references", fail)
+    image_id = protect(api, photos, "coffee")  # the re-check runs on commit (eager tasks)
+    assert suspects_recheck(image_ids=[image_id]) == []
+    assert RecheckMark.objects.filter(organisation=org).exists()

@@ -6,7 +6,7 @@ import numpy as np
 from matching.core.matcher import Thresholds
 from matching.core.retro import NewReferences, SuspectBatch, embedding_bytes, hash_bytes, search
 
-DIM = 16
+DIM = 64  # chance cosines of random vectors stay far below the re-check bar (retro.CNN_CANDIDATE)
 T = Thresholds(phash_candidate=10, pdq_candidate=48, pdq_variant_copy=31, cnn_similar=0.8)
 
 
