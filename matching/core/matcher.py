@@ -52,7 +52,9 @@ PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER = "auto", "always", "never"
 SECOND_LOOKS = 2
 # Candidates per check that get a low-resolution look when verification did not confirm them,
 # the most promising first (any candidate verification takes: the look applies the usual rules,
-# only to blurred thumbnails of both pictures). See geometry.low_resolution_features.
+# only to blurred thumbnails of both pictures), in the partial-copy pass: off the answer's path,
+# whose p95 at 1M references it took past 80 ms (docs/benchmarks.md section 4). See
+# geometry.low_resolution_features.
 LOW_RES_LOOKS = 3
 PARTIAL_MODES = (PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER)
 
@@ -288,7 +290,9 @@ class _Judging:
     # Second looks (``geometry.second_look_features``) given so far: only the most promising
     # candidates that verification did not confirm get one, once each.
     second_looked: set[int] = field(default_factory=set)
-    # Candidates given a low-resolution look -> whether it tried the mirror image too.
+    # Whether low-resolution looks are given (the partial-copy pass only), and the candidates given
+    # one -> whether it tried the mirror image too.
+    low_res: bool = False
     low_looked: dict[int, bool] = field(default_factory=dict)
     marks_tried: set[int] = field(default_factory=set)  # candidates whose mark was looked for
 
@@ -395,7 +399,7 @@ class Matcher:
             if partial != PARTIAL_NEVER and (exhaustive or not state.found()):
                 self._cnn_stage(loaded, ev, top_k, tiles=True, keep=embeddings)
                 lap("cnn_tiles_ms")
-                state.mirror_all = True
+                state.mirror_all = state.low_res = True
                 self._judge(evidence, allowed, state, loaded, verify=True)
                 # The whole-image candidates that pass 1 verified in the plain orientation only:
                 # a mirrored copy that was also cropped or turned has no hash to say it is flipped.
@@ -538,7 +542,10 @@ class Matcher:
             done = state.verifications.get(ref_id)
             mirror = state.mirror_all or _flip_suspected(e)
             whole_again = done is None or (not done.accepted and mirror and ref_id not in state.mirror_tried)
-            if done is not None and (done.accepted or (not whole_again and (
+            # The partial-copy pass gives candidates the answer's passes left unconfirmed their
+            # low-resolution look (kept off the answer's path: it costs ~20 ms a check).
+            low_due = state.low_res and ref_id not in state.low_looked and len(state.low_looked) < LOW_RES_LOOKS
+            if done is not None and (done.accepted or (not whole_again and not low_due and (
                     box is None or box in state.region_tried.get(ref_id, ())))):
                 continue
             reference = self.store.features(ref_id)
@@ -604,6 +611,8 @@ class Matcher:
         after a plain look, as the whole query's verification is); the result when accepted."""
         from matching.core import geometry
 
+        if not state.low_res:
+            return None
         if ref_id in state.low_looked:
             if state.low_looked[ref_id] or not mirror:
                 return None
