@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 __all__ = ["ATTACKS", "ATTACK_NAMES", "PARTIAL_COPY_ATTACKS", "Attack", "Attacked", "Distractors",
-           "Polygon", "composite_mark", "key_mark", "rect"]
+           "Polygon", "blur_and_jpeg", "composite_mark", "homography_matrix", "key_mark", "plane_tilt",
+           "random_sign", "rect"]
 
 Polygon = list[list[float]]
 Distractors = Callable[[np.random.Generator], Image.Image]
@@ -61,7 +62,7 @@ def _full(image: Image.Image) -> Polygon:
     return rect(0, 0, image.width, image.height)
 
 
-def _sign(rng: np.random.Generator) -> int:
+def random_sign(rng: np.random.Generator) -> int:
     return 1 if rng.random() < 0.5 else -1
 
 
@@ -94,14 +95,14 @@ def _grayscale(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Att
 def _hue_saturation(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Attacked:
     # Hue turned by 40 degrees either way, saturation halved or raised by half.
     hsv = np.asarray(im.convert("HSV"), dtype=np.int16).copy()
-    hsv[..., 0] = (hsv[..., 0] + _sign(rng) * round(40 * 256 / 360)) % 256
+    hsv[..., 0] = (hsv[..., 0] + random_sign(rng) * round(40 * 256 / 360)) % 256
     hsv[..., 1] = np.clip(hsv[..., 1] * (1.5 if rng.random() < 0.5 else 0.5), 0, 255)
     return Attacked(Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB"), None)
 
 
 def _brightness_contrast(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Attacked:
-    out = ImageEnhance.Brightness(im).enhance(1.0 + 0.35 * _sign(rng))
-    return Attacked(ImageEnhance.Contrast(out).enhance(1.0 + 0.4 * _sign(rng)), None)
+    out = ImageEnhance.Brightness(im).enhance(1.0 + 0.35 * random_sign(rng))
+    return Attacked(ImageEnhance.Contrast(out).enhance(1.0 + 0.4 * random_sign(rng)), None)
 
 
 def _blur(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Attacked:
@@ -162,7 +163,7 @@ def _crop_corner_40(im: Image.Image, rng: np.random.Generator, d: Distractors) -
 
 
 def _rotate_7(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Attacked:
-    degrees = 7.0 * _sign(rng)
+    degrees = 7.0 * random_sign(rng)
     # expand=True keeps every pixel; the corners become black, as most editors do.
     out = im.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(0, 0, 0))
     w, h = im.size
@@ -317,7 +318,7 @@ def key_mark(tile: Image.Image) -> Image.Image:
     return Image.fromarray((rgba + 0.5).astype(np.uint8), "RGBA")
 
 
-def _plane_tilt(w: float, h: float, degrees: float, axis: int) -> np.ndarray:
+def plane_tilt(w: float, h: float, degrees: float, axis: int) -> np.ndarray:
     """Corners (clockwise from top-left, centred on 0) of a w x h plane turned by ``degrees``
     about its vertical (axis 0) or horizontal (axis 1) axis, seen by a pinhole camera
     two plane-widths away."""
@@ -364,10 +365,10 @@ def composite_mark(mark: Image.Image, background: Image.Image, rng: np.random.Ge
     corners = np.array([(-mw / 2, -mh / 2), (mw / 2, -mh / 2), (mw / 2, mh / 2), (-mw / 2, mh / 2)])
     if rng.random() < 0.5:
         tags.append("perspective")
-        corners = _plane_tilt(mw, mh, float(rng.uniform(5, 15)) * _sign(rng), int(rng.integers(0, 2)))
+        corners = plane_tilt(mw, mh, float(rng.uniform(5, 15)) * random_sign(rng), int(rng.integers(0, 2)))
     if rng.random() < 0.5:
         tags.append("rotation")
-        t = math.radians(float(rng.uniform(2, 10)) * _sign(rng))
+        t = math.radians(float(rng.uniform(2, 10)) * random_sign(rng))
         corners = corners @ np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     size = np.ceil(hi - lo).astype(int) + 2

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageFilter
 
-from .attacks import Polygon, _plane_tilt, _sign, blur_and_jpeg, homography_matrix
+from .attacks import Polygon, blur_and_jpeg, homography_matrix, plane_tilt, random_sign
 
 __all__ = ["SURFACES", "print_on_surface", "surface"]
 
@@ -146,7 +146,7 @@ def print_on_surface(mark: Image.Image, rng: np.random.Generator, *, jpeg: bool 
             "on a surface", f"surface: {kind}"]
     if rng.random() < 0.35:  # a sticker or emblem: its shadow falls on the surface
         tags.append("shadow")
-        dx, dy = (rng.uniform(0.02, 0.06, 2) * mw * np.array([_sign(rng), 1])).round().astype(int)
+        dx, dy = (rng.uniform(0.02, 0.06, 2) * mw * np.array([random_sign(rng), 1])).round().astype(int)
         shade = np.zeros((fh, fw), np.float32)
         sx, sy = x0 + int(dx), y0 + int(dy)
         ys, xs = slice(max(0, sy), min(fh, sy + mh)), slice(max(0, sx), min(fw, sx + mw))
@@ -166,7 +166,7 @@ def print_on_surface(mark: Image.Image, rng: np.random.Generator, *, jpeg: bool 
         tags.append("perspective")
         # The product plane turned about an axis through its centre, then the w x h view cut
         # from the middle (the turned plane still covers it: it shrinks by at most ~8 %).
-        turned = _plane_tilt(fw, fh, float(rng.uniform(5, 15)) * _sign(rng), int(rng.integers(0, 2)))
+        turned = plane_tilt(fw, fh, float(rng.uniform(5, 15)) * random_sign(rng), int(rng.integers(0, 2)))
         dst = turned + (w / 2, h / 2)
         src = np.array([(0, 0), (fw, 0), (fw, fh), (0, fh)], dtype=np.float64)
         picture = flat.transform((w, h), Image.Transform.PERSPECTIVE, tuple(homography_matrix(dst, src)),
