@@ -25,7 +25,8 @@ __all__ = ["Benchmark", "Item", "Query", "build_benchmark", "default_dataset_roo
 PHOTO_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 DEFAULT_REF_PHOTOS = 60
 DEFAULT_REF_LOGOS = 400
-DEFAULT_UNRELATED_LOGOS = 600
+DEFAULT_UNRELATED_LOGOS = 200
+DEFAULT_REFS = 120  # with 200 unrelated logos, fits the held-out fifth (694 logos, 25 photos)
 # Backgrounds for paste_logo / collage_2x2 must exist, so the split never takes every photo.
 MIN_UNRELATED_PHOTOS = 4
 
@@ -148,7 +149,7 @@ def build_benchmark(root: str | Path | None = None, *, refs: int | None = None,
                     held_out_only: bool = True) -> Benchmark:
     """The seeded split of a dataset folder.
 
-    ``refs`` references (default 460): photos take the default 60:400 share of
+    ``refs`` references (default 120): photos take the default 60:400 share of
     them, capped so that some photos stay unrelated, logos the rest. Every
     other photo is an unrelated query, plus ``distractors`` other logos. With
     ``held_out_only`` (the default) every image comes from the fifth of the
@@ -162,7 +163,7 @@ def build_benchmark(root: str | Path | None = None, *, refs: int | None = None,
     if not photos or not logos:
         raise FileNotFoundError(f"no photos/ or logos/*.png under {base}"
                                 + (" (held-out fifth)" if held_out_only else ""))
-    n_refs = DEFAULT_REF_PHOTOS + DEFAULT_REF_LOGOS if refs is None else refs
+    n_refs = DEFAULT_REFS if refs is None else refs
     n_photos = max(0, min(round(n_refs * DEFAULT_REF_PHOTOS / (DEFAULT_REF_PHOTOS + DEFAULT_REF_LOGOS)),
                           len(photos) - MIN_UNRELATED_PHOTOS))
     n_logos = n_refs - n_photos
