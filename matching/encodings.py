@@ -23,3 +23,10 @@ def embedding_to_bytes(vector: np.ndarray) -> bytes:
 def embedding_from_bytes(data: bytes | memoryview) -> np.ndarray:
     vector = np.frombuffer(bytes(data), dtype=EMBEDDING_DTYPE).astype(np.float32)
     return vector / max(float(np.linalg.norm(vector)), 1e-12)  # float16 rounding
+
+
+def embeddings_from_bytes(data: bytes | memoryview, dim: int) -> np.ndarray:
+    """Several ``dim``-d embeddings stored one after the other (a logo's mark views,
+    ``ProtectedImage.mark_embeddings``), as unit float32 rows."""
+    vectors = np.frombuffer(bytes(data), dtype=EMBEDDING_DTYPE).reshape(-1, dim).astype(np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # float16 rounding

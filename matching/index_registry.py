@@ -33,7 +33,7 @@ from matching.core.marks import MARK_SLOTS, mark_vector_id
 from matching.core.matcher import Indexes, VectorSearch
 from matching.core.snapshots import SnapshotError
 from matching.core.vectorindex import VectorIndex
-from matching.encodings import embedding_from_bytes
+from matching.encodings import embedding_from_bytes, embeddings_from_bytes
 
 log = logging.getLogger(__name__)
 
@@ -252,10 +252,9 @@ def _with_marks(ids: np.ndarray, vectors: np.ndarray, rows: list[Any]) -> tuple[
     extra_ids: list[int] = []
     extra: list[np.ndarray] = []
     for row in rows:
-        views = np.frombuffer(bytes(row[4]), dtype=np.float16).reshape(-1, vectors.shape[1]).astype(np.float32)
-        views /= np.maximum(np.linalg.norm(views, axis=1, keepdims=True), 1e-12)  # float16 rounding
-        extra_ids += [mark_vector_id(row[0], slot) for slot in range(min(len(views), MARK_SLOTS))]
-        extra.append(views[:MARK_SLOTS])
+        views = embeddings_from_bytes(row[4], vectors.shape[1])[:MARK_SLOTS]
+        extra_ids += [mark_vector_id(row[0], slot) for slot in range(len(views))]
+        extra.append(views)
     if not extra:
         return ids, vectors
     return np.concatenate([ids, np.array(extra_ids, np.int64)]), np.concatenate([vectors, *extra])

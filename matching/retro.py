@@ -37,7 +37,7 @@ from matching.core.errors import ImageError
 from matching.core.hashindex import make_hash_index
 from matching.core.marks import MARK_SLOTS, mark_vector_id
 from matching.core.matcher import Indexes, Matcher
-from matching.encodings import embedding_from_bytes, to_unsigned64
+from matching.encodings import embedding_from_bytes, embeddings_from_bytes, to_unsigned64
 from matching.engine import Candidate, DatabaseStore, default_thresholds, get_embedder
 from matching.models import Check, Match, RecheckMark, SuspectSignals
 from matching.review import review_auto_resolve
@@ -57,8 +57,7 @@ def _mark_views(image: ProtectedImage) -> list[tuple[int, np.ndarray]]:
     """The image's mark views as the service's index holds them (matching/index_registry.py)."""
     if not image.embedding or not image.mark_embeddings:
         return []
-    dim = len(embedding_from_bytes(image.embedding))
-    views = np.frombuffer(bytes(image.mark_embeddings), dtype=np.float16).reshape(-1, dim).astype(np.float32)
+    views = embeddings_from_bytes(image.mark_embeddings, len(embedding_from_bytes(image.embedding)))
     return [(mark_vector_id(image.pk, slot), view) for slot, view in enumerate(views[:MARK_SLOTS])]
 
 
@@ -160,7 +159,7 @@ def _recheck_organisation(organisation: Organisation, images: list[ProtectedImag
         return []
     seen_before = max(image.indexed_at or timezone.now() for image in images)
     if not _kept_suspects(organisation, seen_before=seen_before).exists():
-        return []  # nothing to search: skip embedding the new images' marks and views
+        return []  # nothing to search: skip loading the model and decoding the new images' vectors
     started = time.perf_counter()
     embedder = get_embedder()
     refs = _new_references(images, cnn=embedder is not None)
