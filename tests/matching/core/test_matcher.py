@@ -228,6 +228,10 @@ def test_a_pixel_shuffled_copy_is_verified_by_a_low_resolution_look_given_to_few
     assert best.reference_id == 0 and best.verdict == "modified_copy", best
     assert best.edit is not None and abs(best.edit["rotation_deg"] - 20) < 3
     assert looked  # the low-resolution look confirmed it
+    # The answer alone (no partial-copy pass, as a check answers first) does not take the look:
+    # it would cost the answer ~20 ms (docs/geometry.md).
+    looked.clear()
+    assert not matcher.match(_loaded(copy), partial="never").decisions[0].is_match and not looked
     # Without the look, the same candidate is not confirmed.
     monkeypatch.setattr(matcher_module, "LOW_RES_LOOKS", 0)
     assert not matcher.match(_loaded(copy)).decisions[0].is_match
