@@ -179,12 +179,15 @@ def build_suite(suite: str, root: str | Path | None = None, *, refs: int = DEFAU
     n_photos = max(0, min(round(refs * PHOTO_SHARE), len(photos) - MIN_OTHER_PHOTOS))
     n_logos = refs - n_photos
     others = photos[n_photos:]
-    n_logo_distractors = max(0, distractors - len(others))
-    if not others or n_logos + n_logo_distractors > len(logos):
-        raise ValueError(f"{refs} references and {distractors} distractors do not fit the held-out "
+    if not others or n_logos >= len(logos):
+        raise ValueError(f"{refs} references leave no distractors in the held-out "
                          f"{len(photos)} photos and {len(logos)} logos")
     references = photos[:n_photos] + logos[:n_logos]
-    unrelated = others[:distractors] + logos[n_logos:n_logos + n_logo_distractors]
+    # The other held-out photos, then the other held-out logos; past the end of that pool each is
+    # edited again by another chain (``Source.copy``), so that --distractors 1000 fits the held-out
+    # fifth and a 0.5 % bound on false positives means something (issue 15 item 3).
+    pool = others + logos[n_logos:]
+    unrelated = [replace(pool[i % len(pool)], copy=i // len(pool)) for i in range(distractors)]
     return SuiteData(suite, references, unrelated, others, copies, seed)
 
 

@@ -241,6 +241,22 @@ def test_suites_draw_only_held_out_images(dataset: Path) -> None:
     assert not np.array_equal(np.asarray(queries[0].image), np.asarray(queries[3].image))
 
 
+def test_chains_distractors_past_the_held_out_pool_are_other_chains(dataset: Path) -> None:
+    """3 photos and 8 logos held out; 4 references leave 7 distractors (2 photos, 5 logos), so a
+    twelfth is the first again under another chain, named apart: issue 15 asks for >= 1,000."""
+    few = build_suite("chains", dataset, refs=4, distractors=7, seed=0)
+    many = build_suite("chains", dataset, refs=4, distractors=12, seed=0)
+    assert many.distractors[:7] == few.distractors  # the first pass is the split as before
+    assert [s.copy for s in many.distractors] == [0] * 7 + [1] * 5
+    assert [s.key for s in many.distractors[7:]] == [s.key for s in few.distractors[:5]]
+    queries = [q for q in many.queries() if q.ref_id is None]
+    assert len({q.key for q in queries}) == 12
+    assert queries[7].key.endswith("#1") and queries[0].key.split("/", 1)[1] == queries[7].key.split("/", 1)[1][:-2]
+    assert not np.array_equal(np.asarray(queries[0].image), np.asarray(queries[7].image))
+    with pytest.raises(ValueError):
+        build_suite("chains", dataset, refs=11, distractors=1)  # every held-out logo a reference
+
+
 def _table_row(md: str, system: str) -> list[str]:
     line = next(ln for ln in md.splitlines() if ln.startswith(f"| {system} |"))
     return [c.strip() for c in line.strip("|").split("|")]
