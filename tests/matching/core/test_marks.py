@@ -80,6 +80,22 @@ def test_two_different_simple_marks_are_not_confused() -> None:
     assert marks.verify_mark(scene, None, tee, frame=scene.size) is None
 
 
+@pytest.mark.parametrize("angle", [16.0, -16.0])
+def test_a_mark_turned_between_the_searched_angles_is_aligned_and_found(angle: float,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template search tries upright and +-8°; a mark turned by 16° correlates below MIN_SCORE
+    there, and only the ECC alignment from that peak (marks._refine) finds it, at its angle."""
+    mark = marks.extract_mark(transparent_logo())
+    assert mark is not None
+    scene, box = _composite(_photo("astronaut").resize((512, 512)), mark.image, width_share=0.2, at=(0.3, 0.7),
+                            angle=angle)
+    found = marks.verify_mark(scene, None, mark, frame=scene.size)
+    assert found is not None and polygon_iou(found.query_polygon, box, scene.size) >= 0.5
+    assert abs(found.edit.rotation_deg - angle) <= 4.0, found.edit
+    monkeypatch.setattr(marks, "REFINE_FLOOR", 1.0)  # judged at the searched placements only
+    assert marks.verify_mark(scene, None, mark, frame=scene.size) is None
+
+
 @pytest.fixture(scope="module")
 def matcher():  # type: ignore[no-untyped-def]
     from matching.core.cnn.embedder import get_embedder
