@@ -400,12 +400,14 @@ class Matcher:
                 self._cnn_stage(loaded, ev, top_k, tiles=True, keep=embeddings)
                 lap("cnn_tiles_ms")
                 state.mirror_all = state.low_res = True
-                self._judge(evidence, allowed, state, loaded, verify=True)
-                # The whole-image candidates that pass 1 verified in the plain orientation only:
-                # a mirrored copy that was also cropped or turned has no hash to say it is flipped.
+                # First the whole-image candidates that pass 1 verified in the plain orientation
+                # only (a mirrored copy that was also cropped or turned has no hash to say it is
+                # flipped), best first: they get the pass's looks (mirror, low resolution, crop)
+                # before the tiles' candidates spend the looks' budget (LOW_RES_LOOKS).
                 again = [(self._promise(evidence[i]), i) for i, v in state.verifications.items()
                          if not v.accepted and i not in state.mirror_tried and i in state.decided]
                 self._verify_stage(state, again, evidence)
+                self._judge(evidence, allowed, state, loaded, verify=True)
                 self._mark_stage(state, evidence, allowed)
                 lap("verify_ms")
         elif state.unverified and loaded is not None and self.verify:
@@ -581,7 +583,7 @@ class Matcher:
                 result = self._low_resolution_look(state, ref_id, reference, rt, mirror=mirror) or result
             if not result.accepted:
                 result = self._verify_mark(state, ref_id, e) or result
-            elif result.model != "mark":
+            elif result.model not in ("mark", "crop"):  # a crop's box is the part of the tile cut out
                 result = self._as_mark(state, ref_id, result)
             state.verifications[ref_id] = result
             current = state.decided[ref_id]
@@ -591,8 +593,8 @@ class Matcher:
             if result.accepted:
                 assert result.edit is not None  # an accepted verification reports its edit
                 score = self._verified_score(e, result.inliers)
-                if result.model == "mark":  # marks.mark_verification: no inliers, a correlation
-                    scores["mark_score"] = result.inlier_ratio
+                if result.model in ("mark", "crop"):  # a template's correlation, no inliers
+                    scores[f"{result.model}_score"] = round(result.inlier_ratio, 4)
                     score = round(max(self._similarity(e), 0.7 + 0.25 * result.inlier_ratio), 6)
                 state.decided[ref_id] = Decision(
                     ref_id, MODIFIED_COPY, score, scores,
@@ -605,20 +607,28 @@ class Matcher:
     @staticmethod
     def _low_resolution_look(state: "_Judging", ref_id: int, reference: Features, rt: Thresholds, *,
                              mirror: bool) -> Verification | None:
-        """The query's and the reference's filtered thumbnails verified with the usual rules
-        (``geometry.low_resolution_features``: pixel shuffling, pixelation, heavy noise), for at
-        most ``LOW_RES_LOOKS`` candidates a check, once each (again when the mirror image is tried
-        after a plain look, as the whole query's verification is); the result when accepted."""
+        """The crop look, then the query's and the reference's filtered thumbnails verified with
+        the usual rules (``geometry.low_resolution_features``: pixel shuffling, pixelation, heavy
+        noise), for at most ``LOW_RES_LOOKS`` candidates a check, once each (the low-resolution
+        look again when the mirror image is tried after a plain look, as the whole query's
+        verification is); the result when accepted. The crop look (``geometry.crop_verification``,
+        about 10 ms): the query's thumbnail found in the reference's, for a part of the reference
+        cut out whose flat shapes keep too few keypoints (a corner of a logo)."""
         from matching.core import geometry
 
         if not state.low_res:
             return None
-        if ref_id in state.low_looked:
+        fresh = ref_id not in state.low_looked
+        if not fresh:
             if state.low_looked[ref_id] or not mirror:
                 return None
         elif len(state.low_looked) >= LOW_RES_LOOKS:
             return None
         state.low_looked[ref_id] = mirror
+        if fresh:
+            cropped = geometry.crop_verification(state.query.whole(), reference)
+            if cropped is not None:
+                return cropped
         query, low = state.query.low_resolution(mirror=mirror), geometry.low_resolution_features(reference)
         if query is None or low is None:
             return None
