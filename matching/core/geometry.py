@@ -435,6 +435,7 @@ def second_look_features(
 # least (CROP_AREA): smaller parts of a logo are generic shapes.
 CROP_AREA = (0.2, 1.0)
 CROP_MIN_EDGE_NCC = 0.75
+CROP_COARSE = 4  # the first search's thumbnails are this many times smaller
 CROP_SCALES = 16
 CROP_MIN_SIDE = 40
 CROP_MIN_STD = 12.0
@@ -442,14 +443,44 @@ CROP_MIN_NCC = 0.9
 _CROP_BLUR = 1.0
 
 
-def _edge_correlation(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+def _ncc_valid(image: npt.NDArray[Any], template: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """OpenCV's ``TM_CCOEFF_NORMED`` over the valid placements, by numpy's FFT: the same values to
+    rounding, without ``cv2.matchTemplate``'s fixed cost (about 1.5 ms a call here, whatever the
+    size, against 0.05-0.5 ms for these thumbnails). A flat window scores 0."""
+    image = np.asarray(image, dtype=np.float64)
+    t = np.asarray(template, dtype=np.float64)
+    (ih, iw), (th, tw) = image.shape, t.shape
+    n = float(th * tw)
+    t = t - t.mean()
+    t_energy = float((t * t).sum())
+    if t_energy <= 1e-9:
+        return np.zeros((ih - th + 1, iw - tw + 1))
+    spectrum = np.fft.rfft2(image) * np.conj(np.fft.rfft2(t, s=(ih, iw)))
+    numerator = np.fft.irfft2(spectrum, s=(ih, iw))[: ih - th + 1, : iw - tw + 1]
+    ii = np.pad(image.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    ii2 = np.pad((image * image).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    s1 = ii[th:, tw:] - ii[:-th, tw:] - ii[th:, :-tw] + ii[:-th, :-tw]
+    s2 = ii2[th:, tw:] - ii2[:-th, tw:] - ii2[th:, :-tw] + ii2[:-th, :-tw]
+    window_energy = np.maximum(s2 - s1 * s1 / n, 0.0)
+    denominator = np.sqrt(window_energy * t_energy)
+    out: npt.NDArray[np.float64] = np.where(denominator > 1e-6 * t_energy, numerator / np.maximum(denominator, 1e-12), 0.0)
+    return out
+
+
+def _best_place(scores: npt.NDArray[np.float64]) -> tuple[float, tuple[int, int]]:
+    """The highest score and its (x, y)."""
+    y, x = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    return float(scores[y, x]), (int(x), int(y))
+
+
+def _edge_correlation(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
     """Pearson correlation of two same-sized pictures' gradient magnitudes (Sobel)."""
     import cv2
 
-    def edges(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    def edges(x: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
         gx, gy = cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1)
-        m = np.sqrt(gx * gx + gy * gy).astype(np.float64).ravel()
-        return m - m.mean()
+        m: npt.NDArray[np.float64] = np.sqrt(gx * gx + gy * gy).astype(np.float64).ravel()
+        return m - float(m.mean())
 
     ea, eb = edges(a), edges(b)
     denominator = math.sqrt(float((ea * ea).sum()) * float((eb * eb).sum()))
@@ -474,31 +505,44 @@ def crop_verification(query: Features, reference: Features) -> Verification | No
     high = min(fit, math.sqrt(CROP_AREA[1] * rw * rh / (qw * qh)))
     if high < low:
         return None
-    best: tuple[float, float, tuple[int, int], tuple[int, int]] | None = None
-
-    def attempt(s: float) -> None:
-        nonlocal best
-        tw, th = min(rw, max(1, round(qw * s))), min(rh, max(1, round(qh * s)))
-        if min(tw, th) < CROP_MIN_SIDE:
-            return
-        template = cv2.resize(qt, (tw, th), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        if float(template.std()) < CROP_MIN_STD:
-            return
-        _lo, score, _at_lo, at = cv2.minMaxLoc(cv2.matchTemplate(rt, template, cv2.TM_CCOEFF_NORMED))
-        if np.isfinite(score) and (best is None or score > best[0]):
-            best = (float(score), s, (int(at[0]), int(at[1])), (tw, th))
-
+    # Coarse to fine: every size on both thumbnails shrunk CROP_COARSE times (the correlation's work
+    # falls with the square of the pixels), then the two best places at full size, their size and
+    # its neighbours, within a few pixels of the coarse place.
+    f = CROP_COARSE
+    qs = cv2.resize(qt, (max(1, qw // f), max(1, qh // f)), interpolation=cv2.INTER_AREA)
+    rs = cv2.resize(rt, (max(1, rw // f), max(1, rh // f)), interpolation=cv2.INTER_AREA)
+    found: list[tuple[float, float, tuple[int, int]]] = []
     step = (high / low) ** (1 / max(CROP_SCALES - 1, 1))
     for i in range(CROP_SCALES):
-        attempt(low * step ** i)
-    if best is None or best[0] < CROP_MIN_NCC - 0.1:
-        return None
-    found_s = best[1]
-    for k in (-2, -1, 1, 2):  # finer around the best size: the scale reported, and a better fit
-        s = found_s * step ** (k / 3)
-        if low <= s <= high:
-            attempt(s)
-    if best[0] < CROP_MIN_NCC:
+        s = low * step ** i
+        tw, th = min(rs.shape[1], max(1, round(qs.shape[1] * s))), min(rs.shape[0], max(1, round(qs.shape[0] * s)))
+        if min(tw, th) < max(4, CROP_MIN_SIDE // f):
+            continue
+        template = cv2.resize(qs, (tw, th), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        if float(template.std()) < CROP_MIN_STD / 2:
+            continue
+        score, at = _best_place(_ncc_valid(rs, template))
+        if np.isfinite(score):
+            found.append((float(score), s, (f * int(at[0]), f * int(at[1]))))
+    best: tuple[float, float, tuple[int, int], tuple[int, int]] | None = None
+    margin = 2 * f  # full-size thumbnail pixels around a coarse place
+    for _coarse_score, coarse_s, (cx, cy) in sorted(found, reverse=True)[:2]:
+        for k in (-1, 0, 1):  # the coarse size and a third of a step either side
+            s = coarse_s * step ** (k / 3)
+            tw, th = min(rw, max(1, round(qw * s))), min(rh, max(1, round(qh * s)))
+            if not low * 0.97 <= s <= high * 1.03 or min(tw, th) < CROP_MIN_SIDE:
+                continue
+            template = cv2.resize(qt, (tw, th), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+            if float(template.std()) < CROP_MIN_STD:
+                continue
+            x0, y0 = max(0, cx - margin), max(0, cy - margin)
+            window = rt[y0:min(rh, cy + th + margin), x0:min(rw, cx + tw + margin)]
+            if window.shape[0] < th or window.shape[1] < tw:
+                continue
+            score, at = _best_place(_ncc_valid(window, template))
+            if np.isfinite(score) and (best is None or score > best[0]):
+                best = (float(score), s, (x0 + int(at[0]), y0 + int(at[1])), (tw, th))
+    if best is None or best[0] < CROP_MIN_NCC:
         return None
     score, found_s, (x, y), (tw, th) = best
     template = cv2.resize(qt, (tw, th), interpolation=cv2.INTER_AREA if found_s < 1 else cv2.INTER_LINEAR)

@@ -56,6 +56,8 @@ SECOND_LOOKS = 2
 # whose p95 at 1M references it took past 80 ms (docs/benchmarks.md section 4). See
 # geometry.low_resolution_features.
 LOW_RES_LOOKS = 3
+# Crop looks a check gives, at most (docs/geometry.md, "The crop look").
+CROP_LOOKS = 2
 PARTIAL_MODES = (PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER)
 
 
@@ -294,6 +296,11 @@ class _Judging:
     # one -> whether it tried the mirror image too.
     low_res: bool = False
     low_looked: dict[int, bool] = field(default_factory=dict)
+    # The crop look (``geometry.crop_verification``): the answer's candidates that verification did
+    # not confirm (the partial-copy pass's tiles find parts of the query, not the query as a part),
+    # and those given one, at most CROP_LOOKS a check.
+    crop_candidates: frozenset[int] = frozenset()
+    crop_looked: set[int] = field(default_factory=set)
     marks_tried: set[int] = field(default_factory=set)  # candidates whose mark was looked for
 
     def found(self) -> bool:
@@ -400,14 +407,14 @@ class Matcher:
                 self._cnn_stage(loaded, ev, top_k, tiles=True, keep=embeddings)
                 lap("cnn_tiles_ms")
                 state.mirror_all = state.low_res = True
-                # First the whole-image candidates that pass 1 verified in the plain orientation
-                # only (a mirrored copy that was also cropped or turned has no hash to say it is
-                # flipped), best first: they get the pass's looks (mirror, low resolution, crop)
-                # before the tiles' candidates spend the looks' budget (LOW_RES_LOOKS).
+                # The crop look is for the answer's own candidates, found by the whole picture.
+                state.crop_candidates = frozenset(i for i, v in state.verifications.items() if not v.accepted)
+                self._judge(evidence, allowed, state, loaded, verify=True)
+                # The whole-image candidates that pass 1 verified in the plain orientation only:
+                # a mirrored copy that was also cropped or turned has no hash to say it is flipped.
                 again = [(self._promise(evidence[i]), i) for i, v in state.verifications.items()
                          if not v.accepted and i not in state.mirror_tried and i in state.decided]
                 self._verify_stage(state, again, evidence)
-                self._judge(evidence, allowed, state, loaded, verify=True)
                 self._mark_stage(state, evidence, allowed)
                 lap("verify_ms")
         elif state.unverified and loaded is not None and self.verify:
@@ -547,7 +554,9 @@ class Matcher:
             # The partial-copy pass gives candidates the answer's passes left unconfirmed their
             # low-resolution look (kept off the answer's path: it costs ~20 ms a check).
             low_due = state.low_res and ref_id not in state.low_looked and len(state.low_looked) < LOW_RES_LOOKS
-            if done is not None and (done.accepted or (not whole_again and not low_due and (
+            crop_due = (state.low_res and ref_id in state.crop_candidates and ref_id not in state.crop_looked
+                        and len(state.crop_looked) < CROP_LOOKS)
+            if done is not None and (done.accepted or (not whole_again and not low_due and not crop_due and (
                     box is None or box in state.region_tried.get(ref_id, ())))):
                 continue
             reference = self.store.features(ref_id)
@@ -581,6 +590,11 @@ class Matcher:
                         break
             if not result.accepted:
                 result = self._low_resolution_look(state, ref_id, reference, rt, mirror=mirror) or result
+            if not result.accepted and crop_due:
+                # The crop look (about 10 ms): the query's thumbnail found in the reference's, for a
+                # part of the reference cut out whose flat shapes keep too few keypoints.
+                state.crop_looked.add(ref_id)
+                result = geometry.crop_verification(state.query.whole(), reference) or result
             if not result.accepted:
                 result = self._verify_mark(state, ref_id, e) or result
             elif result.model not in ("mark", "crop"):  # a crop's box is the part of the tile cut out
@@ -607,28 +621,20 @@ class Matcher:
     @staticmethod
     def _low_resolution_look(state: "_Judging", ref_id: int, reference: Features, rt: Thresholds, *,
                              mirror: bool) -> Verification | None:
-        """The crop look, then the query's and the reference's filtered thumbnails verified with
-        the usual rules (``geometry.low_resolution_features``: pixel shuffling, pixelation, heavy
-        noise), for at most ``LOW_RES_LOOKS`` candidates a check, once each (the low-resolution
-        look again when the mirror image is tried after a plain look, as the whole query's
-        verification is); the result when accepted. The crop look (``geometry.crop_verification``,
-        about 10 ms): the query's thumbnail found in the reference's, for a part of the reference
-        cut out whose flat shapes keep too few keypoints (a corner of a logo)."""
+        """The query's and the reference's filtered thumbnails verified with the usual rules
+        (``geometry.low_resolution_features``: pixel shuffling, pixelation, heavy noise), for at
+        most ``LOW_RES_LOOKS`` candidates a check, once each (again when the mirror image is tried
+        after a plain look, as the whole query's verification is); the result when accepted."""
         from matching.core import geometry
 
         if not state.low_res:
             return None
-        fresh = ref_id not in state.low_looked
-        if not fresh:
+        if ref_id in state.low_looked:
             if state.low_looked[ref_id] or not mirror:
                 return None
         elif len(state.low_looked) >= LOW_RES_LOOKS:
             return None
         state.low_looked[ref_id] = mirror
-        if fresh:
-            cropped = geometry.crop_verification(state.query.whole(), reference)
-            if cropped is not None:
-                return cropped
         query, low = state.query.low_resolution(mirror=mirror), geometry.low_resolution_features(reference)
         if query is None or low is None:
             return None
