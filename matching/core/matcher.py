@@ -296,9 +296,9 @@ class _Judging:
     # one -> whether it tried the mirror image too.
     low_res: bool = False
     low_looked: dict[int, bool] = field(default_factory=dict)
-    # The crop look (``geometry.crop_verification``): the answer's candidates that verification did
-    # not confirm (the partial-copy pass's tiles find parts of the query, not the query as a part),
-    # and those given one, at most CROP_LOOKS a check.
+    # The crop look (``geometry.crop_verification``): the CROP_LOOKS most promising of the answer's
+    # candidates that verification did not confirm (the partial-copy pass's tiles find parts of the
+    # query, not the query as a part), and those given one.
     crop_candidates: frozenset[int] = frozenset()
     crop_looked: set[int] = field(default_factory=set)
     marks_tried: set[int] = field(default_factory=set)  # candidates whose mark was looked for
@@ -407,8 +407,11 @@ class Matcher:
                 self._cnn_stage(loaded, ev, top_k, tiles=True, keep=embeddings)
                 lap("cnn_tiles_ms")
                 state.mirror_all = state.low_res = True
-                # The crop look is for the answer's own candidates, found by the whole picture.
-                state.crop_candidates = frozenset(i for i, v in state.verifications.items() if not v.accepted)
+                # The crop look is for the answer's own best candidates, found by the whole picture,
+                # chosen now: the tiles' evidence would otherwise reorder them.
+                unconfirmed = sorted(((self._promise(evidence[i]), i) for i, v in state.verifications.items()
+                                      if not v.accepted), reverse=True)
+                state.crop_candidates = frozenset(i for _p, i in unconfirmed[:CROP_LOOKS])
                 self._judge(evidence, allowed, state, loaded, verify=True)
                 # The whole-image candidates that pass 1 verified in the plain orientation only:
                 # a mirrored copy that was also cropped or turned has no hash to say it is flipped.
@@ -554,8 +557,7 @@ class Matcher:
             # The partial-copy pass gives candidates the answer's passes left unconfirmed their
             # low-resolution look (kept off the answer's path: it costs ~20 ms a check).
             low_due = state.low_res and ref_id not in state.low_looked and len(state.low_looked) < LOW_RES_LOOKS
-            crop_due = (state.low_res and ref_id in state.crop_candidates and ref_id not in state.crop_looked
-                        and len(state.crop_looked) < CROP_LOOKS)
+            crop_due = state.low_res and ref_id in state.crop_candidates and ref_id not in state.crop_looked
             if done is not None and (done.accepted or (not whole_again and not low_due and not crop_due and (
                     box is None or box in state.region_tried.get(ref_id, ())))):
                 continue
