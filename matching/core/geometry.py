@@ -524,7 +524,7 @@ def crop_verification(query: Features, reference: Features) -> Verification | No
         score, at = _best_place(_ncc_valid(rs, template))
         if np.isfinite(score):
             found.append((float(score), s, (f * int(at[0]), f * int(at[1]))))
-    best: tuple[float, float, tuple[int, int], tuple[int, int]] | None = None
+    best: tuple[float, tuple[int, int], npt.NDArray[Any]] | None = None  # score, place, template
     margin = 2 * f  # full-size thumbnail pixels around a coarse place
     for _coarse_score, coarse_s, (cx, cy) in sorted(found, reverse=True)[:2]:
         for k in (-1, 0, 1):  # the coarse size and a third of a step either side
@@ -541,11 +541,11 @@ def crop_verification(query: Features, reference: Features) -> Verification | No
                 continue
             score, at = _best_place(_ncc_valid(window, template))
             if np.isfinite(score) and (best is None or score > best[0]):
-                best = (float(score), s, (x0 + int(at[0]), y0 + int(at[1])), (tw, th))
+                best = (float(score), (x0 + int(at[0]), y0 + int(at[1])), template)
     if best is None or best[0] < CROP_MIN_NCC:
         return None
-    score, found_s, (x, y), (tw, th) = best
-    template = cv2.resize(qt, (tw, th), interpolation=cv2.INTER_AREA if found_s < 1 else cv2.INTER_LINEAR)
+    score, (x, y), template = best
+    th, tw = template.shape
     if _edge_correlation(rt[y:y + th, x:x + tw], template) < CROP_MIN_EDGE_NCC:
         return None
     kx, ky = reference.width / rw, reference.height / rh  # reference pixels per thumbnail pixel

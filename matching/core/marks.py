@@ -305,6 +305,11 @@ class _Template:
     rgb: npt.NDArray[np.float32]     # the mark's colours, turned like the rest
     alpha: npt.NDArray[np.float32]   # 0-255
 
+    @property
+    def grey_counts(self) -> bool:
+        """The mark has inner contrast: its grey, masked, is a term of the score too."""
+        return float(self.grey[self.mask > 0].std()) > 8.0
+
 
 def _template(mark: Image.Image, width: int, angle: float) -> _Template | None:
     """The mark at ``width``, turned by ``angle`` degrees (counter-clockwise as seen)."""
@@ -401,7 +406,7 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
             return None
         terms = [_ncc(edges, edges, made.edges, None, EDGE_FLOOR, edge_tables),
                  _ncc(likeness, likeness, made.alpha, None, LIKENESS_FLOOR, likeness_tables)]
-        if float(made.grey[made.mask > 0].std()) > 8.0:  # the mark has inner contrast: the grey counts too
+        if made.grey_counts:
             terms.append(_ncc(gray, gray2, made.grey, made.mask, GREY_FLOOR))
         scores = sum(terms[1:], terms[0]) / len(terms)
         _lo, score, _lo_at, at = cv2.minMaxLoc(scores)
@@ -489,8 +494,8 @@ def _score_at(planes: _Planes, made: _Template, warp: npt.NDArray[np.float32]) -
     for plane, template, mask, floor in ((planes.edges, made.edges, None, EDGE_FLOOR),
                                          (planes.likeness, made.alpha, None, LIKENESS_FLOOR),
                                          (planes.gray, made.grey, made.mask, GREY_FLOOR)):
-        if mask is not None and float(made.grey[made.mask > 0].std()) <= 8.0:
-            continue  # no inner contrast: the grey does not count (as in verify_mark)
+        if mask is not None and not made.grey_counts:
+            continue
         patch = np.ascontiguousarray(_patch(plane, warp, made))
         if mask is None:
             value = _ncc(patch, patch, template, None, floor, (_integral(patch), _integral(patch * patch)))

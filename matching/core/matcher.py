@@ -296,11 +296,10 @@ class _Judging:
     # one -> whether it tried the mirror image too.
     low_res: bool = False
     low_looked: dict[int, bool] = field(default_factory=dict)
-    # The crop look (``geometry.crop_verification``): the CROP_LOOKS most promising of the answer's
-    # candidates that verification did not confirm (the partial-copy pass's tiles find parts of the
-    # query, not the query as a part), and those given one.
-    crop_candidates: frozenset[int] = frozenset()
-    crop_looked: set[int] = field(default_factory=set)
+    # The crop look (``geometry.crop_verification``) is still due to these: the CROP_LOOKS most
+    # promising of the answer's candidates that verification did not confirm (the partial-copy
+    # pass's tiles find parts of the query, not the query as a part); each leaves when given it.
+    crop_due: set[int] = field(default_factory=set)
     marks_tried: set[int] = field(default_factory=set)  # candidates whose mark was looked for
 
     def found(self) -> bool:
@@ -411,7 +410,7 @@ class Matcher:
                 # chosen now: the tiles' evidence would otherwise reorder them.
                 unconfirmed = sorted(((self._promise(evidence[i]), i) for i, v in state.verifications.items()
                                       if not v.accepted), reverse=True)
-                state.crop_candidates = frozenset(i for _p, i in unconfirmed[:CROP_LOOKS])
+                state.crop_due = {i for _p, i in unconfirmed[:CROP_LOOKS]}
                 self._judge(evidence, allowed, state, loaded, verify=True)
                 # The whole-image candidates that pass 1 verified in the plain orientation only:
                 # a mirrored copy that was also cropped or turned has no hash to say it is flipped.
@@ -557,7 +556,7 @@ class Matcher:
             # The partial-copy pass gives candidates the answer's passes left unconfirmed their
             # low-resolution look (kept off the answer's path: it costs ~20 ms a check).
             low_due = state.low_res and ref_id not in state.low_looked and len(state.low_looked) < LOW_RES_LOOKS
-            crop_due = state.low_res and ref_id in state.crop_candidates and ref_id not in state.crop_looked
+            crop_due = ref_id in state.crop_due  # filled when the partial-copy pass starts
             if done is not None and (done.accepted or (not whole_again and not low_due and not crop_due and (
                     box is None or box in state.region_tried.get(ref_id, ())))):
                 continue
@@ -595,7 +594,7 @@ class Matcher:
             if not result.accepted and crop_due:
                 # The crop look (about 10 ms): the query's thumbnail found in the reference's, for a
                 # part of the reference cut out whose flat shapes keep too few keypoints.
-                state.crop_looked.add(ref_id)
+                state.crop_due.discard(ref_id)
                 result = geometry.crop_verification(state.query.whole(), reference) or result
             if not result.accepted:
                 result = self._verify_mark(state, ref_id, e) or result
