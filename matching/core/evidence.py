@@ -92,6 +92,8 @@ def _caption(verification: Verification | None) -> tuple[str, bool]:
         text = f"verified copy: the mark found by its shape and colours (correlation {v.inlier_ratio:.2f})"
     elif v.model == "crop":  # geometry.crop_verification: a part of the picture cut out, found by its pixels
         text = f"verified copy: a part of the picture cut out, found by its pixels (correlation {v.inlier_ratio:.2f})"
+    elif v.model == "aligned":  # geometry.aligned_verification: the pictures aligned by their pixels
+        text = f"verified copy: the pictures aligned by their pixels (correlation {v.inlier_ratio:.2f})"
     if v.edit is not None:
         text += f"; {v.edit.describe()}"
     return text, True

@@ -56,7 +56,8 @@ SECOND_LOOKS = 2
 # whose p95 at 1M references it took past 80 ms (docs/benchmarks.md section 4). See
 # geometry.low_resolution_features.
 LOW_RES_LOOKS = 3
-# Crop looks a check gives, at most (docs/geometry.md, "The crop look").
+# Crop looks a check gives, at most (docs/geometry.md, "The crop look"); the same candidates get
+# the aligned look after it (docs/geometry.md, "The aligned look").
 CROP_LOOKS = 2
 PARTIAL_MODES = (PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER)
 
@@ -596,6 +597,10 @@ class Matcher:
                 # part of the reference cut out whose flat shapes keep too few keypoints.
                 state.crop_due.discard(ref_id)
                 result = geometry.crop_verification(state.query.whole(), reference) or result
+                if not result.accepted:
+                    # The aligned look (about 20 ms): the thumbnails aligned by ECC, for a copy
+                    # stretched, turned, padded or mirrored whose keypoints did not survive.
+                    result = geometry.aligned_verification(state.query.whole(), reference) or result
             if not result.accepted:
                 result = self._verify_mark(state, ref_id, e) or result
             elif result.model not in ("mark", "crop"):  # a crop's box is the part of the tile cut out
@@ -608,7 +613,7 @@ class Matcher:
             if result.accepted:
                 assert result.edit is not None  # an accepted verification reports its edit
                 score = self._verified_score(e, result.inliers)
-                if result.model in ("mark", "crop"):  # a template's correlation, no inliers
+                if result.model in ("mark", "crop", "aligned"):  # a correlation of pixels, no inliers
                     scores[f"{result.model}_score"] = round(result.inlier_ratio, 4)
                     score = round(max(self._similarity(e), 0.7 + 0.25 * result.inlier_ratio), 6)
                 state.decided[ref_id] = Decision(

@@ -1,0 +1,103 @@
+"""The aligned look (matching/core/geometry.py ``aligned_verification``, docs/geometry.md): a copy
+stretched, turned, padded, cut or mirrored whose flat shapes keep too few keypoints for the
+inlier count is aligned to the reference by its pixels (ECC) and accepted with the map's polygons
+and edit report; photos, another logo of the same style and a flat picture are not.
+
+Pictures: marks drawn here and scikit-image photos the CNN head was not trained on."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from PIL import Image, ImageFilter
+
+from bench.metrics import polygon_iou
+from matching.core import geometry
+from matching.core.loading import load_image
+from tests.images import drawn_logo, encode, photo
+from tests.matching.core.test_crop_look import _jpeg, _other_logo, _plain_logo
+
+
+def _features(image: Image.Image) -> geometry.Features:
+    return geometry.extract_features(image, with_mirror=False)
+
+
+def _stretched_turned(image: Image.Image, *, stretch: float, angle: float, scale: float,
+                      pad: int = 40) -> tuple[Image.Image, list[list[float]]]:
+    """``image`` stretched vertically, turned ``angle`` degrees counter-clockwise on white, padded
+    with a grey frame, scaled by ``scale`` and blurred a little; and where its corners went."""
+    w, h = image.size
+    tall = image.resize((w, round(h * stretch)), Image.Resampling.BICUBIC)
+    turned = tall.rotate(angle, expand=True, fillcolor=(255, 255, 255), resample=Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (turned.width + 2 * pad, turned.height + 2 * pad), (225, 228, 235))
+    canvas.paste(turned, (pad, pad))
+    t = math.radians(angle)
+    corners = []
+    for x, y in ((0, 0), (w, 0), (w, h), (0, h)):
+        dx, dy = x - tall.width / 2, y * tall.height / h - tall.height / 2
+        corners.append([(dx * math.cos(t) + dy * math.sin(t) + turned.width / 2 + pad) * scale,
+                        (-dx * math.sin(t) + dy * math.cos(t) + turned.height / 2 + pad) * scale])
+    small = canvas.resize((round(canvas.width * scale), round(canvas.height * scale)), Image.Resampling.LANCZOS)
+    return _jpeg(small.filter(ImageFilter.GaussianBlur(1.0)), quality=50), corners
+
+
+@pytest.mark.parametrize(("stretch", "angle", "scale"), [(1.6, 15.0, 0.5), (0.6, -10.0, 0.7)])
+def test_a_stretched_turned_padded_logo_too_plain_for_keypoints_is_aligned(stretch: float, angle: float,
+                                                                           scale: float) -> None:
+    logo = _plain_logo()
+    copy, corners = _stretched_turned(logo, stretch=stretch, angle=angle, scale=scale)
+    query, reference = _features(copy), _features(logo)
+    assert not geometry.verify(query, reference, min_inliers=12).accepted  # 5-8 consistent keypoints
+    found = geometry.aligned_verification(query, reference)
+    assert found is not None and found.accepted and found.model == "aligned"
+    assert found.inlier_ratio >= geometry.ALIGN_MIN_NCC
+    assert polygon_iou(found.query_polygon, corners, copy.size) >= 0.9
+    assert found.edit is not None and not found.edit.mirrored
+    assert found.edit.rotation_deg == pytest.approx(angle, abs=2.0)
+    assert max(found.edit.aspect_change, 1 / found.edit.aspect_change) == pytest.approx(
+        max(stretch, 1 / stretch), rel=0.06)
+    assert "stretched" in found.edit.describe() and "rotated" in found.edit.describe()
+
+
+def test_a_mirrored_crop_is_aligned_and_said_to_be_mirrored() -> None:
+    logo = _plain_logo()
+    part = logo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).crop((0, 0, 180, 240))
+    found = geometry.aligned_verification(_features(_jpeg(part)), _features(logo))
+    assert found is not None and found.edit is not None
+    assert found.edit.mirrored and 0.65 <= found.edit.visible_fraction <= 0.85
+    # The part kept is the reference's right three quarters (mirrored into the left).
+    assert polygon_iou(found.reference_polygon, [[60, 0], [240, 0], [240, 240], [60, 240]], logo.size) >= 0.9
+    assert geometry.aligned_verification(_features(_jpeg(part)), _features(logo), mirrored=False) is None
+
+
+@pytest.mark.parametrize("name", ["coffee", "camera", "astronaut"])
+def test_photos_do_not_align_with_a_logo(name: str) -> None:
+    query = _features(photo(name))
+    for logo in (_plain_logo(), drawn_logo()):
+        assert geometry.aligned_verification(query, _features(logo)) is None
+
+
+def test_another_logo_of_the_same_style_a_flat_picture_and_another_photo_do_not_align() -> None:
+    for query, reference in ((_other_logo(), drawn_logo()), (_other_logo(), _plain_logo()),
+                             (Image.new("RGB", (150, 150), (255, 255, 255)), _plain_logo()),
+                             (photo("coffee"), photo("camera"))):
+        assert geometry.aligned_verification(_features(query), _features(reference)) is None
+
+
+def test_a_check_matches_a_stretched_turned_logo_through_the_aligned_look() -> None:
+    from matching.core.cnn.embedder import get_embedder
+    from matching.core.matcher import Matcher, Thresholds, index_references
+
+    embedder = get_embedder()
+    refs = [(1, photo("coffee")), (2, photo("camera")), (3, _other_logo()), (4, _plain_logo())]
+    indexed = index_references(refs, embedder=embedder)
+    matcher = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(), embedder=embedder)
+    copy, corners = _stretched_turned(_plain_logo(), stretch=1.6, angle=15.0, scale=0.5)
+    outcome = matcher.match(load_image(encode(copy, "JPEG", quality=80)))
+    best = outcome.decisions[0]
+    assert best.reference_id == 4 and best.is_match, outcome.decisions[:3]
+    assert best.signal_scores["inliers"] < 12  # the local features alone do not confirm it
+    assert best.signal_scores.get("aligned_score", 0) >= geometry.ALIGN_MIN_NCC
+    assert best.region is not None and polygon_iou(best.region["query"], corners, copy.size) >= 0.9
+    assert best.edit is not None and "stretched 1.6" in best.edit["description"]
+    assert not any(d.is_match for d in outcome.decisions if d.reference_id != 4)
