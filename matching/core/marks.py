@@ -92,6 +92,7 @@ REFINE_ITERATIONS = 60
 # (0.60) is lost.
 REFINED_MARGIN = 0.03
 MAX_COLOUR_DE = 16.0  # mean chromaticity distance of the mark's pixels (_colour_distance)
+DARK_MARK_LIFT = 50.0  # grey levels a dark mark's median may gain where it is found (_colour_distance)
 VIEW_SEED = 1409
 MARK_VIEWS = 4  # len(mark_views(...)): vectors a mark adds to the vector index
 
@@ -576,8 +577,15 @@ def _colour_distance(patch: npt.NDArray[Any], made: _Template) -> float:
         return 999.0
     ref, got = made.rgb[inside], patch[inside]
     ref_sum, got_sum = ref.sum(axis=1), got.sum(axis=1)
+    if (ref_sum > 60).sum() < 0.2 * len(ref):
+        # A dark mark has no hue to compare: it must be dark where it is found. Its copies keep it
+        # so (shading scales a black near zero); a dark disc or square "found" in another logo's
+        # red or grey shape is not (docs/matching.md, "Marks": DARK_MARK_LIFT).
+        luma = np.array([0.299, 0.587, 0.114], np.float32)
+        lift = float(np.median(got @ luma)) - float(np.median(ref @ luma))
+        return 0.0 if lift <= DARK_MARK_LIFT else 999.0
     lit = (ref_sum > 60) & (got_sum > 60)
-    if lit.sum() < 0.2 * len(ref):  # a dark mark: compare lightness order instead (grey carries it)
+    if lit.sum() < 0.2 * len(ref):  # the query dark there: compare lightness order instead (grey carries it)
         return 0.0
     ref_c = ref[lit, :2] / ref_sum[lit, None]
     got_c = got[lit, :2] / got_sum[lit, None]

@@ -143,3 +143,30 @@ def test_a_geometric_copy_is_told_as_the_mark_unless_the_whole_tile_was_pasted()
     x0, y0, x1, y1 = mark.box
     assert polygon_iou(told.query_polygon, rect(dx + k * x0, dy + k * y0, dx + k * x1, dy + k * y1),
                        scene.size) > 0.95
+
+
+def _badge(fill: tuple[int, int, int]) -> Image.Image:
+    """A plain mark: a rounded square with two round holes, on white (``fill`` its colour)."""
+    tile = Image.new("RGB", (200, 200), (255, 255, 255))
+    draw = ImageDraw.Draw(tile)
+    draw.rounded_rectangle((30, 30, 170, 170), radius=34, fill=fill)
+    for x in (70, 110):
+        draw.ellipse((x, 85, x + 22, 107), fill=(255, 255, 255))
+    return tile
+
+
+def test_a_dark_mark_is_found_dark_and_not_in_a_lighter_shape_of_the_same_outline() -> None:
+    """A black mark has no hue for the colour check: it must be dark where it is found
+    (DARK_MARK_LIFT), so the same outline in red, or in red turned grey, is not it."""
+    mark = marks.extract_mark(_badge((15, 15, 15)))
+    assert mark is not None
+    scene = _photo("astronaut").resize((512, 512))
+    found = {}
+    for name, fill in (("black", (15, 15, 15)), ("red", (220, 30, 45)), ("grey", (92, 92, 92))):
+        other = marks.extract_mark(_badge(fill))
+        assert other is not None
+        copy, box = _composite(scene, other.image, width_share=0.2, at=(0.3, 0.7))
+        found[name] = marks.verify_mark(copy, None, mark, frame=copy.size)
+        if name == "black":
+            assert found[name] is not None and polygon_iou(found[name].query_polygon, box, copy.size) >= 0.5
+    assert found["red"] is None and found["grey"] is None
