@@ -489,18 +489,24 @@ def _best_place(scores: npt.NDArray[np.float64]) -> tuple[float, tuple[int, int]
     return float(scores[y, x]), (int(x), int(y))
 
 
+def _correlation(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
+    """Pearson correlation of two same-sized arrays (0 when either is flat)."""
+    x = a.astype(np.float64).ravel() - float(a.mean())
+    y = b.astype(np.float64).ravel() - float(b.mean())
+    denominator = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
+    return float((x * y).sum()) / denominator if denominator > 1e-9 else 0.0
+
+
 def _edge_correlation(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
     """Pearson correlation of two same-sized pictures' gradient magnitudes (Sobel)."""
     import cv2
 
     def edges(x: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
         gx, gy = cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1)
-        m: npt.NDArray[np.float64] = np.sqrt(gx * gx + gy * gy).astype(np.float64).ravel()
-        return m - float(m.mean())
+        m: npt.NDArray[np.float64] = np.sqrt(gx * gx + gy * gy).astype(np.float64)
+        return m
 
-    ea, eb = edges(a), edges(b)
-    denominator = math.sqrt(float((ea * ea).sum()) * float((eb * eb).sum()))
-    return float((ea * eb).sum()) / denominator if denominator > 1e-9 else 0.0
+    return _correlation(edges(a), edges(b))
 
 
 def crop_verification(query: Features, reference: Features) -> Verification | None:
@@ -636,13 +642,6 @@ def _place(big: npt.NDArray[Any], small: npt.NDArray[Any], shares: tuple[float, 
     return best
 
 
-def _correlation(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
-    x = a.astype(np.float64).ravel() - float(a.mean())
-    y = b.astype(np.float64).ravel() - float(b.mean())
-    denominator = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
-    return float((x * y).sum()) / denominator if denominator > 1e-9 else 0.0
-
-
 def _ecc(template: npt.NDArray[Any], image: npt.NDArray[Any], start: npt.NDArray[Any], projective: bool,
          iterations: int) -> tuple[float, npt.NDArray[np.float64]] | None:
     """ECC's correlation and map from ``template``'s pixels to ``image``'s (3x3), from ``start``;
@@ -682,9 +681,12 @@ def aligned_verification(query: Features, reference: Features, *, mirrored: bool
     rc = _shrunk(r0, ALIGN_COARSE_SIDE)
     # Starting places: (score, mirror, the reference is the template, template pixels -> image pixels).
     starts: list[tuple[float, bool, bool, npt.NDArray[np.float64]]] = []
+    views: dict[bool, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = {}  # mirror -> blurred, coarse
     for mirror in (False, True) if mirrored else (False,):
         q_thumb = query.thumb[:, ::-1] if mirror else query.thumb
-        qc = _shrunk(cv2.GaussianBlur(np.ascontiguousarray(q_thumb, np.float32), (0, 0), _CROP_BLUR), ALIGN_COARSE_SIDE)
+        q0 = np.asarray(cv2.GaussianBlur(np.ascontiguousarray(q_thumb, np.float32), (0, 0), _CROP_BLUR), np.float32)
+        qc = _shrunk(q0, ALIGN_COARSE_SIDE)
+        views[mirror] = (q0, qc)
         stretched = cv2.resize(qc, (rc.shape[1], rc.shape[0]), interpolation=cv2.INTER_AREA)
         starts.append((_correlation(rc, stretched), mirror, True,
                        np.diag([qc.shape[1] / rc.shape[1], qc.shape[0] / rc.shape[0], 1.0])))
@@ -695,21 +697,19 @@ def aligned_verification(query: Features, reference: Features, *, mirrored: bool
         if crop is not None:
             starts.append((crop[0], mirror, False, crop[1]))
     for _score, mirror, ref_is_template, start in sorted(starts, key=lambda s: -s[0])[:ALIGN_TRIES]:
-        found = _aligned(query, reference, r0, rc, mirror, ref_is_template, start)
+        found = _aligned(query, reference, r0, rc, *views[mirror], mirror, ref_is_template, start)
         if found is not None:
             return found
     return None
 
 
 def _aligned(query: Features, reference: Features, r0: npt.NDArray[np.float32], rc: npt.NDArray[np.float32],
-             mirror: bool, ref_is_template: bool, start: npt.NDArray[np.float64]) -> Verification | None:
-    """:func:`aligned_verification` from one starting place."""
+             q0: npt.NDArray[np.float32], qc: npt.NDArray[np.float32], mirror: bool, ref_is_template: bool,
+             start: npt.NDArray[np.float64]) -> Verification | None:
+    """:func:`aligned_verification` from one starting place (``r0``/``q0`` the blurred thumbnails,
+    the query's mirrored when ``mirror``; ``rc``/``qc`` the same at the coarse size)."""
     import cv2
 
-    assert query.thumb is not None
-    q_thumb = query.thumb[:, ::-1] if mirror else query.thumb
-    q0 = cv2.GaussianBlur(np.ascontiguousarray(q_thumb, np.float32), (0, 0), _CROP_BLUR)
-    qc = _shrunk(q0, ALIGN_COARSE_SIDE)
     template, image = (rc, qc) if ref_is_template else (qc, rc)
     affine = _ecc(template, image, start, False, ALIGN_AFFINE_ITERATIONS)
     if affine is None or affine[0] < ALIGN_MIN_COARSE:
