@@ -600,7 +600,13 @@ class Matcher:
                 if not result.accepted:
                     # The aligned look (about 20 ms): the thumbnails aligned by ECC, for a copy
                     # stretched, turned, padded or mirrored whose keypoints did not survive.
-                    result = geometry.aligned_verification(state.query.whole(), reference) or result
+                    # Then the median look (pixel shuffling) and the turned look (a copy turned by
+                    # more than ECC turns an upright start), about as long again and half as long more.
+                    query = state.query.whole()
+                    result = (geometry.aligned_verification(query, reference)
+                              or geometry.aligned_verification(query, reference, median=True)
+                              or geometry.aligned_verification(query, reference, turned=True)
+                              or result)
             if not result.accepted:
                 result = self._verify_mark(state, ref_id, e) or result
             elif result.model not in ("mark", "crop"):  # a crop's box is the part of the tile cut out

@@ -101,3 +101,71 @@ def test_a_check_matches_a_stretched_turned_logo_through_the_aligned_look() -> N
     assert best.region is not None and polygon_iou(best.region["query"], corners, copy.size) >= 0.9
     assert best.edit is not None and "stretched 1.6" in best.edit["description"]
     assert not any(d.is_match for d in outcome.decisions if d.reference_id != 4)
+
+
+def _shuffled(image: Image.Image, *, share: float, block_share: float, seed: int) -> Image.Image:
+    """``share`` of the picture's small blocks (``block_share`` of its long side) trade places,
+    as the chains suite's ``shuffle`` edit does."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a = np.asarray(image.convert("RGB")).copy()
+    b = max(2, round(block_share * max(image.size)))
+    rows, cols = a.shape[0] // b, a.shape[1] // b
+    chosen = rng.choice(rows * cols, size=round(rows * cols * share), replace=False)
+    blocks = [a[(i // cols) * b:(i // cols + 1) * b, (i % cols) * b:(i % cols + 1) * b].copy()
+              for i in rng.permutation(chosen)]
+    for i, block in zip(chosen, blocks, strict=True):
+        a[(i // cols) * b:(i // cols + 1) * b, (i % cols) * b:(i % cols + 1) * b] = block
+    return Image.fromarray(a, "RGB")
+
+
+def test_a_shuffled_stretched_copy_is_aligned_by_the_median_look_only() -> None:
+    logo = _other_logo()
+    stretched = logo.resize((logo.width, round(logo.height * 1.3)), Image.Resampling.BICUBIC)
+    copy = _jpeg(_shuffled(stretched, share=0.25, block_share=0.015, seed=2), quality=80)
+    query, reference = _features(copy), _features(logo)
+    assert geometry.aligned_verification(query, reference) is None  # the traded blocks break the plain look
+    found = geometry.aligned_verification(query, reference, median=True)
+    assert found is not None and found.accepted and found.model == "aligned"
+    assert polygon_iou(found.query_polygon, [[0, 0], [copy.width, 0], [copy.width, copy.height],
+                                             [0, copy.height]], copy.size) >= 0.9
+    assert found.edit is not None and max(found.edit.aspect_change, 1 / found.edit.aspect_change) == pytest.approx(
+        1.3, rel=0.06)
+
+
+def test_the_median_look_does_not_align_other_logos_photos_or_flat_pictures() -> None:
+    shuffled = _shuffled(_other_logo(), share=0.25, block_share=0.015, seed=2)
+    for query, reference in ((_other_logo(), drawn_logo()), (_other_logo(), _plain_logo()),
+                             (shuffled, drawn_logo()), (shuffled, _plain_logo()),
+                             (Image.new("RGB", (150, 150), (255, 255, 255)), _plain_logo()),
+                             (photo("coffee"), photo("camera")), (photo("astronaut"), drawn_logo())):
+        assert geometry.aligned_verification(_features(query), _features(reference), median=True) is None
+
+
+@pytest.mark.parametrize(("name", "angle"), [("plain", -37.0), ("coffee", 23.0), ("drawn", 33.0)])
+def test_a_copy_turned_past_the_plain_starts_is_aligned_by_the_turned_look(name: str, angle: float) -> None:
+    base = {"plain": _plain_logo, "drawn": drawn_logo, "coffee": lambda: photo("coffee")}[name]()
+    copy = _jpeg(base.rotate(angle, expand=True, fillcolor=(0, 0, 0), resample=Image.Resampling.BICUBIC), quality=80)
+    query, reference = _features(copy), _features(base)
+    assert geometry.aligned_verification(query, reference) is None  # upright starts: ECC does not turn that far
+    found = geometry.aligned_verification(query, reference, turned=True)
+    assert found is not None and found.model == "aligned" and found.edit is not None
+    assert found.edit.rotation_deg == pytest.approx(angle, abs=1.5)
+    assert not found.edit.mirrored
+    # The reference's corners land where the turn put them (the copy's frame grew around them).
+    w, h = base.size
+    t = math.radians(angle)
+    corners = [[(x - w / 2) * math.cos(t) + (y - h / 2) * math.sin(t) + copy.width / 2,
+                -(x - w / 2) * math.sin(t) + (y - h / 2) * math.cos(t) + copy.height / 2]
+               for x, y in ((0, 0), (w, 0), (w, h), (0, h))]
+    assert polygon_iou(found.query_polygon, corners, copy.size) >= 0.9
+
+
+def test_the_turned_look_does_not_align_other_logos_photos_or_flat_pictures() -> None:
+    turned_other = _other_logo().rotate(30, expand=True, fillcolor=(0, 0, 0))
+    for query, reference in ((turned_other, drawn_logo()), (turned_other, _plain_logo()),
+                             (photo("coffee").rotate(-20, expand=True), photo("camera")),
+                             (Image.new("RGB", (150, 150), (255, 255, 255)), _plain_logo()),
+                             (photo("astronaut").rotate(25, expand=True), drawn_logo())):
+        assert geometry.aligned_verification(_features(query), _features(reference), turned=True) is None
