@@ -169,3 +169,31 @@ def test_the_turned_look_does_not_align_other_logos_photos_or_flat_pictures() ->
                              (Image.new("RGB", (150, 150), (255, 255, 255)), _plain_logo()),
                              (photo("astronaut").rotate(25, expand=True), drawn_logo())):
         assert geometry.aligned_verification(_features(query), _features(reference), turned=True) is None
+
+
+@pytest.mark.parametrize("edit", ["shuffled", "turned"])
+def test_a_check_matches_a_shuffled_or_turned_logo_through_the_median_or_turned_look(edit: str) -> None:
+    from matching.core.cnn.embedder import get_embedder
+    from matching.core.matcher import Matcher, Thresholds, index_references
+
+    embedder = get_embedder()
+    refs = [(1, photo("coffee")), (2, photo("camera")), (3, _other_logo()), (4, _plain_logo()), (5, drawn_logo())]
+    indexed = index_references(refs, embedder=embedder)
+    matcher = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(), embedder=embedder)
+    if edit == "shuffled":
+        logo, want = _other_logo(), 3
+        stretched = logo.resize((logo.width, round(logo.height * 1.3)), Image.Resampling.BICUBIC)
+        copy = _shuffled(stretched, share=0.25, block_share=0.015, seed=2)
+    else:
+        logo, want = _plain_logo(), 4
+        copy = logo.rotate(-37.0, expand=True, fillcolor=(0, 0, 0), resample=Image.Resampling.BICUBIC).filter(
+            ImageFilter.GaussianBlur(1.5))
+    outcome = matcher.match(load_image(encode(copy, "JPEG", quality=70)))
+    best = outcome.decisions[0]
+    assert best.reference_id == want and best.is_match, outcome.decisions[:3]
+    assert best.signal_scores["inliers"] < 12  # the local features alone do not confirm it
+    assert best.signal_scores.get("aligned_score", 0) >= geometry.ALIGN_MIN_NCC
+    assert best.edit is not None
+    if edit == "turned":
+        assert best.edit["rotation_deg"] == pytest.approx(-37.0, abs=1.5)
+    assert not any(d.is_match for d in outcome.decisions if d.reference_id != want)
