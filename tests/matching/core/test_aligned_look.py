@@ -145,7 +145,7 @@ def test_the_median_look_does_not_align_other_logos_photos_or_flat_pictures() ->
 
 @pytest.mark.parametrize(("name", "angle"), [("plain", -37.0), ("coffee", 23.0), ("drawn", 33.0)])
 def test_a_copy_turned_past_the_plain_starts_is_aligned_by_the_turned_look(name: str, angle: float) -> None:
-    base = {"plain": _plain_logo, "drawn": drawn_logo, "coffee": lambda: photo("coffee")}[name]()
+    base = _plain_logo() if name == "plain" else drawn_logo() if name == "drawn" else photo(name)
     copy = _jpeg(base.rotate(angle, expand=True, fillcolor=(0, 0, 0), resample=Image.Resampling.BICUBIC), quality=80)
     query, reference = _features(copy), _features(base)
     assert geometry.aligned_verification(query, reference) is None  # upright starts: ECC does not turn that far
