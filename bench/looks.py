@@ -44,6 +44,7 @@ def run(*, suite: str = "chains", seed: int = 1, refs: int = 60, copies_per_ref:
     from bench.suites import build_suite
     from matching.core import geometry
     from matching.core.loading import load_image
+    from matching.core.matcher import query_features
 
     data = build_suite(suite, dataset, refs=refs, copies_per_ref=copies_per_ref, distractors=distractors, seed=seed)
     service = ServiceSystem()
@@ -69,10 +70,7 @@ def run(*, suite: str = "chains", seed: int = 1, refs: int = 60, copies_per_ref:
             unrelated += 1
             false_positives += any(d.is_match for d in decisions)
             candidates = ranked[:pairs]
-        # The query's features as the matcher extracts them for the whole picture.
-        whole = geometry.extract_features(loaded.image, frame=(loaded.width, loaded.height),
-                                          max_features=geometry.DEFAULT_QUERY_MAX_FEATURES,
-                                          kind=matcher.feature_kind or geometry.DEFAULT_KIND)
+        whole = query_features(loaded, matcher.feature_kind)
         for ref_id in candidates:
             reference = matcher.store.features(ref_id)
             if reference is None:

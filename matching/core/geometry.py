@@ -641,7 +641,7 @@ def _place(big: npt.NDArray[Any], small: npt.NDArray[Any], shares: tuple[float, 
     import cv2
 
     fit = min(big.shape[1] / small.shape[1], big.shape[0] / small.shape[0])
-    searched = searched or _Searched(big)
+    searched = searched if searched is not None else _Searched(big)
     best: tuple[float, npt.NDArray[np.float64]] | None = None
     for share in np.geomspace(shares[0], shares[1], shares[2]):
         s = float(share) * fit

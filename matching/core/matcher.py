@@ -209,6 +209,16 @@ def _frame(loaded: LoadedImage) -> tuple[int, int]:
     return loaded.width, loaded.height
 
 
+def query_features(loaded: LoadedImage, kind: str | None = None) -> Features:
+    """The local features a check extracts from the whole query (its thumbnail included), in the
+    picture's own pixels; ``kind``: the matcher's ``feature_kind`` (None: geometry's default)."""
+    from matching.core import geometry
+
+    return geometry.extract_features(loaded.image, frame=_frame(loaded),
+                                     max_features=geometry.DEFAULT_QUERY_MAX_FEATURES,
+                                     kind=kind or geometry.DEFAULT_KIND)
+
+
 class _QueryFeatures:
     """The query's local features, extracted on first use: the whole picture (its mirror image's
     too, only when asked: they cost as much again), and parts of it."""
@@ -230,8 +240,7 @@ class _QueryFeatures:
         assert self.loaded is not None
         kind = self.kind or geometry.DEFAULT_KIND
         if self._whole is None:
-            self._whole = geometry.extract_features(self.loaded.image, frame=_frame(self.loaded),
-                                                    max_features=geometry.DEFAULT_QUERY_MAX_FEATURES, kind=kind)
+            self._whole = query_features(self.loaded, self.kind)
         if not mirror:
             return self._whole
         if self._mirrored is None:
