@@ -4,37 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image, ImageDraw
-
 from bench import looks
-
-
-def _tile(i: int) -> Image.Image:
-    rng = np.random.default_rng(700 + i)
-    tile = Image.new("RGB", (128, 128), (255, 255, 255))
-    draw = ImageDraw.Draw(tile)
-    for _ in range(3):
-        x, y = (int(v) for v in rng.integers(5, 80, 2))
-        ink = tuple(int(v) for v in rng.integers(0, 200, 3))
-        draw.ellipse((x, y, x + 40, y + 30), fill=ink)
-    return tile
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """10 photos and 30 logos: the held-out fifth is 2 photos and 6 logos."""
-    root = tmp_path_factory.mktemp("datasets")
-    (root / "photos" / "set").mkdir(parents=True)
-    (root / "logos").mkdir()
-    for i in range(10):
-        rng = np.random.default_rng(100 + i)
-        Image.fromarray(rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)).resize(
-            (160, 120), Image.Resampling.BICUBIC).save(root / "photos" / "set" / f"p{i:02d}.png")
-    for i in range(30):
-        _tile(i).save(root / "logos" / f"brand{i:02d}.png")
-    return root
 
 
 def test_the_looks_are_counted_on_unmatched_copies_and_distractor_candidates(dataset: Path) -> None:

@@ -12,6 +12,7 @@ from bench import run
 from bench.attacks import ATTACKS, composite_mark, key_mark
 from bench.chains import EDIT_NAMES, EDITS, MAX_LENGTH, apply_steps, chain_name, random_chain
 from bench.suites import build_suite
+from tests.bench.synthetic import tile as _tile
 from training.data import list_items
 
 
@@ -19,17 +20,6 @@ def _photo(name: str, side: int = 240) -> Image.Image:
     image = Image.fromarray(getattr(data, name)()).convert("RGB")
     image.thumbnail((side, side))
     return image
-
-
-def _tile(i: int, side: int = 128) -> Image.Image:
-    """A flat tile with a mark in one colour, as the dataset's logos are drawn."""
-    rng = np.random.default_rng(i)
-    tile = Image.new("RGB", (side, side), (255, 255, 255) if i % 2 else (30, 30, 30))
-    draw = ImageDraw.Draw(tile)
-    ink = tuple(int(v) for v in rng.integers(0, 256, 3))
-    draw.ellipse((20 + i % 7, 30, 100, 96 - i % 5), fill=ink)
-    draw.rectangle((40, 14, 60 + i % 9, 110), fill=ink)
-    return tile
 
 
 def _region_mask(region: list[list[float]], size: tuple[int, int]) -> np.ndarray:
@@ -196,30 +186,6 @@ def test_chains_have_one_to_three_distinct_edits_named_as_applied() -> None:
 
 
 # -- the suites ----------------------------------------------------------------------------------
-
-def _synthetic_photo(i: int) -> Image.Image:
-    rng = np.random.default_rng(100 + i)
-    field = rng.integers(0, 256, (5, 6, 3)).astype(np.uint8)
-    image = Image.fromarray(field).resize((150, 120), Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x, y = (int(v) for v in rng.integers(0, 130, 2))
-        draw.rectangle((x, y % 100, x + 25, y % 100 + 18), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    return image
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """15 photos and 40 logos: the held-out fifth is 3 photos and 8 logos."""
-    root = tmp_path_factory.mktemp("datasets")
-    (root / "photos" / "set").mkdir(parents=True)
-    (root / "logos").mkdir()
-    for i in range(15):
-        _synthetic_photo(i).save(root / "photos" / "set" / f"p{i:02d}.png")
-    for i in range(40):
-        _tile(i, 96).save(root / "logos" / f"brand{i:02d}.png")
-    return root
-
 
 def test_suites_draw_only_held_out_images(dataset: Path) -> None:
     heldout = {i.name for i in list_items(dataset).heldout}
