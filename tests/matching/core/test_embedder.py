@@ -46,6 +46,39 @@ def test_embeddings_are_deterministic_and_unit_length(embedder: Embedder, photos
     assert embedder.embed([]).shape == (0, 256)
 
 
+def test_float32_runs_on_litert_and_gives_tensorflows_vectors(embedder: Embedder,
+                                                               photos: dict[str, Image.Image]) -> None:
+    """The converted flatbuffer is the same model: every vector within float rounding of the tf.function's."""
+    assert embedder.runtime == "litert"
+    on_tensorflow = Embedder(runtime="tensorflow")
+    assert on_tensorflow.runtime == "tensorflow"
+    images = [*photos.values(), drawn_logo(), drawn_logo().rotate(30)]
+    expected = on_tensorflow.embed(images)
+    np.testing.assert_allclose(embedder.embed(images), expected, atol=1e-5)
+    boxes, tiles = embedder.embed_crops(images[0])
+    np.testing.assert_allclose(tiles, on_tensorflow.embed([images[0].crop(b) for b in boxes]), atol=1e-5)
+
+
+def test_litert_interpreters_are_per_thread_and_follow_the_batch_size(embedder: Embedder,
+                                                                     photos: dict[str, Image.Image]) -> None:
+    """An interpreter is not thread-safe: threads embedding at once, with different batch sizes
+    (each a reallocation), must each get their own images' vectors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = list(photos.values())
+    expected = embedder.embed(images)
+    jobs = [images[i % 6 : i % 6 + 1 + i % 3] for i in range(24)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(embedder.embed, jobs))
+    for i, got in enumerate(results):
+        np.testing.assert_allclose(got, expected[i % 6 : i % 6 + 1 + i % 3], atol=1e-5)
+
+
+def test_a_runtime_is_named_or_refused() -> None:
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        Embedder(runtime="onnx")
+
+
 def test_embedder_is_built_once_per_process(embedder: Embedder) -> None:
     assert get_embedder() is embedder
     assert get_embedder(DEFAULT_HEAD_PATH) is embedder
