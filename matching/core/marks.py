@@ -71,7 +71,12 @@ SIZE_PENALTY = 3.0  # subtracted from a template's correlation over the square r
 PALETTE = 3  # main colours of a mark (k-means on chromaticity and brightness)
 LIKENESS_SPREAD = 0.12  # chromaticity distance at which a pixel stops looking like the mark's colours
 LIKENESS_FLOOR = 20.0
-VERIFY_TOP = 2     # candidates a check looks for the mark of, at most (each search costs ~100-200 ms)
+# Candidates a check looks for the mark of, at most, in the order the cascade meets them (each
+# search costs ~50-200 ms). 3, not 2 or 4 (docs/benchmarks.md section 7, "A third mark search"):
+# on the development seeds the third search found 9 more of 120 marks in scenes and no false
+# positive among 800 edited pictures; a fourth found 2 more and the chains suite's first mark
+# false positive; ordering the searches by CNN cosine instead found more marks and 2 more false ones.
+VERIFY_TOP = 3
 MARK_CANDIDATE = 0.2  # CNN cosine of a tile to a mark's view at or above: the mark is looked for
 MAX_SHARE_AS_MARK = 0.6
 TILE_DELTA = 30.0  # RGB distance: a query pixel this close to the tile's background colour shows it  # as_mark: a mark wider than this share of the query is a copy of the picture

@@ -170,3 +170,35 @@ def test_a_dark_mark_is_found_dark_and_not_in_a_lighter_shape_of_the_same_outlin
         if name == "black":
             assert found[name] is not None and polygon_iou(found[name].query_polygon, box, copy.size) >= 0.5
     assert found["red"] is None and found["grey"] is None
+
+
+def test_a_check_looks_for_at_most_verify_top_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mark search is the partial-copy pass's dearest step (50-200 ms each): a scene with no
+    mark in it, against logos that all have marks, is searched for the marks of the first
+    ``marks.VERIFY_TOP`` candidates the cascade meets, each once, and no more."""
+    from matching.core.cnn.embedder import get_embedder
+    from matching.core.matcher import Matcher, Thresholds, index_references
+
+    colours = [(200, 30, 30), (30, 140, 60), (20, 40, 140), (230, 160, 20), (120, 40, 160), (0, 0, 0)]
+    logos = []
+    for i, colour in enumerate(colours):
+        tile = Image.new("RGB", (200, 200), (255, 255, 255))
+        draw = ImageDraw.Draw(tile)
+        draw.ellipse((40 + 4 * i, 40, 160 - 4 * i, 160), fill=colour)
+        draw.rectangle((90 - 6 * i, 20, 110 + 6 * i, 180 - 10 * i), fill=(255, 255, 255) if i % 2 else colour)
+        logos.append((20 + i, tile))
+    embedder = get_embedder()
+    indexed = index_references(logos, embedder=embedder)
+    check = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(), embedder=embedder)
+    searched: list[int] = []
+    real = marks.mark_verification
+
+    def counted(query, mark, **kwargs):  # type: ignore[no-untyped-def]
+        searched.append(id(mark))
+        return real(query, mark, **kwargs)
+
+    monkeypatch.setattr(marks, "mark_verification", counted)
+    # The coffee cup's tiles come within cosine 0.2 (marks.MARK_CANDIDATE) of five of the marks.
+    outcome = check.match(load_image(encode(_photo("coffee"), "JPEG", quality=85)))
+    assert not any(d.is_match for d in outcome.decisions)
+    assert len(searched) == marks.VERIFY_TOP and len(set(searched)) == len(searched), searched
