@@ -72,11 +72,15 @@ PALETTE = 3  # main colours of a mark (k-means on chromaticity and brightness)
 LIKENESS_SPREAD = 0.12  # chromaticity distance at which a pixel stops looking like the mark's colours
 LIKENESS_FLOOR = 20.0
 # Candidates a check looks for the mark of, at most, in the order the cascade meets them (each
-# search costs ~50-200 ms). 3, not 2 or 4 (docs/benchmarks.md section 7, "A third mark search"):
-# on the development seeds the third search found 9 more of 120 marks in scenes and no false
-# positive among 800 edited pictures; a fourth found 2 more and the chains suite's first mark
-# false positive; ordering the searches by CNN cosine instead found more marks and 2 more false ones.
+# search costs ~50-200 ms), and the score a search accepts at: MIN_SCORE for the first
+# SURE_SEARCHES, LATE_MIN_SCORE for the later ones (docs/benchmarks.md section 7, "A third mark
+# search"). On the development seeds a third search at MIN_SCORE found 9 more of 120 marks in
+# scenes, but on the benchmark seed it also let in 2 of 1,000 chained distractors and 3 wrong
+# matches elsewhere, at 0.57-0.72; 11 of the development seeds' 12 wrong mark matches beyond the
+# second search scored under 0.65, and 6 of its 9 right ones over it.
 VERIFY_TOP = 3
+SURE_SEARCHES = 2
+LATE_MIN_SCORE = 0.65
 MARK_CANDIDATE = 0.2  # CNN cosine of a tile to a mark's view at or above: the mark is looked for
 MAX_SHARE_AS_MARK = 0.6
 TILE_DELTA = 30.0  # RGB distance: a query pixel this close to the tile's background colour shows it  # as_mark: a mark wider than this share of the query is a copy of the picture
@@ -598,11 +602,11 @@ def _colour_distance(patch: npt.NDArray[Any], made: _Template) -> float:
 
 
 def mark_verification(query: Image.Image, mark: Mark, *, frame: tuple[int, int],
-                      box: tuple[int, int, int, int] | None = None, tile_width: int | None = None
-                      ) -> Verification | None:
+                      box: tuple[int, int, int, int] | None = None, tile_width: int | None = None,
+                      min_score: float = MIN_SCORE) -> Verification | None:
     """:func:`verify_mark` as a ``geometry.Verification`` (model ``"mark"``, ``inlier_ratio`` the
     correlation, the reference polygon the mark's box), or None."""
-    found = verify_mark(query, box, mark, frame=frame, tile_width=tile_width)
+    found = verify_mark(query, box, mark, frame=frame, tile_width=tile_width, min_score=min_score)
     if found is None:
         return None
     x0, y0, x1, y1 = mark.box

@@ -665,7 +665,8 @@ class Matcher:
     def _verify_mark(self, state: "_Judging", ref_id: int, e: _Evidence) -> Verification | None:
         """When the reference has a mark (a logo keyed out of its tile, marks.py) and the local
         features did not confirm it, look for the mark itself in the query, once per candidate
-        and for at most ``marks.VERIFY_TOP`` candidates a check (each costs tens of ms)."""
+        and for at most ``marks.VERIFY_TOP`` candidates a check (each costs tens of ms); the
+        searches after the first ``marks.SURE_SEARCHES`` accept at ``marks.LATE_MIN_SCORE``."""
         from matching.core import marks
 
         find = getattr(self.store, "mark", None)
@@ -676,12 +677,13 @@ class Matcher:
         mark = find(ref_id)
         if mark is None:
             return None
+        floor = marks.MIN_SCORE if len(state.marks_tried) < marks.SURE_SEARCHES else marks.LATE_MIN_SCORE
         state.marks_tried.add(ref_id)
         if e.cnn_box is None:
-            return marks.mark_verification(loaded.image, mark, frame=_frame(loaded))
+            return marks.mark_verification(loaded.image, mark, frame=_frame(loaded), min_score=floor)
         # Found through a tile: the mark is in or near it, at about the tile's scale.
         return marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=_enlarge(e.cnn_box, loaded.image.size),
-                                       tile_width=e.cnn_box[2] - e.cnn_box[0])
+                                       tile_width=e.cnn_box[2] - e.cnn_box[0], min_score=floor)
 
     def _mark_stage(self, state: "_Judging", evidence: dict[int, _Evidence],
                     allowed: Callable[[int], bool] | None) -> None:

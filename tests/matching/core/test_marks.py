@@ -175,7 +175,8 @@ def test_a_dark_mark_is_found_dark_and_not_in_a_lighter_shape_of_the_same_outlin
 def test_a_check_looks_for_at_most_verify_top_marks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The mark search is the partial-copy pass's dearest step (50-200 ms each): a scene with no
     mark in it, against logos that all have marks, is searched for the marks of the first
-    ``marks.VERIFY_TOP`` candidates the cascade meets, each once, and no more."""
+    ``marks.VERIFY_TOP`` candidates the cascade meets, each once, and no more; the searches
+    after the first ``marks.SURE_SEARCHES`` accept only at ``marks.LATE_MIN_SCORE``."""
     from matching.core.cnn.embedder import get_embedder
     from matching.core.matcher import Matcher, Thresholds, index_references
 
@@ -191,10 +192,12 @@ def test_a_check_looks_for_at_most_verify_top_marks(monkeypatch: pytest.MonkeyPa
     indexed = index_references(logos, embedder=embedder)
     check = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(), embedder=embedder)
     searched: list[int] = []
+    floors: list[float] = []
     real = marks.mark_verification
 
     def counted(query, mark, **kwargs):  # type: ignore[no-untyped-def]
         searched.append(id(mark))
+        floors.append(kwargs["min_score"])
         return real(query, mark, **kwargs)
 
     monkeypatch.setattr(marks, "mark_verification", counted)
@@ -202,3 +205,7 @@ def test_a_check_looks_for_at_most_verify_top_marks(monkeypatch: pytest.MonkeyPa
     outcome = check.match(load_image(encode(_photo("coffee"), "JPEG", quality=85)))
     assert not any(d.is_match for d in outcome.decisions)
     assert len(searched) == marks.VERIFY_TOP and len(set(searched)) == len(searched), searched
+    # The later searches must correlate better: chance look-alikes pile up with every search.
+    late = marks.VERIFY_TOP - marks.SURE_SEARCHES
+    assert floors == [marks.MIN_SCORE] * marks.SURE_SEARCHES + [marks.LATE_MIN_SCORE] * late
+    assert marks.LATE_MIN_SCORE > marks.MIN_SCORE and late >= 1
