@@ -230,25 +230,28 @@ class _LiteRunner:
         self._local = threading.local()
 
     def _interpreter(self) -> Any:
+        """This thread's interpreter; its input and output tensor indices are kept beside it."""
         interpreter = getattr(self._local, "interpreter", None)
         if interpreter is None:
             from ai_edge_litert.interpreter import Interpreter
 
             interpreter = Interpreter(model_content=self._model, num_threads=self._threads)
+            (source,), (result,) = interpreter.get_input_details(), interpreter.get_output_details()
             self._local.interpreter = interpreter
+            self._local.source, self._local.result = source["index"], result["index"]
             self._local.shape = None
         return interpreter
 
     def run(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         interpreter = self._interpreter()
-        (source,), (result,) = interpreter.get_input_details(), interpreter.get_output_details()
-        if self._local.shape != batch.shape:
-            interpreter.resize_tensor_input(source["index"], batch.shape)
+        local = self._local
+        if local.shape != batch.shape:
+            interpreter.resize_tensor_input(local.source, batch.shape)
             interpreter.allocate_tensors()
-            self._local.shape = batch.shape
-        interpreter.set_tensor(source["index"], np.ascontiguousarray(batch))
+            local.shape = batch.shape
+        interpreter.set_tensor(local.source, np.ascontiguousarray(batch))
         interpreter.invoke()
-        out: npt.NDArray[np.float32] = interpreter.get_tensor(result["index"]).copy()
+        out: npt.NDArray[np.float32] = interpreter.get_tensor(local.result).copy()
         return out
 
 
@@ -270,6 +273,8 @@ class Embedder:
                  *, runtime: str | None = None) -> None:
         """``runtime`` (one of ``RUNTIMES``): by default LiteRT in float32, TensorFlow in bfloat16
         (LiteRT has no bfloat16 arithmetic on x86); naming one is for comparing them."""
+        if runtime is not None and runtime not in RUNTIMES:  # before TensorFlow starts, as the head's check
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         # Read the head first: a missing or corrupt file fails before TensorFlow starts.
         self.head: HeadWeights = read_head(Path(head_path) if head_path else None)
         cut = truncated_backbone(weights_path)
@@ -284,8 +289,6 @@ class Embedder:
         graph = tf.function(forward, input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.uint8)])
         arithmetic = precision()
         chosen = runtime or ("litert" if arithmetic == "float32" else "tensorflow")
-        if chosen not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         if chosen == "litert" and arithmetic != "float32":
             raise ValueError(f"the litert runtime runs float32 only; this process runs {arithmetic}")
         self.runtime = chosen
