@@ -679,11 +679,11 @@ class Matcher:
             return None
         floor = marks.MIN_SCORE if len(state.marks_tried) < marks.SURE_SEARCHES else marks.LATE_MIN_SCORE
         state.marks_tried.add(ref_id)
-        if e.cnn_box is None:
-            return marks.mark_verification(loaded.image, mark, frame=_frame(loaded), min_score=floor)
-        # Found through a tile: the mark is in or near it, at about the tile's scale.
-        return marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=_enlarge(e.cnn_box, loaded.image.size),
-                                       tile_width=e.cnn_box[2] - e.cnn_box[0], min_score=floor)
+        box = tile_width = None
+        if e.cnn_box is not None:  # found through a tile: the mark is in or near it, at about the tile's scale
+            box, tile_width = _enlarge(e.cnn_box, loaded.image.size), e.cnn_box[2] - e.cnn_box[0]
+        return marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=box, tile_width=tile_width,
+                                       min_score=floor)
 
     def _mark_stage(self, state: "_Judging", evidence: dict[int, _Evidence],
                     allowed: Callable[[int], bool] | None) -> None:
