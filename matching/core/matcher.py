@@ -311,6 +311,8 @@ class _Judging:
     # pass's tiles find parts of the query, not the query as a part); each leaves when given it.
     crop_due: set[int] = field(default_factory=set)
     marks_tried: set[int] = field(default_factory=set)  # candidates whose mark was looked for
+    # Unsure marks the CNN confirmed (marks.crop_confirms): ref id -> the crop's cosine.
+    marks_confirmed: dict[int, float] = field(default_factory=dict)
 
     def found(self) -> bool:
         return any(d.is_match for d in self.decided.values())
@@ -630,6 +632,8 @@ class Matcher:
                 score = self._verified_score(e, result.inliers)
                 if result.model in ("mark", "crop", "aligned"):  # a correlation of pixels, no inliers
                     scores[f"{result.model}_score"] = round(result.inlier_ratio, 4)
+                if ref_id in state.marks_confirmed:
+                    scores["mark_crop_cosine"] = state.marks_confirmed[ref_id]
                     score = round(max(self._similarity(e), 0.7 + 0.25 * result.inlier_ratio), 6)
                 state.decided[ref_id] = Decision(
                     ref_id, MODIFIED_COPY, score, scores,
@@ -682,8 +686,22 @@ class Matcher:
         box = tile_width = None
         if e.cnn_box is not None:  # found through a tile: the mark is in or near it, at about the tile's scale
             box, tile_width = _enlarge(e.cnn_box, loaded.image.size), e.cnn_box[2] - e.cnn_box[0]
-        return marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=box, tile_width=tile_width,
-                                       min_score=floor)
+        vectors = self.indexes.vectors
+        confirm = self.embedder is not None and vectors is not None and len(vectors) > 0
+        result = marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=box, tile_width=tile_width,
+                                         min_score=floor, weak_score=marks.WEAK_SCORE if confirm else None)
+        if result is None or result.accepted:
+            return result
+        # Unsure (marks.WEAK_SCORE): the CNN must see this reference's mark in the place.
+        crop = marks.mark_crop(loaded.image, result.query_polygon, frame=_frame(loaded))
+        if crop is None or self.embedder is None or vectors is None:
+            return None
+        hits = vectors.search(self.embedder.embed_one(crop)[None, :], 1)[0]
+        cosine = marks.crop_confirms(hits, ref_id)
+        if cosine is None:
+            return None
+        state.marks_confirmed[ref_id] = round(cosine, 4)
+        return replace(result, accepted=True, reason="mark")
 
     def _mark_stage(self, state: "_Judging", evidence: dict[int, _Evidence],
                     allowed: Callable[[int], bool] | None) -> None:
@@ -709,6 +727,8 @@ class Matcher:
             state.verifications[ref_id] = result
             assert result.edit is not None
             scores = dict(self._signal_scores(e), inliers=0, mark_score=result.inlier_ratio)
+            if ref_id in state.marks_confirmed:
+                scores["mark_crop_cosine"] = state.marks_confirmed[ref_id]
             state.decided[ref_id] = Decision(
                 ref_id, MODIFIED_COPY, round(max(self._similarity(e), 0.7 + 0.25 * result.inlier_ratio), 6), scores,
                 region={"query": result.query_polygon, "reference": result.reference_polygon},

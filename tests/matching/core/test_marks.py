@@ -6,6 +6,7 @@ trained on (tests/test_fixtures_unseen.py)."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -209,3 +210,73 @@ def test_a_check_looks_for_at_most_verify_top_marks(monkeypatch: pytest.MonkeyPa
     late = marks.VERIFY_TOP - marks.SURE_SEARCHES
     assert floors == [marks.MIN_SCORE] * marks.SURE_SEARCHES + [marks.LATE_MIN_SCORE] * late
     assert marks.LATE_MIN_SCORE > marks.MIN_SCORE and late >= 1
+
+
+def test_an_unsure_place_is_returned_only_when_asked_for() -> None:
+    """A place scoring under ``min_score`` is no find, unless the caller asks for unsure places
+    (``weak_score``): then it comes back with ``sure`` False, where the mark is, for the CNN to
+    confirm."""
+    mark = marks.extract_mark(transparent_logo().convert("RGB"), transparent_logo().getchannel("A"))
+    assert mark is not None
+    scene, box = _composite(_photo("astronaut"), transparent_logo().crop((28, 18, 213, 225)), width_share=0.2,
+                            at=(0.3, 0.6))
+    scene = scene.convert("RGB")
+    sure = marks.verify_mark(scene, None, mark, frame=scene.size)
+    assert sure is not None and sure.sure and sure.score >= marks.MIN_SCORE
+    assert marks.verify_mark(scene, None, mark, frame=scene.size, min_score=0.99) is None
+    unsure = marks.verify_mark(scene, None, mark, frame=scene.size, min_score=0.99, weak_score=marks.WEAK_SCORE)
+    assert unsure is not None and not unsure.sure and marks.WEAK_SCORE <= unsure.score < 0.99
+    assert polygon_iou(unsure.query_polygon, box, scene.size) >= 0.5
+    as_verification = marks.mark_verification(scene, mark, frame=scene.size, min_score=0.99,
+                                               weak_score=marks.WEAK_SCORE)
+    assert as_verification is not None and not as_verification.accepted
+    assert as_verification.reason == marks.UNSURE
+    # Nothing there at all: no unsure place either.
+    plain = _photo("astronaut").convert("RGB")
+    assert marks.verify_mark(plain, None, mark, frame=plain.size, min_score=0.99, weak_score=marks.WEAK_SCORE) is None
+
+
+def test_mark_crop_frames_the_place_as_the_views_do_and_refuses_small_places() -> None:
+    query = Image.new("RGB", (400, 300))  # the working picture: half the picture's own 800x600
+    crop = marks.mark_crop(query, [[300, 200], [400, 200], [400, 260], [300, 260]], frame=(800, 600))
+    assert crop is not None
+    # 100x60 own pixels -> 50x30 working; 4:3 around it -> 50x37.5, grown by CROP_MARGIN.
+    assert abs(crop.width - 50 * marks.CROP_MARGIN) <= 1 and abs(crop.height - 37.5 * marks.CROP_MARGIN) <= 1
+    side = marks.WEAK_MIN_SIDE - 1
+    assert marks.mark_crop(query, [[10, 10], [10 + side, 10], [10 + side, 40], [10, 40]], frame=(800, 600)) is None
+
+
+def test_crop_confirms_only_the_nearest_reference_at_crop_cosine() -> None:
+    view = marks.mark_vector_id(7, 2)
+    assert marks.crop_confirms([(view, 0.6), (8, 0.5)], 7) == pytest.approx(0.6)
+    assert marks.crop_confirms([(7, 0.6)], 7) == pytest.approx(0.6)  # the picture's own vector
+    assert marks.crop_confirms([(8, 0.6), (view, 0.59)], 7) is None  # another reference is nearer
+    assert marks.crop_confirms([(view, marks.CROP_COSINE - 0.01)], 7) is None
+    assert marks.crop_confirms([], 7) is None
+
+
+def test_a_check_accepts_an_unsure_mark_only_when_the_cnn_confirms_it(matcher, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+                                                                     ) -> None:
+    """With every sure floor out of reach, the composited mark is an unsure find: the check
+    accepts it when the crop of the place has the logo as its nearest reference (and says so in
+    ``mark_crop_cosine``), and not when the crop must come closer than any crop does."""
+    from matching.core import geometry
+
+    mark = transparent_logo().crop((28, 18, 213, 225))
+    scene, box = _composite(_photo("astronaut"), mark, width_share=0.2, at=(0.7, 0.3))
+    query = load_image(encode(scene.convert("RGB"), "JPEG", quality=85))
+    monkeypatch.setattr(marks, "MIN_SCORE", 0.99)
+    monkeypatch.setattr(marks, "LATE_MIN_SCORE", 0.99)
+    real_verify = geometry.verify
+    # Keypoints would confirm this clean composite before any mark search: take them out.
+    monkeypatch.setattr(geometry, "verify", lambda *a, **k: replace(real_verify(*a, **k), accepted=False))
+    outcome = matcher.match(query)
+    found = [d for d in outcome.decisions if d.reference_id == 7]
+    assert found and found[0].is_match, outcome.decisions[:3]
+    scores = found[0].signal_scores
+    assert marks.WEAK_SCORE <= scores["mark_score"] < 0.99
+    assert scores["mark_crop_cosine"] >= marks.CROP_COSINE
+    assert polygon_iou(found[0].region["query"], box, scene.size) >= 0.5
+    monkeypatch.setattr(marks, "CROP_COSINE", 0.999)
+    again = matcher.match(query)
+    assert not any(d.reference_id == 7 and d.is_match for d in again.decisions), again.decisions[:3]
