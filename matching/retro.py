@@ -217,7 +217,10 @@ def _judge(organisation: Organisation, suspect: SuspectSignals, ref_ids: set[int
     if loaded is None and not hashes:
         return []
     store = DatabaseStore(organisation.pk, suspect.collection_id)
-    matcher = Matcher(store=store, indexes=indexes, thresholds=default_thresholds(), embedder=embedder)
+    # The indexes hold the new images only: an unsure mark's crop would be "nearest" to one of them
+    # for want of the rest, so a re-check keeps only sure marks (docs/matching.md, "Marks").
+    matcher = Matcher(store=store, indexes=indexes, thresholds=default_thresholds(), embedder=embedder,
+                      unsure_marks=False)
     allowed = ref_ids.__contains__
     if loaded is not None:
         outcome = matcher.match(loaded, partial="auto", allowed=allowed)

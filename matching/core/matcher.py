@@ -332,6 +332,7 @@ class Matcher:
         embedder: Any | None = None,
         verify: bool = True,
         feature_kind: str | None = None,
+        unsure_marks: bool = True,
     ) -> None:
         self.store = store
         self.indexes = indexes
@@ -339,6 +340,10 @@ class Matcher:
         self.embedder = embedder
         self.verify = verify
         self.feature_kind = feature_kind
+        # Unsure marks (marks.WEAK_SCORE) are confirmed by the crop's nearest vector in
+        # ``indexes.vectors``: only meaningful when that index holds every protected picture the
+        # check is against (not a re-check's index of the new pictures alone).
+        self.unsure_marks = unsure_marks
 
     # -- public -------------------------------------------------------------
     def match(
@@ -687,7 +692,7 @@ class Matcher:
         if e.cnn_box is not None:  # found through a tile: the mark is in or near it, at about the tile's scale
             box, tile_width = _enlarge(e.cnn_box, loaded.image.size), e.cnn_box[2] - e.cnn_box[0]
         vectors = self.indexes.vectors
-        confirm = self.embedder is not None and vectors is not None and len(vectors) > 0
+        confirm = self.unsure_marks and self.embedder is not None and vectors is not None and len(vectors) > 0
         result = marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=box, tile_width=tile_width,
                                          min_score=floor, weak_score=marks.WEAK_SCORE if confirm else None)
         if result is None or result.accepted:

@@ -277,6 +277,12 @@ def test_a_check_accepts_an_unsure_mark_only_when_the_cnn_confirms_it(matcher, m
     assert marks.WEAK_SCORE <= scores["mark_score"] < 0.99
     assert scores["mark_crop_cosine"] >= marks.CROP_COSINE
     assert polygon_iou(found[0].region["query"], box, scene.size) >= 0.5
+    # A re-check's matcher (its index holds only the new pictures) keeps only sure marks.
+    from matching.core.matcher import Matcher
+
+    sure_only = Matcher(store=matcher.store, indexes=matcher.indexes, thresholds=matcher.thresholds,
+                        embedder=matcher.embedder, unsure_marks=False)
+    assert not any(d.reference_id == 7 and d.is_match for d in sure_only.match(query).decisions)
     monkeypatch.setattr(marks, "CROP_COSINE", 0.999)
     again = matcher.match(query)
     assert not any(d.reference_id == 7 and d.is_match for d in again.decisions), again.decisions[:3]
