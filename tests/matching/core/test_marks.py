@@ -276,6 +276,10 @@ def test_a_check_accepts_an_unsure_mark_only_when_the_cnn_confirms_it(matcher, m
     scores = found[0].signal_scores
     assert marks.WEAK_SCORE <= scores["mark_score"] < 0.99
     assert scores["mark_crop_cosine"] >= marks.CROP_COSINE
+    # Trusted least: its correlation counts from 0.6, not 0.7 as a sure mark's (which would put it
+    # at 0.81 or more, above keypoint verifications from 0.75); here the CNN's cosine is higher.
+    assert found[0].score == pytest.approx(max(scores["cnn_score"], 0.6 + 0.25 * scores["mark_score"]), abs=1e-5)
+    assert found[0].score < 0.7 + 0.25 * scores["mark_score"]
     assert polygon_iou(found[0].region["query"], box, scene.size) >= 0.5
     # A re-check's matcher (its index holds only the new pictures) keeps only sure marks.
     from matching.core.matcher import Matcher
