@@ -637,9 +637,9 @@ class Matcher:
                 score = self._verified_score(e, result.inliers)
                 if result.model in ("mark", "crop", "aligned"):  # a correlation of pixels, no inliers
                     scores[f"{result.model}_score"] = round(result.inlier_ratio, 4)
+                    score = self._correlation_score(state, ref_id, e, result)
                 if ref_id in state.marks_confirmed:
                     scores["mark_crop_cosine"] = state.marks_confirmed[ref_id]
-                    score = self._correlation_score(state, ref_id, e, result)
                 state.decided[ref_id] = Decision(
                     ref_id, MODIFIED_COPY, score, scores,
                     region={"query": result.query_polygon, "reference": result.reference_polygon},

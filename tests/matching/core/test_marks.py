@@ -265,11 +265,17 @@ def test_a_check_accepts_an_unsure_mark_only_when_the_cnn_confirms_it(matcher, m
     mark = transparent_logo().crop((28, 18, 213, 225))
     scene, box = _composite(_photo("astronaut"), mark, width_share=0.2, at=(0.7, 0.3))
     query = load_image(encode(scene.convert("RGB"), "JPEG", quality=85))
-    monkeypatch.setattr(marks, "MIN_SCORE", 0.99)
-    monkeypatch.setattr(marks, "LATE_MIN_SCORE", 0.99)
     real_verify = geometry.verify
     # Keypoints would confirm this clean composite before any mark search: take them out.
     monkeypatch.setattr(geometry, "verify", lambda *a, **k: replace(real_verify(*a, **k), accepted=False))
+    sure = [d for d in matcher.match(query).decisions if d.reference_id == 7]
+    assert sure and sure[0].is_match and "mark_crop_cosine" not in sure[0].signal_scores
+    assert sure[0].signal_scores["mark_score"] >= marks.MIN_SCORE
+    # A sure mark's score: 0.7 plus a quarter of its correlation, or the CNN's cosine when higher.
+    assert sure[0].score == pytest.approx(
+        max(sure[0].signal_scores["cnn_score"], 0.7 + 0.25 * sure[0].signal_scores["mark_score"]), abs=1e-5)
+    monkeypatch.setattr(marks, "MIN_SCORE", 0.99)
+    monkeypatch.setattr(marks, "LATE_MIN_SCORE", 0.99)
     outcome = matcher.match(query)
     found = [d for d in outcome.decisions if d.reference_id == 7]
     assert found and found[0].is_match, outcome.decisions[:3]
