@@ -313,6 +313,9 @@ class _Judging:
     marks_tried: set[int] = field(default_factory=set)  # candidates whose mark was looked for
     # Unsure marks the CNN confirmed (marks.crop_confirms): ref id -> the crop's cosine.
     marks_confirmed: dict[int, float] = field(default_factory=dict)
+    # Unsure marks found before the partial-copy pass, settled at its end (Matcher._mark_stage):
+    # its crop and aligned looks box a cut-out copy better than a mark does.
+    marks_unsure: dict[int, Verification] = field(default_factory=dict)
 
     def found(self) -> bool:
         return any(d.is_match for d in self.decided.values())
@@ -697,7 +700,19 @@ class Matcher:
                                          min_score=floor, weak_score=marks.WEAK_SCORE if confirm else None)
         if result is None or result.accepted:
             return result
-        # Unsure (marks.WEAK_SCORE): the CNN must see this reference's mark in the place.
+        if not state.low_res:  # before the partial-copy pass: settled at its end, after its looks
+            state.marks_unsure[ref_id] = result
+            return None
+        return self._confirm_mark(state, ref_id, result)
+
+    def _confirm_mark(self, state: "_Judging", ref_id: int, result: Verification) -> Verification | None:
+        """An unsure mark (marks.WEAK_SCORE) accepted when the CNN sees this reference's mark in
+        the place (marks.mark_crop, marks.crop_confirms), or None."""
+        from matching.core import marks
+
+        loaded, vectors = state.query.loaded, self.indexes.vectors
+        if loaded is None:
+            return None
         crop = marks.mark_crop(loaded.image, result.query_polygon, frame=_frame(loaded))
         if crop is None or self.embedder is None or vectors is None:
             return None
@@ -716,6 +731,15 @@ class Matcher:
         first, up to ``marks.VERIFY_TOP`` a check in all."""
         from matching.core import marks
 
+        # Unsure marks the answer's passes found, for candidates nothing has confirmed since.
+        for ref_id, unsure in list(state.marks_unsure.items()):
+            del state.marks_unsure[ref_id]
+            if ref_id in state.decided and state.decided[ref_id].is_match:
+                continue
+            if (allowed is None or allowed(ref_id)) and ref_id in state.records:
+                confirmed = self._confirm_mark(state, ref_id, unsure)
+                if confirmed is not None:
+                    self._accept_mark(state, ref_id, evidence[ref_id], confirmed)
         open_ = sorted(((e.cnn, i) for i, e in evidence.items()
                         if e.cnn_mark and e.cnn is not None and e.cnn >= marks.MARK_CANDIDATE
                         and i not in state.marks_tried and (allowed is None or allowed(i))
@@ -727,17 +751,20 @@ class Matcher:
                 continue  # deleted since it was indexed
             e = evidence[ref_id]
             result = self._verify_mark(state, ref_id, e)
-            if result is None:
-                continue
-            state.verifications[ref_id] = result
-            assert result.edit is not None
-            scores = dict(self._signal_scores(e), inliers=0, mark_score=result.inlier_ratio)
-            if ref_id in state.marks_confirmed:
-                scores["mark_crop_cosine"] = state.marks_confirmed[ref_id]
-            state.decided[ref_id] = Decision(
-                ref_id, MODIFIED_COPY, self._correlation_score(state, ref_id, e, result), scores,
-                region={"query": result.query_polygon, "reference": result.reference_polygon},
-                edit={**_edit_json(result.edit), "description": result.edit.describe()})
+            if result is not None:
+                self._accept_mark(state, ref_id, e, result)
+
+    def _accept_mark(self, state: "_Judging", ref_id: int, e: _Evidence, result: Verification) -> None:
+        """Decide ``ref_id`` a modified copy on its mark, found by the partial-copy pass's search."""
+        state.verifications[ref_id] = result
+        assert result.edit is not None
+        scores = dict(self._signal_scores(e), inliers=0, mark_score=result.inlier_ratio)
+        if ref_id in state.marks_confirmed:
+            scores["mark_crop_cosine"] = state.marks_confirmed[ref_id]
+        state.decided[ref_id] = Decision(
+            ref_id, MODIFIED_COPY, self._correlation_score(state, ref_id, e, result), scores,
+            region={"query": result.query_polygon, "reference": result.reference_polygon},
+            edit={**_edit_json(result.edit), "description": result.edit.describe()})
 
     def _as_mark(self, state: "_Judging", ref_id: int, result: Verification) -> Verification:
         """An accepted verification of a reference that has a mark, boxed and told as the mark's
