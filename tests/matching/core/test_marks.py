@@ -296,3 +296,36 @@ def test_a_check_accepts_an_unsure_mark_only_when_the_cnn_confirms_it(matcher, m
     monkeypatch.setattr(marks, "CROP_COSINE", 0.999)
     again = matcher.match(query)
     assert not any(d.reference_id == 7 and d.is_match for d in again.decisions), again.decisions[:3]
+
+
+def test_an_unsure_mark_found_by_the_answer_waits_for_the_partial_copy_pass(matcher,  # type: ignore[no-untyped-def]
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer's verification finds the large mark unsure; it is not accepted there (the
+    partial-copy pass's crop and aligned looks box a cut-out copy better than a mark), but at the
+    end of that pass, without searching for it again."""
+    from matching.core import geometry
+
+    scene, _box = _composite(_photo("astronaut"), transparent_logo().crop((28, 18, 213, 225)), width_share=0.45,
+                             at=(0.5, 0.5))
+    query = load_image(encode(scene.convert("RGB"), "JPEG", quality=85))
+    real_verify = geometry.verify
+    monkeypatch.setattr(geometry, "verify", lambda *a, **k: replace(real_verify(*a, **k), accepted=False))
+    monkeypatch.setattr(marks, "MIN_SCORE", 0.99)
+    monkeypatch.setattr(marks, "LATE_MIN_SCORE", 0.99)
+    searches: list[str | None] = []
+    real = marks.mark_verification
+
+    def counted(q, m, **kwargs):  # type: ignore[no-untyped-def]
+        found = real(q, m, **kwargs)
+        searches.append(found.reason if found is not None else None)
+        return found
+
+    monkeypatch.setattr(marks, "mark_verification", counted)
+    answer = matcher.match(query, partial="never")
+    assert searches == [marks.UNSURE]  # searched by the answer's verification, found unsure
+    assert not any(d.reference_id == 7 and d.is_match for d in answer.decisions)
+    searches.clear()
+    whole = matcher.match(query)
+    assert searches[0] == marks.UNSURE and searches.count(marks.UNSURE) == 1  # not searched again
+    best = [d for d in whole.decisions if d.reference_id == 7]
+    assert best and best[0].is_match and best[0].signal_scores["mark_crop_cosine"] >= marks.CROP_COSINE
