@@ -142,11 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--raw", type=Path, default=None, help=f"raw JSON (default OUT/{RAW_NAME})")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="the CNN's arithmetic (default auto: bfloat16 where the CPU has it, else "
-                             "float32 on LiteRT); float32 compares runs across machines")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="the CNN's arithmetic (default: the process's, auto unless set: bfloat16 where "
+                             "the CPU has it, else float32 on LiteRT); float32 compares runs across machines")
     args = parser.parse_args(argv)
-    configure(precision=args.precision)
+    if args.precision is not None:  # else leave the process's setting (a test's float32, say) alone
+        configure(precision=args.precision)
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
     if args.suite != "attacks":
