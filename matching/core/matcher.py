@@ -732,14 +732,14 @@ class Matcher:
         from matching.core import marks
 
         # Unsure marks the answer's passes found, for candidates nothing has confirmed since.
-        for ref_id, unsure in list(state.marks_unsure.items()):
-            del state.marks_unsure[ref_id]
+        for ref_id, unsure in state.marks_unsure.items():
             if ref_id in state.decided and state.decided[ref_id].is_match:
                 continue
             if (allowed is None or allowed(ref_id)) and ref_id in state.records:
                 confirmed = self._confirm_mark(state, ref_id, unsure)
                 if confirmed is not None:
                     self._accept_mark(state, ref_id, evidence[ref_id], confirmed)
+        state.marks_unsure.clear()
         open_ = sorted(((e.cnn, i) for i, e in evidence.items()
                         if e.cnn_mark and e.cnn is not None and e.cnn >= marks.MARK_CANDIDATE
                         and i not in state.marks_tried and (allowed is None or allowed(i))
