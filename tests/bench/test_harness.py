@@ -324,6 +324,21 @@ def test_run_writes_report_plot_and_raw_then_calibrates(tmp_path: Path,
     assert chosen["op"] == "<=" and chosen["fpr"] <= 0.25 and chosen["n_unrelated"] == 7
 
 
+def test_precision_is_set_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--precision`` sets the CNN's arithmetic for the run; without it the process's setting
+    (a test's float32, an operator's choice) is left as it was."""
+    from matching.core.cnn import config
+
+    monkeypatch.setattr(config, "_current", config.CnnConfig(precision="bfloat16"))  # restored after the test
+    root = _tiny_dataset(tmp_path / "datasets")
+    argv = ["--dataset", str(root), "--systems", "phash", "--refs", "2", "--distractors", "1",
+            "--attacks", "jpeg_q15", "--include-training-images"]
+    assert run.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert config.current().precision == "bfloat16"
+    assert run.main([*argv, "--out", str(tmp_path / "b"), "--precision", "float32"]) == 0
+    assert config.current().precision == "float32"
+
+
 class _FramingPHash(PHashBaseline):
     """A stand-in service: pHash hits that claim the whole query as the copied region."""
 
