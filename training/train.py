@@ -53,7 +53,7 @@ from .data import DEFAULT_DATASETS, HOLDOUT_EVERY, SKIMAGE_TRAIN, Item, Split, l
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPORT_DIR = REPO_ROOT / "docs" / "training"
 # Views per training image: (random edit chains, paste windows, mark composites), besides the clean one.
-VIEWS = {"photo": (16, 3, 0), "logo": (5, 2, 2)}
+VIEWS = {"photo": (24, 3, 0), "logo": (10, 2, 4)}
 VIEW_RECIPE_VERSION = 2  # bump when augment.py or the view recipe changes: invalidates caches
 CLEAN, RANDOM, PASTE, MARK = 0, 1, 2, 3
 MAP_SHAPE = (7, 7, 320)
@@ -160,7 +160,7 @@ def build_cache(items: list[Item], *, seed: int, cache_dir: Path, log: Callable[
 @dataclass
 class Config:
     seed: int = 0
-    map_steps: int = 400  # phase 1: p and the 1x1 convolution learnt on the maps (~0.7 s a step, one core)
+    map_steps: int = 800  # phase 1: p and the 1x1 convolution learnt on the maps (~0.7 s a step, one core)
     map_batch: int = 128  # images per phase-1 step; each contributes two views
     steps: int = 300  # phase 2: p fixed, GeM vectors precomputed once (fast: milliseconds a step)
     batch: int = 512  # images per phase-2 step
