@@ -81,6 +81,11 @@ LIKENESS_FLOOR = 20.0
 # second search scored under 0.65, and 6 of its 9 right ones over it.
 VERIFY_TOP = 3
 SURE_SEARCHES = 2
+# Of those, the answer's passes leave this many to the partial-copy pass when one follows: with
+# the answer spending all three on the whole picture's look-alikes (cosines 0.37-0.49), the marks
+# a tile found at 0.58-0.78 went unsearched (docs/benchmarks.md section 7, "The head retrained
+# with more views"). A late search's mark is also confirmed by the CNN (Matcher._verify_mark).
+PARTIAL_RESERVE = 1
 LATE_MIN_SCORE = 0.65
 MARK_CANDIDATE = 0.2  # CNN cosine of a tile to a mark's view at or above: the mark is looked for
 MAX_SHARE_AS_MARK = 0.6

@@ -311,6 +311,9 @@ class _Judging:
     # pass's tiles find parts of the query, not the query as a part); each leaves when given it.
     crop_due: set[int] = field(default_factory=set)
     marks_tried: set[int] = field(default_factory=set)  # candidates whose mark was looked for
+    # A partial-copy pass follows the answer's passes if they find nothing: they keep
+    # marks.PARTIAL_RESERVE of the mark searches for it.
+    partial_follows: bool = False
     # Unsure marks the CNN confirmed (marks.crop_confirms): ref id -> the crop's cosine.
     marks_confirmed: dict[int, float] = field(default_factory=dict)
     # Unsure marks found before the partial-copy pass, settled at its end (Matcher._mark_stage):
@@ -411,7 +414,8 @@ class Matcher:
         self._hash_stage(sig, ev, top_k, nearest=not use_cnn)
         lap("hash_ms")
         exhaustive = partial == PARTIAL_ALWAYS
-        state = _Judging(records={}, decided={}, verifications={}, query=_QueryFeatures(loaded, self.feature_kind))
+        state = _Judging(records={}, decided={}, verifications={}, query=_QueryFeatures(loaded, self.feature_kind),
+                         partial_follows=use_cnn and partial != PARTIAL_NEVER)
         embeddings: dict[str, Any] = {}
         # Pass 0: digests and hashes decide exact and near-duplicate copies; with the CNN to
         # come, verification waits for its candidates.
@@ -677,19 +681,26 @@ class Matcher:
     def _verify_mark(self, state: "_Judging", ref_id: int, e: _Evidence) -> Verification | None:
         """When the reference has a mark (a logo keyed out of its tile, marks.py) and the local
         features did not confirm it, look for the mark itself in the query, once per candidate
-        and for at most ``marks.VERIFY_TOP`` candidates a check (each costs tens of ms); the
-        searches after the first ``marks.SURE_SEARCHES`` accept at ``marks.LATE_MIN_SCORE``."""
+        and for at most ``marks.VERIFY_TOP`` candidates a check (each costs tens of ms), of which
+        the answer's passes leave ``marks.PARTIAL_RESERVE`` to a partial-copy pass that follows; the
+        searches after the first ``marks.SURE_SEARCHES`` accept at ``marks.LATE_MIN_SCORE`` and, where
+        the CNN can tell, only when it confirms the place as it does an unsure mark's."""
         from matching.core import marks
 
         find = getattr(self.store, "mark", None)
         loaded = state.query.loaded
-        if (find is None or loaded is None or ref_id in state.marks_tried
-                or len(state.marks_tried) >= marks.VERIFY_TOP):
+        budget = marks.VERIFY_TOP
+        if state.partial_follows and not state.low_res:
+            # The tiles point at a mark better than the whole picture does: the answer's
+            # candidates must not spend the searches a mark found by a tile needs.
+            budget -= marks.PARTIAL_RESERVE
+        if find is None or loaded is None or ref_id in state.marks_tried or len(state.marks_tried) >= budget:
             return None
         mark = find(ref_id)
         if mark is None:
             return None
-        floor = marks.MIN_SCORE if len(state.marks_tried) < marks.SURE_SEARCHES else marks.LATE_MIN_SCORE
+        late = len(state.marks_tried) >= marks.SURE_SEARCHES
+        floor = marks.LATE_MIN_SCORE if late else marks.MIN_SCORE
         state.marks_tried.add(ref_id)
         box = tile_width = None
         if e.cnn_box is not None:  # found through a tile: the mark is in or near it, at about the tile's scale
@@ -698,8 +709,12 @@ class Matcher:
         confirm = self.unsure_marks and self.embedder is not None and vectors is not None and len(vectors) > 0
         result = marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=box, tile_width=tile_width,
                                          min_score=floor, weak_score=marks.WEAK_SCORE if confirm else None)
-        if result is None or result.accepted:
+        if result is None or (result.accepted and not (late and confirm)):
             return result
+        if result.accepted:
+            # A late search's mark: chance look-alikes pile up with every search, so the CNN must
+            # see this reference's mark in the place too, as for an unsure one.
+            return self._confirm_mark(state, ref_id, result)
         if not state.low_res:  # before the partial-copy pass: settled at its end, after its looks
             state.marks_unsure[ref_id] = result
             return None

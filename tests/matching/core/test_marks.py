@@ -212,6 +212,53 @@ def test_a_check_looks_for_at_most_verify_top_marks(monkeypatch: pytest.MonkeyPa
     assert marks.LATE_MIN_SCORE > marks.MIN_SCORE and late >= 1
 
 
+def test_the_answer_leaves_a_mark_search_to_the_partial_copy_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query whose whole picture is near many marked logos: the answer's verification may
+    search all ``marks.VERIFY_TOP`` marks when no partial-copy pass follows, but keeps
+    ``marks.PARTIAL_RESERVE`` of them for that pass when one does (a mark a tile found waits on
+    no look-alike of the whole picture)."""
+    from matching.core.cnn.embedder import get_embedder
+    from matching.core.matcher import Matcher, Thresholds, index_references
+
+    def badge(i: int, colour: tuple[int, int, int]) -> Image.Image:
+        tile = Image.new("RGB", (200, 200), (255, 255, 255))
+        draw = ImageDraw.Draw(tile)
+        draw.ellipse((40 + 4 * i, 40, 160 - 4 * i, 160), fill=colour)
+        draw.rectangle((90 - 6 * i, 20, 110 + 6 * i, 180 - 10 * i), fill=(255, 255, 255) if i % 2 else colour)
+        return tile
+
+    colours = [(200, 30, 30), (30, 140, 60), (20, 40, 140), (230, 160, 20), (120, 40, 160), (0, 0, 0)]
+    embedder = get_embedder()
+    indexed = index_references([(20 + i, badge(i, c)) for i, c in enumerate(colours)], embedder=embedder)
+    # Every badge a candidate of the whole picture (the budget is what this is about, not the floor).
+    check = Matcher(store=indexed.store, indexes=indexed.indexes(), embedder=embedder,
+                    thresholds=replace(Thresholds.load(), cnn_candidate=0.05))
+    events: list[str] = []
+    real_search, real_tiles = marks.mark_verification, embedder.embed_crops
+
+    def searched(query, mark, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("search")
+        return real_search(query, mark, **kwargs)
+
+    def tiles(image, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("tiles")
+        return real_tiles(image, **kwargs)
+
+    monkeypatch.setattr(marks, "mark_verification", searched)
+    monkeypatch.setattr(embedder, "embed_crops", tiles)
+    # Another badge of the same family, in a colour none of them has: near all of them, none of them.
+    query = load_image(encode(badge(7, (90, 90, 90)), "JPEG", quality=85))
+    answer = check.match(query, partial="never")
+    assert not any(d.is_match for d in answer.decisions)
+    assert events == ["search"] * marks.VERIFY_TOP  # no partial-copy pass to keep a search for
+    events.clear()
+    whole = check.match(query)
+    assert not any(d.is_match for d in whole.decisions)
+    assert events.index("tiles") == marks.VERIFY_TOP - marks.PARTIAL_RESERVE, events
+    assert events.count("search") == marks.VERIFY_TOP, events
+    assert marks.PARTIAL_RESERVE >= 1
+
+
 def test_an_unsure_place_is_returned_only_when_asked_for() -> None:
     """A place scoring under ``min_score`` is no find, unless the caller asks for unsure places
     (``weak_score``): then it comes back with ``sure`` False, where the mark is, for the CNN to
@@ -296,6 +343,34 @@ def test_a_check_accepts_an_unsure_mark_only_when_the_cnn_confirms_it(matcher, m
     monkeypatch.setattr(marks, "CROP_COSINE", 0.999)
     again = matcher.match(query)
     assert not any(d.reference_id == 7 and d.is_match for d in again.decisions), again.decisions[:3]
+
+
+def test_a_late_searchs_mark_needs_the_cnn_to_confirm_it_as_an_unsure_one(matcher,  # type: ignore[no-untyped-def]
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every search made late (after ``marks.SURE_SEARCHES``): the composited mark, found at a
+    sure score, is accepted only when the CNN sees the logo in the place too, and trusted as an
+    unsure one is; with the crop's cosine out of reach it is refused."""
+    from matching.core import geometry
+
+    mark = transparent_logo().crop((28, 18, 213, 225))
+    scene, box = _composite(_photo("astronaut"), mark, width_share=0.2, at=(0.7, 0.3))
+    query = load_image(encode(scene.convert("RGB"), "JPEG", quality=85))
+    real_verify = geometry.verify
+    monkeypatch.setattr(geometry, "verify", lambda *a, **k: replace(real_verify(*a, **k), accepted=False))
+    monkeypatch.setattr(marks, "SURE_SEARCHES", 0)
+    monkeypatch.setattr(marks, "LATE_MIN_SCORE", marks.MIN_SCORE)  # the same place, found as sure
+    found = [d for d in matcher.match(query).decisions if d.reference_id == 7]
+    assert found and found[0].is_match
+    scores = found[0].signal_scores
+    assert scores["mark_score"] >= marks.MIN_SCORE and scores["mark_crop_cosine"] >= marks.CROP_COSINE
+    assert found[0].score == pytest.approx(max(scores["cnn_score"], 0.6 + 0.25 * scores["mark_score"]), abs=1e-5)
+    assert polygon_iou(found[0].region["query"], box, scene.size) >= 0.5
+    monkeypatch.setattr(marks, "CROP_COSINE", 0.999)
+    again = matcher.match(query)
+    assert not any(d.reference_id == 7 and d.is_match for d in again.decisions), again.decisions[:3]
+    monkeypatch.setattr(marks, "SURE_SEARCHES", marks.VERIFY_TOP)  # the same search made early: sure alone
+    early = [d for d in matcher.match(query).decisions if d.reference_id == 7]
+    assert early and early[0].is_match and "mark_crop_cosine" not in early[0].signal_scores
 
 
 def test_an_unsure_mark_found_by_the_answer_waits_for_the_partial_copy_pass(matcher,  # type: ignore[no-untyped-def]
