@@ -709,13 +709,11 @@ class Matcher:
         confirm = self.unsure_marks and self.embedder is not None and vectors is not None and len(vectors) > 0
         result = marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=box, tile_width=tile_width,
                                          min_score=floor, weak_score=marks.WEAK_SCORE if confirm else None)
+        # A late search's mark needs the CNN as an unsure one does: chance look-alikes pile up with
+        # every search.
         if result is None or (result.accepted and not (late and confirm)):
             return result
-        if result.accepted:
-            # A late search's mark: chance look-alikes pile up with every search, so the CNN must
-            # see this reference's mark in the place too, as for an unsure one.
-            return self._confirm_mark(state, ref_id, result)
-        if not state.low_res:  # before the partial-copy pass: settled at its end, after its looks
+        if not result.accepted and not state.low_res:  # before the partial-copy pass: settled at its end
             state.marks_unsure[ref_id] = result
             return None
         return self._confirm_mark(state, ref_id, result)

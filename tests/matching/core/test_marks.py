@@ -173,6 +173,21 @@ def test_a_dark_mark_is_found_dark_and_not_in_a_lighter_shape_of_the_same_outlin
     assert found["red"] is None and found["grey"] is None
 
 
+def _family_badge(i: int, colour: tuple[int, int, int]) -> Image.Image:
+    """The ``i``-th of a family of look-alike logos: a disc cut by a bar that grows with ``i``."""
+    tile = Image.new("RGB", (200, 200), (255, 255, 255))
+    draw = ImageDraw.Draw(tile)
+    draw.ellipse((40 + 4 * i, 40, 160 - 4 * i, 160), fill=colour)
+    draw.rectangle((90 - 6 * i, 20, 110 + 6 * i, 180 - 10 * i), fill=(255, 255, 255) if i % 2 else colour)
+    return tile
+
+
+def _family() -> list[tuple[int, Image.Image]]:
+    """Six badges of the family, ids 20-25, each in its own colour."""
+    colours = [(200, 30, 30), (30, 140, 60), (20, 40, 140), (230, 160, 20), (120, 40, 160), (0, 0, 0)]
+    return [(20 + i, _family_badge(i, colour)) for i, colour in enumerate(colours)]
+
+
 def test_a_check_looks_for_at_most_verify_top_marks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The mark search is the partial-copy pass's dearest step (50-200 ms each): a scene with no
     mark in it, against logos that all have marks, is searched for the marks of the first
@@ -181,16 +196,8 @@ def test_a_check_looks_for_at_most_verify_top_marks(monkeypatch: pytest.MonkeyPa
     from matching.core.cnn.embedder import get_embedder
     from matching.core.matcher import Matcher, Thresholds, index_references
 
-    colours = [(200, 30, 30), (30, 140, 60), (20, 40, 140), (230, 160, 20), (120, 40, 160), (0, 0, 0)]
-    logos = []
-    for i, colour in enumerate(colours):
-        tile = Image.new("RGB", (200, 200), (255, 255, 255))
-        draw = ImageDraw.Draw(tile)
-        draw.ellipse((40 + 4 * i, 40, 160 - 4 * i, 160), fill=colour)
-        draw.rectangle((90 - 6 * i, 20, 110 + 6 * i, 180 - 10 * i), fill=(255, 255, 255) if i % 2 else colour)
-        logos.append((20 + i, tile))
     embedder = get_embedder()
-    indexed = index_references(logos, embedder=embedder)
+    indexed = index_references(_family(), embedder=embedder)
     check = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(), embedder=embedder)
     searched: list[int] = []
     floors: list[float] = []
@@ -220,16 +227,8 @@ def test_the_answer_leaves_a_mark_search_to_the_partial_copy_pass(monkeypatch: p
     from matching.core.cnn.embedder import get_embedder
     from matching.core.matcher import Matcher, Thresholds, index_references
 
-    def badge(i: int, colour: tuple[int, int, int]) -> Image.Image:
-        tile = Image.new("RGB", (200, 200), (255, 255, 255))
-        draw = ImageDraw.Draw(tile)
-        draw.ellipse((40 + 4 * i, 40, 160 - 4 * i, 160), fill=colour)
-        draw.rectangle((90 - 6 * i, 20, 110 + 6 * i, 180 - 10 * i), fill=(255, 255, 255) if i % 2 else colour)
-        return tile
-
-    colours = [(200, 30, 30), (30, 140, 60), (20, 40, 140), (230, 160, 20), (120, 40, 160), (0, 0, 0)]
     embedder = get_embedder()
-    indexed = index_references([(20 + i, badge(i, c)) for i, c in enumerate(colours)], embedder=embedder)
+    indexed = index_references(_family(), embedder=embedder)
     # Every badge a candidate of the whole picture (the budget is what this is about, not the floor).
     check = Matcher(store=indexed.store, indexes=indexed.indexes(), embedder=embedder,
                     thresholds=replace(Thresholds.load(), cnn_candidate=0.05))
@@ -247,7 +246,7 @@ def test_the_answer_leaves_a_mark_search_to_the_partial_copy_pass(monkeypatch: p
     monkeypatch.setattr(marks, "mark_verification", searched)
     monkeypatch.setattr(embedder, "embed_crops", tiles)
     # Another badge of the same family, in a colour none of them has: near all of them, none of them.
-    query = load_image(encode(badge(7, (90, 90, 90)), "JPEG", quality=85))
+    query = load_image(encode(_family_badge(7, (90, 90, 90)), "JPEG", quality=85))
     answer = check.match(query, partial="never")
     assert not any(d.is_match for d in answer.decisions)
     assert events == ["search"] * marks.VERIFY_TOP  # no partial-copy pass to keep a search for
