@@ -207,7 +207,8 @@ class Verification:
     the area the inliers span in the reference over the area its keypoints
     span in the visible region (1 = the evidence covers the whole copy);
     ``appearance`` the correlation of the aligned grey thumbnails over the
-    copied region (None when it could not be judged).
+    copied region (None when it could not be judged); for a mark (model
+    ``"mark"``) that of the mark's inner detail (``marks._detail``).
     """
 
     accepted: bool

@@ -121,6 +121,18 @@ CROP_COSINE = 0.45
 WEAK_MIN_SIDE = 64
 CROP_MARGIN = 1.25  # the crop is the place's box grown by this much, then widened to 4:3
 VIEW_SEED = 1409
+# The mark's inner detail (_detail): its convex hull shrunk by this share of its size; a term
+# whose template spreads less than DETAIL_FLAT (0-255) there has no detail to correlate.
+DETAIL_INSET = 0.06
+DETAIL_FLAT = 12.0
+DETAIL_HOLES = 0.04  # share of the shrunk hull that is holes, under which the shape has none
+# A sure mark with less detail than DETAIL_MIN (or none) is confirmed by the CNN (indistinct); a
+# late search's mark with DETAIL_SURE or more needs no CNN (detailed). Real look-alike coins
+# correlated their detail at 0.33-0.54 and true composites at 0.71-0.84; on the development seeds
+# the look-alikes accepted reached 0.40-0.67 and the true marks found sure 0.44-0.96
+# (docs/matching.md, "A mark's detail, or the CNN").
+DETAIL_MIN = 0.55
+DETAIL_SURE = 0.8
 MARK_VIEWS = 4  # len(mark_views(...)): vectors a mark adds to the vector index
 
 
@@ -306,6 +318,9 @@ class MarkMatch:
     query_polygon: list[list[float]]  # the mark's outline in the query's own pixels
     edit: MarkEdit
     sure: bool = True  # False: scored WEAK_SCORE-MIN_SCORE; the CNN must confirm it (mark_crop)
+    # The correlation of the mark's inner detail where it was found (_detail); None: the mark is
+    # one solid shape with no detail inside its outline.
+    detail: float | None = None
 
 
 def _position(cx: float, cy: float) -> str:
@@ -513,7 +528,9 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
     edit = MarkEdit(scale=scale, rotation_deg=round(turned_by, 1), mirrored=False, visible_fraction=1.0,
                     query_coverage=(max(xs) - min(xs)) * (max(ys) - min(ys)) / (fw * fh), aspect_change=1.0,
                     perspective=False, width_share=round(width_share, 4), position=_position(*centre))
-    return MarkMatch(round(score, 4), round(colour_de, 2), corners, edit, sure)
+    detail = _detail(planes, made, warp)
+    return MarkMatch(round(score, 4), round(colour_de, 2), corners, edit, sure,
+                     None if detail is None else round(detail, 4))
 
 
 @dataclass(frozen=True)
@@ -552,6 +569,46 @@ def _score_at(planes: _Planes, made: _Template, warp: npt.NDArray[np.float32]) -
         terms.append(float(value.reshape(-1)[0]))
     th, tw = made.grey.shape
     return sum(terms) / len(terms) - SIZE_PENALTY / math.sqrt(th * tw)
+
+
+def _detail(planes: _Planes, made: _Template, warp: npt.NDArray[np.float32]) -> float | None:
+    """The correlation of the mark's inner detail at one placement: the score's terms (edges,
+    colour likeness, grey) counted only inside the mark's convex hull shrunk by DETAIL_INSET of
+    its size, so that the outline that every disc, square or badge shares drops out and what is
+    left is the mark's own pattern (its holes, letters, inner edges). None when that pattern is
+    flat: the mark is a solid shape (under DETAIL_HOLES of holes) of one grey."""
+    import cv2
+
+    th, tw = made.grey.shape
+    solid = (made.alpha > 127).astype(np.uint8)
+    points = cv2.findNonZero(solid)
+    if points is None:
+        return None
+    hull = np.zeros_like(solid)
+    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    inset = max(1, round(DETAIL_INSET * max(th, tw)))
+    inner = cv2.erode(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * inset + 1, 2 * inset + 1)))
+    mask = inner.astype(np.float32)
+    if float(mask.sum()) < 16:
+        return None
+    inside = mask > 0
+    holes = float((made.alpha[inside] < 128).mean())
+    terms = []
+    # The holes (where the scene shows through) make the shape's detail, the grey its inner
+    # contrast, counted on the mark's own pixels only.
+    for plane, template, where, floor in ((planes.edges, made.edges, mask, EDGE_FLOOR),
+                                          (planes.likeness, made.alpha, mask, LIKENESS_FLOOR),
+                                          (planes.gray, made.grey, mask * made.mask, GREY_FLOOR)):
+        if template is not made.grey and holes < DETAIL_HOLES:
+            continue
+        if template is made.grey and not made.grey_counts:
+            continue
+        counted = where > 0
+        if int(counted.sum()) < 16 or float(template[counted].std()) < DETAIL_FLAT:
+            continue
+        patch = np.ascontiguousarray(_patch(plane, warp, made))
+        terms.append(float(_ncc(patch, np.ascontiguousarray(patch * patch), template, where, floor).reshape(-1)[0]))
+    return sum(terms) / len(terms) if terms else None
 
 
 def _refine(planes: _Planes, made: _Template, warp: npt.NDArray[np.float32]
@@ -655,9 +712,22 @@ def mark_verification(query: Image.Image, mark: Mark, *, frame: tuple[int, int],
         return None
     x0, y0, x1, y1 = mark.box
     return Verification(accepted=found.sure, reason="mark" if found.sure else UNSURE, inliers=0,
-                        inlier_ratio=found.score, model="mark",
+                        inlier_ratio=found.score, model="mark", appearance=found.detail,
                         query_polygon=found.query_polygon,
                         reference_polygon=[[x0, y0], [x1, y0], [x1, y1], [x0, y1]], edit=found.edit)
+
+
+def indistinct(result: Verification) -> bool:
+    """Whether a mark found (:func:`mark_verification`) showed too little of its inner detail to be
+    told from a look-alike of the same outline: detail under DETAIL_MIN, or none (a solid shape).
+    Such a find is confirmed by the CNN as an unsure one is."""
+    return result.model == "mark" and (result.appearance is None or result.appearance < DETAIL_MIN)
+
+
+def detailed(result: Verification) -> bool:
+    """Whether a mark found showed its inner detail as only the mark itself does (DETAIL_SURE):
+    a late search's mark is then accepted without the CNN."""
+    return result.model == "mark" and result.appearance is not None and result.appearance >= DETAIL_SURE
 
 
 def mark_crop(query: Image.Image, polygon: Sequence[Sequence[float]], *,

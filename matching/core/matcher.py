@@ -638,7 +638,8 @@ class Matcher:
             current = state.decided[ref_id]
             scores = dict(current.signal_scores, inliers=result.inliers)
             if result.accepted and result.appearance is not None:
-                scores["appearance"] = round(result.appearance, 4)  # the aligned pictures' correlation
+                # the aligned pictures' correlation; for a mark, that of its inner detail
+                scores["mark_detail" if result.model == "mark" else "appearance"] = round(result.appearance, 4)
             if result.accepted:
                 assert result.edit is not None  # an accepted verification reports its edit
                 score = self._verified_score(e, result.inliers)
@@ -710,8 +711,14 @@ class Matcher:
         result = marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=box, tile_width=tile_width,
                                          min_score=floor, weak_score=marks.WEAK_SCORE if confirm else None)
         # A late search's mark needs the CNN as an unsure one does: chance look-alikes pile up with
-        # every search.
-        if result is None or (result.accepted and not (late and confirm)):
+        # every search; so does a mark whose detail inside its outline did not correlate where it
+        # was found (marks.indistinct: a look-alike of the same outline, or a solid shape).
+        # A late mark whose detail correlates as only the mark itself does (marks.DETAIL_SURE) needs
+        # no more: the CNN's crop misses small and slanted true marks that their detail shows.
+        if result is None:
+            return None
+        needs_cnn = (late and not marks.detailed(result)) or marks.indistinct(result)
+        if result.accepted and not (needs_cnn and confirm):
             return result
         if not result.accepted and not state.low_res:  # before the partial-copy pass: settled at its end
             state.marks_unsure[ref_id] = result
@@ -772,6 +779,8 @@ class Matcher:
         state.verifications[ref_id] = result
         assert result.edit is not None
         scores = dict(self._signal_scores(e), inliers=0, mark_score=result.inlier_ratio)
+        if result.appearance is not None:
+            scores["mark_detail"] = round(result.appearance, 4)
         if ref_id in state.marks_confirmed:
             scores["mark_crop_cosine"] = state.marks_confirmed[ref_id]
         state.decided[ref_id] = Decision(

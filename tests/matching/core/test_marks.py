@@ -188,6 +188,56 @@ def _family() -> list[tuple[int, Image.Image]]:
     return [(20 + i, _family_badge(i, colour)) for i, colour in enumerate(colours)]
 
 
+def _coin(inner: str) -> Image.Image:
+    """Look-alike coins (a simple-icons kind of mark): one orange disc, told apart only by the
+    holes cut in it: a Z, two bars, a ring; "solid" has none."""
+    orange, white = (240, 170, 30), (255, 255, 255)
+    tile = Image.new("RGB", (200, 200), white)
+    draw = ImageDraw.Draw(tile)
+    draw.ellipse((30, 30, 170, 170), fill=orange)
+    if inner == "z":
+        draw.rectangle((70, 62, 130, 80), fill=white)
+        draw.rectangle((70, 120, 130, 138), fill=white)
+        draw.polygon([(112, 80), (130, 80), (88, 120), (70, 120)], fill=white)
+        draw.rectangle((92, 48, 108, 62), fill=white)
+        draw.rectangle((92, 138, 108, 152), fill=white)
+    elif inner == "bars":
+        draw.rectangle((66, 60, 84, 140), fill=white)
+        draw.rectangle((116, 60, 134, 140), fill=white)
+    elif inner == "ring":
+        draw.ellipse((65, 65, 135, 135), fill=white)
+        draw.ellipse((85, 85, 115, 115), fill=orange)
+    return tile
+
+
+def test_a_marks_inner_detail_tells_it_from_a_look_alike_of_the_same_outline() -> None:
+    """Coins share their disc, which the whole mark's correlation is mostly about (the ring's
+    mark scores as a sure find on the two bars' coin): the detail inside the outline
+    (marks._detail) correlates where the mark itself is and not on a look-alike; a solid disc has
+    no detail to tell."""
+    scenes = [_photo("coffee"), _photo("astronaut")]
+    coins = {name: marks.extract_mark(_coin(name)) for name in ("z", "bars", "ring", "solid")}
+    for name, mark in coins.items():
+        assert mark is not None
+        for k, scene in enumerate(scenes):
+            query, _box = _composite(scene, mark.image, width_share=0.18, at=(0.3 + 0.3 * k, 0.6))
+            found = marks.verify_mark(query, None, mark, weak_score=marks.WEAK_SCORE)
+            assert found is not None and found.sure, (name, k)
+            if name == "solid":
+                assert found.detail is None
+            else:
+                assert found.detail is not None and found.detail >= 0.75, (name, k, found)
+    look_alikes = 0
+    for name, other in (("ring", "bars"), ("ring", "z"), ("z", "ring"), ("bars", "ring")):
+        for k, scene in enumerate(scenes):
+            query, _box = _composite(scene, coins[other].image, width_share=0.18, at=(0.3 + 0.3 * k, 0.6))
+            found = marks.verify_mark(query, None, coins[name], weak_score=marks.WEAK_SCORE)
+            if found is not None:
+                look_alikes += 1
+                assert found.detail is not None and found.detail < 0.5, (name, other, k, found)
+    assert look_alikes >= 2  # the outline alone does find look-alikes
+
+
 def test_a_check_looks_for_at_most_verify_top_marks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The mark search is the partial-copy pass's dearest step (50-200 ms each): a scene with no
     mark in it, against logos that all have marks, is searched for the marks of the first
@@ -348,7 +398,8 @@ def test_a_late_searchs_mark_needs_the_cnn_to_confirm_it_as_an_unsure_one(matche
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Every search made late (after ``marks.SURE_SEARCHES``): the composited mark, found at a
     sure score, is accepted only when the CNN sees the logo in the place too, and trusted as an
-    unsure one is; with the crop's cosine out of reach it is refused."""
+    unsure one is; with the crop's cosine out of reach it is refused, unless its inner detail
+    correlates at ``marks.DETAIL_SURE``, as only the mark itself does."""
     from matching.core import geometry
 
     mark = transparent_logo().crop((28, 18, 213, 225))
@@ -358,6 +409,11 @@ def test_a_late_searchs_mark_needs_the_cnn_to_confirm_it_as_an_unsure_one(matche
     monkeypatch.setattr(geometry, "verify", lambda *a, **k: replace(real_verify(*a, **k), accepted=False))
     monkeypatch.setattr(marks, "SURE_SEARCHES", 0)
     monkeypatch.setattr(marks, "LATE_MIN_SCORE", marks.MIN_SCORE)  # the same place, found as sure
+    detailed = [d for d in matcher.match(query).decisions if d.reference_id == 7]
+    assert detailed and detailed[0].is_match and "mark_crop_cosine" not in detailed[0].signal_scores
+    assert detailed[0].signal_scores["mark_detail"] >= marks.DETAIL_SURE
+    sure_at = marks.DETAIL_SURE
+    monkeypatch.setattr(marks, "DETAIL_SURE", 1.01)  # the detail alone no longer enough
     found = [d for d in matcher.match(query).decisions if d.reference_id == 7]
     assert found and found[0].is_match
     scores = found[0].signal_scores
@@ -367,6 +423,8 @@ def test_a_late_searchs_mark_needs_the_cnn_to_confirm_it_as_an_unsure_one(matche
     monkeypatch.setattr(marks, "CROP_COSINE", 0.999)
     again = matcher.match(query)
     assert not any(d.reference_id == 7 and d.is_match for d in again.decisions), again.decisions[:3]
+    monkeypatch.setattr(marks, "DETAIL_SURE", sure_at)  # with the crop still out of reach
+    assert any(d.reference_id == 7 and d.is_match for d in matcher.match(query).decisions)
     monkeypatch.setattr(marks, "SURE_SEARCHES", marks.VERIFY_TOP)  # the same search made early: sure alone
     early = [d for d in matcher.match(query).decisions if d.reference_id == 7]
     assert early and early[0].is_match and "mark_crop_cosine" not in early[0].signal_scores
@@ -403,3 +461,36 @@ def test_an_unsure_mark_found_by_the_answer_waits_for_the_partial_copy_pass(matc
     assert searches[0] == marks.UNSURE and searches.count(marks.UNSURE) == 1  # not searched again
     best = [d for d in whole.decisions if d.reference_id == 7]
     assert best and best[0].is_match and best[0].signal_scores["mark_crop_cosine"] >= marks.CROP_COSINE
+
+
+def test_a_sure_mark_that_shows_no_detail_needs_the_cnn_to_confirm_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ring coin's mark correlates at a sure score on the two bars' coin (same disc, same
+    colour), but its detail does not (marks.indistinct): the check then asks the CNN as it does
+    for an unsure mark, and with the crop's cosine out of reach refuses the look-alike, which it
+    accepted without that rule; the ring coin itself, detail and all, is accepted at once."""
+    from matching.core import geometry
+    from matching.core.cnn.embedder import get_embedder
+    from matching.core.matcher import Matcher, Thresholds, index_references
+
+    embedder = get_embedder()
+    indexed = index_references([(31, _coin("ring")), (32, _photo("camera"))], embedder=embedder)
+    check = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(), embedder=embedder)
+    real_verify = geometry.verify
+    monkeypatch.setattr(geometry, "verify", lambda *a, **k: replace(real_verify(*a, **k), accepted=False))
+
+    def ask(inner: str) -> list:  # type: ignore[type-arg]
+        mark = marks.extract_mark(_coin(inner))
+        assert mark is not None
+        scene, _box = _composite(_photo("coffee"), mark.image, width_share=0.18, at=(0.3, 0.6))
+        outcome = check.match(load_image(encode(scene.convert("RGB"), "PNG")))
+        return [d for d in outcome.decisions if d.reference_id == 31 and d.is_match]
+
+    itself = ask("ring")
+    assert itself and "mark_crop_cosine" not in itself[0].signal_scores
+    assert itself[0].signal_scores["mark_detail"] >= marks.DETAIL_MIN
+    monkeypatch.setattr(marks, "CROP_COSINE", 0.999)
+    assert ask("ring")  # sure and detailed: the CNN is not asked
+    assert not ask("bars")
+    monkeypatch.setattr(marks, "DETAIL_MIN", -1.0)  # the rule off: the look-alike is a sure mark
+    wrong = ask("bars")
+    assert wrong and wrong[0].signal_scores["mark_detail"] < 0.5
