@@ -494,3 +494,16 @@ def test_a_sure_mark_that_shows_no_detail_needs_the_cnn_to_confirm_it(monkeypatc
     monkeypatch.setattr(marks, "DETAIL_MIN", -1.0)  # the rule off: the look-alike is a sure mark
     wrong = ask("bars")
     assert wrong and wrong[0].signal_scores["mark_detail"] < 0.5
+
+
+def test_the_one_placement_correlation_equals_the_sliding_one() -> None:
+    """marks._ncc_here (numpy, one placement: the aligned score and the detail) gives what
+    marks._ncc gives for a patch of the template's size, with and without a mask, floor included."""
+    rng = np.random.default_rng(5)
+    template = rng.uniform(0, 255, (30, 40)).astype(np.float32)
+    for mix in (0.9, 0.4, 0.0):
+        patch = (mix * template + (1 - mix) * rng.uniform(0, 255, template.shape)).astype(np.float32)
+        for mask in (np.ones_like(template), (rng.uniform(0, 1, template.shape) > 0.4).astype(np.float32)):
+            for floor in (1.0, 200.0):  # 200: the floor, not the patch's spread, decides
+                sliding = float(marks._ncc(patch, np.ascontiguousarray(patch * patch), template, mask, floor)[0, 0])
+                assert marks._ncc_here(patch, template, mask, floor) == pytest.approx(sliding, abs=1e-4)
