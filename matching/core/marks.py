@@ -587,18 +587,17 @@ def _detail(planes: _Planes, made: _Template, warp: npt.NDArray[np.float32]) -> 
     mask = inner.astype(np.float32)
     if float(mask.sum()) < 16:
         return None
-    inside = mask > 0
-    holes = float((made.alpha[inside] < 128).mean())
+    # The holes (where the scene shows through) make the shape's detail: its edges and colour
+    # likeness count when there are some; the grey, its inner contrast, counts on the mark's own
+    # pixels only, when it has some.
+    candidates = []
+    if float((made.alpha[mask > 0] < 128).mean()) >= DETAIL_HOLES:
+        candidates += [(planes.edges, made.edges, mask, EDGE_FLOOR),
+                       (planes.likeness, made.alpha, mask, LIKENESS_FLOOR)]
+    if made.grey_counts:
+        candidates.append((planes.gray, made.grey, mask * made.mask, GREY_FLOOR))
     terms = []
-    # The holes (where the scene shows through) make the shape's detail, the grey its inner
-    # contrast, counted on the mark's own pixels only.
-    for plane, template, where, floor in ((planes.edges, made.edges, mask, EDGE_FLOOR),
-                                          (planes.likeness, made.alpha, mask, LIKENESS_FLOOR),
-                                          (planes.gray, made.grey, mask * made.mask, GREY_FLOOR)):
-        if template is not made.grey and holes < DETAIL_HOLES:
-            continue
-        if template is made.grey and not made.grey_counts:
-            continue
+    for plane, template, where, floor in candidates:
         counted = where > 0
         if int(counted.sum()) < 16 or float(template[counted].std()) < DETAIL_FLAT:
             continue
