@@ -59,6 +59,11 @@ MARK_SIDE = 256  # long side of the stored mark
 
 # Verification (calibrated on the marks benchmark's distractors: docs/benchmarks.md).
 SEARCH_SIDE = 320  # the query is searched at this long side at most
+# Edge maps are taken over the three colour planes (the root mean square of their gradients), not
+# over grey levels alone: a mark whose colour is about as bright as the scene behind it (a red gate on
+# dark rubble, a yellow mark on teal fabric) has no outline in grey; a grey picture's map is the same
+# either way. False: grey levels, as before 2026-12-06 (docs/benchmarks.md section 7, "Colour edges").
+COLOUR_EDGES = True
 SCALES = 12        # template widths tried, geometric, between MIN_SHARE and MAX_SHARE of the query's width
 MIN_SHARE, MAX_SHARE = 0.07, 0.42
 TILE_SHARES = (0.25, 0.9)  # of the width of the tile the CNN found the mark through
@@ -333,12 +338,15 @@ def _position(cx: float, cy: float) -> str:
     return f"{row} {col}" if col else f"{row} centre"
 
 
-def _edges(gray: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def _edges(plane: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     import cv2
 
-    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    return np.asarray(cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), EDGE_SIGMA), dtype=np.float32)
+    gx = cv2.Sobel(plane, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(plane, cv2.CV_32F, 0, 1, ksize=3)
+    power = gx * gx + gy * gy
+    if power.ndim == 3:
+        power = power.mean(axis=2)
+    return np.asarray(cv2.GaussianBlur(np.sqrt(power), (0, 0), EDGE_SIGMA), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -376,8 +384,9 @@ def _template(mark: Image.Image, width: int, angle: float) -> _Template | None:
     alpha = rgba[..., 3] / 255.0
     grey = np.ascontiguousarray(rgb @ np.array([0.299, 0.587, 0.114], np.float32), np.float32)
     # The outline is where alpha changes (the scene behind is unknown, but differs); inner edges
-    # are where the mark's own grey changes.
-    edges = np.ascontiguousarray(_edges(alpha * 255.0) + _edges(grey * alpha), np.float32)
+    # are where the mark's own colour (COLOUR_EDGES) or grey changes.
+    inner = _edges(rgb * alpha[..., None]) if COLOUR_EDGES else _edges(grey * alpha)
+    edges = np.ascontiguousarray(_edges(alpha * 255.0) + inner, np.float32)
     return _Template(grey, (alpha > 0.5).astype(np.float32), edges, rgb, np.ascontiguousarray(alpha * 255.0, np.float32))
 
 
@@ -436,7 +445,7 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
                                Image.Resampling.BILINEAR)
     rgb = np.asarray(region, dtype=np.float32)
     gray = np.ascontiguousarray(rgb @ np.array([0.299, 0.587, 0.114], np.float32), np.float32)
-    edges = _edges(gray)
+    edges = _edges(rgb if COLOUR_EDGES else gray)
     gray2 = gray * gray
     edge_tables = (_integral(edges), _integral(edges * edges))
     likeness = _likeness(rgb, mark)

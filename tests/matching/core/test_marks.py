@@ -507,3 +507,37 @@ def test_the_one_placement_correlation_equals_the_sliding_one() -> None:
             for floor in (1.0, 200.0):  # 200: the floor, not the patch's spread, decides
                 sliding = float(marks._ncc(patch, np.ascontiguousarray(patch * patch), template, mask, floor)[0, 0])
                 assert marks._ncc_here(patch, template, mask, floor) == pytest.approx(sliding, abs=1e-4)
+
+
+def _torii(fill: tuple[int, int, int]) -> Image.Image:
+    """A gate of bars (a jinja kind of mark), all of one colour, on white."""
+    tile = Image.new("RGB", (200, 200), (255, 255, 255))
+    draw = ImageDraw.Draw(tile)
+    draw.polygon([(20, 40), (180, 40), (170, 62), (30, 62)], fill=fill)
+    draw.rectangle((40, 80, 160, 96), fill=fill)
+    draw.rectangle((55, 62, 75, 170), fill=fill)
+    draw.rectangle((125, 62, 145, 170), fill=fill)
+    return tile
+
+
+@pytest.mark.parametrize("name", ["coffee", "rocket"])
+def test_a_mark_as_bright_as_the_scene_behind_it_is_found_by_its_colour_edges(name: str,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A red mark printed on a grey scene of the same brightness has no outline in grey levels;
+    its outline is a change of colour. The edge maps are taken over the three colour planes
+    (marks._edges), so the mark is a sure find; with grey edges it was an unsure one at best."""
+    grey = Image.fromarray(np.asarray(_photo(name).convert("L"))).convert("RGB").resize((512, 384))
+    for at in ((0.3, 0.6), (0.7, 0.4)):
+        x, y = int(at[0] * 512), int(at[1] * 384)
+        level = float(np.asarray(grey.convert("L"), np.float32)[y - 30:y + 30, x - 40:x + 40].mean())
+        # the grey level of this red is the scene's there: 0.299 * 90 - 0.587 * 40 - 0.114 * 30 = 0
+        fill = (min(255, round(level + 90)), max(0, round(level - 40)), max(0, round(level - 30)))
+        mark = marks.extract_mark(_torii(fill))
+        assert mark is not None
+        query, box = _composite(grey, mark.image, width_share=0.16, at=at)
+        found = marks.verify_mark(query, None, mark, weak_score=marks.WEAK_SCORE)
+        assert found is not None and found.sure and polygon_iou(found.query_polygon, box, query.size) >= 0.5, (at, found)
+        with monkeypatch.context() as patched:
+            patched.setattr(marks, "COLOUR_EDGES", False)
+            grey_only = marks.verify_mark(query, None, mark, weak_score=marks.WEAK_SCORE)
+        assert grey_only is None or not grey_only.sure, (at, grey_only)
