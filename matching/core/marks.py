@@ -112,6 +112,11 @@ REFINE_ITERATIONS = 60
 # (0.60) is lost.
 REFINED_MARGIN = 0.03
 MAX_COLOUR_DE = 16.0  # mean chromaticity distance of the mark's pixels (_colour_distance)
+# A place that scores as a sure find but whose colours lie MAX_COLOUR_DE-UNSURE_COLOUR_DE from the
+# mark's is an unsure find (the CNN settles it): thin strokes whose colours blur into a textured
+# surface at search size, a turned mark under a coloured shade (docs/benchmarks.md section 7,
+# "Nearly the mark's colours").
+UNSURE_COLOUR_DE = 25.0
 DARK_MARK_LIFT = 50.0  # grey levels a dark mark's median may gain where it is found (_colour_distance)
 # A place that scores WEAK_SCORE-MIN_SCORE (aligned or not) and has the mark's colours is an
 # *unsure* find: shading, texture and blur spoil the correlations of many true marks there (on the
@@ -506,6 +511,8 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
         if colour_de <= max_colour_de:
             found = (score, colour_de, angle, width, warp, made)
             break
+        if weak is None and weak_score is not None and colour_de <= UNSURE_COLOUR_DE:
+            weak = (score, colour_de, angle, width, warp, made)  # the shape is there, its colours nearly
     sure = found is not None
     if found is None:
         if weak is None:

@@ -541,3 +541,40 @@ def test_a_mark_as_bright_as_the_scene_behind_it_is_found_by_its_colour_edges(na
             patched.setattr(marks, "COLOUR_EDGES", False)
             grey_only = marks.verify_mark(query, None, mark, weak_score=marks.WEAK_SCORE)
         assert grey_only is None or not grey_only.sure, (at, grey_only)
+
+
+
+def _two_tone_ring(inner: tuple[int, int, int] | None) -> Image.Image:
+    """A blue ring (a plain mark, on white) whose inner part, 14 px of its 26, is ``inner``: the
+    colours of the mark's pixels, averaged, lie away from the mark's as thin strokes blurred into a
+    surface do, while its outer part keeps its shape and colour (None: all blue)."""
+    tile = Image.new("RGB", (200, 200), (255, 255, 255))
+    draw = ImageDraw.Draw(tile)
+    draw.ellipse((30, 30, 170, 170), outline=(20, 40, 140), width=26)
+    if inner is not None:
+        draw.ellipse((42, 42, 158, 158), outline=inner, width=14)
+    return tile
+
+
+def test_a_sure_place_in_nearly_the_marks_colours_is_an_unsure_find() -> None:
+    """A place that scores as a sure find but whose colours lie between MAX_COLOUR_DE and
+    UNSURE_COLOUR_DE from the mark's is returned unsure, for the CNN to settle, when unsure finds
+    are asked for, and not at all otherwise; a place further from the mark's colours is refused;
+    the mark's own colours are a sure find."""
+    mark = marks.extract_mark(_two_tone_ring(None))
+    assert mark is not None
+    scene = _photo("astronaut").resize((512, 512))
+    found = {}
+    for name, inner in (("own", None), ("nearly", (110, 40, 140)), ("other", (200, 40, 40))):
+        other = marks.extract_mark(_two_tone_ring(inner))
+        assert other is not None
+        query, box = _composite(scene, other.image, width_share=0.2, at=(0.7, 0.3))
+        found[name] = marks.verify_mark(query, None, mark, weak_score=marks.WEAK_SCORE)
+        if name == "nearly":
+            assert found[name] is not None and polygon_iou(found[name].query_polygon, box, query.size) >= 0.5
+            assert marks.verify_mark(query, None, mark) is None  # no unsure finds asked for
+    assert found["own"] is not None and found["own"].sure
+    nearly = found["nearly"]
+    assert nearly is not None and not nearly.sure and nearly.score >= marks.MIN_SCORE
+    assert marks.MAX_COLOUR_DE < nearly.colour_de <= marks.UNSURE_COLOUR_DE, nearly
+    assert found["other"] is None, found["other"]
