@@ -156,6 +156,13 @@ def _badge(fill: tuple[int, int, int]) -> Image.Image:
     return tile
 
 
+def _mark_of(tile: Image.Image, scene: Image.Image, *, at: tuple[float, float]) -> tuple[Image.Image, list[list[float]]]:
+    """The mark keyed out of ``tile`` composited into ``scene`` at a fifth of its width, and its box."""
+    mark = marks.extract_mark(tile)
+    assert mark is not None
+    return _composite(scene, mark.image, width_share=0.2, at=at)
+
+
 def test_a_dark_mark_is_found_dark_and_not_in_a_lighter_shape_of_the_same_outline() -> None:
     """A black mark has no hue for the colour check: it must be dark where it is found
     (DARK_MARK_LIFT), so the same outline in red, or in red turned grey, is not it."""
@@ -164,9 +171,7 @@ def test_a_dark_mark_is_found_dark_and_not_in_a_lighter_shape_of_the_same_outlin
     scene = _photo("astronaut").resize((512, 512))
     found = {}
     for name, fill in (("black", (15, 15, 15)), ("red", (220, 30, 45)), ("grey", (92, 92, 92))):
-        other = marks.extract_mark(_badge(fill))
-        assert other is not None
-        copy, box = _composite(scene, other.image, width_share=0.2, at=(0.3, 0.7))
+        copy, box = _mark_of(_badge(fill), scene, at=(0.3, 0.7))
         found[name] = marks.verify_mark(copy, None, mark, frame=copy.size)
         if name == "black":
             assert found[name] is not None and polygon_iou(found[name].query_polygon, box, copy.size) >= 0.5
@@ -566,9 +571,7 @@ def test_a_sure_place_in_nearly_the_marks_colours_is_an_unsure_find() -> None:
     scene = _photo("astronaut").resize((512, 512))
     found = {}
     for name, inner in (("own", None), ("nearly", (110, 40, 140)), ("other", (200, 40, 40))):
-        other = marks.extract_mark(_two_tone_ring(inner))
-        assert other is not None
-        query, box = _composite(scene, other.image, width_share=0.2, at=(0.7, 0.3))
+        query, box = _mark_of(_two_tone_ring(inner), scene, at=(0.7, 0.3))
         found[name] = marks.verify_mark(query, None, mark, weak_score=marks.WEAK_SCORE)
         if name == "nearly":
             assert found[name] is not None and polygon_iou(found[name].query_polygon, box, query.size) >= 0.5
