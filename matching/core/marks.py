@@ -438,7 +438,8 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
     MAX_SHARE of the query's width, or TILE_SHARES of ``tile_width`` when the CNN found the mark
     through a tile of that width. ``frame``: the query's own size, for the polygon. With
     ``weak_score``, when no place reaches ``min_score`` the first that reaches ``weak_score``
-    (aligned when that raised its score) with the mark's colours is returned with ``sure`` False."""
+    (aligned when that raised its score) with the mark's colours is returned with ``sure`` False,
+    and so is a place reaching ``min_score`` in nearly the mark's colours (UNSURE_COLOUR_DE)."""
     import cv2
 
     qw, qh = query.size
