@@ -637,22 +637,12 @@ class Matcher:
             state.verifications[ref_id] = result
             current = state.decided[ref_id]
             scores = dict(current.signal_scores, inliers=result.inliers)
-            if result.accepted and result.appearance is not None:
-                # the aligned pictures' correlation; for a mark, that of its inner detail
-                scores["mark_detail" if result.model == "mark" else "appearance"] = round(result.appearance, 4)
             if result.accepted:
-                assert result.edit is not None  # an accepted verification reports its edit
                 score = self._verified_score(e, result.inliers)
                 if result.model in ("mark", "crop", "aligned"):  # a correlation of pixels, no inliers
                     scores[f"{result.model}_score"] = round(result.inlier_ratio, 4)
                     score = self._correlation_score(state, ref_id, e, result)
-                if ref_id in state.marks_confirmed:
-                    scores["mark_crop_cosine"] = state.marks_confirmed[ref_id]
-                state.decided[ref_id] = Decision(
-                    ref_id, MODIFIED_COPY, score, scores,
-                    region={"query": result.query_polygon, "reference": result.reference_polygon},
-                    edit={**_edit_json(result.edit), "description": result.edit.describe()},
-                )
+                self._decide_copy(state, ref_id, score, scores, result)
             else:
                 state.decided[ref_id] = replace(current, signal_scores=dict(scores, verification=result.reason))
 
@@ -777,14 +767,22 @@ class Matcher:
     def _accept_mark(self, state: "_Judging", ref_id: int, e: _Evidence, result: Verification) -> None:
         """Decide ``ref_id`` a modified copy on its mark, found by the partial-copy pass's search."""
         state.verifications[ref_id] = result
-        assert result.edit is not None
         scores = dict(self._signal_scores(e), inliers=0, mark_score=result.inlier_ratio)
+        self._decide_copy(state, ref_id, self._correlation_score(state, ref_id, e, result), scores, result)
+
+    @staticmethod
+    def _decide_copy(state: "_Judging", ref_id: int, score: float, scores: dict[str, Any],
+                     result: Verification) -> None:
+        """Decide ``ref_id`` a modified copy on ``result`` (an accepted verification) at ``score``:
+        ``scores`` gain the aligned pictures' correlation (for a mark, that of its inner detail) and
+        the CNN's confirmation of a mark, and the decision carries the region and the edit."""
+        assert result.edit is not None  # an accepted verification reports its edit
         if result.appearance is not None:
-            scores["mark_detail"] = round(result.appearance, 4)
+            scores["mark_detail" if result.model == "mark" else "appearance"] = round(result.appearance, 4)
         if ref_id in state.marks_confirmed:
             scores["mark_crop_cosine"] = state.marks_confirmed[ref_id]
         state.decided[ref_id] = Decision(
-            ref_id, MODIFIED_COPY, self._correlation_score(state, ref_id, e, result), scores,
+            ref_id, MODIFIED_COPY, score, scores,
             region={"query": result.query_polygon, "reference": result.reference_polygon},
             edit={**_edit_json(result.edit), "description": result.edit.describe()})
 
