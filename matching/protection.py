@@ -24,7 +24,7 @@ from matching.core.errors import ImageError
 from matching.core.geometry import extract_features, features_to_bytes
 from matching.core.loading import LoadedImage, load_image
 from matching.core.protectability import Flag, pixel_flags
-from matching.core.marks import MARK_VIEWS, extract_mark, mark_to_png, mark_views, vector_reference
+from matching.core.marks import MARK_VIEWS, extract_mark, mark_info, mark_to_png, mark_views, vector_reference
 from matching.core.signals import PDQ_MIN_QUALITY, compute_signals, from_hex64
 from matching.encodings import embedding_from_bytes, embedding_to_bytes, to_signed64
 from matching.engine import default_thresholds, get_embedder
@@ -135,8 +135,7 @@ def reference_signals(loaded: LoadedImage) -> ReferenceSignals:
         features=features_to_bytes(features),
         keypoints=len(features),
         mark_png=mark_to_png(mark) if mark is not None else None,
-        mark_info={"box": list(mark.box), "source": mark.source,
-                   "background": list(mark.background) if mark.background else None} if mark is not None else None,
+        mark_info=mark_info(mark) if mark is not None else None,
         mark_embeddings=mark_embeddings,
     )
 

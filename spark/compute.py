@@ -55,6 +55,13 @@ FIELDS: tuple[tuple[str, str], ...] = (
     # Scans: the matcher's positive decisions (JSON list, best first) and their evidence PNGs, in order.
     ("matches", "string"),
     ("evidence", "array<binary>"),
+    # Index jobs: the mark keyed out of a logo (matching/core/marks.py), as the in-process path
+    # stores it: its PNG's storage name, where it lies (JSON, ``marks.mark_info``), its views'
+    # embeddings (``marks.MARK_VIEWS`` rows, concatenated); and how many local features were stored.
+    ("mark_name", "string"),
+    ("mark_info", "string"),
+    ("mark_embeddings", "array<float>"),
+    ("keypoints", "int"),
 )
 SCHEMA_DDL = ", ".join(f"`{name}` {kind}" for name, kind in FIELDS)
 ERROR_INDEX = [name for name, _ in FIELDS].index("error_code")
@@ -83,8 +90,10 @@ class JobOptions:
     store_root: str | None = None
     store_prefix: str = ""
     store_s3_endpoint: str | None = None
-    # Index jobs also store the local features geometric verification reads (None: not computed).
+    # Index jobs also store the local features geometric verification reads (None: not computed),
+    # and a logo's mark under marks_prefix (None: not extracted).
     features_prefix: str | None = None
+    marks_prefix: str | None = None
     # The CNN's settings (matching/core/cnn/config.py), from the driver's arguments: executors read no
     # environment variable. cnn_data_dir holds models/ (the converted weights); on a cluster every
     # executor must see it at this path. None: the engine's default.
@@ -331,11 +340,25 @@ def _store(options: JobOptions, data: bytes, sha256: str, fmt: str, prefix: str)
     raise ValueError(f"unsupported store root {root!r}")
 
 
-def _features(image: Any, frame: tuple[int, int] | None = None) -> bytes:
-    """The local features indexing stores for geometric verification (as ``reference_signals`` does)."""
+def _features(image: Any, frame: tuple[int, int] | None = None) -> tuple[bytes, int]:
+    """The local features indexing stores for geometric verification (as ``reference_signals`` does),
+    and how many there are."""
     from matching.core.geometry import extract_features, features_to_bytes
 
-    return features_to_bytes(extract_features(image, frame=frame))
+    features = extract_features(image, frame=frame)
+    return features_to_bytes(features), len(features)
+
+
+def _mark(loaded: Any, options: JobOptions) -> tuple[Any, dict[str, Any]]:
+    """A logo's mark (``marks.extract_mark``, as ``reference_signals`` does) stored under
+    ``marks_prefix``: (the Mark or None, the row's mark columns)."""
+    from matching.core.marks import extract_mark, mark_info, mark_to_png
+
+    mark = extract_mark(loaded.image, loaded.alpha, frame=(loaded.width, loaded.height))
+    if mark is None or options.marks_prefix is None:
+        return None, {}
+    name = _store(options, mark_to_png(mark), loaded.sha256_bytes, "PNG", options.marks_prefix)
+    return mark, {"mark_name": name, "mark_info": json.dumps(mark_info(mark), separators=(",", ":"))}
 
 
 # --- the partition function -------------------------------------------------------------------
@@ -403,12 +426,14 @@ def _one(key: str, size: int, options: JobOptions, signals_fn: Callable[..., dic
             signals, matches, evidence = _scan_one(loaded, options, whole)
         else:
             signals = signals_fn(loaded)
-        stored = features = None
+        stored = features = keypoints = mark = None
+        marked: dict[str, Any] = {}
         if options.store_root and options.kind == "index":
             stored = _store(options, data, loaded.sha256_bytes, loaded.format, options.store_prefix)
             if options.features_prefix is not None:
-                features = _store(options, _features(loaded.image, (loaded.width, loaded.height)), loaded.sha256_bytes, "npz",
-                                  options.features_prefix)
+                packed, keypoints = _features(loaded.image, (loaded.width, loaded.height))
+                features = _store(options, packed, loaded.sha256_bytes, "npz", options.features_prefix)
+            mark, marked = _mark(loaded, options)
     except Exception as exc:  # noqa: BLE001 - one odd file must not fail a job of millions
         return _failure(key, size, exc), None
     row = _row(
@@ -416,17 +441,26 @@ def _one(key: str, size: int, options: JobOptions, signals_fn: Callable[..., dic
         sha256_bytes=signals["sha256_bytes"], sha256_pixels=signals["sha256_pixels"], phash=signals.get("phash"),
         pdq=signals.get("pdq"), pdq_quality=signals.get("pdq_quality"), width=signals["width"],
         height=signals["height"], format=signals["format"], stored_name=stored, features_name=features,
-        matches=matches, evidence=evidence,
+        matches=matches, evidence=evidence, keypoints=keypoints, **marked,
     )
-    row["_signals"] = signals
+    row["_signals"], row["_mark"] = signals, mark
     return row, loaded.image
 
 
-def _finish(row: dict[str, Any], embedding: Any = None) -> tuple[Any, ...]:
+def _floats(vectors: Any) -> list[float]:
+    import numpy as np
+
+    return [round(float(x), 6) for x in np.asarray(vectors, dtype=np.float32).reshape(-1)]
+
+
+def _finish(row: dict[str, Any], embedding: Any = None, mark_vectors: Any = None) -> tuple[Any, ...]:
     signals = row.pop("_signals", None)
+    row.pop("_mark", None)
+    if mark_vectors is not None:
+        row["mark_embeddings"] = _floats(mark_vectors)
     if signals is not None:
         if embedding is not None:
-            vector = [round(float(x), 6) for x in embedding]
+            vector = _floats(embedding)
             row["embedding"] = vector
             signals = {**signals, "embedding": vector}
         row["signals"] = json.dumps(signals, separators=(",", ":"))
@@ -434,21 +468,27 @@ def _finish(row: dict[str, Any], embedding: Any = None) -> tuple[Any, ...]:
 
 
 def _embed_batch(batch: list[tuple[dict[str, Any], Any]], options: JobOptions) -> Iterator[tuple[Any, ...]]:
+    """The batch's pictures and their marks' views (``marks.mark_views``) embedded in one call."""
+    from matching.core.marks import mark_views
+
     embedder = load_embedder(options.embedder, options.cnn_config())
+    views = [mark_views(row["_mark"]) if row.get("_mark") is not None else [] for row, _ in batch]
     try:
-        vectors = embedder.embed([image for _, image in batch])
+        vectors = embedder.embed([image for _, image in batch] + [v for vs in views for v in vs])
     except ImageError:
         # One image the model refuses must not cost its neighbours their rows: retry one by one.
-        for row, image in batch:
+        for (row, image), its_views in zip(batch, views, strict=True):
             try:
-                vector = embedder.embed([image])[0]
+                found = embedder.embed([image, *its_views])
             except ImageError as exc:
                 yield _as_tuple(_error(row["key"], row["size"], exc.code, exc.reason))
                 continue
-            yield _finish(row, vector)
+            yield _finish(row, found[0], found[1:] if its_views else None)
         return
-    for (row, _), vector in zip(batch, vectors, strict=True):
-        yield _finish(row, vector)
+    at = len(batch)
+    for n, ((row, _), its_views) in enumerate(zip(batch, views, strict=True)):
+        yield _finish(row, vectors[n], vectors[at:at + len(its_views)] if its_views else None)
+        at += len(its_views)
 
 
 def process_partition(entries: Iterable[tuple[str, int]], options: JobOptions,
@@ -484,6 +524,10 @@ def _warm_up(options: JobOptions) -> None:
         _signals_function(options.kind)(loaded)
         if options.features_prefix is not None:
             _features(loaded.image)
+        if options.marks_prefix is not None:
+            from matching.core.marks import extract_mark
+
+            extract_mark(loaded.image, loaded.alpha)
         # The model's first run builds its graph and kernels (seconds of CPU, once per process).
         if options.references:
             embedder = scan_matcher(options).embedder  # None: the snapshot has no vectors

@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--store-prefix", default="")
     p.add_argument("--store-s3-endpoint", default=None)
     p.add_argument("--features-prefix", default=None, help="also store local features under this storage prefix")
+    p.add_argument("--marks-prefix", default=None, help="also extract a logo's mark and store it under this storage prefix")
     p.add_argument("--cnn-data-dir", default=None,
                    help="directory holding models/ (the CNN's converted weights), as every executor sees it")
     p.add_argument("--tf-threads", type=int, default=1, help="TensorFlow threads per Python worker")
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 source=args.source, kind=args.kind, s3_endpoint=args.s3_endpoint, max_bytes=args.max_bytes,
                 max_pixels=args.max_pixels, embed=args.embed, embedder=args.embedder, batch_size=args.batch_size,
                 store_root=args.store_root, store_prefix=args.store_prefix, store_s3_endpoint=args.store_s3_endpoint,
-                features_prefix=args.features_prefix, cnn_data_dir=args.cnn_data_dir,
+                features_prefix=args.features_prefix, marks_prefix=args.marks_prefix, cnn_data_dir=args.cnn_data_dir,
                 tf_threads=args.tf_threads, cnn_precision=args.cnn_precision, max_side=args.max_side,
                 max_decode_bytes=args.max_decode_bytes, references=args.references, partial=args.partial,
             )

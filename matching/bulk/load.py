@@ -156,12 +156,20 @@ def _image(collection: Collection, row: dict[str, Any]) -> ProtectedImage:
     apply_reference_signals(image, ReferenceSignals(signals=signals, embedding=embedding, features=None))
     if row.get("features_name"):
         image.features.name = row["features_name"]
+    if row.get("keypoints") is not None:  # absent from an output written before the column was
+        image.keypoint_count = row["keypoints"]
+    if row.get("mark_name") and row.get("mark_info"):  # the logo's mark, as the in-process path stores it
+        image.mark.name = row["mark_name"]
+        image.mark_info = json.loads(row["mark_info"])
+        if row.get("mark_embeddings"):
+            image.mark_embeddings = embedding_to_bytes(np.asarray(row["mark_embeddings"], dtype=np.float32))
     return image
 
 
 def _delete_unreferenced(names: set[str]) -> None:
     used = set(ProtectedImage.objects.filter(file__in=names).values_list("file", flat=True))
     used |= set(ProtectedImage.objects.filter(features__in=names).values_list("features", flat=True))
+    used |= set(ProtectedImage.objects.filter(mark__in=names).values_list("mark", flat=True))
     stored_files_delete(sorted(names - used))
 
 
@@ -189,7 +197,7 @@ def load_index(job: BulkJob, heartbeat: Callable[[], None]) -> int:
             if first != row["key"]:
                 errors.append((row["key"], "duplicate_image",
                                f"The same picture is already protected in this collection as {first!r}."))
-                orphans.update(name for name in (row["stored_name"], row["features_name"]) if name)
+                orphans.update(name for name in (row["stored_name"], row["features_name"], row.get("mark_name")) if name)
                 continue
             images.append(_image(collection, row))
         with transaction.atomic():

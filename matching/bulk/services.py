@@ -243,7 +243,8 @@ def _job_arguments(job: BulkJob) -> tuple[list[str], dict[str, str], dict[str, s
         target = _storage_target()
         args += ["--skip-keys", str(skip), "--store-root", target.root,
                  "--store-prefix", f"protected/{job.organisation_id}/{job.collection_id}/bulk",
-                 "--features-prefix", f"features/{job.organisation_id}/{job.collection_id}/bulk"]
+                 "--features-prefix", f"features/{job.organisation_id}/{job.collection_id}/bulk",
+                 "--marks-prefix", f"marks/{job.organisation_id}/{job.collection_id}/bulk"]
         if target.endpoint:
             args += ["--store-s3-endpoint", target.endpoint]
         secrets.update(target.env)

@@ -103,3 +103,40 @@ def check_admin_shows_progress_and_errors(admin_client) -> None:  # type: ignore
     assert "imgprotect-bulk: done" in detail and f"{len(BAD) + 1} file(s)" in detail
     errors = admin_client.get(f"/admin/bulk/bulkjoberror/?job__id__exact={job.pk}")
     assert errors.status_code == 200 and "bad/truncated.jpg" in errors.content.decode()
+
+
+def test_a_logo_indexed_through_spark_keeps_its_mark_and_is_found_in_a_scene(org, settings, tmp_path: Path):
+    """The real CNN on the executors (local[2]): a logo uploaded as an RGBA PNG is stored with its
+    mark, the mark's place and its views' embeddings, as the in-process path stores them, so a
+    check finds its mark composited alone into a photo, boxed and told as the mark."""
+    from matching.core.marks import MARK_VIEWS
+    from matching.encodings import embedding_from_bytes, embeddings_from_bytes
+    from matching.protection import reference_signals
+    from tests.bulk.folders import write
+    from tests.images import encode, logo_in_scene_jpeg, transparent_logo
+    from bench.metrics import polygon_iou
+
+    settings.IMGPROTECT_CNN_ENABLED = True
+    logo = encode(transparent_logo(), "PNG")
+    src = write(tmp_path / "src", {"acme.png": logo, "coffee.png": photo_png("coffee")})
+    call_command("index_images", "--org", org.slug, "--collection", "Brand", "--spark-master", "local[2]", str(src),
+                 stdout=io.StringIO(), stderr=io.StringIO())
+    images = {image.key: image for image in ProtectedImage.objects.filter(organisation=org)}
+    assert set(images) == {"acme.png", "coffee.png"}
+    acme, expected = images["acme.png"], reference_signals(load_image(logo))
+    assert acme.mark.name and acme.mark_info == expected.mark_info and acme.mark_info["source"] == "alpha"
+    with default_storage.open(acme.mark.name, "rb") as fh:
+        assert fh.read() == expected.mark_png
+    dim = len(embedding_from_bytes(acme.embedding))
+    views = embeddings_from_bytes(acme.mark_embeddings, dim)
+    wanted = embeddings_from_bytes(expected.mark_embeddings, dim)
+    assert views.shape == (MARK_VIEWS, dim) and float((views * wanted).sum(axis=1).min()) > 0.99
+    assert acme.keypoint_count == expected.keypoints
+    assert not images["coffee.png"].mark and images["coffee.png"].mark_info is None
+
+    copy, box = logo_in_scene_jpeg()
+    candidates, _ = find_candidates(organisation_id=org.pk, loaded=load_image(copy), top_k=5)
+    found = [c for c in candidates if c.decision.is_match]
+    assert [c.image.key for c in found] == ["acme.png"] and found[0].decision.verdict == "modified_copy"
+    assert found[0].decision.edit["description"].startswith("the mark, at ")
+    assert polygon_iou(found[0].decision.region["query"], box, load_image(copy).image.size) >= 0.5

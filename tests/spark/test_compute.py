@@ -167,3 +167,45 @@ def test_a_scan_embeds_whole_pictures_in_batches_and_decides_as_one_at_a_time(tm
     assert [m["reference_id"] for m in json.loads(rows["a.jpg"]["matches"])][:1] == [2]  # coffee (refs in key order: chelsea, coffee, rocket), resized
     sizes = [json.loads(line).get("size") for line in log.read_text().splitlines()]
     assert 2 in sizes  # a batch of two whole pictures (the pictures of the first pair)
+
+
+def test_index_rows_carry_a_logos_mark_as_the_in_process_path_stores_it(tmp_path: Path, monkeypatch):
+    """A logo uploaded as an RGBA PNG: the executor keys its mark out, stores the mark's PNG under
+    ``marks_prefix``, and embeds the mark's views in the same batch as the pictures, so a logo
+    indexed in bulk is looked for in scenes as one indexed one at a time is (issue 13, item 1)."""
+    from PIL import Image
+
+    from matching.core.marks import MARK_VIEWS, extract_mark, mark_info, mark_views
+    from tests.images import transparent_logo
+    from tests.spark.fake_embedder import FakeEmbedder
+
+    monkeypatch.setattr(compute, "_embedders", {})
+    src, media = tmp_path / "src", tmp_path / "media"
+    src.mkdir()
+    logo = encode(transparent_logo(), "PNG")
+    (src / "acme.png").write_bytes(logo)
+    (src / "coffee.png").write_bytes(photo_png("coffee"))
+    options = JobOptions(source=str(src), embed=True, embedder="tests.spark.fake_embedder:FakeEmbedder",
+                         store_root=f"file://{media}", store_prefix="protected/1/2/bulk",
+                         features_prefix="features/1/2/bulk", marks_prefix="marks/1/2/bulk")
+    rows = rows_by_key(process_partition([("acme.png", 0), ("coffee.png", 0)], options))
+
+    loaded = load_image(logo)
+    mark = extract_mark(loaded.image, loaded.alpha, frame=(loaded.width, loaded.height))
+    assert mark is not None
+    acme = rows["acme.png"]
+    assert acme["mark_name"].startswith("marks/1/2/bulk/") and acme["mark_name"].endswith(".png")
+    with Image.open(media / acme["mark_name"]) as stored:
+        assert stored.mode == "RGBA" and stored.size == mark.image.size
+        assert stored.tobytes() == mark.image.tobytes()  # lossless: the mask as extracted
+    assert json.loads(acme["mark_info"]) == mark_info(mark) and mark_info(mark)["source"] == "alpha"
+    views = FakeEmbedder().embed(mark_views(mark))
+    assert len(acme["mark_embeddings"]) == MARK_VIEWS * FakeEmbedder.dim
+    assert [round(v, 4) for v in acme["mark_embeddings"]] == [round(float(v), 4) for v in views.reshape(-1)]
+    assert acme["embedding"] != acme["mark_embeddings"][: FakeEmbedder.dim]  # the picture's own vector apart
+    from matching.core.geometry import extract_features
+
+    assert acme["keypoints"] == len(extract_features(loaded.image, frame=(loaded.width, loaded.height)))
+    coffee = rows["coffee.png"]  # a photo filled edge to edge has no mark
+    assert (coffee["mark_name"], coffee["mark_info"], coffee["mark_embeddings"]) == (None, None, None)
+    assert coffee["embedding"] is not None and coffee["keypoints"] > 0
