@@ -39,13 +39,15 @@ def protected_image_add(
     loaded: LoadedImage,
     filename: str | None = None,
     index_now: bool = False,
+    recheck: bool = True,
 ) -> ProtectedImage:
     """Store a validated image and queue its indexing.
 
     ``loaded`` is the result of ``matching.core.loading.load_image(data)``: the
     caller validates before anything is written, so bad input stores nothing.
     With ``index_now`` the signals are computed in this call (bulk command line)
-    instead of by a worker.
+    instead of by a worker; without ``recheck`` the retroactive re-check is left to
+    the caller, which queues one for the whole load (``retro.recheck_queue_since``).
     """
     key = key.strip()
     if not key:
@@ -90,8 +92,9 @@ def protected_image_add(
             image.save()
             if index_now:
                 index_generation_bump(organisation_id=collection.organisation_id)
-                enqueue_on_commit("workers.tasks.recheck_suspects", [image.pk],  # suspects seen before
-                                  countdown=settings.IMGPROTECT_RECHECK_DELAY_SECONDS)
+                if recheck:
+                    enqueue_on_commit("workers.tasks.recheck_suspects", [image.pk],  # suspects seen before
+                                      countdown=settings.IMGPROTECT_RECHECK_DELAY_SECONDS)
             else:
                 enqueue_on_commit("workers.tasks.index_protected_image", image.pk)
     except IntegrityError as exc:

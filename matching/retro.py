@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -28,7 +29,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from catalog.deletion import stored_files_delete
-from catalog.models import Organisation, ProtectedImage
+from catalog.models import Collection, Organisation, ProtectedImage
 from imgprotect.dispatch import enqueue_on_commit
 from matching import services
 from matching.cases import cases_attach
@@ -127,6 +128,19 @@ def suspects_recheck(*, image_ids: list[int]) -> list[int]:
     return created
 
 
+def recheck_queue_since(*, collection: Collection, since: datetime) -> None:
+    """Queue the retroactive re-check for what a load into ``collection`` indexed from ``since`` on
+    (a bulk load, ``index_images`` in-process), as an upload does for its image: one task named by
+    the earliest new image; its pass takes every image of the organisation indexed since the last
+    re-check, the rest of this load included, and queues the next pass when one is not enough."""
+    first = (ProtectedImage.objects.filter(collection=collection, status=ProtectedImage.Status.INDEXED,
+                                           indexed_at__gte=since)
+             .order_by("indexed_at", "pk").values_list("pk", flat=True).first())
+    if first is not None:
+        enqueue_on_commit("workers.tasks.recheck_suspects", [first],
+                          countdown=settings.IMGPROTECT_RECHECK_DELAY_SECONDS)
+
+
 MAX_IMAGES_PER_PASS = 1000  # the cosine matrix of a batch stays a few MB; the rest get their own pass
 
 
@@ -142,9 +156,20 @@ def _recheck_claimed(organisation_id: int, image_ids: list[int]) -> list[int]:
         mark, _ = RecheckMark.objects.select_for_update().get_or_create(
             organisation_id=organisation_id, defaults={"until": first - timedelta(minutes=10)})
         pending = list(indexed.filter(indexed_at__gt=mark.until).order_by("indexed_at", "pk")
-                       .select_related("organisation", "collection")[:MAX_IMAGES_PER_PASS])
+                       .select_related("organisation", "collection")[:MAX_IMAGES_PER_PASS + 1])
         if not pending:
             return []  # a re-check that ran before this one took these images
+        if len(pending) > MAX_IMAGES_PER_PASS:
+            # More than one pass: this one stops before the last instant it reaches (an instant is
+            # never split between passes) and queues the next, so a bulk load's one task covers the
+            # whole load (matching/bulk/load.py) and no image waits for a task of its own.
+            last = pending[MAX_IMAGES_PER_PASS].indexed_at
+            pending = [image for image in pending[:MAX_IMAGES_PER_PASS] if image.indexed_at != last] or list(
+                indexed.filter(indexed_at=last).order_by("pk").select_related("organisation", "collection"))
+            next_ = indexed.filter(indexed_at__gt=max(image.indexed_at for image in pending if image.indexed_at))
+            following = next_.order_by("indexed_at", "pk").values_list("pk", flat=True).first()
+            if following is not None:
+                enqueue_on_commit("workers.tasks.recheck_suspects", [following])
         before, mark.until = mark.until, max(image.indexed_at for image in pending if image.indexed_at)
         mark.save(update_fields=["until"])
     try:

@@ -45,6 +45,27 @@ def test_index_images_creates_org_and_collection_and_keys_by_relative_path(index
     assert "indexed 0, unchanged 4, failed 2" in out  # a rerun adds nothing twice
 
 
+def test_index_images_in_process_queues_one_retroactive_recheck_for_the_run(tmp_path, monkeypatch):
+    """As a Spark load does (matching/bulk/load.py): one re-check named by the run's first image,
+    whose passes take every image the run indexed, not one task per image."""
+    queued: list[tuple[str, tuple]] = []
+    for where in ("matching.protection", "matching.retro"):
+        monkeypatch.setattr(f"{where}.enqueue_on_commit", lambda name, *args, **kw: queued.append((name, args)))
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for name in REFERENCES:
+        (refs / f"{name}.png").write_bytes(photo_png(name))
+    out, _ = run("index_images", "--org", "acme", "--collection", "Brand photos", str(refs))
+    assert "indexed 4, unchanged 0, failed 0 of 4 files" in out
+    first = ProtectedImage.objects.order_by("indexed_at", "pk").first()
+    assert first is not None
+    assert [q for q in queued if q[0] == "workers.tasks.recheck_suspects"] == [
+        ("workers.tasks.recheck_suspects", ([first.pk],))]
+    queued.clear()
+    run("index_images", "--org", "acme", "--collection", "Brand photos", str(refs))
+    assert queued == []  # a rerun that indexed nothing queues nothing
+
+
 def test_match_images_jsonl_verdicts(indexed, tmp_path):
     queries = tmp_path / "queries"
     queries.mkdir()

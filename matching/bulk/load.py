@@ -17,12 +17,10 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import connection, models, transaction
 from django.db.models import F
@@ -38,6 +36,7 @@ from matching.encodings import embedding_to_bytes
 from matching.hashlists import HashListHit, hash_list_hits
 from matching.models import HashListEntry, Match, Verdict
 from matching.protection import ReferenceSignals, apply_reference_signals
+from matching.retro import recheck_queue_since
 from matching.review import review_auto_resolve
 from matching.suspects import suspect_signals_keep_scan
 
@@ -210,20 +209,8 @@ def load_index(job: BulkJob, heartbeat: Callable[[], None]) -> int:
     # with the database when the generation moves, and a load of millions should cost them one pass.
     # Bumped even when this attempt inserted nothing, for rows an interrupted attempt left unannounced.
     index_generation_bump(organisation_id=collection.organisation_id)
-    _recheck_after_load(collection, since)
+    recheck_queue_since(collection=collection, since=since)
     return inserted
-
-
-def _recheck_after_load(collection: Collection, since: datetime) -> None:
-    """Queue the retroactive re-check for what this load indexed, as an upload does for its image
-    (``matching/retro.py``): one task named by the earliest new image; its pass takes every image
-    of the organisation indexed since the last re-check, the rest of this load included."""
-    first = (ProtectedImage.objects.filter(collection=collection, status=ProtectedImage.Status.INDEXED,
-                                           indexed_at__gte=since)
-             .order_by("indexed_at", "pk").values_list("pk", flat=True).first())
-    if first is not None:
-        enqueue_on_commit("workers.tasks.recheck_suspects", [first],
-                          countdown=settings.IMGPROTECT_RECHECK_DELAY_SECONDS)
 
 
 # --- scan jobs -------------------------------------------------------------------------------

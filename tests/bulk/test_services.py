@@ -253,8 +253,8 @@ def test_loading_twice_never_duplicates_and_refuses_second_copies(org, collectio
 def test_a_load_queues_one_retroactive_recheck_for_what_it_indexed(org, collection, tmp_path: Path, monkeypatch):
     """Images added by a bulk index are searched for among past suspects, as uploaded ones are."""
     queued: list[tuple[str, tuple, dict]] = []
-    monkeypatch.setattr("matching.bulk.load.enqueue_on_commit",
-                        lambda name, *args, **kw: queued.append((name, args, kw)))
+    for where in ("matching.bulk.load", "matching.retro"):
+        monkeypatch.setattr(f"{where}.enqueue_on_commit", lambda name, *args, **kw: queued.append((name, args, kw)))
     job = BulkJob.objects.create(organisation=org, collection=collection, kind="index", source=str(tmp_path),
                                  status="loading", attempts=1)
     write_output(job, [ok_row("coffee.png", photo_png("coffee")), ok_row("rocket.png", photo_png("rocket"))])

@@ -251,3 +251,38 @@ def test_without_kept_suspects_a_recheck_computes_nothing(org, api, photos, monk
     image_id = protect(api, photos, "coffee")  # the re-check runs on commit (eager tasks)
     assert suspects_recheck(image_ids=[image_id]) == []
     assert RecheckMark.objects.filter(organisation=org).exists()
+
+
+def test_a_load_larger_than_one_pass_is_rechecked_whole_by_passes_that_queue_each_other(org, photos, monkeypatch,
+                                                                                         settings):
+    """A bulk load queues one re-check (matching/bulk/load.py); a pass takes MAX_IMAGES_PER_PASS
+    images and queues the next, so every image of the load is searched for, once, and an instant
+    that several images share is never split between two passes."""
+    from datetime import datetime, timezone as tz
+
+    from catalog.models import ProtectedImage
+    from matching import retro
+    from matching.protection import protected_image_add
+
+    settings.IMGPROTECT_CNN_ENABLED = False
+    images = [protected_image_add(collection=photos, key=f"{n}.png", data=photo_png(name),
+                                  loaded=load_image(photo_png(name)), index_now=True)
+              for n, name in enumerate(("coffee", "rocket", "chelsea", "astronaut", "camera"))]
+    # Indexed at four instants, two images at the third; the upload's own re-checks are held back.
+    instants = [datetime(2026, 1, 1, 0, 0, s, tzinfo=tz.utc) for s in (1, 2, 3, 3, 4)]
+    for image, at in zip(images, instants, strict=True):
+        ProtectedImage.objects.filter(pk=image.pk).update(indexed_at=at)
+    RecheckMark.objects.update_or_create(organisation=org, defaults={"until": datetime(2026, 1, 1, tzinfo=tz.utc)})
+    monkeypatch.setattr(retro, "MAX_IMAGES_PER_PASS", 3)
+    queued: list[list[int]] = []
+    monkeypatch.setattr(retro, "enqueue_on_commit", lambda name, ids, **kw: queued.append(ids))
+    passes: list[list[int]] = []
+    monkeypatch.setattr(retro, "_recheck_organisation",
+                        lambda organisation, pending: passes.append([i.pk for i in pending]) or [])
+
+    suspects_recheck(image_ids=[images[0].pk])
+    # Three fit, but the third instant holds two images: the pass stops before it.
+    assert passes == [[images[0].pk, images[1].pk]] and queued == [[images[2].pk]]
+    suspects_recheck(image_ids=queued[-1])
+    assert passes[-1] == [images[2].pk, images[3].pk, images[4].pk] and len(queued) == 1  # the rest fit
+    assert suspects_recheck(image_ids=[images[4].pk]) == [] and len(passes) == 2  # nothing left twice

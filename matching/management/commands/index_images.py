@@ -13,6 +13,7 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog import services
@@ -25,6 +26,7 @@ from matching.core.errors import ImageError, RetryableError
 from matching.core.loading import load_image
 from matching.management.progress import Progress, bulk_job_finish, run_bulk_job
 from matching.protection import protected_image_add
+from matching.retro import recheck_queue_since
 
 class Command(BaseCommand):
     help = "Index every image under SOURCE (a directory or s3://bucket/prefix) into a collection."
@@ -60,7 +62,7 @@ class Command(BaseCommand):
         existing = set(ProtectedImage.objects.filter(collection=collection).values_list("key", flat=True))
         progress = Progress(sys.stderr, total=len(items))
         indexed = unchanged = failed = 0
-        started = time.monotonic()
+        started, since = time.monotonic(), timezone.now()
         for n, item in enumerate(items, 1):
             if item.key in existing:
                 unchanged += 1
@@ -69,7 +71,7 @@ class Command(BaseCommand):
                     data = item.read()
                     loaded = load_image(data, max_bytes=max_bytes, max_pixels=settings.IMGPROTECT_MAX_PIXELS)
                     protected_image_add(collection=collection, key=item.key, data=data, loaded=loaded,
-                                        filename=item.key.rsplit("/", 1)[-1], index_now=True)
+                                        filename=item.key.rsplit("/", 1)[-1], index_now=True, recheck=False)
                     indexed += 1
                 except (ImageError, ServiceError, RetryableError, OSError) as exc:
                     failed += 1
@@ -78,6 +80,8 @@ class Command(BaseCommand):
                     self.stderr.write(f"skipped {item.key}: {message}")
             progress.update(n, failed)
         progress.close()
+        # One retroactive re-check for the whole run, as a Spark load queues (not one per image).
+        recheck_queue_since(collection=collection, since=since)
         elapsed = time.monotonic() - started
         self.stdout.write(
             f"indexed {indexed}, unchanged {unchanged}, failed {failed} of {len(items)} files "
