@@ -354,8 +354,10 @@ def _mark(loaded: Any, options: JobOptions) -> tuple[Any, dict[str, Any]]:
     ``marks_prefix``: (the Mark or None, the row's mark columns)."""
     from matching.core.marks import extract_mark, mark_info, mark_to_png
 
+    if options.marks_prefix is None:
+        return None, {}
     mark = extract_mark(loaded.image, loaded.alpha, frame=(loaded.width, loaded.height))
-    if mark is None or options.marks_prefix is None:
+    if mark is None:
         return None, {}
     name = _store(options, mark_to_png(mark), loaded.sha256_bytes, "PNG", options.marks_prefix)
     return mark, {"mark_name": name, "mark_info": json.dumps(mark_info(mark), separators=(",", ":"))}
