@@ -109,7 +109,8 @@ def _compute_only(source: Path, signals: str, embedder: str, scratch: Path) -> R
     entries = [(e.key, e.size) for e in LocalSource(source).list()]
     options = JobOptions(source=str(source), embed=signals != "hashes", embedder=embedder,
                          max_bytes=settings.IMGPROTECT_MAX_UPLOAD_BYTES, max_pixels=settings.IMGPROTECT_MAX_PIXELS,
-                         store_root=f"file://{scratch}", store_prefix="images", features_prefix="features")
+                         store_root=f"file://{scratch}", store_prefix="images", features_prefix="features",
+                         marks_prefix="marks")
     if options.embed:
         load_embedder(embedder)  # built once per worker in Spark too; not part of the per-image rate
     list(process_partition([], options))  # the same once-per-process warm-up as a Spark worker's

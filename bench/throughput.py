@@ -108,7 +108,7 @@ def _options(source: Path, store: Path, mode: str, references: Path | None, embe
 
     if mode == "index":
         return JobOptions(source=str(source), embed=True, embedder=embedder, store_root=f"file://{store}",
-                          store_prefix="images", features_prefix="features")
+                          store_prefix="images", features_prefix="features", marks_prefix="marks")
     return JobOptions(source=str(source), kind="scan", embed=True, embedder=embedder, store_root=f"file://{store}",
                       references=str(references), partial=mode)
 
