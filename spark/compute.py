@@ -62,6 +62,8 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("mark_info", "string"),
     ("mark_embeddings", "array<float>"),
     ("keypoints", "int"),
+    # Index jobs: why copies of the picture may go unfound (JSON list, protectability.pixel_flags).
+    ("flags", "string"),
 )
 SCHEMA_DDL = ", ".join(f"`{name}` {kind}" for name, kind in FIELDS)
 ERROR_INDEX = [name for name, _ in FIELDS].index("error_code")
@@ -363,6 +365,16 @@ def _mark(loaded: Any, options: JobOptions) -> tuple[Any, dict[str, Any]]:
     return mark, {"mark_name": name, "mark_info": json.dumps(mark_info(mark), separators=(",", ":"))}
 
 
+def _flags(loaded: Any, signals: dict[str, Any], keypoints: int | None) -> str:
+    """The flags a picture earns on its own, as the in-process path gives them
+    (``matching.protection.protection_flags`` without an organisation), as JSON."""
+    from matching.core.protectability import pixel_flags
+
+    flags = pixel_flags(loaded.image, width=loaded.width, height=loaded.height,
+                        pdq_quality=signals.get("pdq_quality", 0), keypoints=keypoints)
+    return json.dumps([flag.as_json() for flag in flags], separators=(",", ":"))
+
+
 # --- the partition function -------------------------------------------------------------------
 
 def _row(key: str, size: int, **values: Any) -> dict[str, Any]:
@@ -436,6 +448,7 @@ def _one(key: str, size: int, options: JobOptions, signals_fn: Callable[..., dic
                 packed, keypoints = _features(loaded.image, (loaded.width, loaded.height))
                 features = _store(options, packed, loaded.sha256_bytes, "npz", options.features_prefix)
             mark, marked = _mark(loaded, options)
+            marked["flags"] = _flags(loaded, signals, keypoints)
     except Exception as exc:  # noqa: BLE001 - one odd file must not fail a job of millions
         return _failure(key, size, exc), None
     row = _row(

@@ -157,6 +157,8 @@ def _image(collection: Collection, row: dict[str, Any]) -> ProtectedImage:
         image.features.name = row["features_name"]
     if row.get("keypoints") is not None:  # absent from an output written before the column was
         image.keypoint_count = row["keypoints"]
+    if row.get("flags") is not None:  # the picture's own flags; near-duplicates are not looked for in bulk
+        image.protection_flags = json.loads(row["flags"])
     if row.get("mark_name") and row.get("mark_info"):  # the logo's mark, as the in-process path stores it
         image.mark.name = row["mark_name"]
         image.mark_info = json.loads(row["mark_info"])

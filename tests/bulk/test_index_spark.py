@@ -111,7 +111,7 @@ def test_a_logo_indexed_through_spark_keeps_its_mark_and_is_found_in_a_scene(org
     check finds its mark composited alone into a photo, boxed and told as the mark."""
     from matching.core.marks import MARK_VIEWS
     from matching.encodings import embedding_from_bytes, embeddings_from_bytes
-    from matching.protection import reference_signals
+    from matching.protection import protection_flags, reference_signals
     from tests.bulk.folders import write
     from tests.images import encode, logo_in_scene_jpeg, transparent_logo
     from bench.metrics import polygon_iou
@@ -132,6 +132,7 @@ def test_a_logo_indexed_through_spark_keeps_its_mark_and_is_found_in_a_scene(org
     wanted = embeddings_from_bytes(expected.mark_embeddings, dim)
     assert views.shape == (MARK_VIEWS, dim) and float((views * wanted).sum(axis=1).min()) > 0.99
     assert acme.keypoint_count == expected.keypoints
+    assert acme.protection_flags == [f.as_json() for f in protection_flags(load_image(logo), expected)]
     assert not images["coffee.png"].mark and images["coffee.png"].mark_info is None
 
     copy, box = logo_in_scene_jpeg()

@@ -185,10 +185,14 @@ def test_index_rows_carry_a_logos_mark_as_the_in_process_path_stores_it(tmp_path
     logo = encode(transparent_logo(), "PNG")
     (src / "acme.png").write_bytes(logo)
     (src / "coffee.png").write_bytes(photo_png("coffee"))
+    drawn = Image.new("RGB", (320, 240), (200, 200, 200))  # a grey card with a faint square: nothing to hash
+    drawn.paste((190, 190, 190), (140, 100, 180, 140))
+    plain = encode(drawn)
+    (src / "plain.png").write_bytes(plain)
     options = JobOptions(source=str(src), embed=True, embedder="tests.spark.fake_embedder:FakeEmbedder",
                          store_root=f"file://{media}", store_prefix="protected/1/2/bulk",
                          features_prefix="features/1/2/bulk", marks_prefix="marks/1/2/bulk")
-    rows = rows_by_key(process_partition([("acme.png", 0), ("coffee.png", 0)], options))
+    rows = rows_by_key(process_partition([("acme.png", 0), ("coffee.png", 0), ("plain.png", 0)], options))
 
     loaded = load_image(logo)
     mark = extract_mark(loaded.image, loaded.alpha, frame=(loaded.width, loaded.height))
@@ -209,3 +213,12 @@ def test_index_rows_carry_a_logos_mark_as_the_in_process_path_stores_it(tmp_path
     coffee = rows["coffee.png"]  # a photo filled edge to edge has no mark
     assert (coffee["mark_name"], coffee["mark_info"], coffee["mark_embeddings"]) == (None, None, None)
     assert coffee["embedding"] is not None and coffee["keypoints"] > 0
+    # The flags the picture earns on its own, as the in-process path gives them.
+    from matching.protection import protection_flags, reference_signals
+
+    monkeypatch.setattr("matching.protection.get_embedder", lambda: None)
+    for key, data in (("acme.png", logo), ("coffee.png", photo_png("coffee")), ("plain.png", plain)):
+        here = load_image(data)
+        assert json.loads(rows[key]["flags"]) == [f.as_json() for f in protection_flags(here, reference_signals(here))]
+    assert json.loads(coffee["flags"]) == []
+    assert [f["code"] for f in json.loads(rows["plain.png"]["flags"])] == ["flat", "few_features"]
