@@ -25,11 +25,12 @@ from django.core.management import call_command
 
 from catalog.models import ProtectedImage
 from matching.bulk.models import BulkJob
-from matching.encodings import embedding_from_bytes
+from matching.core.marks import MARK_VIEWS
+from matching.encodings import embedding_from_bytes, embeddings_from_bytes
 from matching.models import Match
 from spark.submit import java_home, spark_home
 from tests.bulk.folders import cropped_turned_jpeg, write
-from tests.images import photo_png, resized_jpeg
+from tests.images import encode, logo_in_scene_jpeg, photo_png, resized_jpeg, transparent_logo
 from tests.stack import wait_until
 
 pytestmark = pytest.mark.django_db
@@ -104,7 +105,8 @@ def test_index_and_scan_on_a_standalone_cluster_with_the_real_cnn(cluster: str, 
     monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")  # the driver, too, stays on loopback
     settings.IMGPROTECT_CNN_ENABLED = True
     settings.SPARK_EXECUTOR_MEMORY = "1g"
-    src = write(tmp_path / "protected", {f"{name}.png": photo_png(name) for name in ("coffee", "chelsea", "rocket")})
+    src = write(tmp_path / "protected", {**{f"{name}.png": photo_png(name) for name in ("coffee", "chelsea", "rocket")},
+                                         "acme.png": encode(transparent_logo(), "PNG")})
     out = io.StringIO()
     call_command("index_images", "--org", org.slug, "--collection", "Brand",
                  "--spark-master", cluster, str(src), stdout=out, stderr=io.StringIO())
@@ -112,19 +114,30 @@ def test_index_and_scan_on_a_standalone_cluster_with_the_real_cnn(cluster: str, 
     assert index_job.status == "done", f"{index_job.error}\n{index_job.log_tail}"
     images = ProtectedImage.objects.filter(organisation=org)
     # The executors ran the real CNN (256 floats, the ranking head's output) and stored local features.
-    assert images.count() == 3 and all(i.embedding and i.features for i in images)
+    assert images.count() == 4 and all(i.embedding and i.features for i in images)
     assert {embedding_from_bytes(i.embedding).shape for i in images} == {(256,)}
+    # The logo's mark was keyed out on an executor, stored where every node reads, and its views embedded.
+    acme = images.get(key="acme.png")
+    assert acme.mark.name and acme.mark_info["source"] == "alpha" and not images.get(key="coffee.png").mark
+    assert embeddings_from_bytes(acme.mark_embeddings, 256).shape == (MARK_VIEWS, 256)
+    with acme.mark.open("rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert index_job.spark_app_id.startswith("app-")  # a standalone cluster's application, not local-*
 
     crawl = write(tmp_path / "crawl", {"copies/coffee turned.jpg": cropped_turned_jpeg("coffee"),
+                                       "copies/acme on a wall.jpg": logo_in_scene_jpeg()[0],
                                        "unrelated/horse.jpg": resized_jpeg("horse", 0.8),
                                        "unrelated/astronaut.jpg": resized_jpeg("astronaut", 0.8)})
     with django_capture_on_commit_callbacks(execute=True):
         call_command("scan_images", "--org", org.slug, "--spark-master", cluster, str(crawl),
                      stdout=io.StringIO(), stderr=io.StringIO())
     scan = BulkJob.objects.get(kind="scan")
-    assert (scan.status, scan.done, scan.failed, scan.matched) == ("done", 3, 0, 1), f"{scan.error}\n{scan.log_tail}"
-    match = Match.objects.select_related("protected_image").get()
+    assert (scan.status, scan.done, scan.failed, scan.matched) == ("done", 4, 0, 2), f"{scan.error}\n{scan.log_tail}"
+    found = {m.suspect_key: m for m in Match.objects.select_related("protected_image")}
+    assert set(found) == {f"{crawl}/copies/coffee turned.jpg", f"{crawl}/copies/acme on a wall.jpg"}
+    mark = found[f"{crawl}/copies/acme on a wall.jpg"]  # the bulk-indexed logo's mark, found alone in a photo
+    assert mark.protected_image.key == "acme.png" and mark.edit_report["description"].startswith("the mark, at ")
+    match = found[f"{crawl}/copies/coffee turned.jpg"]
     assert (match.suspect_key, match.protected_image.key) == (f"{crawl}/copies/coffee turned.jpg", "coffee.png")
     assert match.verdict == "modified_copy" and match.signal_scores["inliers"] >= 8
     assert len(match.region["query"]) >= 3 and abs(abs(match.edit_report["rotation_deg"]) - 7) < 2
