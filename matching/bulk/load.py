@@ -52,12 +52,17 @@ def output_files(work_dir: Path) -> list[Path]:
 
 
 def output_batches(work_dir: Path, batch_rows: int = BATCH_ROWS) -> Iterator[list[dict[str, Any]]]:
-    import pyarrow.dataset as ds  # lazy: only loaders need Arrow
+    import pyarrow as pa  # lazy: only loaders need Arrow
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
 
     files = output_files(work_dir)
     if not files:
         return
-    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    # Every file's columns: a job resumed across an upgrade has runs written with fewer columns
+    # (their rows read them as null), and the first file alone must not decide what the rest keep.
+    schema = pa.unify_schemas([pq.read_schema(f) for f in files])
+    dataset = ds.dataset([str(f) for f in files], format="parquet", schema=schema)
     for batch in dataset.to_batches(batch_size=batch_rows):
         if batch.num_rows:
             yield batch.to_pylist()

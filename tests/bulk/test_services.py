@@ -326,3 +326,32 @@ def test_spark_conf_reaches_spark_submit_and_overrides_ours(org, collection, set
     conf = dict(command[i + 1].split("=", 1) for i, part in enumerate(command) if part == "--conf")
     assert conf["spark.pyspark.python"] == "./environment/bin/python" and conf["spark.executor.cores"] == "4"
     assert conf["spark.pyspark.driver.python"] != "./environment/bin/python"  # the driver runs here, in client mode
+
+
+def test_a_job_resumed_across_an_upgrade_loads_rows_of_both_schemas(org, collection, tmp_path: Path):
+    """Output written before the mark columns existed (an earlier run of the same job) and after:
+    each row keeps what its own file holds, whichever file the reader meets first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.images import encode, transparent_logo
+
+    job = BulkJob.objects.create(organisation=org, collection=collection, kind="index", source=str(tmp_path),
+                                 status="loading", attempts=2)
+    old_run = job.work_dir / "output" / "run-000-before"
+    old_run.mkdir(parents=True)
+    older = [(n, t) for n, t in FIELDS if n not in ("mark_name", "mark_info", "mark_embeddings", "keypoints", "flags")]
+    types = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "array<float>": pa.list_(pa.float32()),
+             "array<binary>": pa.list_(pa.binary())}
+    row = ok_row("coffee.png", photo_png("coffee"))
+    pq.write_table(pa.Table.from_pylist([{n: row.get(n) for n, _ in older}],
+                                        schema=pa.schema([(n, types[t]) for n, t in older])), old_run / "part-0.parquet")
+    logo = ok_row("acme.png", encode(transparent_logo(), "PNG"))
+    write_output(job, [{**logo, "mark_name": "marks/1/2/bulk/ab/acme.png", "keypoints": 57, "flags": "[]",
+                        "mark_info": json.dumps({"box": [1, 2, 30, 40], "source": "alpha", "background": None})}])
+    services.bulkjob_load(job=job)
+    images = {i.key: i for i in ProtectedImage.objects.filter(collection=collection)}
+    assert set(images) == {"coffee.png", "acme.png"}
+    assert images["acme.png"].mark.name == "marks/1/2/bulk/ab/acme.png" and images["acme.png"].keypoint_count == 57
+    assert images["acme.png"].mark_info["box"] == [1, 2, 30, 40]
+    assert not images["coffee.png"].mark and images["coffee.png"].mark_info is None
