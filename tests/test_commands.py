@@ -65,6 +65,27 @@ def test_index_images_in_process_queues_one_retroactive_recheck_for_the_run(tmp_
     run("index_images", "--org", "acme", "--collection", "Brand photos", str(refs))
     assert queued == []  # a rerun that indexed nothing queues nothing
 
+    # Interrupted after its first image (Ctrl-C): what it indexed is still searched for.
+    from matching import protection
+
+    real, calls = protection.protected_image_add, []
+
+    def then_interrupted(**kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs["key"])
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(**kwargs)
+
+    monkeypatch.setattr("matching.management.commands.index_images.protected_image_add", then_interrupted)
+    more = tmp_path / "more"
+    more.mkdir()
+    for name in ("horse", "camera"):
+        (more / f"{name}.png").write_bytes(photo_png(name))
+    with pytest.raises(KeyboardInterrupt):
+        run("index_images", "--org", "acme", "--collection", "Brand photos", str(more))
+    (first_new,) = ProtectedImage.objects.filter(key__in=["horse.png", "camera.png"])
+    assert queued == [("workers.tasks.recheck_suspects", ([first_new.pk],))]
+
 
 def test_match_images_jsonl_verdicts(indexed, tmp_path):
     queries = tmp_path / "queries"

@@ -63,25 +63,28 @@ class Command(BaseCommand):
         progress = Progress(sys.stderr, total=len(items))
         indexed = unchanged = failed = 0
         started, since = time.monotonic(), timezone.now()
-        for n, item in enumerate(items, 1):
-            if item.key in existing:
-                unchanged += 1
-            else:
-                try:
-                    data = item.read()
-                    loaded = load_image(data, max_bytes=max_bytes, max_pixels=settings.IMGPROTECT_MAX_PIXELS)
-                    protected_image_add(collection=collection, key=item.key, data=data, loaded=loaded,
-                                        filename=item.key.rsplit("/", 1)[-1], index_now=True, recheck=False)
-                    indexed += 1
-                except (ImageError, ServiceError, RetryableError, OSError) as exc:
-                    failed += 1
-                    message = getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
-                    progress.close()  # keep the error on its own line
-                    self.stderr.write(f"skipped {item.key}: {message}")
-            progress.update(n, failed)
-        progress.close()
-        # One retroactive re-check for the whole run, as a Spark load queues (not one per image).
-        recheck_queue_since(collection=collection, since=since)
+        try:
+            for n, item in enumerate(items, 1):
+                if item.key in existing:
+                    unchanged += 1
+                else:
+                    try:
+                        data = item.read()
+                        loaded = load_image(data, max_bytes=max_bytes, max_pixels=settings.IMGPROTECT_MAX_PIXELS)
+                        protected_image_add(collection=collection, key=item.key, data=data, loaded=loaded,
+                                            filename=item.key.rsplit("/", 1)[-1], index_now=True, recheck=False)
+                        indexed += 1
+                    except (ImageError, ServiceError, RetryableError, OSError) as exc:
+                        failed += 1
+                        message = getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
+                        progress.close()  # keep the error on its own line
+                        self.stderr.write(f"skipped {item.key}: {message}")
+                progress.update(n, failed)
+        finally:
+            progress.close()
+            # One retroactive re-check for the whole run, as a Spark load queues (not one per image);
+            # an interrupted run's images are searched for too (a rerun skips their keys).
+            recheck_queue_since(collection=collection, since=since)
         elapsed = time.monotonic() - started
         self.stdout.write(
             f"indexed {indexed}, unchanged {unchanged}, failed {failed} of {len(items)} files "
