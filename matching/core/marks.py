@@ -776,8 +776,8 @@ def judged_small(result: Verification) -> bool:
     (``mark_crop`` is None: under WEAK_MIN_SIDE), is accepted on its inner detail alone: detail
     DETAIL_MIN or more (not ``indistinct``). On the development seeds two true marks of a third
     search (0.66-0.67, details 0.74-0.76, 54-61 px) were refused for want of a CNN that could see
-    them, and the one unrelated picture with a sure place that small was indistinct
-    (docs/benchmarks.md section 7, "Small sure marks")."""
+    them, and no unrelated picture had a sure place that small (docs/benchmarks.md section 7,
+    "Small sure marks")."""
     return result.accepted and result.model == "mark" and not indistinct(result)
 
 
