@@ -771,16 +771,6 @@ def detailed(result: Verification) -> bool:
     return result.model == "mark" and result.appearance is not None and result.appearance >= DETAIL_SURE
 
 
-def judged_small(result: Verification) -> bool:
-    """Whether a sure mark that the CNN was to confirm, in a place too small for the CNN to see
-    (``mark_crop`` is None: under WEAK_MIN_SIDE), is accepted on its inner detail alone: detail
-    DETAIL_MIN or more (not ``indistinct``). On the development seeds two true marks of a third
-    search (0.66-0.67, details 0.74-0.76, 54-61 px) were refused for want of a CNN that could see
-    them, and no unrelated picture had a sure place that small (docs/benchmarks.md section 7,
-    "Small sure marks")."""
-    return result.accepted and result.model == "mark" and not indistinct(result)
-
-
 def mark_crop(query: Image.Image, polygon: Sequence[Sequence[float]], *,
               frame: tuple[int, int]) -> Image.Image | None:
     """The place a mark was found at (``polygon``, in the query's own pixels ``frame``) with some

@@ -717,17 +717,13 @@ class Matcher:
 
     def _confirm_mark(self, state: "_Judging", ref_id: int, result: Verification) -> Verification | None:
         """An unsure mark (marks.WEAK_SCORE) accepted when the CNN sees this reference's mark in
-        the place (marks.mark_crop, marks.crop_confirms), or None. A sure mark sent here (a late
-        search's, marks.SURE_SEARCHES) whose place is too small for the CNN to see is accepted on
-        its detail instead (marks.judged_small)."""
+        the place (marks.mark_crop, marks.crop_confirms), or None."""
         from matching.core import marks
 
         loaded, vectors = state.query.loaded, self.indexes.vectors
         if loaded is None:
             return None
         crop = marks.mark_crop(loaded.image, result.query_polygon, frame=_frame(loaded))
-        if crop is None and marks.judged_small(result):
-            return result
         if crop is None or self.embedder is None or vectors is None:
             return None
         hits = vectors.search(self.embedder.embed_one(crop)[None, :], 1)[0]

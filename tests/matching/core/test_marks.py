@@ -581,34 +581,3 @@ def test_a_sure_place_in_nearly_the_marks_colours_is_an_unsure_find() -> None:
     assert nearly is not None and not nearly.sure and nearly.score >= marks.MIN_SCORE
     assert marks.MAX_COLOUR_DE < nearly.colour_de <= marks.UNSURE_COLOUR_DE, nearly
     assert found["other"] is None, found["other"]
-
-
-def test_a_late_sure_mark_too_small_for_the_cnn_is_judged_on_its_detail(matcher,  # type: ignore[no-untyped-def]
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A late search's sure mark is sent to the CNN; a place under ``marks.WEAK_MIN_SIDE`` cannot
-    be shown to it (``marks.mark_crop``), so the mark is accepted on its inner detail alone
-    (``marks.judged_small``), and refused when the detail is indistinct. An unsure mark that small
-    is still refused: its score says less than a sure one's."""
-    from matching.core import geometry
-
-    mark = transparent_logo().crop((28, 18, 213, 225))
-    scene, box = _composite(_photo("astronaut"), mark, width_share=0.2, at=(0.7, 0.3))
-    query = load_image(encode(scene.convert("RGB"), "JPEG", quality=85))
-    real_verify = geometry.verify
-    monkeypatch.setattr(geometry, "verify", lambda *a, **k: replace(real_verify(*a, **k), accepted=False))
-    monkeypatch.setattr(marks, "SURE_SEARCHES", 0)
-    monkeypatch.setattr(marks, "LATE_MIN_SCORE", marks.MIN_SCORE)
-    monkeypatch.setattr(marks, "DETAIL_SURE", 1.01)  # the detail never enough on its own for a large place
-    monkeypatch.setattr(marks, "CROP_COSINE", 0.999)  # and the CNN, shown the place, refuses it
-    assert not any(d.reference_id == 7 and d.is_match for d in matcher.match(query).decisions)
-    monkeypatch.setattr(marks, "WEAK_MIN_SIDE", 10_000)  # the same place, now too small for the CNN
-    found = [d for d in matcher.match(query).decisions if d.reference_id == 7]
-    assert found and found[0].is_match and "mark_crop_cosine" not in found[0].signal_scores
-    assert found[0].signal_scores["mark_detail"] >= marks.DETAIL_MIN
-    assert polygon_iou(found[0].region["query"], box, scene.size) >= 0.5
-    monkeypatch.setattr(marks, "DETAIL_MIN", 1.01)  # indistinct: a look-alike of the same outline
-    assert not any(d.reference_id == 7 and d.is_match for d in matcher.match(query).decisions)
-    monkeypatch.setattr(marks, "DETAIL_MIN", 0.0)
-    monkeypatch.setattr(marks, "MIN_SCORE", 0.99)  # found unsure only
-    monkeypatch.setattr(marks, "LATE_MIN_SCORE", 0.99)
-    assert not any(d.reference_id == 7 and d.is_match for d in matcher.match(query).decisions)
