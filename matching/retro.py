@@ -159,19 +159,21 @@ def _recheck_claimed(organisation_id: int, image_ids: list[int]) -> list[int]:
                        .select_related("organisation", "collection")[:MAX_IMAGES_PER_PASS + 1])
         if not pending:
             return []  # a re-check that ran before this one took these images
-        if len(pending) > MAX_IMAGES_PER_PASS:
+        more = len(pending) > MAX_IMAGES_PER_PASS
+        if more:
             # More than one pass: this one stops before the last instant it reaches (an instant is
             # never split between passes) and queues the next, so a bulk load's one task covers the
             # whole load (matching/bulk/load.py) and no image waits for a task of its own.
             last = pending[MAX_IMAGES_PER_PASS].indexed_at
             pending = [image for image in pending[:MAX_IMAGES_PER_PASS] if image.indexed_at != last] or list(
                 indexed.filter(indexed_at=last).order_by("pk").select_related("organisation", "collection"))
-            next_ = indexed.filter(indexed_at__gt=max(image.indexed_at for image in pending if image.indexed_at))
-            following = next_.order_by("indexed_at", "pk").values_list("pk", flat=True).first()
-            if following is not None:
-                enqueue_on_commit("workers.tasks.recheck_suspects", [following])
         before, mark.until = mark.until, max(image.indexed_at for image in pending if image.indexed_at)
         mark.save(update_fields=["until"])
+        if more:
+            following = (indexed.filter(indexed_at__gt=mark.until).order_by("indexed_at", "pk")
+                         .values_list("pk", flat=True).first())
+            if following is not None:
+                enqueue_on_commit("workers.tasks.recheck_suspects", [following])
     try:
         return _recheck_organisation(pending[0].organisation, pending)
     except BaseException:  # give the images back, so the retry searches for them
