@@ -88,11 +88,13 @@ class ScaledStore:
     """A ``ReferenceStore``: the real references' ``MemoryStore`` plus synthetic ids whose
     records come from arrays and whose features are those of a pool picture."""
 
-    def __init__(self, real: Any, phashes: np.ndarray, pdqs: np.ndarray, pool_features: list[Any]) -> None:
+    def __init__(self, real: Any, phashes: np.ndarray, pdqs: np.ndarray, pool_features: list[Any],
+                 pool_marks: list[Any] | None = None) -> None:
         self.real = real
         self.phashes = phashes
         self.pdqs = pdqs
         self.pool_features = pool_features
+        self.pool_marks = pool_marks
 
     def records(self, ids: Any) -> dict[int, Any]:
         from matching.core.matcher import RefRecord
@@ -112,6 +114,39 @@ class ScaledStore:
         if ref_id < SYNTHETIC_BASE_ID:
             return self.real.features(ref_id)
         return self.pool_features[(ref_id - SYNTHETIC_BASE_ID) % len(self.pool_features)]
+
+    def mark(self, ref_id: int) -> Any | None:
+        """The reference's mark (a synthetic id has its pool picture's), or None without marks."""
+        if self.pool_marks is None:
+            return None
+        if ref_id < SYNTHETIC_BASE_ID:
+            return self.real.mark(ref_id)
+        return self.pool_marks[(ref_id - SYNTHETIC_BASE_ID) % len(self.pool_marks)]
+
+
+def _synthetic_mark_views(pool_marks: list[Any], syn_ids: np.ndarray, embedder: Any,
+                          seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The vector-index entries of the synthetic references' marks: a synthetic reference whose
+    pool picture has a mark gets that mark's ``MARK_VIEWS`` view embeddings, each plus noise of
+    norm 1.0 (as ``make_vectors`` does to whole pictures), under its own mark-view ids, as a
+    protected set of that many logos would hold them."""
+    from matching.core.marks import MARK_ID_BASE, MARK_SLOTS, MARK_VIEWS, mark_vector_id, mark_views
+
+    have = [k for k, m in enumerate(pool_marks) if m is not None]
+    views = np.zeros((len(pool_marks), MARK_VIEWS, 256), np.float32)
+    for k in have:
+        views[k] = embedder.embed(mark_views(pool_marks[k]))
+    chosen = syn_ids[np.isin((syn_ids - SYNTHETIC_BASE_ID) % len(pool_marks), have)]
+    out = np.empty((len(chosen) * MARK_VIEWS, 256), np.float32)
+    rng = np.random.default_rng([seed, 11])
+    for s in range(0, len(chosen), 65536):
+        block = chosen[s: s + 65536]
+        base = views[(block - SYNTHETIC_BASE_ID) % len(pool_marks)].reshape(-1, 256)
+        noisy = base + rng.standard_normal(base.shape, dtype=np.float32) / np.sqrt(base.shape[1])
+        out[s * MARK_VIEWS: (s + len(block)) * MARK_VIEWS] = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    ids = (MARK_ID_BASE + chosen[:, None] * MARK_SLOTS + np.arange(MARK_VIEWS)).ravel()
+    assert not len(ids) or ids[-1] == mark_vector_id(int(chosen[-1]), MARK_VIEWS - 1)
+    return ids.astype(np.int64), out
 
 
 def _pool_items(datasets: Path, exclude: set[str], count: int, seed: int) -> list[Any]:
@@ -193,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-training-images", action="store_true",
                         help="take the real references from every image, not only the fifth the CNN head's "
                              "training holds out")
+    parser.add_argument("--no-marks", action="store_true",
+                        help="leave the logos' marks out (no mark views in the vector index, no mark search): "
+                             "the protected set as this benchmark built it before marks existed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--explain", type=int, default=0, help="print this many missed copies with their top hits")
     parser.add_argument("--every", type=int, default=1, help="query every k-th copy only (a quicker look)")
@@ -228,13 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     pool_items = _pool_items(args.datasets, exclude, args.pool, args.seed)
     pool = index_references([(k, item.image()) for k, item in enumerate(pool_items)])
     pool_features = [pool.store.features(k) for k in range(len(pool_items))]
+    pool_marks = None if args.no_marks else [pool.store.mark(k) for k in range(len(pool_items))]
     print(f"real references: {len(real.ids)}; pool: {len(pool_items)} pictures; {time.perf_counter() - t0:.0f} s",
           flush=True)
 
     n_syn = args.n - len(real.ids)
     syn_ids = SYNTHETIC_BASE_ID + np.arange(n_syn, dtype=np.int64)
     cache = args.cache / f"n{args.n}-refs{args.refs}-pool{args.pool}-seed{args.seed}" if args.cache else None
-    vectors_file = cache / f"vectors-{args.structure}.faiss" if cache else None
+    vectors_file = cache / f"vectors-{args.structure}{'' if args.no_marks else '-marks'}.faiss" if cache else None
     codes_file = cache / "codes.npz" if cache else None
     start = time.perf_counter()
     if codes_file is not None and codes_file.exists():
@@ -266,9 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         pool_images = [item.image() for item in pool_items]
         base = embedder.embed(pool_images + [augment.random_view(im, rng) for im in pool_images for _ in range(2)])
         data = make_vectors(n_syn, 256, base, args.seed, 1.0)
-        vectors = VectorIndex.build(np.concatenate([real.ids, syn_ids]), np.concatenate([real.vectors, data]),
-                                    structure=args.structure)
-        del data
+        ids, parts = [real.ids, syn_ids], [real.vectors, data]
+        if pool_marks is not None and real.mark_vectors is not None:
+            mark_ids, mark_data = _synthetic_mark_views(pool_marks, syn_ids, embedder, args.seed)
+            ids += [real.mark_ids, mark_ids]
+            parts += [real.mark_vectors.reshape(-1, 256), mark_data]
+            print(f"mark views: {len(real.mark_ids)} of the real references, {len(mark_ids)} synthetic", flush=True)
+        vectors = VectorIndex.build(np.concatenate(ids), np.concatenate(parts), structure=args.structure)
+        del data, parts
         how = "built"
         if vectors_file is not None:
             vectors.save(vectors_file)
@@ -276,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"vector index ({vectors.kind}, {len(vectors)} vectors): {how} in {time.perf_counter() - start:.0f} s",
           flush=True)
 
-    store = ScaledStore(real.store, syn_phash, syn_pdq, pool_features)
+    store = ScaledStore(real.store, syn_phash, syn_pdq, pool_features, pool_marks)
     matcher = Matcher(store=store, indexes=Indexes(phash=phash_index, pdq=pdq_index, vectors=vectors),
                       thresholds=Thresholds.load(), embedder=embedder)
 
@@ -295,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reach:
         return _reach(vectors, embedder, queries, matcher.thresholds.verify_top)
     background = args.partial == "background"
-    first_mode = "never" if background else args.partial
+    first_mode = "later" if background else args.partial  # the service's background mode
     for _group, _ref, data_bytes in queries[:3]:  # warm-up: graph tracing, caches
         matcher.match(load_image(data_bytes), partial="always")
 

@@ -313,6 +313,37 @@ def test_the_answer_leaves_a_mark_search_to_the_partial_copy_pass(monkeypatch: p
     assert marks.PARTIAL_RESERVE >= 1
 
 
+def test_an_answer_whose_partial_copy_pass_runs_later_leaves_the_mark_search_to_it(  # type: ignore[no-untyped-def]
+        matcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``partial="later"`` (the service's background answer): a mark search costs tens of ms, and
+    the answer's candidates that the CNN does not find similar are nearly never the mark, so they
+    are left to the partial-copy pass that runs apart; that pass finds the mark. The same answer
+    with no pass to follow (``"never"``) searches it."""
+    scene, box = _composite(_photo("astronaut"), transparent_logo().crop((28, 18, 213, 225)), width_share=0.45,
+                            at=(0.5, 0.5))
+    query = load_image(encode(scene.convert("RGB"), "JPEG", quality=85))
+    searched: list[int] = []
+    real = marks.mark_verification
+
+    def counted(q, m, **kwargs):  # type: ignore[no-untyped-def]
+        searched.append(id(m))
+        return real(q, m, **kwargs)
+
+    monkeypatch.setattr(marks, "mark_verification", counted)
+    never = matcher.match(query, partial="never")
+    assert searched, "the answer with no partial-copy pass to follow searches the logo's mark"
+    logo = [d for d in never.decisions if d.reference_id == 7]
+    assert logo and logo[0].signal_scores["cnn_score"] < matcher.thresholds.cnn_similar
+    searched.clear()
+    later = matcher.match(query, partial="later")
+    assert searched == [] and "cnn_tiles_ms" not in later.timings_ms
+    assert not any(d.reference_id == 7 and d.is_match for d in later.decisions)
+    task = matcher.match(query, partial="auto")
+    best = [d for d in task.decisions if d.reference_id == 7]
+    assert searched and best and best[0].is_match, task.decisions[:3]
+    assert polygon_iou(best[0].region["query"], box, scene.size) >= 0.5
+
+
 def test_an_unsure_place_is_returned_only_when_asked_for() -> None:
     """A place scoring under ``min_score`` is no find, unless the caller asks for unsure places
     (``weak_score``): then it comes back with ``sure`` False, where the mark is, for the CNN to
