@@ -151,12 +151,31 @@ def write_references(refs: Path, store: Path, dest: Path, *, embedder: str = "au
                               ids=ids),
         pdq=make_hash_index(4, codes=pdq_words([r["pdq"] for _, r in good]),
                             ids=np.array([i for i, _ in good], dtype=np.int64)),
-        vectors=VectorIndex.build(ids, np.array([r["embedding"] for r in rows], dtype=np.float32)))
+        vectors=VectorIndex.build(*_with_mark_views(ids, rows)))
     records = [{"id": int(i), "sha256_bytes": r["sha256_bytes"], "sha256_pixels": r["sha256_pixels"],
                 "phash": int(r["phash"], 16), "pdq": r["pdq"] if r["pdq_quality"] >= PDQ_MIN_QUALITY else None,
                 "pdq_quality": r["pdq_quality"], "phash_max": None, "file": r["stored_name"],
-                "features": r["features_name"]} for i, r in zip(ids, rows, strict=True)]
+                "features": r["features_name"], "mark": r["mark_name"],
+                "mark_info": json.loads(r["mark_info"]) if r["mark_info"] else None}
+               for i, r in zip(ids, rows, strict=True)]
     return write_snapshot(dest, rows=records, indexes=indexes, thresholds=Thresholds.load())
+
+
+def _with_mark_views(ids: Any, rows: list[dict[str, Any]]) -> tuple[Any, Any]:
+    """The pictures' ids and embeddings, followed by their marks' views under the ids
+    ``marks.mark_vector_id`` gives them: the vector index a scan's snapshot holds
+    (matching/index_registry.py), so that scans look for the logos' marks as checks do."""
+    import numpy as np
+
+    from matching.core.marks import mark_vector_id
+
+    out_ids = [int(i) for i in ids]
+    vectors = [np.asarray(r["embedding"], dtype=np.float32) for r in rows]
+    for i, r in zip(ids, rows, strict=True):
+        views = np.asarray(r["mark_embeddings"] or [], dtype=np.float32).reshape(-1, len(vectors[0]))
+        out_ids += [mark_vector_id(int(i), slot) for slot in range(len(views))]
+        vectors += list(views)
+    return np.array(out_ids, dtype=np.int64), np.array(vectors, dtype=np.float32)
 
 
 def in_process(mode: str, crawl: Path, store: Path, references: Path | None) -> Result:

@@ -23,6 +23,10 @@ def test_bench_check_reports_latency_rank_and_memory(tmp_path: Path, capsys: pyt
         assert re.search(rf"{group}\s+p50\s+[\d.]+\s+p95\s+[\d.]+", out), out
     assert re.search(r"rank-1 among 400: whole-frame copy [01]\.\d{3}", out)
     assert "false positives: " in out and "memory per protected image" in out
+    # The logos' marks are part of the protected set, as the service indexes them: their views in the
+    # vector index (synthetic logos too), so that checks search marks at scale as they do for real.
+    views = re.search(r"mark views: (\d+) of the real references, (\d+) synthetic", out)
+    assert views and int(views[1]) > 0 and int(views[2]) > 0, out
     # By default the answer is timed apart from the partial-copy task that follows an answer with no copy.
     assert "the answer (no partial-copy pass)" in out and "cnn_tiles_ms" not in out.split("stage times")[1]
     assert re.search(r"partial-copy task.*\n\s+all that ran it\s+p50\s+[\d.]+", out), out

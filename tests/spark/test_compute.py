@@ -169,6 +169,25 @@ def test_a_scan_embeds_whole_pictures_in_batches_and_decides_as_one_at_a_time(tm
     assert 2 in sizes  # a batch of two whole pictures (the pictures of the first pair)
 
 
+def test_the_throughput_benchmarks_snapshot_holds_the_logos_marks(tmp_path: Path, monkeypatch):
+    """``bench.throughput`` scans against a snapshot written as a scan job writes one: a logo's
+    mark and its views are in it, so the scan rows it reports pay for the mark search."""
+    from bench.throughput import write_references
+    from matching.core.marks import MARK_VIEWS
+    from spark.references import load_snapshot
+    from tests.images import transparent_logo
+
+    monkeypatch.setattr(compute, "_embedders", {})
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "acme.png").write_bytes(encode(transparent_logo(), "PNG"))
+    (tmp_path / "refs" / "coffee.png").write_bytes(photo_png("coffee"))
+    snapshot = write_references(tmp_path / "refs", tmp_path / "store", tmp_path / "snapshot",
+                                embedder="tests.spark.fake_embedder:FakeTileEmbedder")
+    loaded = load_snapshot(snapshot, storage_root=f"file://{tmp_path / 'store'}")
+    assert loaded.store.mark(1) is not None and loaded.store.mark(2) is None  # ids in key order
+    assert len(loaded.indexes.vectors) == 2 + MARK_VIEWS
+
+
 def test_index_rows_carry_a_logos_mark_as_the_in_process_path_stores_it(tmp_path: Path, monkeypatch):
     """A logo uploaded as an RGBA PNG: the executor keys its mark out, stores the mark's PNG under
     ``marks_prefix``, and embeds the mark's views in the same batch as the pictures, so a logo
