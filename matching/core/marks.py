@@ -31,7 +31,7 @@ import functools
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,15 @@ SCALES = 12        # template widths tried, geometric, between MIN_SHARE and MAX
 MIN_SHARE, MAX_SHARE = 0.07, 0.42
 TILE_SHARES = (0.25, 0.9)  # of the width of the tile the CNN found the mark through
 PEAKS = 4  # best places whose colours are compared, at most
+# The quick look (``_quick_score``): before the search, the searched region at QUICK_SIDE px on its
+# long side, QUICK_SCALES upright widths (MIN_SHARE-MAX_SHARE of its width), the edge and colour
+# likeness terms only. A mark whose best quick score is under QUICK_FLOOR is not searched for: on
+# the development seed's suites no search that found the true mark, sure or unsure, scored under
+# 0.17, and about half of all searches (look-alikes, scenes without the mark) do
+# (docs/benchmarks.md section 7, "The quick look"). None turns it off.
+QUICK_SIDE = 160
+QUICK_SCALES = 6
+QUICK_FLOOR: float | None = 0.15
 ANGLES = (-8.0, 0.0, 8.0)  # upright first, then the turns at the best scales
 MIN_TEMPLATE_PX = 12
 GREY_FLOOR = 12.0  # grey levels: a window flatter than this does not correlate (_ncc)
@@ -159,6 +168,8 @@ class Mark:
     # The flat background it was keyed from (RGB), None for a transparent picture: a copy that
     # shows it around the mark is a copy of the whole tile (as_mark).
     background: tuple[int, int, int] | None = None
+    # What every search for the mark derives from it alone (its main colours: _palette).
+    derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def mask(self) -> Image.Image:
@@ -441,6 +452,37 @@ def _ncc(image: npt.NDArray[np.float32], squared: npt.NDArray[np.float32], templ
     return np.asarray(num / np.sqrt(spread * energy), dtype=np.float32)
 
 
+def _quick_score(region: Image.Image, mark: Mark) -> float:
+    """The best upright correlation of ``mark`` (edge and colour-likeness terms, less the size
+    penalty) over ``region`` (RGB) shrunk to QUICK_SIDE px on its long side, at QUICK_SCALES widths
+    between MIN_SHARE and MAX_SHARE of its width; -1 when no width fits. About a tenth of a search."""
+    import cv2
+
+    rw, rh = region.size
+    k = min(1.0, QUICK_SIDE / max(rw, rh))
+    small = region.resize((max(1, round(rw * k)), max(1, round(rh * k))), Image.Resampling.BILINEAR)
+    rgb = np.asarray(small, dtype=np.float32)
+    edges = _edges(rgb)
+    likeness = _likeness(rgb, mark)
+    edge_tables = (_integral(edges), _integral(edges * edges))
+    likeness_tables = (_integral(likeness), _integral(likeness * likeness))
+    sw, sh = small.size
+    best = -1.0
+    for i in range(QUICK_SCALES):
+        width = round(MIN_SHARE * (MAX_SHARE / MIN_SHARE) ** (i / (QUICK_SCALES - 1)) * rw * k)
+        made = _template(mark.image, width, 0.0)
+        if made is None:
+            continue
+        th, tw = made.grey.shape
+        if tw > sw or th > sh:
+            continue
+        scores = (_ncc(edges, edges, made.edges, None, EDGE_FLOOR, edge_tables)
+                  + _ncc(likeness, likeness, made.alpha, None, LIKENESS_FLOOR, likeness_tables)) / 2
+        _lo, score, _lo_at, _at = cv2.minMaxLoc(scores)
+        best = max(best, float(score) - SIZE_PENALTY / math.sqrt(th * tw))
+    return best
+
+
 def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark: Mark, *,
                 frame: tuple[int, int] | None = None, min_score: float = MIN_SCORE,
                 max_colour_de: float = MAX_COLOUR_DE, tile_width: int | None = None,
@@ -460,6 +502,8 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
     qw, qh = query.size
     x0, y0, x1, y1 = box if box is not None else (0, 0, qw, qh)
     region = query.crop((x0, y0, x1, y1)).convert("RGB")
+    if QUICK_FLOOR is not None and _quick_score(region, mark) < QUICK_FLOOR:
+        return None  # the quick look: nothing there looks enough like the mark to search for it
     k = min(1.0, SEARCH_SIDE / max(qw, qh))
     if k < 1.0:
         region = region.resize((max(1, round(region.width * k)), max(1, round(region.height * k))),
@@ -686,22 +730,34 @@ def _chroma(rgb: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     return out
 
 
+def _palette(mark: Mark) -> npt.NDArray[np.float32] | None:
+    """The mark's PALETTE main colours in ``_chroma``'s terms (seeded k-means), once per Mark
+    object; None when it has too few opaque pixels."""
+    import cv2
+
+    if "palette" not in mark.derived:
+        rgba = np.asarray(mark.image, dtype=np.float32).reshape(-1, 4)
+        pixels = rgba[rgba[:, 3] > 127, :3]
+        if len(pixels) > 4000:
+            pixels = pixels[:: len(pixels) // 4000 + 1]
+        centres = None
+        if len(pixels) >= PALETTE:
+            criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1e-3)
+            cv2.setRNGSeed(VIEW_SEED)
+            _c, _labels, found = cv2.kmeans(_chroma(pixels), PALETTE, None, criteria, 2,  # type: ignore[call-overload]
+                                            cv2.KMEANS_PP_CENTERS)
+            centres = np.asarray(found, dtype=np.float32)
+        mark.derived["palette"] = centres
+    palette: npt.NDArray[np.float32] | None = mark.derived["palette"]
+    return palette
+
+
 def _likeness(rgb: npt.NDArray[np.float32], mark: Mark) -> npt.NDArray[np.float32]:
     """How close each query pixel's colour lies to one of the mark's PALETTE main colours, 0-255:
     correlated with the mark's alpha it finds the mark's shape in its own colours."""
-    import cv2
-
-    rgba = np.asarray(mark.image, dtype=np.float32).reshape(-1, 4)
-    pixels = rgba[rgba[:, 3] > 127, :3]
-    if len(pixels) > 4000:
-        pixels = pixels[:: len(pixels) // 4000 + 1]
-    if len(pixels) < PALETTE:
+    centres = _palette(mark)
+    if centres is None:
         return np.zeros(rgb.shape[:2], np.float32)
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1e-3)
-    cv2.setRNGSeed(VIEW_SEED)
-    _c, _labels, found = cv2.kmeans(_chroma(pixels), PALETTE, None, criteria, 2,  # type: ignore[call-overload]
-                                    cv2.KMEANS_PP_CENTERS)
-    centres = np.asarray(found, dtype=np.float32)
     query = _chroma(rgb)
     distance = np.min(np.abs(query[:, :, None, :] - centres[None, None]).sum(axis=-1), axis=-1)
     return np.ascontiguousarray(255.0 * np.clip(1.0 - distance / LIKENESS_SPREAD, 0.0, 1.0), np.float32)

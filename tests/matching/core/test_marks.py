@@ -344,6 +344,38 @@ def test_an_answer_whose_partial_copy_pass_runs_later_leaves_the_mark_search_to_
     assert polygon_iou(best[0].region["query"], box, scene.size) >= 0.5
 
 
+def test_the_quick_look_searches_only_where_something_looks_like_the_mark(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search costs 40-120 ms: the quick look (QUICK_SIDE px, QUICK_SCALES upright widths) scores
+    the mark composited into a photo far above QUICK_FLOOR, so it is searched and found; a scene
+    with nothing of the mark's shape or colours scores under it and costs only the quick look."""
+    logo = load_image(encode(transparent_logo(), "PNG"))
+    mark = marks.extract_mark(logo.image, logo.alpha, frame=logo.image.size)
+    assert mark is not None and marks.QUICK_FLOOR is not None
+    scene, box = _composite(_photo("rocket"), transparent_logo().crop((28, 18, 213, 225)), width_share=0.14,
+                            at=(0.22, 0.78))
+    scene = scene.convert("RGB")
+    assert marks._quick_score(scene, mark) >= marks.QUICK_FLOOR + 0.2
+    found = marks.verify_mark(scene, None, mark, frame=scene.size)
+    assert found is not None and found.sure
+    sky = Image.linear_gradient("L").resize((640, 480)).convert("RGB")  # no edge, none of the mark's colours
+    built: list[int] = []
+    real = marks._template
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        built.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(marks, "_template", counted)
+    assert marks._quick_score(sky, mark) < marks.QUICK_FLOOR
+    built.clear()
+    assert marks.verify_mark(sky, None, mark, frame=sky.size) is None
+    assert len(built) == marks.QUICK_SCALES  # the quick look's widths only: no search
+    monkeypatch.setattr(marks, "QUICK_FLOOR", None)
+    built.clear()
+    assert marks.verify_mark(sky, None, mark, frame=sky.size) is None
+    assert len(built) >= marks.SCALES  # searched
+
+
 def test_an_unsure_place_is_returned_only_when_asked_for() -> None:
     """A place scoring under ``min_score`` is no find, unless the caller asks for unsure places
     (``weak_score``): then it comes back with ``sure`` False, where the mark is, for the CNN to
