@@ -13,7 +13,9 @@ tiles, their vector searches, verification against the enlarged tile). That
 is ``Matcher.match`` over a ``MemoryStore``; the service's database store adds
 one indexed SELECT and a feature-cache lookup per candidate. With
 ``--partial background`` (the default, as the service runs by default) the
-answer is timed without the partial-copy pass, and for each answer that found
+answer is timed without the partial-copy pass (``partial="never"``, which
+leaves the mark search of candidates the CNN does not find similar to the
+task that follows, docs/matching.md), and for each answer that found
 no copy, the partial-copy task that follows it (``check_partial_run``: the
 cascade again, with the pass) is timed apart; rank 1 and false positives are
 those of the final result.
@@ -29,7 +31,11 @@ The protected set (``--n`` images) is:
   pool picture's embedding (clean or under a copy attack) plus noise of norm
   1.0, the other half random unit vectors (``bench.vectorindex.make_vectors``);
   their ORB features are those of a pool picture, so a synthetic candidate
-  costs a real verification.
+  costs a real verification; a synthetic reference whose pool picture is a
+  logo with a mark (``marks.extract_mark``) has that mark, and its four
+  views' embeddings plus noise of norm 1.0 are in the vector index, as the
+  service indexes a logo's mark (``--no-marks`` leaves every mark out, the
+  set as this benchmark built it before 2026-12-06's seventh session).
 
 Queries: every benchmark attack (``bench.attacks``) on every reference, and
 ``--unrelated`` dataset pictures that are not protected. Reported: latency
@@ -339,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reach:
         return _reach(vectors, embedder, queries, matcher.thresholds.verify_top)
     background = args.partial == "background"
-    first_mode = "later" if background else args.partial  # the service's background mode
+    first_mode = "never" if background else args.partial
     for _group, _ref, data_bytes in queries[:3]:  # warm-up: graph tracing, caches
         matcher.match(load_image(data_bytes), partial="always")
 

@@ -117,7 +117,7 @@ def check_run(*, check_id: int) -> Check | None:
             loaded = _load_check_image(check)
             candidates, outcome = find_candidates(
                 organisation_id=check.organisation_id, loaded=loaded, collection_id=check.collection_id,
-                top_k=RESULT_TOP_K, partial={"inline": "auto", "background": "later", "off": "never"}[mode],
+                top_k=RESULT_TOP_K, partial={"inline": "auto", "background": "never", "off": "never"}[mode],
             )
     except ImageError as exc:
         Check.objects.filter(pk=check_id).update(

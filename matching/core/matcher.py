@@ -43,7 +43,7 @@ def _calibrated(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:
 
 
 _CALIBRATED = _calibrated()
-PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER, PARTIAL_LATER = "auto", "always", "never", "later"
+PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER = "auto", "always", "never"
 # Candidates per check that get a second look when verification did not confirm them (the most
 # promising first: ``_verify_stage`` takes them in that order), and only those the CNN already
 # finds ``similar`` (cosine >= cnn_similar): the looser settings of a second look then turn
@@ -59,7 +59,7 @@ LOW_RES_LOOKS = 3
 # Crop looks a check gives, at most (docs/geometry.md, "The crop look"); the same candidates get
 # the aligned look after it (docs/geometry.md, "The aligned look").
 CROP_LOOKS = 2
-PARTIAL_MODES = (PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER, PARTIAL_LATER)
+PARTIAL_MODES = (PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER)
 
 
 @dataclass(frozen=True)
@@ -314,9 +314,10 @@ class _Judging:
     # A partial-copy pass follows the answer's passes if they find nothing: they keep
     # marks.PARTIAL_RESERVE of the mark searches for it.
     partial_follows: bool = False
-    # The partial-copy pass runs later, apart (``partial="later"``): the marks of candidates the
-    # CNN does not find similar are left to it.
-    marks_later: bool = False
+    # No partial-copy pass in this call (``partial="never"``: a check's answer, whose pass runs apart;
+    # a scan or a check without it): the marks of candidates the CNN does not find similar are left
+    # to the pass, searching for a mark in a scene being partial-copy work.
+    weak_marks_left: bool = False
     # Unsure marks the CNN confirmed (marks.crop_confirms): ref id -> the crop's cosine.
     marks_confirmed: dict[int, float] = field(default_factory=dict)
     # Unsure marks found before the partial-copy pass, settled at its end (Matcher._mark_stage):
@@ -379,12 +380,11 @@ class Matcher:
         cropped). So a resized copy costs no CNN pass, a cropped or rotated one
         a single pass, and only a picture with no whole-frame match pays for
         the 13 tiles. ``"always"`` runs every pass (a picture that is a copy
-        may hold further, partial copies); ``"never"`` stops after pass 1.
-        ``"later"`` is the answer of a check whose partial-copy pass runs apart
-        when the answer finds nothing (the service's background mode): it stops
-        after pass 1 and leaves the mark search (``marks.py``, tens of ms each) of
-        candidates the CNN does not find ``similar`` to that pass, which runs the
-        cascade again with ``"auto"`` (docs/matching.md, "Marks and the answer").
+        may hold further, partial copies); ``"never"`` stops after pass 1 and
+        leaves the mark search (``marks.py``, tens of ms each) of candidates the
+        CNN does not find ``similar`` to the partial-copy pass: a check's answer
+        (the service's background mode) then has it run apart, with ``"auto"``,
+        when the answer finds nothing (docs/matching.md, "Marks and the answer").
         """
         if partial not in PARTIAL_MODES:
             raise ValueError(f"partial must be one of {', '.join(PARTIAL_MODES)}, not {partial!r}")
@@ -423,8 +423,8 @@ class Matcher:
         lap("hash_ms")
         exhaustive = partial == PARTIAL_ALWAYS
         state = _Judging(records={}, decided={}, verifications={}, query=_QueryFeatures(loaded, self.feature_kind),
-                         partial_follows=use_cnn and partial not in (PARTIAL_NEVER, PARTIAL_LATER),
-                         marks_later=partial == PARTIAL_LATER)
+                         partial_follows=use_cnn and partial != PARTIAL_NEVER,
+                         weak_marks_left=partial == PARTIAL_NEVER)
         embeddings: dict[str, Any] = {}
         # Pass 0: digests and hashes decide exact and near-duplicate copies; with the CNN to
         # come, verification waits for its candidates.
@@ -435,7 +435,7 @@ class Matcher:
             lap("cnn_ms")
             self._judge(evidence, allowed, state, loaded, verify=True)
             lap("verify_ms")
-            if partial not in (PARTIAL_NEVER, PARTIAL_LATER) and (exhaustive or not state.found()):
+            if partial != PARTIAL_NEVER and (exhaustive or not state.found()):
                 self._cnn_stage(loaded, ev, top_k, tiles=True, keep=embeddings)
                 lap("cnn_tiles_ms")
                 state.mirror_all = state.low_res = True
@@ -697,8 +697,8 @@ class Matcher:
         if find is None or loaded is None or ref_id in state.marks_tried or len(state.marks_tried) >= budget:
             return None
         similar = (state.records[ref_id].thresholds or self.thresholds).cnn_similar
-        if state.marks_later and (e.cnn is None or e.cnn < similar):
-            return None  # the partial-copy pass that follows apart looks for it
+        if state.weak_marks_left and (e.cnn is None or e.cnn < similar):
+            return None  # left to the partial-copy pass (a check's runs apart, with "auto")
         mark = find(ref_id)
         if mark is None:
             return None

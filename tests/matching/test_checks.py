@@ -232,7 +232,7 @@ def test_a_check_answers_before_the_partial_copy_pass_which_then_adds_its_match(
     monkeypatch.setattr(Matcher, "match", match)
     data, size = pasted_logo
     body = submit(api, data, wait=20).json()
-    assert modes == ["later"]  # the answer leaves weak candidates' mark searches to the task (matcher.py)
+    assert modes == ["never"]  # the answer leaves weak candidates' mark searches to the task (matcher.py)
     # The answer: no whole-frame copy, the partial-copy pass still to come.
     assert body["status"] == "done" and body["finished"] and body["completed"] is None
     assert body["partial_search"] == "pending" and body["result"]["partial_search"] == "pending"
@@ -242,7 +242,7 @@ def test_a_check_answers_before_the_partial_copy_pass_which_then_adds_its_match(
     assert api.get(body["url"]).json()["partial_search"] == "pending"
 
     services.check_partial_run(check_id=body["id"])
-    assert modes == ["later", "auto"]
+    assert modes == ["never", "auto"]
     later = api.get(body["url"]).json()
     assert later["partial_search"] == "done" and later["completed"] and later["status"] == "done"
     assert later["result"]["verdict"] == "modified_copy" and later["result"]["partial_search"] == "done"
