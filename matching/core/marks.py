@@ -452,35 +452,57 @@ def _ncc(image: npt.NDArray[np.float32], squared: npt.NDArray[np.float32], templ
     return np.asarray(num / np.sqrt(spread * energy), dtype=np.float32)
 
 
-def _quick_score(region: Image.Image, mark: Mark) -> float:
-    """The best upright correlation of ``mark`` (edge and colour-likeness terms, less the size
-    penalty) over ``region`` (RGB) shrunk to QUICK_SIDE px on its long side, at QUICK_SCALES widths
-    between MIN_SHARE and MAX_SHARE of its width; -1 when no width fits. About a tenth of a search."""
+def _planes(rgb: npt.NDArray[np.float32], mark: Mark) -> "_Planes":
+    """``rgb``'s planes for finding ``mark`` in it, summed-area tables included."""
+    gray = np.ascontiguousarray(rgb @ np.array([0.299, 0.587, 0.114], np.float32), np.float32)
+    edges = _edges(rgb if COLOUR_EDGES else gray)
+    likeness = _likeness(rgb, mark)
+    return _Planes(gray, edges, likeness, rgb, gray * gray, (_integral(edges), _integral(edges * edges)),
+                   (_integral(likeness), _integral(likeness * likeness)))
+
+
+def _width(low: float, high: float, i: int, n: int, base: float, k: float) -> int:
+    """The ``i``-th of ``n`` template widths, geometric between ``low`` and ``high`` of ``base``
+    px, at the search's scale ``k``."""
+    return int(round(low * (high / low) ** (i / (n - 1)) * base * k))
+
+
+def _place(planes: "_Planes", mark: Image.Image, width: int, angle: float, *, grey: bool = True
+           ) -> tuple[float, tuple[int, int], _Template] | None:
+    """The best place of ``mark`` at ``width``, turned by ``angle``, in ``planes``: the mean of the
+    edge, colour-likeness and (with ``grey``, when the mark has inner contrast) grey correlations,
+    less the size penalty; None when the template is too small or does not fit."""
     import cv2
 
+    made = _template(mark, width, angle)
+    if made is None:
+        return None
+    th, tw = made.grey.shape
+    rh, rw = planes.edges.shape
+    if tw > rw or th > rh:
+        return None
+    terms = [_ncc(planes.edges, planes.edges, made.edges, None, EDGE_FLOOR, planes.edge_tables),
+             _ncc(planes.likeness, planes.likeness, made.alpha, None, LIKENESS_FLOOR, planes.likeness_tables)]
+    if grey and made.grey_counts:
+        terms.append(_ncc(planes.gray, planes.gray2, made.grey, made.mask, GREY_FLOOR))
+    scores = sum(terms[1:], terms[0]) / len(terms)
+    _lo, score, _lo_at, at = cv2.minMaxLoc(scores)
+    # Chance correlations shrink as 1/sqrt(pixels): a small template must correlate better.
+    score -= SIZE_PENALTY / math.sqrt(th * tw)
+    return float(score), (int(at[0]), int(at[1])), made
+
+
+def _quick_score(region: Image.Image, mark: Mark) -> float:
+    """The best upright correlation of ``mark`` (``_place`` without the grey term) over ``region``
+    (RGB) shrunk to QUICK_SIDE px on its long side, at QUICK_SCALES widths between MIN_SHARE and
+    MAX_SHARE of its width; -1 when no width fits. About a tenth of a search."""
     rw, rh = region.size
     k = min(1.0, QUICK_SIDE / max(rw, rh))
     small = region.resize((max(1, round(rw * k)), max(1, round(rh * k))), Image.Resampling.BILINEAR)
-    rgb = np.asarray(small, dtype=np.float32)
-    edges = _edges(rgb)
-    likeness = _likeness(rgb, mark)
-    edge_tables = (_integral(edges), _integral(edges * edges))
-    likeness_tables = (_integral(likeness), _integral(likeness * likeness))
-    sw, sh = small.size
-    best = -1.0
-    for i in range(QUICK_SCALES):
-        width = round(MIN_SHARE * (MAX_SHARE / MIN_SHARE) ** (i / (QUICK_SCALES - 1)) * rw * k)
-        made = _template(mark.image, width, 0.0)
-        if made is None:
-            continue
-        th, tw = made.grey.shape
-        if tw > sw or th > sh:
-            continue
-        scores = (_ncc(edges, edges, made.edges, None, EDGE_FLOOR, edge_tables)
-                  + _ncc(likeness, likeness, made.alpha, None, LIKENESS_FLOOR, likeness_tables)) / 2
-        _lo, score, _lo_at, _at = cv2.minMaxLoc(scores)
-        best = max(best, float(score) - SIZE_PENALTY / math.sqrt(th * tw))
-    return best
+    planes = _planes(np.asarray(small, dtype=np.float32), mark)
+    places = [_place(planes, mark.image, _width(MIN_SHARE, MAX_SHARE, i, QUICK_SCALES, rw, k), 0.0, grey=False)
+              for i in range(QUICK_SCALES)]
+    return max((place[0] for place in places if place is not None), default=-1.0)
 
 
 def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark: Mark, *,
@@ -509,44 +531,24 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
         region = region.resize((max(1, round(region.width * k)), max(1, round(region.height * k))),
                                Image.Resampling.BILINEAR)
     rgb = np.asarray(region, dtype=np.float32)
-    gray = np.ascontiguousarray(rgb @ np.array([0.299, 0.587, 0.114], np.float32), np.float32)
-    edges = _edges(rgb if COLOUR_EDGES else gray)
-    gray2 = gray * gray
-    edge_tables = (_integral(edges), _integral(edges * edges))
-    likeness = _likeness(rgb, mark)
-    likeness_tables = (_integral(likeness), _integral(likeness * likeness))
-    rw, rh = region.size
+    planes = _planes(rgb, mark)
     aspect = mark.image.height / mark.image.width
 
     def attempt(width: int, angle: float) -> tuple[float, int, float, tuple[int, int], _Template] | None:
-        made = _template(mark.image, width, angle)
-        if made is None:
-            return None
-        th, tw = made.grey.shape
-        if tw > rw or th > rh:
-            return None
-        terms = [_ncc(edges, edges, made.edges, None, EDGE_FLOOR, edge_tables),
-                 _ncc(likeness, likeness, made.alpha, None, LIKENESS_FLOOR, likeness_tables)]
-        if made.grey_counts:
-            terms.append(_ncc(gray, gray2, made.grey, made.mask, GREY_FLOOR))
-        scores = sum(terms[1:], terms[0]) / len(terms)
-        _lo, score, _lo_at, at = cv2.minMaxLoc(scores)
-        # Chance correlations shrink as 1/sqrt(pixels): a small template must correlate better.
-        score -= SIZE_PENALTY / math.sqrt(th * tw)
-        return float(score), width, angle, (int(at[0]), int(at[1])), made
+        place = _place(planes, mark.image, width, angle)
+        return None if place is None else (place[0], width, angle, place[1], place[2])
 
     # Upright at every scale, then the turns at the three best scales.
     upright = []
     low, high, base = (MIN_SHARE, MAX_SHARE, qw) if tile_width is None else (*TILE_SHARES, tile_width)
     for i in range(SCALES):
-        width = round(low * (high / low) ** (i / (SCALES - 1)) * base * k)
+        width = _width(low, high, i, SCALES, base, k)
         place = attempt(width, 0.0)
         if place is not None:
             upright.append(place)
     tried = sorted(upright, key=lambda f: -f[0])[:3]
     turned = [f for w in {f[1] for f in tried} for angle in ANGLES if angle
               for f in [attempt(w, angle)] if f is not None]
-    planes = _Planes(gray, edges, likeness, rgb)
     # (score, colour distance, angle, width, warp, template) of the accepted place, and of the first
     # unsure one (weak_score); the peaks are tried best first.
     found: tuple[float, float, float, int, npt.NDArray[np.float32], _Template] | None = None
@@ -611,11 +613,16 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
 
 @dataclass(frozen=True)
 class _Planes:
-    """The searched region's planes, at search size: grey, edge map, likeness to the mark's colours, RGB."""
+    """The searched region's planes, at search size (``_planes``): grey, edge map, likeness to the
+    mark's colours, RGB; the grey's squares and the summed-area tables of the edge map and the
+    likeness (and their squares), for the correlations of ``_place``."""
     gray: npt.NDArray[np.float32]
     edges: npt.NDArray[np.float32]
     likeness: npt.NDArray[np.float32]
     rgb: npt.NDArray[np.float32]
+    gray2: npt.NDArray[np.float32]
+    edge_tables: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+    likeness_tables: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
 
 
 def _patch(plane: npt.NDArray[np.float32], warp: npt.NDArray[np.float32], made: _Template) -> npt.NDArray[np.float32]:
