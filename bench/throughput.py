@@ -162,20 +162,16 @@ def write_references(refs: Path, store: Path, dest: Path, *, embedder: str = "au
 
 
 def _with_mark_views(ids: Any, rows: list[dict[str, Any]]) -> tuple[Any, Any]:
-    """The pictures' ids and embeddings, followed by their marks' views under the ids
-    ``marks.mark_vector_id`` gives them: the vector index a scan's snapshot holds
-    (matching/index_registry.py), so that scans look for the logos' marks as checks do."""
+    """The pictures' ids and embeddings, followed by their marks' views: the vector index a scan's
+    snapshot holds (matching/index_registry.py), so that scans look for the logos' marks as checks do."""
     import numpy as np
 
-    from matching.core.marks import mark_vector_id
+    from matching.core.marks import with_mark_views
 
-    out_ids = [int(i) for i in ids]
-    vectors = [np.asarray(r["embedding"], dtype=np.float32) for r in rows]
-    for i, r in zip(ids, rows, strict=True):
-        views = np.asarray(r["mark_embeddings"] or [], dtype=np.float32).reshape(-1, len(vectors[0]))
-        out_ids += [mark_vector_id(int(i), slot) for slot in range(len(views))]
-        vectors += list(views)
-    return np.array(out_ids, dtype=np.int64), np.array(vectors, dtype=np.float32)
+    vectors = np.array([r["embedding"] for r in rows], dtype=np.float32)
+    return with_mark_views(np.asarray(ids, dtype=np.int64), vectors, (
+        (int(i), np.asarray(r["mark_embeddings"], dtype=np.float32).reshape(-1, vectors.shape[1]))
+        for i, r in zip(ids, rows, strict=True) if r["mark_embeddings"]))
 
 
 def in_process(mode: str, crawl: Path, store: Path, references: Path | None) -> Result:

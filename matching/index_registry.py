@@ -29,7 +29,7 @@ from matching.core import hashindex, vptree
 from matching.core.hashindex import HashIndex, make_hash_index
 from matching.core.hamming import pdq_words
 from matching.core.matcher import HashIndex as HashSearch
-from matching.core.marks import MARK_SLOTS, mark_vector_id
+from matching.core.marks import MARK_SLOTS, mark_vector_id, with_mark_views
 from matching.core.matcher import Indexes, VectorSearch
 from matching.core.snapshots import SnapshotError
 from matching.core.vectorindex import VectorIndex
@@ -249,15 +249,8 @@ def _with_mark_view_ids(image_ids: np.ndarray) -> np.ndarray:
 def _with_marks(ids: np.ndarray, vectors: np.ndarray, rows: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """``ids``/``vectors`` followed by the views of the rows' marks (``mark_embeddings``, column 4),
     under the ids ``marks.mark_vector_id`` gives them."""
-    extra_ids: list[int] = []
-    extra: list[np.ndarray] = []
-    for row in rows:
-        views = embeddings_from_bytes(row[4], vectors.shape[1])[:MARK_SLOTS]
-        extra_ids += [mark_vector_id(row[0], slot) for slot in range(len(views))]
-        extra.append(views)
-    if not extra:
-        return ids, vectors
-    return np.concatenate([ids, np.array(extra_ids, np.int64)]), np.concatenate([vectors, *extra])
+    return with_mark_views(ids, vectors, ((row[0], embeddings_from_bytes(row[4], vectors.shape[1])[:MARK_SLOTS])
+                                          for row in rows))
 
 
 def _hash_class(name: str) -> Any:

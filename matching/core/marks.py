@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -180,6 +180,21 @@ def mark_vector_id(ref_id: int, slot: int) -> int:
     if not 0 <= slot < MARK_SLOTS:
         raise ValueError(f"slot must be in [0, {MARK_SLOTS})")
     return MARK_ID_BASE + ref_id * MARK_SLOTS + slot
+
+
+def with_mark_views(ids: npt.NDArray[Any], vectors: npt.NDArray[Any],
+                    marked: Iterable[tuple[int, npt.NDArray[Any]]]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """``ids``/``vectors`` followed by the views of marks (``marked``: (picture id, its views'
+    embeddings, one row each)), under the ids ``mark_vector_id`` gives them: the vector index of
+    a protected set whose logos have marks."""
+    extra_ids: list[int] = []
+    extra: list[npt.NDArray[Any]] = []
+    for ref_id, views in marked:
+        extra_ids += [mark_vector_id(ref_id, slot) for slot in range(len(views))]
+        extra.append(views)
+    if not extra:
+        return ids, vectors
+    return np.concatenate([ids, np.array(extra_ids, np.int64)]), np.concatenate([vectors, *extra])
 
 
 def vector_reference(vector_id: int) -> int:
