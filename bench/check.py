@@ -312,10 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         base = embedder.embed(pool_images + [augment.random_view(im, rng) for im in pool_images for _ in range(2)])
         data = make_vectors(n_syn, 256, base, args.seed, 1.0)
         ids, parts = [real.ids, syn_ids], [real.vectors, data]
-        if pool_marks is not None and real.mark_vectors is not None:
+        if pool_marks is not None:
             mark_ids, mark_data = _synthetic_mark_views(pool_marks, syn_ids, embedder, args.seed)
-            ids += [real.mark_ids, mark_ids]
-            parts += [real.mark_vectors.reshape(-1, 256), mark_data]
+            if real.mark_vectors is not None:  # None when no real reference has a mark
+                ids.append(real.mark_ids)
+                parts.append(real.mark_vectors)
+            ids.append(mark_ids)
+            parts.append(mark_data)
             print(f"mark views: {len(real.mark_ids)} of the real references, {len(mark_ids)} synthetic", flush=True)
         vectors = VectorIndex.build(np.concatenate(ids), np.concatenate(parts), structure=args.structure)
         del data, parts
