@@ -780,8 +780,18 @@ def _likeness(rgb: npt.NDArray[np.float32], mark: Mark) -> npt.NDArray[np.float3
     centres = _palette(mark)
     if centres is None:
         return np.zeros(rgb.shape[:2], np.float32)
-    query = _chroma(rgb)
-    distance = np.min(np.abs(query[:, :, None, :] - centres[None, None]).sum(axis=-1), axis=-1)
+    # ``_chroma``'s three terms as planes, and the distance to one centre at a time: the same
+    # float32 sums in the same order as over _chroma's last axis, without its (h, w, PALETTE, 3) array.
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    total = r + g + b
+    floor = np.maximum(total, np.float32(30.0))
+    planes = (r / floor, g / floor, 0.25 * total / 765.0)
+    distance: npt.NDArray[np.float32] | None = None
+    for centre in centres:
+        d = np.abs(planes[0] - centre[0])
+        d += np.abs(planes[1] - centre[1])
+        d += np.abs(planes[2] - centre[2])
+        distance = d if distance is None else np.minimum(distance, d)
     return np.ascontiguousarray(255.0 * np.clip(1.0 - distance / LIKENESS_SPREAD, 0.0, 1.0), np.float32)
 
 
