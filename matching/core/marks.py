@@ -786,12 +786,13 @@ def _likeness(rgb: npt.NDArray[np.float32], mark: Mark) -> npt.NDArray[np.float3
     total = r + g + b
     floor = np.maximum(total, np.float32(30.0))
     planes = (r / floor, g / floor, 0.25 * total / 765.0)
-    distance: npt.NDArray[np.float32] | None = None
+    distances = []
     for centre in centres:
         d = np.abs(planes[0] - centre[0])
         d += np.abs(planes[1] - centre[1])
         d += np.abs(planes[2] - centre[2])
-        distance = d if distance is None else np.minimum(distance, d)
+        distances.append(d)
+    distance = functools.reduce(np.minimum, distances)
     return np.ascontiguousarray(255.0 * np.clip(1.0 - distance / LIKENESS_SPREAD, 0.0, 1.0), np.float32)
 
 

@@ -59,6 +59,12 @@ LOW_RES_LOOKS = 3
 # Crop looks a check gives, at most (docs/geometry.md, "The crop look"); the same candidates get
 # the aligned look after it (docs/geometry.md, "The aligned look").
 CROP_LOOKS = 2
+# The median and turned looks after the aligned one (about 40 ms together) only for a candidate
+# the CNN finds at least this near (cosine, whole picture or a tile): on the development seed
+# (seed 1) of the per-attack, chains and marks suites, every copy they verified stood at 0.60 or
+# more, and 46-73 % of the looks were at candidates under 0.5 (docs/benchmarks.md section 7,
+# "Fewer median and turned looks").
+FURTHER_LOOKS_MIN_CNN = 0.5
 PARTIAL_MODES = (PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER)
 
 
@@ -633,12 +639,14 @@ class Matcher:
                     # The aligned look (about 20 ms): the thumbnails aligned by ECC, for a copy
                     # stretched, turned, padded or mirrored whose keypoints did not survive.
                     # Then the median look (pixel shuffling) and the turned look (a copy turned by
-                    # more than ECC turns an upright start), about as long again and half as long more.
+                    # more than ECC turns an upright start), about as long again and half as long more,
+                    # for a candidate the CNN finds near enough (FURTHER_LOOKS_MIN_CNN).
                     query = state.query.whole()
-                    result = (geometry.aligned_verification(query, reference)
-                              or geometry.aligned_verification(query, reference, median=True)
-                              or geometry.aligned_verification(query, reference, turned=True)
-                              or result)
+                    aligned = geometry.aligned_verification(query, reference)
+                    if aligned is None and e.cnn is not None and e.cnn >= FURTHER_LOOKS_MIN_CNN:
+                        aligned = (geometry.aligned_verification(query, reference, median=True)
+                                  or geometry.aligned_verification(query, reference, turned=True))
+                    result = aligned or result
             if not result.accepted:
                 result = self._verify_mark(state, ref_id, e) or result
             elif result.model not in ("mark", "crop"):  # a crop's box is the part of the tile cut out

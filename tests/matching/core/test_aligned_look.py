@@ -197,3 +197,37 @@ def test_a_check_matches_a_shuffled_or_turned_logo_through_the_median_or_turned_
     if edit == "turned":
         assert best.edit["rotation_deg"] == pytest.approx(-37.0, abs=1.5)
     assert not any(d.is_match for d in outcome.decisions if d.reference_id != want)
+
+
+def test_the_median_and_turned_looks_go_only_to_candidates_the_cnn_finds_near(monkeypatch: pytest.MonkeyPatch
+                                                                              ) -> None:
+    from matching.core import matcher as matcher_module
+    from matching.core.cnn.embedder import get_embedder
+    from matching.core.matcher import Matcher, Thresholds, index_references
+
+    embedder = get_embedder()
+    refs = [(1, photo("coffee")), (2, photo("camera")), (3, _other_logo()), (4, _plain_logo()), (5, drawn_logo())]
+    indexed = index_references(refs, embedder=embedder)
+    matcher = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(), embedder=embedder)
+    copy = _plain_logo().rotate(-37.0, expand=True, fillcolor=(0, 0, 0), resample=Image.Resampling.BICUBIC).filter(
+        ImageFilter.GaussianBlur(1.5))
+    data = encode(copy, "JPEG", quality=70)
+    looks: list[str] = []
+    aligned = geometry.aligned_verification
+
+    def spy(query: geometry.Features, reference: geometry.Features, **kwargs: bool) -> geometry.Verification | None:
+        looks.append("median" if kwargs.get("median") else "turned" if kwargs.get("turned") else "plain")
+        return aligned(query, reference, **kwargs)
+
+    monkeypatch.setattr(geometry, "aligned_verification", spy)
+    outcome = matcher.match(load_image(data))
+    best = outcome.decisions[0]
+    assert best.reference_id == 4 and best.is_match and "aligned_score" in best.signal_scores
+    assert best.signal_scores["cnn_score"] >= matcher_module.FURTHER_LOOKS_MIN_CNN
+    assert "turned" in looks
+    # The same copy, with the bar above the candidate's cosine: the plain look only, and no match.
+    looks.clear()
+    monkeypatch.setattr(matcher_module, "FURTHER_LOOKS_MIN_CNN", best.signal_scores["cnn_score"] + 0.01)
+    outcome = matcher.match(load_image(data))
+    assert "plain" in looks and "median" not in looks and "turned" not in looks
+    assert not any(d.is_match and "aligned_score" in d.signal_scores for d in outcome.decisions)
