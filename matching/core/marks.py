@@ -458,13 +458,22 @@ def _ncc(image: npt.NDArray[np.float32], squared: npt.NDArray[np.float32], templ
     if mask is None:  # window sums from summed-area tables: no correlation needed
         th, tw = template.shape
         ii, ii2 = integrals
-        s1 = ii[th:, tw:] - ii[:-th, tw:] - ii[th:, :-tw] + ii[:-th, :-tw]
-        s2 = ii2[th:, tw:] - ii2[:-th, tw:] - ii2[th:, :-tw] + ii2[:-th, :-tw]
+        s1 = ii[th:, tw:] - ii[:-th, tw:]
+        s1 -= ii[th:, :-tw]
+        s1 += ii[:-th, :-tw]
+        s2 = ii2[th:, tw:] - ii2[:-th, tw:]
+        s2 -= ii2[th:, :-tw]
+        s2 += ii2[:-th, :-tw]
     else:
         s1 = np.asarray(cv2.matchTemplate(image, mask, cv2.TM_CCORR), dtype=np.float64)
         s2 = np.asarray(cv2.matchTemplate(squared, mask, cv2.TM_CCORR), dtype=np.float64)
-    spread = np.maximum(s2 - s1 * s1 / n, n * floor * floor)
-    return np.asarray(num / np.sqrt(spread * energy), dtype=np.float32)
+    # spread = max(s2 - s1^2 / n, n floor^2), then sqrt(spread * energy): in place, in that order.
+    s1 *= s1
+    s1 /= n
+    s2 -= s1
+    spread = np.maximum(s2, n * floor * floor, out=s2)
+    spread *= energy
+    return np.asarray(num / np.sqrt(spread, out=spread), dtype=np.float32)
 
 
 def _planes(rgb: npt.NDArray[np.float32], mark: Mark) -> "_Planes":
