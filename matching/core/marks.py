@@ -78,12 +78,6 @@ PEAKS = 4  # best places whose colours are compared, at most
 QUICK_SIDE = 160
 QUICK_SCALES = 6
 QUICK_FLOOR: float | None = 0.15
-# Marks a check looks at (quick looks), at most; of them, VERIFY_TOP are searched. A look under
-# QUICK_FLOOR spends no search: the next candidate's mark is looked at instead (on the marks
-# suite's development seed, 8 of the 28 copies left unmatched had their mark among the
-# partial-copy pass's candidates with no search left, spent on marks the quick look had turned
-# down; docs/benchmarks.md section 7, "Looks that spend no search").
-QUICK_LOOKS = 8
 ANGLES = (-8.0, 0.0, 8.0)  # upright first, then the turns at the best scales
 MIN_TEMPLATE_PX = 12
 GREY_FLOOR = 12.0  # grey levels: a window flatter than this does not correlate (_ncc)
@@ -535,20 +529,10 @@ def _quick_score(region: Image.Image, mark: Mark) -> float:
     return max((place[0] for place in places if place is not None), default=-1.0)
 
 
-def looks_like(query: Image.Image, box: tuple[int, int, int, int] | None, mark: Mark) -> bool:
-    """The quick look: whether anything in ``query`` (the RGB working picture) within ``box``
-    (None: all of it) looks enough like ``mark`` (QUICK_FLOOR) to be searched for."""
-    if QUICK_FLOOR is None:
-        return True
-    qw, qh = query.size
-    x0, y0, x1, y1 = box if box is not None else (0, 0, qw, qh)
-    return _quick_score(query.crop((x0, y0, x1, y1)).convert("RGB"), mark) >= QUICK_FLOOR
-
-
 def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark: Mark, *,
                 frame: tuple[int, int] | None = None, min_score: float = MIN_SCORE,
                 max_colour_de: float = MAX_COLOUR_DE, tile_width: int | None = None,
-                weak_score: float | None = None, quick: bool = True) -> MarkMatch | None:
+                weak_score: float | None = None) -> MarkMatch | None:
     """Find ``mark`` in ``query`` (the RGB working picture) within ``box`` (working pixels; None:
     the whole picture), over SCALES template widths and the ANGLES turns: the places with the best
     mean of the masked grey correlation (when the mark has inner contrast) and the edge
@@ -558,15 +542,13 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
     through a tile of that width. ``frame``: the query's own size, for the polygon. With
     ``weak_score``, when no place reaches ``min_score`` the first that reaches ``weak_score``
     (aligned when that raised its score) with the mark's colours is returned with ``sure`` False,
-    and so is a place reaching ``min_score`` in nearly the mark's colours (UNSURE_COLOUR_DE).
-    ``quick``: the quick look (:func:`looks_like`) first, None when it says no (False: the caller
-    has looked)."""
+    and so is a place reaching ``min_score`` in nearly the mark's colours (UNSURE_COLOUR_DE)."""
     import cv2
 
     qw, qh = query.size
     x0, y0, x1, y1 = box if box is not None else (0, 0, qw, qh)
     region = query.crop((x0, y0, x1, y1)).convert("RGB")
-    if quick and QUICK_FLOOR is not None and _quick_score(region, mark) < QUICK_FLOOR:
+    if QUICK_FLOOR is not None and _quick_score(region, mark) < QUICK_FLOOR:
         return None  # the quick look: nothing there looks enough like the mark to search for it
     k = min(1.0, SEARCH_SIDE / max(qw, qh))
     if k < 1.0:
@@ -858,14 +840,13 @@ UNSURE = "mark_unsure"  # the reason of an unsure mark's Verification, until the
 
 def mark_verification(query: Image.Image, mark: Mark, *, frame: tuple[int, int],
                       box: tuple[int, int, int, int] | None = None, tile_width: int | None = None,
-                      min_score: float = MIN_SCORE, weak_score: float | None = None,
-                      quick: bool = True) -> Verification | None:
+                      min_score: float = MIN_SCORE, weak_score: float | None = None) -> Verification | None:
     """:func:`verify_mark` as a ``geometry.Verification`` (model ``"mark"``, ``inlier_ratio`` the
     correlation, the reference polygon the mark's box), or None. An unsure place (``weak_score``)
     comes back not accepted, with reason ``UNSURE``, for the caller to confirm (:func:`mark_crop`,
     :func:`crop_confirms`)."""
     found = verify_mark(query, box, mark, frame=frame, tile_width=tile_width, min_score=min_score,
-                        weak_score=weak_score, quick=quick)
+                        weak_score=weak_score)
     if found is None:
         return None
     x0, y0, x1, y1 = mark.box

@@ -316,8 +316,7 @@ class _Judging:
     # promising of the answer's candidates that verification did not confirm (the partial-copy
     # pass's tiles find parts of the query, not the query as a part); each leaves when given it.
     crop_due: set[int] = field(default_factory=set)
-    marks_tried: set[int] = field(default_factory=set)  # candidates whose mark was looked at (quick look)
-    marks_searched: int = 0  # of them, those the quick look let through to a search
+    marks_tried: set[int] = field(default_factory=set)  # candidates whose mark was looked for
     # A partial-copy pass follows the answer's passes if they find nothing: they keep
     # marks.PARTIAL_RESERVE of the mark searches for it.
     partial_follows: bool = False
@@ -689,13 +688,11 @@ class Matcher:
 
     def _verify_mark(self, state: "_Judging", ref_id: int, e: _Evidence) -> Verification | None:
         """When the reference has a mark (a logo keyed out of its tile, marks.py) and the local
-        features did not confirm it, look for the mark itself in the query, once per candidate: a
-        quick look (``marks.looks_like``, about 10 ms) for at most ``marks.QUICK_LOOKS`` candidates a
-        check, and a search (tens of ms) for at most ``marks.VERIFY_TOP`` of those it lets through,
-        of which the answer's passes leave ``marks.PARTIAL_RESERVE`` to a partial-copy pass that
-        follows; the marks looked at after the first ``marks.SURE_SEARCHES`` accept at
-        ``marks.LATE_MIN_SCORE`` and, where the CNN can tell, only when it confirms the place as it
-        does an unsure mark's."""
+        features did not confirm it, look for the mark itself in the query, once per candidate
+        and for at most ``marks.VERIFY_TOP`` candidates a check (each costs tens of ms), of which
+        the answer's passes leave ``marks.PARTIAL_RESERVE`` to a partial-copy pass that follows; the
+        searches after the first ``marks.SURE_SEARCHES`` accept at ``marks.LATE_MIN_SCORE`` and, where
+        the CNN can tell, only when it confirms the place as it does an unsure mark's."""
         from matching.core import marks
 
         find = getattr(self.store, "mark", None)
@@ -705,8 +702,7 @@ class Matcher:
             # The tiles point at a mark better than the whole picture does: the answer's
             # candidates must not spend the searches a mark found by a tile needs.
             budget -= marks.PARTIAL_RESERVE
-        if (find is None or loaded is None or ref_id in state.marks_tried or state.marks_searched >= budget
-                or len(state.marks_tried) >= marks.QUICK_LOOKS):
+        if find is None or loaded is None or ref_id in state.marks_tried or len(state.marks_tried) >= budget:
             return None
         similar = (state.records[ref_id].thresholds or self.thresholds).cnn_similar
         if state.weak_marks_left and (e.cnn is None or e.cnn < similar):
@@ -714,20 +710,16 @@ class Matcher:
         mark = find(ref_id)
         if mark is None:
             return None
-        late = state.marks_searched >= marks.SURE_SEARCHES  # searches made: a look turned down adds no look-alike
+        late = len(state.marks_tried) >= marks.SURE_SEARCHES
         floor = marks.LATE_MIN_SCORE if late else marks.MIN_SCORE
         state.marks_tried.add(ref_id)
         box = tile_width = None
         if e.cnn_box is not None:  # found through a tile: the mark is in or near it, at about the tile's scale
             box, tile_width = _enlarge(e.cnn_box, loaded.image.size), e.cnn_box[2] - e.cnn_box[0]
-        if not marks.looks_like(loaded.image, box, mark):
-            return None  # nothing there looks like the mark: no search spent (marks.QUICK_LOOKS)
-        state.marks_searched += 1
         vectors = self.indexes.vectors
         confirm = self.unsure_marks and self.embedder is not None and vectors is not None and len(vectors) > 0
         result = marks.mark_verification(loaded.image, mark, frame=_frame(loaded), box=box, tile_width=tile_width,
-                                         min_score=floor, weak_score=marks.WEAK_SCORE if confirm else None,
-                                         quick=False)
+                                         min_score=floor, weak_score=marks.WEAK_SCORE if confirm else None)
         # A late search's mark needs the CNN as an unsure one does: chance look-alikes pile up with
         # every search; so does a mark whose detail inside its outline did not correlate where it
         # was found (marks.indistinct: a look-alike of the same outline, or a solid shape).
@@ -766,8 +758,7 @@ class Matcher:
         """The partial-copy pass's last step: references whose mark's views (marks.mark_views) are
         the nearest vectors to a tile of the query, even under the CNN candidate threshold (a
         small mark on a busy scene often scores 0.2-0.35), are looked for by their mark, best
-        first, until the check has searched ``marks.VERIFY_TOP`` marks or looked at
-        ``marks.QUICK_LOOKS``."""
+        first, up to ``marks.VERIFY_TOP`` a check in all."""
         from matching.core import marks
 
         # Unsure marks the answer's passes found, for candidates nothing has confirmed since.
@@ -783,9 +774,7 @@ class Matcher:
                         if e.cnn_mark and e.cnn is not None and e.cnn >= marks.MARK_CANDIDATE
                         and i not in state.marks_tried and (allowed is None or allowed(i))
                         and not (i in state.decided and state.decided[i].is_match)), reverse=True)
-        for _score, ref_id in open_:
-            if state.marks_searched >= marks.VERIFY_TOP or len(state.marks_tried) >= marks.QUICK_LOOKS:
-                break
+        for _score, ref_id in open_[: max(0, marks.VERIFY_TOP - len(state.marks_tried))]:
             if ref_id not in state.records:
                 state.records.update(self.store.records([ref_id]))
             if ref_id not in state.records:

@@ -376,61 +376,6 @@ def test_the_quick_look_searches_only_where_something_looks_like_the_mark(monkey
     assert len(built) >= marks.SCALES  # searched
 
 
-def test_a_quick_look_that_says_no_spends_no_search(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A check looks at up to QUICK_LOOKS candidates' marks and searches VERIFY_TOP of those the
-    quick look lets through: marks the quick look turns down use up neither the searches that the
-    next candidates' marks need nor the sure ones (SURE_SEARCHES)."""
-    from matching.core import matcher as matcher_module
-    from matching.core.matcher import Matcher, MemoryStore, RefRecord, Thresholds
-
-    logo = load_image(encode(transparent_logo(), "PNG"))
-    mark = marks.extract_mark(logo.image, logo.alpha, frame=logo.image.size)
-    assert mark is not None
-    refs = range(1, 12)
-    store = MemoryStore()
-    for ref_id in refs:
-        store.put(RefRecord(ref_id, f"b{ref_id}", f"p{ref_id}"), mark=replace(mark))
-    looks_like = {id(store.mark(ref_id)): ref_id in (3, 5, 6, 7) for ref_id in refs}
-    looked: list[int] = []
-    searched: list[int] = []
-    floors: list[object] = []
-    ids = {id(store.mark(ref_id)): ref_id for ref_id in refs}
-
-    def look(query: Image.Image, box: object, m: marks.Mark) -> bool:
-        looked.append(ids[id(m)])
-        return looks_like[id(m)]
-
-    def search(query: Image.Image, m: marks.Mark, **kwargs: object) -> None:
-        assert kwargs["quick"] is False  # looked at already
-        searched.append(ids[id(m)])
-        floors.append(kwargs["min_score"])
-        return None
-
-    monkeypatch.setattr(marks, "looks_like", look)
-    monkeypatch.setattr(marks, "mark_verification", search)
-    scene = load_image(encode(_photo("rocket"), "PNG"))
-    matcher = Matcher(store=store, indexes=matcher_module.Indexes(phash=None, pdq=None, vectors=None),
-                      thresholds=Thresholds.load(cnn=False))
-    state = matcher_module._Judging(records=store.records(list(refs)), decided={}, verifications={},
-                                    query=matcher_module._QueryFeatures(scene, None), low_res=True)
-    for ref_id in refs:
-        assert matcher._verify_mark(state, ref_id, matcher_module._Evidence(cnn=0.5)) is None
-    # 1, 2 and 4 turned down by the quick look; 3, 5 and 6 searched; 7 would be, with a search left.
-    assert searched == [3, 5, 6] and len(searched) == marks.VERIFY_TOP
-    assert looked == [1, 2, 3, 4, 5, 6]
-    assert state.marks_searched == marks.VERIFY_TOP
-    # A search is late (the stricter bar) after SURE_SEARCHES searches, not after as many looks.
-    assert floors == [marks.MIN_SCORE] * marks.SURE_SEARCHES + [marks.LATE_MIN_SCORE]
-    # At most QUICK_LOOKS looks, even when every one is turned down.
-    monkeypatch.setattr(marks, "looks_like", lambda query, box, m: looked.append(ids[id(m)]) or False)
-    looked.clear()
-    state = matcher_module._Judging(records=store.records(list(refs)), decided={}, verifications={},
-                                    query=matcher_module._QueryFeatures(scene, None), low_res=True)
-    for ref_id in refs:
-        matcher._verify_mark(state, ref_id, matcher_module._Evidence(cnn=0.5))
-    assert looked == list(refs)[: marks.QUICK_LOOKS] and state.marks_searched == 0
-
-
 def test_an_unsure_place_is_returned_only_when_asked_for() -> None:
     """A place scoring under ``min_score`` is no find, unless the caller asks for unsure places
     (``weak_score``): then it comes back with ``sure`` False, where the mark is, for the CNN to
