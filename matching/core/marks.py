@@ -753,12 +753,18 @@ def _refine(planes: _Planes, made: _Template, warp: npt.NDArray[np.float32]
     return _score_at(planes, made, found), found
 
 
+def _chroma_planes(rgb: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
+    """Per pixel (r, g) over r + g + b and a quarter of the brightness, as three planes: hue that
+    shading keeps."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    total = r + g + b
+    floor = np.maximum(total, np.float32(30.0))
+    return r / floor, g / floor, 0.25 * total / 765.0
+
+
 def _chroma(rgb: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-    """Per pixel (r, g) over r + g + b and a quarter of the brightness: hue that shading keeps."""
-    total = rgb.sum(axis=-1, keepdims=True)
-    chroma = rgb[..., :2] / np.maximum(total, 30.0)
-    out: npt.NDArray[np.float32] = np.concatenate([chroma, 0.25 * total / 765.0], axis=-1).astype(np.float32)
-    return out
+    """``_chroma_planes`` stacked on the last axis (float32)."""
+    return np.stack(_chroma_planes(rgb), axis=-1).astype(np.float32)
 
 
 def _palette(mark: Mark) -> npt.NDArray[np.float32] | None:
@@ -789,12 +795,9 @@ def _likeness(rgb: npt.NDArray[np.float32], mark: Mark) -> npt.NDArray[np.float3
     centres = _palette(mark)
     if centres is None:
         return np.zeros(rgb.shape[:2], np.float32)
-    # ``_chroma``'s three terms as planes, and the distance to one centre at a time: the same
-    # float32 sums in the same order as over _chroma's last axis, without its (h, w, PALETTE, 3) array.
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    total = r + g + b
-    floor = np.maximum(total, np.float32(30.0))
-    planes = (r / floor, g / floor, 0.25 * total / 765.0)
+    # The distance to one centre at a time, over _chroma's planes: the same float32 sums in the
+    # same order as over a (h, w, PALETTE, 3) array, without it.
+    planes = _chroma_planes(rgb)
     distances = []
     for centre in centres:
         d = np.abs(planes[0] - centre[0])
