@@ -214,11 +214,20 @@ def _aspect(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Image.
 
 # -- pixels -----------------------------------------------------------------------------------
 
-def _pixelate(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Image.Image:
-    """Blocks of 2-4 % of the longer side."""
-    block = max(2, round(float(rng.uniform(0.02, 0.04)) * max(im.size)))
+def pixelate_block(im: Image.Image, rng: np.random.Generator) -> int:
+    """The block side ``pixelate`` draws: 2-4 % of the longer side."""
+    return max(2, round(float(rng.uniform(0.02, 0.04)) * max(im.size)))
+
+
+def pixelated(im: Image.Image, block: int) -> Image.Image:
+    """Every ``block`` x ``block`` pixels their mean colour (the grid enlarged back to the size)."""
     small = im.resize((max(1, im.width // block), max(1, im.height // block)), Image.Resampling.BOX)
     return small.resize(im.size, Image.Resampling.NEAREST)
+
+
+def _pixelate(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Image.Image:
+    """Blocks of 2-4 % of the longer side."""
+    return pixelated(im, pixelate_block(im, rng))
 
 
 def _shuffle(im: Image.Image, rng: np.random.Generator, d: Distractors) -> Image.Image:

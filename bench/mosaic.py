@@ -31,7 +31,6 @@ The figures are in docs/benchmarks.md section 7.
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import random
 import sys
@@ -44,6 +43,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
+
+from bench.attacks import jpeg_roundtrip, resized
+from bench.chains import pixelate_block, pixelated
 
 ANALYSIS_SIDE = 512  # the long side the edges are read at (a larger picture is reduced first)
 MIN_PERIOD = 4.0     # px at ANALYSIS_SIDE: finer blocks hide little, and the CNN sees through them
@@ -87,6 +89,14 @@ def _profile(grey: npt.NDArray[np.float32], axis: int) -> tuple[npt.NDArray[np.f
     return out, change
 
 
+def _phases(positions: npt.NDArray[Any], periods: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """The phase bin (of ``PHASES``) of each position for each period: ``(len(periods), len(positions))``."""
+    scaled = np.asarray(positions, np.float64)[None, :] * (PHASES / periods)[:, None]
+    phase = np.mod(scaled, PHASES).astype(np.int64)
+    np.minimum(phase, PHASES - 1, out=phase)
+    return phase
+
+
 def _folds(profile: npt.NDArray[np.float64], periods: npt.NDArray[np.float64]
            ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """For each period: the share of the profile's change that ``WINDOW`` neighbouring phase bins
@@ -96,9 +106,7 @@ def _folds(profile: npt.NDArray[np.float64], periods: npt.NDArray[np.float64]
     # Only the positions with a change count (after the baseline is taken off, about half of a
     # photo's and a tenth of a mosaic's): the same sums for less work.
     at = np.flatnonzero(profile > 0)
-    scaled = at.astype(np.float64)[None, :] * (PHASES / periods)[:, None]
-    phase = np.mod(scaled, PHASES).astype(np.int64)
-    np.minimum(phase, PHASES - 1, out=phase)
+    phase = _phases(at, periods)
     phase += PHASES * np.arange(m)[:, None]
     sums = np.bincount(phase.ravel(), weights=np.tile(profile[at], m), minlength=m * PHASES).reshape(m, PHASES)
     windows = sums.copy()
@@ -127,8 +135,7 @@ def _axis_period(profile: npt.NDArray[np.float64], change: npt.NDArray[np.float6
     i = int(np.flatnonzero(lifts >= NEARLY * best)[-1])
     period = float(periods[i])
     x = np.arange(len(profile), dtype=np.float64)
-    phase = np.minimum((np.mod(x, period) / period * PHASES).astype(np.int64), PHASES - 1)
-    inside = np.mod(phase - starts[i], PHASES) < WINDOW
+    inside = np.mod(_phases(x, periods[i : i + 1])[0] - starts[i], PHASES) < WINDOW
     busy = inside & (profile > profile.mean())
     borders = len(np.unique(np.floor(x[busy] / period)))
     off = float(change[~inside].mean()) if (~inside).any() else 0.0
@@ -177,31 +184,15 @@ def depixelated(image: Image.Image, mosaic: Mosaic) -> Image.Image:
     return image.resize(grid, Image.Resampling.BOX).resize((w, h), Image.Resampling.BICUBIC)
 
 
-
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-
-
-def _scaled(image: Image.Image, factor: float) -> Image.Image:
-    return image.resize((max(8, round(image.width * factor)), max(8, round(image.height * factor))),
-                        Image.Resampling.BILINEAR)
-
-
 def _padded(image: Image.Image) -> Image.Image:
     return image.crop((-image.width // 5, -image.height // 6, image.width * 6 // 5, image.height * 7 // 6))
 
 
-def pixelated(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, float]:
-    """The chains suite's ``pixelate`` (blocks of 2-4 % of the long side) and the blocks' width."""
-    block = max(2, round(float(rng.uniform(0.02, 0.04)) * max(image.size)))
-    grid = (max(1, image.width // block), max(1, image.height // block))
-    small = image.resize(grid, Image.Resampling.BOX)
-    return small.resize(image.size, Image.Resampling.NEAREST), image.width / grid[0]
+def _scaled(image: Image.Image, factor: float) -> Image.Image:
+    return resized(image, (round(image.width * factor), round(image.height * factor)))
 
 
-def run(dataset: Path, n: int, seed: int, log: Any = print) -> dict[str, Any]:
+def run(dataset: Path, n: int, seed: int) -> dict[str, Any]:
     from bench.dataset import held_out
     from matching.core.cnn.embedder import get_embedder
 
@@ -214,33 +205,44 @@ def run(dataset: Path, n: int, seed: int, log: Any = print) -> dict[str, Any]:
         k = min(1.0, 640 / rgb.width)
         originals.append(rgb.resize((max(8, round(rgb.width * k)), max(8, round(rgb.height * k)))))
     rng = np.random.default_rng(seed)
-    mosaics = [pixelated(im, rng) for im in originals]
+    mosaics = []  # (mosaic, its blocks' width: the picture's over the grid's)
+    for im in originals:
+        block = pixelate_block(im, rng)
+        mosaics.append((pixelated(im, block), im.width / max(1, im.width // block)))
     noise = np.random.default_rng(seed + 1)
 
     def noisy(image: Image.Image) -> Image.Image:
         a = np.asarray(image, np.float32) + noise.normal(0, 12, (image.height, image.width, 3))
         return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
+    spent = 0.0  # CPU seconds in mosaic_of, the edits apart
+
+    def told(picture: Image.Image) -> Mosaic | None:
+        nonlocal spent
+        started = time.process_time()
+        found = mosaic_of(picture)
+        spent += time.process_time() - started
+        return found
+
     rows: list[tuple[str, float, float | None]] = []
-    started = time.process_time()
-    for name, pictures in (("originals", originals), ("originals, JPEG quality 30", [_jpeg(p, 30) for p in originals]),
-                           ("originals, JPEG quality 10", [_jpeg(p, 10) for p in originals])):
-        rows.append((name, float(np.mean([mosaic_of(p) is not None for p in pictures])), None))
+    for name, pictures in (("originals", originals),
+                           ("originals, JPEG quality 30", [jpeg_roundtrip(p, 30) for p in originals]),
+                           ("originals, JPEG quality 10", [jpeg_roundtrip(p, 10) for p in originals])):
+        rows.append((name, float(np.mean([told(p) is not None for p in pictures])), None))
     edits: list[tuple[str, Callable[[Image.Image], Image.Image], float]] = [
-        ("mosaics", lambda p: p, 1.0), ("mosaics, JPEG quality 60", lambda p: _jpeg(p, 60), 1.0),
+        ("mosaics", lambda p: p, 1.0), ("mosaics, JPEG quality 60", lambda p: jpeg_roundtrip(p, 60), 1.0),
         ("mosaics scaled by 0.7", lambda p: _scaled(p, 0.7), 0.7),
         ("mosaics scaled by 1.3", lambda p: _scaled(p, 1.3), 1.3),
         ("mosaics padded", _padded, 1.0), ("mosaics with noise", noisy, 1.0)]
     for name, edit, factor in edits:
-        told, errors = 0, []
+        hits, errors = 0, []
         for picture, block in mosaics:
-            found = mosaic_of(edit(picture))
+            found = told(edit(picture))
             if found is not None:
-                told += 1
+                hits += 1
                 errors.append(abs(found.period_x - block * factor) / (block * factor))
-        rows.append((name, told / len(mosaics), float(np.median(errors)) if errors else None))
-    calls = len(originals) * 3 + len(mosaics) * len(edits)
-    ms = 1000 * (time.process_time() - started) / calls
+        rows.append((name, hits / len(mosaics), float(np.median(errors)) if errors else None))
+    ms = 1000 * spent / (len(originals) * 3 + len(mosaics) * len(edits))
     embedder = get_embedder()
     reference = embedder.embed(originals)
     each = [mosaic_of(p) for p, _ in mosaics]
