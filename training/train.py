@@ -91,10 +91,11 @@ class Cache:
     reused: bool = False  # read from an earlier run's cache
 
 
-def _views(item: Item, index: int, backgrounds: Sequence[Image.Image], seed: int) -> list[tuple[int, Image.Image]]:
+def _views(item: Item, index: int, backgrounds: Sequence[Image.Image], seed: int,
+           views_per_kind: dict[str, tuple[int, int, int]] | None = None) -> list[tuple[int, Image.Image]]:
     rng = np.random.default_rng([seed, index])
     original = item.load()
-    n_random, n_paste, n_mark = VIEWS[item.kind]
+    n_random, n_paste, n_mark = (views_per_kind or VIEWS)[item.kind]
     views = [(CLEAN, original)]
     views += [(RANDOM, augment.random_view(original, rng, backgrounds=backgrounds)) for _ in range(n_random)]
     views += [(PASTE, augment.paste_view(original, backgrounds, rng)) for _ in range(n_paste)]
@@ -102,13 +103,36 @@ def _views(item: Item, index: int, backgrounds: Sequence[Image.Image], seed: int
     return views
 
 
-def build_cache(items: list[Item], *, seed: int, cache_dir: Path, log: Callable[[str], None]) -> Cache:
-    """Backbone maps of every training view, computed once and reused by later runs."""
-    from matching.core.cnn.backbone import preprocess
-    from matching.core.cnn.embedder import feature_maps
+def layer_maps(layer: str) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, ...]]:
+    """(preprocessed batch -> the backbone's maps at ``layer``, their shape without the batch axis).
+    ``FEATURE_LAYER`` is the embedder's own cut (``embedder.feature_maps``); another layer, a cut of
+    the same fused backbone there (training/block_ab.py caches the last block's input)."""
+    if layer == FEATURE_LAYER:
+        from matching.core.cnn.embedder import feature_maps
 
-    recipe = {"items": [it.name for it in items], "seed": seed, "views": VIEWS,
-              "recipe": VIEW_RECIPE_VERSION, "layer": FEATURE_LAYER}
+        return feature_maps, MAP_SHAPE
+    import keras
+    import tensorflow as tf
+
+    from matching.core.cnn.backbone import load_backbone
+
+    full = load_backbone(None, fused=True)
+    cut = keras.Model(full.input, full.get_layer(layer).output)
+    run = tf.function(lambda batch: cut(batch, training=False),
+                      input_signature=[tf.TensorSpec((None, 224, 224, 3), tf.float32)])
+    return (lambda batch: np.asarray(run(batch.astype(np.float32, copy=False)))), tuple(cut.output.shape[1:])
+
+
+def build_cache(items: list[Item], *, seed: int, cache_dir: Path, log: Callable[[str], None],
+                views: dict[str, tuple[int, int, int]] | None = None, layer: str = FEATURE_LAYER) -> Cache:
+    """Backbone maps (at ``layer``) of every training view (``views`` per kind, default ``VIEWS``),
+    computed once and reused by later runs."""
+    from matching.core.cnn.backbone import preprocess
+
+    views = views or VIEWS
+    feature_maps, map_shape = layer_maps(layer)
+    recipe = {"items": [it.name for it in items], "seed": seed, "views": views,
+              "recipe": VIEW_RECIPE_VERSION, "layer": layer}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     maps_path, index_path = cache_dir / f"views-{key}.f16.npy", cache_dir / f"views-{key}.index.npz"
     if maps_path.exists() and index_path.exists():
@@ -118,9 +142,9 @@ def build_cache(items: list[Item], *, seed: int, cache_dir: Path, log: Callable[
         log(f"view cache: reusing {maps_path} ({len(cache.owner)} views)")
         return cache
     cache_dir.mkdir(parents=True, exist_ok=True)
-    total = sum(1 + sum(VIEWS[it.kind]) for it in items)
+    total = sum(1 + sum(views[it.kind]) for it in items)
     tmp = maps_path.with_suffix(".partial.npy")
-    maps = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(total, *MAP_SHAPE))
+    maps = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(total, *map_shape))
     owner, kind = np.empty(total, np.int32), np.empty(total, np.int8)
     backgrounds = [it.load() for it in items if it.name.startswith("photo:")]
     start, row, pending = time.perf_counter(), 0, []
@@ -138,7 +162,7 @@ def build_cache(items: list[Item], *, seed: int, cache_dir: Path, log: Callable[
         own_photo = item.load() if item.kind == "photo" else None
         bgs = [b for b in backgrounds if own_photo is None or b.size != own_photo.size
                or not np.array_equal(np.asarray(b), np.asarray(own_photo))]
-        for view_kind, image in _views(item, index, bgs, seed):
+        for view_kind, image in _views(item, index, bgs, seed, views):
             pending.append((index, view_kind, image))
             if len(pending) == 32:
                 flush()
@@ -215,7 +239,7 @@ class _Trainer:
         self.conv_k, self.conv_b = imagenet_conv()
         n = len(cache.owner)
         self.kinds = cache.kind
-        flat = np.asarray(cache.maps).reshape(n, 49, MAP_SHAPE[-1])
+        flat = np.asarray(cache.maps).reshape(n, 49, cache.maps.shape[-1])
         # A frozen convolution is applied once to every view and kept as uint8
         # (ReLU6 output in [0, 6], step 6/255): a step reads 4x fewer bytes
         # than float32 and skips the 320x1280 product.

@@ -1,0 +1,91 @@
+"""training.block_ab: the backbone's last block, applied to cached maps, and trained or not."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training import block_ab, train
+from training.data import Item
+
+
+@pytest.fixture(scope="module")
+def pictures() -> np.ndarray:
+    from skimage import data
+
+    from matching.core.cnn.backbone import preprocess
+
+    return np.stack([preprocess(Image.fromarray(p)) for p in (data.astronaut(), data.coffee(), data.chelsea())])
+
+
+def test_the_block_applied_to_its_input_gives_the_backbones_own_output(pictures: np.ndarray) -> None:
+    """The trainer's block15 (expansion, depthwise, projection, from the fused ImageNet weights) on
+    the maps cached at block14_add is the backbone's block15_project_conv: the frozen arm trains the
+    head on exactly the features the embedder gives it today."""
+    before, shape = train.layer_maps(block_ab.BLOCK_INPUT)
+    after, after_shape = train.layer_maps(train.FEATURE_LAYER)
+    assert shape == (7, 7, 192) and after_shape == train.MAP_SHAPE
+    trainer = block_ab.BlockTrainer.__new__(block_ab.BlockTrainer)
+    import tensorflow as tf
+
+    trainer.block = {k: tf.Variable(v) for k, v in block_ab.block_weights().items()}
+    mine = trainer._block(before(pictures).reshape(3, 49, 192)).numpy()
+    want = after(pictures).reshape(3, 49, 320)
+    assert np.abs(mine - want).max() < 1e-3 * np.abs(want).max()
+
+
+def fake_cache(n_items: int, views: int) -> train.Cache:
+    rng = np.random.default_rng(3)
+    n = n_items * views
+    maps = (rng.random((n, 7, 7, 192)) * 3).astype(np.float16)
+    owner = np.repeat(np.arange(n_items, dtype=np.int32), views)
+    kind = np.tile(np.array([train.CLEAN, train.RANDOM, train.PASTE, train.MARK], np.int8), n_items)
+    return train.Cache(maps, owner, kind)
+
+
+@pytest.mark.parametrize("arm", block_ab.ARMS)
+def test_only_the_block_arm_moves_the_blocks_weights(arm: str) -> None:
+    items = [Item(f"logo:l{i}.png", "logo") for i in range(18)] + [Item(f"photo:p{i}.png", "photo") for i in range(6)]
+    cfg = train.Config(seed=0, map_steps=3, map_batch=4, steps=2, batch=4, val_every=4, lr=1e-2)
+    start = block_ab.block_weights()
+    trainer = block_ab.BlockTrainer(fake_cache(len(items), 4), items, cfg, lambda _m: None, train_block=arm == "block")
+    _head, _hist, metrics = trainer.train()
+    moved = {k: not np.array_equal(v.numpy(), start[k]) for k, v in trainer.block.items()}
+    assert all(moved.values()) if arm == "block" else not any(moved.values())
+    assert set(metrics) >= {"head_random_r1", "head_paste_r1", "head_mark_r1"}
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_the_report_has_a_row_per_arm() -> None:
+    cfg = train.Config(map_steps=300, val_every=10)
+    m = {"head_random_r1": 0.5, "head_paste_r1": 0.25, "head_mark_r1": 0.125}
+    text = block_ab.report({"frozen": (m, 10.0), "block": ({**m, "head_random_r1": 0.75}, 20.0)}, cfg, 100)
+    assert "| frozen | 0.500 | 0.250 | 0.125 | 10 |" in text
+    assert "| block | 0.750 | 0.250 | 0.125 | 20 |" in text
+
+
+def test_the_command_refuses_unknown_arms() -> None:
+    with pytest.raises(SystemExit) as exc:
+        block_ab.main(["--arms", "frozen,deeper"])
+    assert exc.value.code == 2
+
+
+def test_a_cache_at_another_layer_has_its_shape_and_its_own_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from skimage import data
+
+    items = []
+    for name, pixels in (("astronaut", data.astronaut()), ("coffee", data.coffee())):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(pixels).save(path)
+        items.append(Item(f"photo:{name}.png", "photo", path))
+    views = {"photo": (1, 1, 0), "logo": (1, 0, 0)}
+    cache = train.build_cache(items, seed=0, cache_dir=tmp_path / "cache", log=lambda _m: None, views=views,
+                              layer=block_ab.BLOCK_INPUT)
+    assert cache.maps.shape == (6, 7, 7, 192) and not cache.reused
+    assert list(cache.kind) == [train.CLEAN, train.RANDOM, train.PASTE] * 2
+    again = train.build_cache(items, seed=0, cache_dir=tmp_path / "cache", log=lambda _m: None, views=views,
+                              layer=block_ab.BLOCK_INPUT)
+    assert again.reused and np.array_equal(np.asarray(again.maps), np.asarray(cache.maps))
+    head_input = train.build_cache(items, seed=0, cache_dir=tmp_path / "cache", log=lambda _m: None, views=views)
+    assert head_input.maps.shape == (6, *train.MAP_SHAPE) and not head_input.reused
+    assert len(list((tmp_path / "cache").glob("*.f16.npy"))) == 2

@@ -1,0 +1,150 @@
+"""Should training reach into the backbone? The head as trained today against the same head with the
+backbone's last block fine-tuned too, on the validation split (docs/training/model_selection.md,
+"2026-12-07: the last block fine-tuned").
+
+    python -m training.block_ab [--map-steps 300] [--arms frozen,block] [--cache-dir DIR] [--seed 0]
+
+The backbone's maps are cached at ``block14_add`` (7x7x192: the input of EfficientNet-Lite0's last
+MBConv block, ``block15``: 1x1 expansion to 1152 channels, 3x3 depthwise, 1x1 projection to 320,
+BatchNorm folded), for a third of ``train.VIEWS``' views (``AB_VIEWS``: photos 8 random and 1 paste
+window, logos 3 random, 1 paste window and 1 mark composite, besides the clean one). Every 10th
+training image is held back (``Config.val_every``). Both arms then train exactly as
+``training.train`` does (phase 1 on the maps: GeM p, the last 1x1 convolution and the projection;
+phase 2 on the pooled vectors), with ``block15`` applied to the cached maps on the fly:
+
+- ``frozen``: ``block15`` at its ImageNet values (the recipe of today, less its views);
+- ``block``: ``block15``'s weights trained in phase 1 too (about 0.7 M more parameters).
+
+Reported: rank-1 of the held-back images' views (random edit chains, logos pasted into photos seen
+through a window, marks composited into photos) against their clean versions, as
+``_Trainer.val_metrics`` measures them. Nothing is written but the cache and the printed table: the
+engine's head (``matching/core/cnn/head.py``) has no arrays for ``block15`` yet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import train
+
+BLOCK_INPUT = "block14_add"
+BLOCK_LAYERS = ("block15_expand_conv", "block15_dw_conv", "block15_project_conv")
+AB_VIEWS = {"photo": (8, 1, 0), "logo": (3, 1, 1)}
+ARMS = ("frozen", "block")
+
+
+def block_weights() -> dict[str, np.ndarray]:
+    """``block15``'s fused ImageNet weights: expansion (192, 1152), depthwise (3, 3, 1152, 1),
+    projection (1152, 320), with their biases."""
+    from matching.core.cnn.backbone import load_backbone
+
+    full = load_backbone(None, fused=True)
+    (ek, eb), (dk, db), (pk, pb) = ([np.asarray(w) for w in full.get_layer(n).get_weights()] for n in BLOCK_LAYERS)
+    return {"expand/kernel": ek[0, 0], "expand/bias": eb, "dw/kernel": dk, "dw/bias": db,
+            "project/kernel": pk[0, 0], "project/bias": pb}
+
+
+class BlockTrainer(train._Trainer):
+    """``train._Trainer`` on maps cached before ``block15``, which it applies first; with
+    ``train_block`` its weights are phase 1 variables too."""
+
+    def __init__(self, *args: Any, train_block: bool, **kwargs: Any) -> None:
+        self.train_block = train_block
+        super().__init__(*args, **kwargs)
+
+    def _init_variables(self) -> None:
+        import tensorflow as tf
+
+        self.block = {name: tf.Variable(value) for name, value in block_weights().items()}
+        super()._init_variables()
+
+    def _block(self, x: Any) -> Any:
+        import tensorflow as tf
+
+        b = self.block
+        x = tf.nn.relu6(tf.tensordot(tf.cast(x, tf.float32), b["expand/kernel"], 1) + b["expand/bias"])
+        width = x.shape[-1]
+        x = tf.reshape(x, (-1, 7, 7, width))
+        x = tf.nn.relu6(tf.nn.depthwise_conv2d(x, b["dw/kernel"], [1, 1, 1, 1], "SAME") + b["dw/bias"])
+        return tf.tensordot(tf.reshape(x, (-1, 49, width)), b["project/kernel"], 1) + b["project/bias"]
+
+    def _maps(self, x: Any, conv: tuple[Any, Any] | None = None) -> Any:
+        import tensorflow as tf
+
+        k, b = conv if conv is not None else (self.v["conv/kernel"], self.v["conv/bias"])
+        return tf.nn.relu6(tf.tensordot(self._block(x), k, 1) + b)
+
+    def _run_phase(self, name: str, steps: int, b: int, data: np.ndarray, variables: list[Any],
+                   embed: Any) -> None:
+        if self.train_block and name.startswith("phase 1"):
+            variables = [*variables, *self.block.values()]
+        super()._run_phase(name, steps, b, data, variables, embed)
+
+
+def run_arm(arm: str, cache: train.Cache, items: list[train.Item], cfg: train.Config,
+            log: Any) -> tuple[dict[str, float], float]:
+    """(validation metrics, seconds of training) of one arm."""
+    started = time.perf_counter()
+    _head, _hist, metrics = BlockTrainer(cache, items, cfg, log, train_block=arm == "block").train()
+    return metrics, time.perf_counter() - started
+
+
+def report(results: dict[str, tuple[dict[str, float], float]], cfg: train.Config, views: int) -> str:
+    lines = [f"{views} cached views, {cfg.map_steps} phase-1 steps of {cfg.map_batch} pairs, "
+             f"{cfg.steps} phase-2 steps; validation: every {cfg.val_every}th training image", "",
+             "| arm | random chains | paste windows | marks in photos | training s |",
+             "| --- | --: | --: | --: | --: |"]
+    for arm, (m, seconds) in results.items():
+        lines.append(f"| {arm} | {m['head_random_r1']:.3f} | {m['head_paste_r1']:.3f} | "
+                     f"{m['head_mark_r1']:.3f} | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.block_ab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--map-steps", type=int, default=300)
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
+    parser.add_argument("--datasets", type=Path, default=train.DEFAULT_DATASETS)
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="view cache (default $IMGPROTECT_DATA_DIR/cache/cnn_train)")
+    parser.add_argument("--tf-threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the metrics here")
+    args = parser.parse_args(argv)
+    arms = [a for a in args.arms.split(",") if a]
+    if not arms or set(arms) - set(ARMS):
+        parser.error(f"--arms takes {', '.join(ARMS)}")
+    if args.map_steps < 1:
+        parser.error("--map-steps must be at least 1")
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from matching.core.cnn.embedder import configure_tf_threads
+
+    configure_tf_threads(args.tf_threads, precision="float32")
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
+
+    split = train.list_items(args.datasets)
+    cache_dir = args.cache_dir or Path(os.environ.get("IMGPROTECT_DATA_DIR") or "var") / "cache" / "cnn_train"
+    cache = train.build_cache(split.train, seed=args.seed, cache_dir=cache_dir, log=log, views=AB_VIEWS,
+                              layer=BLOCK_INPUT)
+    cfg = train.Config(seed=args.seed, map_steps=args.map_steps, val_every=10)
+    results = {arm: run_arm(arm, cache, split.train, cfg, log) for arm in arms}
+    print(report(results, cfg, len(cache.owner)))
+    if args.json:
+        args.json.write_text(json.dumps({arm: m for arm, (m, _s) in results.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
