@@ -33,9 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from matching.core.cnn.head import BLOCK_INPUT_LAYER, HeadWeights
+
 from . import train
 
-BLOCK_INPUT = "block14_add"
+BLOCK_INPUT = BLOCK_INPUT_LAYER
 BLOCK_LAYERS = ("block15_expand_conv", "block15_dw_conv", "block15_project_conv")
 AB_VIEWS = {"photo": (8, 1, 0), "logo": (3, 1, 1)}
 ARMS = ("frozen", "block")
@@ -48,8 +50,8 @@ def block_weights() -> dict[str, np.ndarray]:
 
     full = load_backbone(None, fused=True)
     (ek, eb), (dk, db), (pk, pb) = ([np.asarray(w) for w in full.get_layer(n).get_weights()] for n in BLOCK_LAYERS)
-    return {"expand/kernel": ek[0, 0], "expand/bias": eb, "dw/kernel": dk, "dw/bias": db,
-            "project/kernel": pk[0, 0], "project/bias": pb}
+    return {"block/expand_kernel": ek[0, 0], "block/expand_bias": eb, "block/dw_kernel": dk, "block/dw_bias": db,
+            "block/project_kernel": pk[0, 0], "block/project_bias": pb}
 
 
 class BlockTrainer(train._Trainer):
@@ -70,11 +72,11 @@ class BlockTrainer(train._Trainer):
         import tensorflow as tf
 
         b = self.block
-        x = tf.nn.relu6(tf.tensordot(tf.cast(x, tf.float32), b["expand/kernel"], 1) + b["expand/bias"])
+        x = tf.nn.relu6(tf.tensordot(tf.cast(x, tf.float32), b["block/expand_kernel"], 1) + b["block/expand_bias"])
         width = x.shape[-1]
         x = tf.reshape(x, (-1, 7, 7, width))
-        x = tf.nn.relu6(tf.nn.depthwise_conv2d(x, b["dw/kernel"], [1, 1, 1, 1], "SAME") + b["dw/bias"])
-        return tf.tensordot(tf.reshape(x, (-1, 49, width)), b["project/kernel"], 1) + b["project/bias"]
+        x = tf.nn.relu6(tf.nn.depthwise_conv2d(x, b["block/dw_kernel"], [1, 1, 1, 1], "SAME") + b["block/dw_bias"])
+        return tf.tensordot(tf.reshape(x, (-1, 49, width)), b["block/project_kernel"], 1) + b["block/project_bias"]
 
     def _maps(self, x: Any, conv: tuple[Any, Any] | None = None) -> Any:
         import tensorflow as tf
@@ -87,6 +89,13 @@ class BlockTrainer(train._Trainer):
         if self.train_block and name.startswith("phase 1"):
             variables = [*variables, *self.block.values()]
         super()._run_phase(name, steps, b, data, variables, embed)
+
+    def train(self) -> tuple[HeadWeights, train.History, dict[str, float]]:
+        """As ``train._Trainer.train``; the head carries the block's arrays (``head.py``: it then
+        takes the maps at ``BLOCK_INPUT_LAYER``), trained or at their ImageNet values."""
+        head, hist, metrics = super().train()
+        arrays = {**head.arrays, **{name: v.numpy() for name, v in self.block.items()}}
+        return HeadWeights(arrays=arrays, meta={**head.meta, "block_trained": self.train_block}), hist, metrics
 
 
 def run_arm(arm: str, cache: train.Cache, items: list[train.Item], cfg: train.Config,
@@ -108,6 +117,28 @@ def report(results: dict[str, tuple[dict[str, float], float]], cfg: train.Config
     return "\n".join(lines)
 
 
+def write_block_head(args: argparse.Namespace, split: Any, cache: train.Cache, log: Any, t0: float,
+                     argv: list[str]) -> int:
+    """The block arm on every training image, its head written to ``args.out`` and the held-out
+    evaluation (``train.evaluate``, before = the shipped head) to ``args.report_dir``."""
+    from matching.core.cnn.head import DEFAULT_HEAD_PATH, read_head, write_head
+
+    cfg = train.Config(seed=args.seed, map_steps=args.map_steps)
+    head, hist, _metrics = BlockTrainer(cache, split.train, cfg, log, train_block=True).train()
+    write_head(args.out, head)
+    log(f"head written to {args.out} (sha256 {head.sha256})")
+    shipped = read_head(DEFAULT_HEAD_PATH)
+    ev = train.evaluate(split.heldout, head, seed=args.seed, log=log, baseline=shipped)
+    ev["before_sha"] = shipped.sha256
+    args.report_dir.mkdir(parents=True, exist_ok=True)
+    train._plot(hist, args.report_dir / "loss.png")
+    train._report(args.report_dir / "report.md", split=split, cfg=cfg, cache=cache, hist=hist, head=head,
+                  head_path=args.out.resolve(), ev=ev, total_seconds=time.perf_counter() - t0, argv=argv,
+                  tf_threads=args.tf_threads, views=AB_VIEWS)
+    log(f"report written to {args.report_dir / 'report.md'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.block_ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -118,7 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="view cache (default $IMGPROTECT_DATA_DIR/cache/cnn_train)")
     parser.add_argument("--tf-threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the metrics here")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="instead: train the block arm on every training image (no validation split), write "
+                             "its head here and the held-out report (against the shipped head) to --report-dir")
+    parser.add_argument("--report-dir", type=Path, default=None)
     args = parser.parse_args(argv)
+    if (args.out is None) != (args.report_dir is None):
+        parser.error("--out and --report-dir go together")
     arms = [a for a in args.arms.split(",") if a]
     if not arms or set(arms) - set(ARMS):
         parser.error(f"--arms takes {', '.join(ARMS)}")
@@ -138,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache_dir = args.cache_dir or Path(os.environ.get("IMGPROTECT_DATA_DIR") or "var") / "cache" / "cnn_train"
     cache = train.build_cache(split.train, seed=args.seed, cache_dir=cache_dir, log=log, views=AB_VIEWS,
                               layer=BLOCK_INPUT)
+    if args.out is not None:
+        return write_block_head(args, split, cache, log, t0, list(sys.argv[1:] if argv is None else argv))
     cfg = train.Config(seed=args.seed, map_steps=args.map_steps, val_every=10)
     results = {arm: run_arm(arm, cache, split.train, cfg, log) for arm in arms}
     print(report(results, cfg, len(cache.owner)))

@@ -479,16 +479,18 @@ def _eval_model(head: HeadWeights, baseline: HeadWeights | None = None,
     from matching.core.cnn.embedder import truncated_backbone
     from matching.core.cnn.head import head_tf
 
-    cut = truncated_backbone(None)
+    # One backbone pass, cut where each head starts (a head that owns the last block starts earlier).
+    layers = {FEATURE_LAYER, head.feature_layer, *([baseline.feature_layer] if baseline is not None else [])}
+    cuts = {layer: truncated_backbone(None, layer) for layer in sorted(layers)}
     conv_k, conv_b = imagenet_conv()
 
     @tf.function(input_signature=[tf.TensorSpec((None, 224, 224, 3), tf.float32)])
     def run(batch: Any) -> Any:
-        maps = cut(batch)
+        maps = {layer: cut(batch) for layer, cut in cuts.items()}
         if baseline is not None:
-            return head_tf(maps, baseline), head_tf(maps, head)
-        gap = tf.reduce_mean(tf.nn.relu6(tf.tensordot(maps, conv_k, 1) + conv_b), axis=(1, 2))
-        return tf.math.l2_normalize(gap, axis=-1), head_tf(maps, head)
+            return head_tf(maps[baseline.feature_layer], baseline), head_tf(maps[head.feature_layer], head)
+        gap = tf.reduce_mean(tf.nn.relu6(tf.tensordot(maps[FEATURE_LAYER], conv_k, 1) + conv_b), axis=(1, 2))
+        return tf.math.l2_normalize(gap, axis=-1), head_tf(maps[head.feature_layer], head)
 
     def evaluate(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         embedding, ranked = run(batch)
@@ -634,7 +636,10 @@ def _plot(hist: History, path: Path) -> None:
 
 
 def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: History, head: HeadWeights,
-            head_path: Path, ev: dict[str, Any], total_seconds: float, argv: list[str], tf_threads: int = 1) -> None:
+            head_path: Path, ev: dict[str, Any], total_seconds: float, argv: list[str], tf_threads: int = 1,
+            views: dict[str, tuple[int, int, int]] | None = None) -> None:
+    views = views or VIEWS
+    map_shape = "x".join(str(d) for d in cache.maps.shape[1:])
     import tensorflow as tf
 
     def pct(x: Sequence[bool] | np.ndarray) -> str:
@@ -666,13 +671,18 @@ def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: Histor
         f"for logos, windows around the mark alone (flat background keyed out) composited with its alpha at "
         f"10-25 % width into a training photo, sometimes tilted, recoloured, shadowed, blurred or re-encoded "
         f"(`augment.mark_view`): "
-        f"photos {VIEWS['photo']}, logos {VIEWS['logo']} (random, paste, mark). {len(cache.owner)} views in all; "
-        f"one backbone pass each, {cache.seconds:.0f} s (cached feature maps `{FEATURE_LAYER}`, 7x7x320 float16).",
+        f"photos {views['photo']}, logos {views['logo']} (random, paste, mark). {len(cache.owner)} views in all; "
+        f"one backbone pass each, {cache.seconds:.0f} s (cached feature maps `{head.feature_layer}`, "
+        f"{map_shape} float16).",
         "",
         "## Model and hyper-parameters",
         "",
-        "EfficientNet-Lite0 (ImageNet weights) frozen up to `block15_project_conv` (7x7x320); the head is the "
-        "backbone's last 1x1 convolution (320->1280, BatchNorm folded, "
+        ("EfficientNet-Lite0 (ImageNet weights) frozen up to `block14_add` (7x7x192), then its last block "
+         "`block15` (expansion 192->1152, 3x3 depthwise, projection to 320, BatchNorm folded) fine-tuned in "
+         "phase 1 with the head (training/block_ab.py); the head is the "
+         if head.has_block else
+         "EfficientNet-Lite0 (ImageNet weights) frozen up to `block15_project_conv` (7x7x320); the head is the ")
+        + "backbone's last 1x1 convolution (320->1280, BatchNorm folded, "
         + ("fine-tuned from its ImageNet values" if cfg.train_conv else "kept at its ImageNet values")
         + f"), ReLU6, GeM pooling with learnt p (start 3, final {head.p:.3f}), "
         + (f"residual MLP 1280-{cfg.mlp_hidden}-1280, " if cfg.mlp_hidden else "")

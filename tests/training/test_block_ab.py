@@ -49,7 +49,9 @@ def test_only_the_block_arm_moves_the_blocks_weights(arm: str) -> None:
     cfg = train.Config(seed=0, map_steps=3, map_batch=4, steps=2, batch=4, val_every=4, lr=1e-2)
     start = block_ab.block_weights()
     trainer = block_ab.BlockTrainer(fake_cache(len(items), 4), items, cfg, lambda _m: None, train_block=arm == "block")
-    _head, _hist, metrics = trainer.train()
+    head, _hist, metrics = trainer.train()
+    assert head.has_block and head.feature_layer == block_ab.BLOCK_INPUT
+    assert all(np.array_equal(head.arrays[k], v.numpy()) for k, v in trainer.block.items())
     moved = {k: not np.array_equal(v.numpy(), start[k]) for k, v in trainer.block.items()}
     assert all(moved.values()) if arm == "block" else not any(moved.values())
     assert set(metrics) >= {"head_random_r1", "head_paste_r1", "head_mark_r1"}

@@ -85,7 +85,7 @@ _precision_set: str | None = None
 _lock = threading.Lock()  # guards _truncated
 _embedders_lock = threading.Lock()  # guards _embedders (held while an Embedder builds, which takes _lock)
 _embedders: dict[tuple[str, str], "Embedder"] = {}
-_truncated: dict[str, Callable[[npt.NDArray[Any]], Any]] = {}
+_truncated: dict[tuple[str, str], Callable[[npt.NDArray[Any]], Any]] = {}
 
 
 def _cpu_has_bfloat16() -> bool:
@@ -191,9 +191,10 @@ def _batches(images: Sequence["Image.Image"], batch_size: int) -> Any:
         yield np.stack([_pixels(im) for im in images[start : start + batch_size]])
 
 
-def truncated_backbone(weights_path: str | Path | None) -> Callable[[npt.NDArray[Any]], Any]:
-    """EfficientNet-Lite0 up to ``FEATURE_LAYER``: batch (n, 224, 224, 3) -> (n, 7, 7, 320)."""
-    key = str(Path(weights_path or default_weights_path()).resolve())
+def truncated_backbone(weights_path: str | Path | None, layer: str = FEATURE_LAYER) -> Callable[[npt.NDArray[Any]], Any]:
+    """EfficientNet-Lite0 up to ``layer`` (default ``FEATURE_LAYER``): batch (n, 224, 224, 3) ->
+    (n, 7, 7, 320); a head that owns the last block takes ``head.feature_layer`` (7x7x192)."""
+    key = (str(Path(weights_path or default_weights_path()).resolve()), layer)
     with _lock:
         run = _truncated.get(key)
         if run is None:
@@ -204,7 +205,7 @@ def truncated_backbone(weights_path: str | Path | None) -> Callable[[npt.NDArray
             from .backbone import load_backbone
 
             full = load_backbone(weights_path, fused=True)
-            cut = keras.Model(full.input, full.get_layer(FEATURE_LAYER).output)
+            cut = keras.Model(full.input, full.get_layer(layer).output)
             run = tf.function(lambda batch: cut(batch, training=False),
                               input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)])
             _truncated[key] = run
@@ -277,7 +278,7 @@ class Embedder:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         # Read the head first: a missing or corrupt file fails before TensorFlow starts.
         self.head: HeadWeights = read_head(Path(head_path) if head_path else None)
-        cut = truncated_backbone(weights_path)
+        cut = truncated_backbone(weights_path, self.head.feature_layer)
         import tensorflow as tf
 
         head = self.head

@@ -11,6 +11,13 @@ metadata says whether it did (otherwise it holds the ImageNet values). Then:
     [h = g + relu(g @ W1 + b1) @ W2]                optional residual MLP
     z = normalise(g @ W + b)                        (256,)
 
+A head may also own the backbone's last MBConv block, ``block15`` (arrays ``block/...``: 1x1
+expansion 192 -> 1152, 3x3 depthwise, 1x1 projection to 320, BatchNorm folded), fine-tuned with
+it (``training/block_ab.py``). Its input is then the map before that block, ``block14_add``
+(``BLOCK_INPUT_LAYER``, ``(7, 7, 192)``), and the block runs first:
+
+    m = relu6(E map + e); m = relu6(depthwise3x3(m) + d); map' = P m + q
+
 File format: one ``.npz`` read with ``allow_pickle=False``; a ``__meta__``
 JSON string holds the format, the SHA-256 of all arrays (checked on every
 load), the training configuration and the command that wrote it. A missing or
@@ -39,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_HEAD_PATH",
     "EMBEDDING_DIM",
+    "BLOCK_INPUT_LAYER",
     "FEATURE_LAYER",
     "HeadWeights",
     "TRAIN_COMMAND",
@@ -57,8 +65,11 @@ FEATURE_LAYER = "block15_project_conv"  # the backbone is cut here; the head sta
 GEM_EPS = 1e-6
 # (package_file: also from the zip Spark executors import the engine from, spark/submit.py.)
 DEFAULT_HEAD_PATH = package_file("matching.core.cnn", "weights/head.npz")
+BLOCK_INPUT_LAYER = "block14_add"  # where the backbone is cut for a head that owns block15
 _REQUIRED = ("conv/kernel", "conv/bias", "gem/p", "proj/kernel", "proj/bias")
-_OPTIONAL = ("mlp/kernel1", "mlp/bias1", "mlp/kernel2", "mlp/bias2")
+_BLOCK = ("block/expand_kernel", "block/expand_bias", "block/dw_kernel", "block/dw_bias",
+          "block/project_kernel", "block/project_bias")
+_OPTIONAL = ("mlp/kernel1", "mlp/bias1", "mlp/kernel2", "mlp/bias2", *_BLOCK)
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,16 @@ class HeadWeights:
     @property
     def has_mlp(self) -> bool:
         return "mlp/kernel1" in self.arrays
+
+    @property
+    def has_block(self) -> bool:
+        """The head owns the backbone's last block (``block/...`` arrays)."""
+        return "block/expand_kernel" in self.arrays
+
+    @property
+    def feature_layer(self) -> str:
+        """The backbone layer whose output this head takes."""
+        return BLOCK_INPUT_LAYER if self.has_block else FEATURE_LAYER
 
     @property
     def sha256(self) -> str:
@@ -98,6 +119,16 @@ def _check_shapes(arrays: dict[str, npt.NDArray[Any]]) -> None:
             raise ValueError("MLP arrays have inconsistent shapes")
     if arrays["proj/kernel"].shape != (width, EMBEDDING_DIM) or arrays["proj/bias"].shape != (EMBEDDING_DIM,):
         raise ValueError(f"projection must be ({width}, {EMBEDDING_DIM})")
+    present = [n for n in _BLOCK if n in arrays]
+    if present and len(present) != len(_BLOCK):
+        raise ValueError(f"block arrays incomplete: missing {[n for n in _BLOCK if n not in arrays]}")
+    if present:
+        block_in, hidden = arrays["block/expand_kernel"].shape
+        want = {"block/expand_bias": (hidden,), "block/dw_kernel": (3, 3, hidden, 1), "block/dw_bias": (hidden,),
+                "block/project_kernel": (hidden, cin), "block/project_bias": (cin,)}
+        wrong = [n for n, shape in want.items() if arrays[n].shape != shape]
+        if wrong:
+            raise ValueError(f"block arrays have inconsistent shapes: {wrong}")
 
 
 def write_head(path: Path, head: HeadWeights) -> None:
@@ -154,9 +185,24 @@ def _l2n(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return unit
 
 
+def _block_numpy(features: npt.NDArray[Any], a: dict[str, npt.NDArray[Any]]) -> npt.NDArray[Any]:
+    """block15 on ``(n, h, w, 192)`` maps: expansion, 3x3 depthwise ("same" zero padding), projection."""
+    m = np.clip(features.astype(np.float32) @ a["block/expand_kernel"] + a["block/expand_bias"], 0.0, 6.0)
+    h, w = m.shape[1:3]
+    padded = np.pad(m, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    kernel = a["block/dw_kernel"][..., 0]
+    d = sum(padded[:, i:i + h, j:j + w] * kernel[i, j] for i in range(3) for j in range(3))
+    m = np.clip(d + a["block/dw_bias"], 0.0, 6.0)
+    out: npt.NDArray[Any] = m @ a["block/project_kernel"] + a["block/project_bias"]
+    return out
+
+
 def head_numpy(features: npt.NDArray[Any], head: HeadWeights) -> npt.NDArray[Any]:
-    """Reference implementation on ``(n, 7, 7, 320)`` feature maps -> ``(n, 256)`` float32."""
+    """Reference implementation on ``(n, 7, 7, C)`` feature maps (C 320, or 192 for a head with
+    the block) -> ``(n, 256)`` float32."""
     a = head.arrays
+    if head.has_block:
+        features = _block_numpy(features, a)
     x = np.clip(features.astype(np.float32) @ a["conv/kernel"] + a["conv/bias"], 0.0, 6.0)
     p = head.p
     g = np.mean(np.maximum(x, GEM_EPS) ** p, axis=(1, 2)) ** (1.0 / p)
@@ -170,6 +216,10 @@ def head_tf(features: "tf.Tensor", head: HeadWeights) -> "tf.Tensor":
     import tensorflow as tf
 
     a = {n: tf.constant(v) for n, v in head.arrays.items()}
+    if head.has_block:
+        m = tf.nn.relu6(tf.tensordot(features, a["block/expand_kernel"], 1) + a["block/expand_bias"])
+        m = tf.nn.relu6(tf.nn.depthwise_conv2d(m, a["block/dw_kernel"], [1, 1, 1, 1], "SAME") + a["block/dw_bias"])
+        features = tf.tensordot(m, a["block/project_kernel"], 1) + a["block/project_bias"]
     x = tf.nn.relu6(tf.tensordot(features, a["conv/kernel"], 1) + a["conv/bias"])
     p = a["gem/p"]
     # exp(p log x) rather than pow(x, p): the same value to float rounding, 4x faster on

@@ -1,0 +1,95 @@
+"""A head that owns the backbone's last block (matching/core/cnn/head.py, ``block/...`` arrays):
+read, checked, computed the same in numpy and TensorFlow, and embedded from the earlier cut."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from matching.core.cnn.head import (
+    BLOCK_INPUT_LAYER,
+    DEFAULT_HEAD_PATH,
+    FEATURE_LAYER,
+    HeadWeights,
+    head_numpy,
+    head_tf,
+    read_head,
+    write_head,
+)
+from matching.core.cnn.weights import WeightsError
+
+
+def imagenet_block() -> dict[str, np.ndarray]:
+    from matching.core.cnn.backbone import load_backbone
+
+    full = load_backbone(None, fused=True)
+    (ek, eb), (dk, db), (pk, pb) = ([np.asarray(w) for w in full.get_layer(f"block15_{n}_conv").get_weights()]
+                                    for n in ("expand", "dw", "project"))
+    return {"block/expand_kernel": ek[0, 0], "block/expand_bias": eb, "block/dw_kernel": dk, "block/dw_bias": db,
+            "block/project_kernel": pk[0, 0], "block/project_bias": pb}
+
+
+@pytest.fixture(scope="module")
+def shipped() -> HeadWeights:
+    return read_head(DEFAULT_HEAD_PATH)
+
+
+@pytest.fixture(scope="module")
+def with_block(shipped: HeadWeights, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped head with block15 at its ImageNet values: the same network, cut one block earlier."""
+    path = tmp_path_factory.mktemp("head") / "head.npz"
+    write_head(path, HeadWeights(arrays={**shipped.arrays, **imagenet_block()}, meta={"block_trained": False}))
+    return path
+
+
+def test_a_head_with_the_block_starts_at_the_blocks_input(shipped: HeadWeights, with_block: Path) -> None:
+    head = read_head(with_block)
+    assert head.has_block and head.feature_layer == BLOCK_INPUT_LAYER
+    assert not shipped.has_block and shipped.feature_layer == FEATURE_LAYER
+
+
+def test_numpy_and_tensorflow_agree_on_the_block(with_block: Path) -> None:
+    head = read_head(with_block)
+    maps = np.random.default_rng(0).random((2, 7, 7, 192)).astype(np.float32) * 4
+    import tensorflow as tf
+
+    assert np.abs(head_numpy(maps, head) - head_tf(tf.constant(maps), head).numpy()).max() < 1e-4
+
+
+def test_the_embedder_with_the_imagenet_block_gives_the_shipped_heads_vectors(with_block: Path) -> None:
+    from skimage import data
+
+    from matching.core.cnn.embedder import Embedder
+
+    pictures = [Image.fromarray(p) for p in (data.astronaut(), data.coffee(), data.rocket())]
+    today = Embedder().embed(pictures)
+    earlier_cut = Embedder(head_path=with_block).embed(pictures)
+    assert np.abs(today - earlier_cut).max() < 1e-4
+    assert np.all(np.sum(today * earlier_cut, axis=1) > 0.9999)
+
+
+@pytest.mark.parametrize("broken", ["missing", "shape"])
+def test_an_incomplete_or_misshapen_block_is_refused(shipped: HeadWeights, tmp_path: Path, broken: str) -> None:
+    block = imagenet_block()
+    if broken == "missing":
+        del block["block/dw_bias"]
+    else:
+        block["block/project_kernel"] = block["block/project_kernel"][:, :100]
+    with pytest.raises(ValueError, match="block arrays"):
+        write_head(tmp_path / "head.npz", HeadWeights(arrays={**shipped.arrays, **block}))
+
+
+def test_a_file_whose_block_was_damaged_after_writing_is_refused(shipped: HeadWeights, tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "head.npz"
+    arrays = {**shipped.arrays, **imagenet_block()}
+    del arrays["block/expand_bias"]
+    from matching.core.cnn.weights import arrays_sha256
+
+    meta = {"format": "imgprotect/cnn-ranking-head", "version": 1, "sha256": arrays_sha256(arrays)}
+    np.savez(path, **arrays, __meta__=np.array(json.dumps(meta)))
+    with pytest.raises(WeightsError, match="do not fit the head"):
+        read_head(path)
