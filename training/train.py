@@ -479,8 +479,9 @@ def _eval_model(head: HeadWeights, baseline: HeadWeights | None = None,
     from matching.core.cnn.embedder import truncated_backbone
     from matching.core.cnn.head import head_tf
 
-    # One backbone pass, cut where each head starts (a head that owns the last block starts earlier).
-    layers = {FEATURE_LAYER, head.feature_layer, *([baseline.feature_layer] if baseline is not None else [])}
+    # The backbone cut where each head starts (a head that owns the last block starts earlier);
+    # ImageNet's GAP, the "before" without a baseline, takes the usual cut.
+    layers = {head.feature_layer, baseline.feature_layer if baseline is not None else FEATURE_LAYER}
     cuts = {layer: truncated_backbone(None, layer) for layer in sorted(layers)}
     conv_k, conv_b = imagenet_conv()
 

@@ -66,6 +66,7 @@ GEM_EPS = 1e-6
 # (package_file: also from the zip Spark executors import the engine from, spark/submit.py.)
 DEFAULT_HEAD_PATH = package_file("matching.core.cnn", "weights/head.npz")
 BLOCK_INPUT_LAYER = "block14_add"  # where the backbone is cut for a head that owns block15
+BLOCK_INPUT_CHANNELS = 192  # that layer's channels
 _REQUIRED = ("conv/kernel", "conv/bias", "gem/p", "proj/kernel", "proj/bias")
 _BLOCK = ("block/expand_kernel", "block/expand_bias", "block/dw_kernel", "block/dw_bias",
           "block/project_kernel", "block/project_bias")
@@ -124,6 +125,8 @@ def _check_shapes(arrays: dict[str, npt.NDArray[Any]]) -> None:
         raise ValueError(f"block arrays incomplete: missing {[n for n in _BLOCK if n not in arrays]}")
     if present:
         block_in, hidden = arrays["block/expand_kernel"].shape
+        if block_in != BLOCK_INPUT_CHANNELS:
+            raise ValueError(f"block arrays take {block_in} channels, {BLOCK_INPUT_LAYER} has {BLOCK_INPUT_CHANNELS}")
         want = {"block/expand_bias": (hidden,), "block/dw_kernel": (3, 3, hidden, 1), "block/dw_bias": (hidden,),
                 "block/project_kernel": (hidden, cin), "block/project_bias": (cin,)}
         wrong = [n for n, shape in want.items() if arrays[n].shape != shape]

@@ -70,13 +70,15 @@ def test_the_embedder_with_the_imagenet_block_gives_the_shipped_heads_vectors(wi
     assert np.all(np.sum(today * earlier_cut, axis=1) > 0.9999)
 
 
-@pytest.mark.parametrize("broken", ["missing", "shape"])
+@pytest.mark.parametrize("broken", ["missing", "shape", "input"])
 def test_an_incomplete_or_misshapen_block_is_refused(shipped: HeadWeights, tmp_path: Path, broken: str) -> None:
     block = imagenet_block()
     if broken == "missing":
         del block["block/dw_bias"]
-    else:
+    elif broken == "shape":
         block["block/project_kernel"] = block["block/project_kernel"][:, :100]
+    else:
+        block["block/expand_kernel"] = block["block/expand_kernel"][:100]
     with pytest.raises(ValueError, match="block arrays"):
         write_head(tmp_path / "head.npz", HeadWeights(arrays={**shipped.arrays, **block}))
 
