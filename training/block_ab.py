@@ -13,12 +13,16 @@ training image is held back (``Config.val_every``). Both arms then train exactly
 phase 2 on the pooled vectors), with ``block15`` applied to the cached maps on the fly:
 
 - ``frozen``: ``block15`` at its ImageNet values (the recipe of today, less its views);
-- ``block``: ``block15``'s weights trained in phase 1 too (about 0.7 M more parameters).
+- ``block``: ``block15``'s weights trained in phase 1 too (about 0.6 M more parameters).
 
 Reported: rank-1 of the held-back images' views (random edit chains, logos pasted into photos seen
 through a window, marks composited into photos) against their clean versions, as
-``_Trainer.val_metrics`` measures them. Nothing is written but the cache and the printed table: the
-engine's head (``matching/core/cnn/head.py``) has no arrays for ``block15`` yet.
+``_Trainer.val_metrics`` measures them. Nothing is written but the cache and the printed table.
+
+With ``--out HEAD`` the block arm is trained on every training image instead (no validation split)
+and its head written, the block's arrays included (``matching/core/cnn/head.py``: such a head
+takes the backbone's maps at ``block14_add``); with ``--report-dir`` also the held-out report of
+``training.train`` against the head the service ships.
 """
 from __future__ import annotations
 
@@ -37,7 +41,6 @@ from matching.core.cnn.head import BLOCK_INPUT_LAYER, HeadWeights
 
 from . import train
 
-BLOCK_INPUT = BLOCK_INPUT_LAYER
 BLOCK_LAYERS = ("block15_expand_conv", "block15_dw_conv", "block15_project_conv")
 AB_VIEWS = {"photo": (8, 1, 0), "logo": (3, 1, 1)}
 ARMS = ("frozen", "block")
@@ -69,14 +72,13 @@ class BlockTrainer(train._Trainer):
         super()._init_variables()
 
     def _block(self, x: Any) -> Any:
+        """``head.block_tf`` with this trainer's variables, on the cached maps flattened to (n, 49, 192)."""
         import tensorflow as tf
 
-        b = self.block
-        x = tf.nn.relu6(tf.tensordot(tf.cast(x, tf.float32), b["block/expand_kernel"], 1) + b["block/expand_bias"])
-        width = x.shape[-1]
-        x = tf.reshape(x, (-1, 7, 7, width))
-        x = tf.nn.relu6(tf.nn.depthwise_conv2d(x, b["block/dw_kernel"], [1, 1, 1, 1], "SAME") + b["block/dw_bias"])
-        return tf.tensordot(tf.reshape(x, (-1, 49, width)), b["block/project_kernel"], 1) + b["block/project_bias"]
+        from matching.core.cnn.head import block_tf
+
+        out = block_tf(tf.reshape(tf.cast(x, tf.float32), (-1, 7, 7, x.shape[-1])), self.block)
+        return tf.reshape(out, (-1, 49, out.shape[-1]))
 
     def _maps(self, x: Any, conv: tuple[Any, Any] | None = None) -> Any:
         import tensorflow as tf
@@ -178,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = train.list_items(args.datasets)
     cache_dir = args.cache_dir or Path(os.environ.get("IMGPROTECT_DATA_DIR") or "var") / "cache" / "cnn_train"
     cache = train.build_cache(split.train, seed=args.seed, cache_dir=cache_dir, log=log, views=AB_VIEWS,
-                              layer=BLOCK_INPUT)
+                              layer=BLOCK_INPUT_LAYER)
     if args.out is not None:
         return write_block_head(args, split, cache, log, t0, list(sys.argv[1:] if argv is None else argv))
     cfg = train.Config(seed=args.seed, map_steps=args.map_steps, val_every=10)

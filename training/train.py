@@ -56,7 +56,6 @@ DEFAULT_REPORT_DIR = REPO_ROOT / "docs" / "training"
 VIEWS = {"photo": (24, 3, 0), "logo": (10, 2, 4)}
 VIEW_RECIPE_VERSION = 2  # bump when augment.py or the view recipe changes: invalidates caches
 CLEAN, RANDOM, PASTE, MARK = 0, 1, 2, 3
-MAP_SHAPE = (7, 7, 320)
 # Windows whose partial-copy recall the report measures (shares of width/height).
 _HALF = tuple((x / 4, y / 4, x / 4 + 0.5, y / 4 + 0.5) for y in range(3) for x in range(3))
 _QUARTERS = tuple((x / 2, y / 2, x / 2 + 0.5, y / 2 + 0.5) for y in range(2) for x in range(2))
@@ -84,7 +83,7 @@ CHAIN_LENGTHS = (1, 2, 3)  # held-out rows: every original under a chain of this
 
 @dataclass
 class Cache:
-    maps: np.ndarray  # (N, 7, 7, 320) float16 (memmap)
+    maps: np.ndarray  # (N, 7, 7, C) float16 (memmap): C 320 at FEATURE_LAYER, 192 at block14_add
     owner: np.ndarray  # (N,) int32: index into the training items
     kind: np.ndarray  # (N,) int8: CLEAN / RANDOM / PASTE
     seconds: float = 0.0  # time it took to build
@@ -105,22 +104,12 @@ def _views(item: Item, index: int, backgrounds: Sequence[Image.Image], seed: int
 
 def layer_maps(layer: str) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, ...]]:
     """(preprocessed batch -> the backbone's maps at ``layer``, their shape without the batch axis).
-    ``FEATURE_LAYER`` is the embedder's own cut (``embedder.feature_maps``); another layer, a cut of
-    the same fused backbone there (training/block_ab.py caches the last block's input)."""
-    if layer == FEATURE_LAYER:
-        from matching.core.cnn.embedder import feature_maps
+    The embedder's own cut there (``embedder.truncated_backbone``; training/block_ab.py caches the
+    last block's input)."""
+    from matching.core.cnn.embedder import feature_maps, truncated_backbone
 
-        return feature_maps, MAP_SHAPE
-    import keras
-    import tensorflow as tf
-
-    from matching.core.cnn.backbone import load_backbone
-
-    full = load_backbone(None, fused=True)
-    cut = keras.Model(full.input, full.get_layer(layer).output)
-    run = tf.function(lambda batch: cut(batch, training=False),
-                      input_signature=[tf.TensorSpec((None, 224, 224, 3), tf.float32)])
-    return (lambda batch: np.asarray(run(batch.astype(np.float32, copy=False)))), tuple(cut.output.shape[1:])
+    shape = truncated_backbone(None, layer).get_concrete_function().structured_outputs.shape[1:]
+    return (lambda batch: feature_maps(batch, layer=layer)), tuple(int(d) for d in shape)
 
 
 def build_cache(items: list[Item], *, seed: int, cache_dir: Path, log: Callable[[str], None],

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from matching.core.cnn.head import BLOCK_INPUT_LAYER
 from training import block_ab, train
 from training.data import Item
 
@@ -22,9 +23,9 @@ def test_the_block_applied_to_its_input_gives_the_backbones_own_output(pictures:
     """The trainer's block15 (expansion, depthwise, projection, from the fused ImageNet weights) on
     the maps cached at block14_add is the backbone's block15_project_conv: the frozen arm trains the
     head on exactly the features the embedder gives it today."""
-    before, shape = train.layer_maps(block_ab.BLOCK_INPUT)
+    before, shape = train.layer_maps(BLOCK_INPUT_LAYER)
     after, after_shape = train.layer_maps(train.FEATURE_LAYER)
-    assert shape == (7, 7, 192) and after_shape == train.MAP_SHAPE
+    assert shape == (7, 7, 192) and after_shape == (7, 7, 320)
     trainer = block_ab.BlockTrainer.__new__(block_ab.BlockTrainer)
     import tensorflow as tf
 
@@ -50,7 +51,7 @@ def test_only_the_block_arm_moves_the_blocks_weights(arm: str) -> None:
     start = block_ab.block_weights()
     trainer = block_ab.BlockTrainer(fake_cache(len(items), 4), items, cfg, lambda _m: None, train_block=arm == "block")
     head, _hist, metrics = trainer.train()
-    assert head.has_block and head.feature_layer == block_ab.BLOCK_INPUT
+    assert head.has_block and head.feature_layer == BLOCK_INPUT_LAYER
     assert all(np.array_equal(head.arrays[k], v.numpy()) for k, v in trainer.block.items())
     moved = {k: not np.array_equal(v.numpy(), start[k]) for k, v in trainer.block.items()}
     assert all(moved.values()) if arm == "block" else not any(moved.values())
@@ -82,12 +83,12 @@ def test_a_cache_at_another_layer_has_its_shape_and_its_own_file(tmp_path) -> No
         items.append(Item(f"photo:{name}.png", "photo", path))
     views = {"photo": (1, 1, 0), "logo": (1, 0, 0)}
     cache = train.build_cache(items, seed=0, cache_dir=tmp_path / "cache", log=lambda _m: None, views=views,
-                              layer=block_ab.BLOCK_INPUT)
+                              layer=BLOCK_INPUT_LAYER)
     assert cache.maps.shape == (6, 7, 7, 192) and not cache.reused
     assert list(cache.kind) == [train.CLEAN, train.RANDOM, train.PASTE] * 2
     again = train.build_cache(items, seed=0, cache_dir=tmp_path / "cache", log=lambda _m: None, views=views,
-                              layer=block_ab.BLOCK_INPUT)
+                              layer=BLOCK_INPUT_LAYER)
     assert again.reused and np.array_equal(np.asarray(again.maps), np.asarray(cache.maps))
     head_input = train.build_cache(items, seed=0, cache_dir=tmp_path / "cache", log=lambda _m: None, views=views)
-    assert head_input.maps.shape == (6, *train.MAP_SHAPE) and not head_input.reused
+    assert head_input.maps.shape == (6, 7, 7, 320) and not head_input.reused
     assert len(list((tmp_path / "cache").glob("*.f16.npy"))) == 2

@@ -212,9 +212,11 @@ def truncated_backbone(weights_path: str | Path | None, layer: str = FEATURE_LAY
     return run
 
 
-def feature_maps(batch: npt.NDArray[Any], *, weights_path: str | Path | None = None) -> npt.NDArray[Any]:
-    """The head's input for a preprocessed batch: ``(n, 7, 7, 320)`` float32 (training uses it)."""
-    return np.asarray(truncated_backbone(weights_path)(batch.astype(np.float32, copy=False)))
+def feature_maps(batch: npt.NDArray[Any], *, weights_path: str | Path | None = None,
+                 layer: str = FEATURE_LAYER) -> npt.NDArray[Any]:
+    """The head's input for a preprocessed batch: ``(n, 7, 7, 320)`` float32 at ``FEATURE_LAYER``,
+    or the maps at another ``layer`` (training uses it)."""
+    return np.asarray(truncated_backbone(weights_path, layer)(batch.astype(np.float32, copy=False)))
 
 
 class _LiteRunner:

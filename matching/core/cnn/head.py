@@ -50,6 +50,7 @@ __all__ = [
     "FEATURE_LAYER",
     "HeadWeights",
     "TRAIN_COMMAND",
+    "block_tf",
     "head_numpy",
     "head_tf",
     "read_head",
@@ -214,15 +215,23 @@ def head_numpy(features: npt.NDArray[Any], head: HeadWeights) -> npt.NDArray[Any
     return _l2n(g @ a["proj/kernel"] + a["proj/bias"]).astype(np.float32)
 
 
+def block_tf(features: "tf.Tensor", a: dict[str, Any]) -> "tf.Tensor":
+    """block15 in TensorFlow on ``(n, h, w, 192)`` maps, with ``a``'s ``block/...`` tensors
+    (constants in the embedding graph, variables in training/block_ab.py)."""
+    import tensorflow as tf
+
+    m = tf.nn.relu6(tf.tensordot(features, a["block/expand_kernel"], 1) + a["block/expand_bias"])
+    m = tf.nn.relu6(tf.nn.depthwise_conv2d(m, a["block/dw_kernel"], [1, 1, 1, 1], "SAME") + a["block/dw_bias"])
+    return tf.tensordot(m, a["block/project_kernel"], 1) + a["block/project_bias"]
+
+
 def head_tf(features: "tf.Tensor", head: HeadWeights) -> "tf.Tensor":
     """The same computation in TensorFlow (weights as constants), for the embedding graph."""
     import tensorflow as tf
 
     a = {n: tf.constant(v) for n, v in head.arrays.items()}
     if head.has_block:
-        m = tf.nn.relu6(tf.tensordot(features, a["block/expand_kernel"], 1) + a["block/expand_bias"])
-        m = tf.nn.relu6(tf.nn.depthwise_conv2d(m, a["block/dw_kernel"], [1, 1, 1, 1], "SAME") + a["block/dw_bias"])
-        features = tf.tensordot(m, a["block/project_kernel"], 1) + a["block/project_bias"]
+        features = block_tf(features, a)
     x = tf.nn.relu6(tf.tensordot(features, a["conv/kernel"], 1) + a["conv/bias"])
     p = a["gem/p"]
     # exp(p log x) rather than pow(x, p): the same value to float rounding, 4x faster on
