@@ -3,11 +3,13 @@ backbone's last block fine-tuned too, on the validation split (docs/training/mod
 "2026-12-07: the last block fine-tuned").
 
     python -m training.block_ab [--map-steps 300] [--arms frozen,block] [--cache-dir DIR] [--seed 0]
+                                [--views ab|recipe]
 
 The backbone's maps are cached at ``block14_add`` (7x7x192: the input of EfficientNet-Lite0's last
 MBConv block, ``block15``: 1x1 expansion to 1152 channels, 3x3 depthwise, 1x1 projection to 320,
 BatchNorm folded), for a third of ``train.VIEWS``' views (``AB_VIEWS``: photos 8 random and 1 paste
-window, logos 3 random, 1 paste window and 1 mark composite, besides the clean one). Every 10th
+window, logos 3 random, 1 paste window and 1 mark composite, besides the clean one; ``--views recipe``
+takes ``train.VIEWS`` whole, three times the views and the time). Every 10th
 training image is held back (``Config.val_every``). Both arms then train exactly as
 ``training.train`` does (phase 1 on the maps: GeM p, the last 1x1 convolution and the projection;
 phase 2 on the pooled vectors), with ``block15`` applied to the cached maps on the fly:
@@ -44,6 +46,7 @@ from . import train
 BLOCK_LAYERS = ("block15_expand_conv", "block15_dw_conv", "block15_project_conv")
 AB_VIEWS = {"photo": (8, 1, 0), "logo": (3, 1, 1)}
 ARMS = ("frozen", "block")
+VIEW_SETS = {"ab": AB_VIEWS, "recipe": train.VIEWS}
 
 
 def block_weights() -> dict[str, np.ndarray]:
@@ -139,7 +142,7 @@ def write_block_head(args: argparse.Namespace, split: Any, cache: train.Cache, l
     train._plot(hist, args.report_dir / "loss.png")
     train._report(args.report_dir / "report.md", split=split, cfg=cfg, cache=cache, hist=hist, head=head,
                   head_path=args.out.resolve(), ev=ev, total_seconds=time.perf_counter() - t0, argv=argv,
-                  tf_threads=args.tf_threads, views=AB_VIEWS)
+                  tf_threads=args.tf_threads, views=VIEW_SETS[args.views])
     log(f"report written to {args.report_dir / 'report.md'}")
     return 0
 
@@ -153,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="view cache (default $IMGPROTECT_DATA_DIR/cache/cnn_train)")
     parser.add_argument("--tf-threads", type=int, default=1)
+    parser.add_argument("--views", choices=sorted(VIEW_SETS), default="ab",
+                        help="views cached per training image: ab (AB_VIEWS, a third of the recipe's) or recipe "
+                             "(train.VIEWS)")
     parser.add_argument("--json", type=Path, help="also write the metrics here")
     parser.add_argument("--out", type=Path, default=None,
                         help="instead: train the block arm on every training image (no validation split) and "
@@ -179,8 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     split = train.list_items(args.datasets)
     cache_dir = args.cache_dir or Path(os.environ.get("IMGPROTECT_DATA_DIR") or "var") / "cache" / "cnn_train"
-    cache = train.build_cache(split.train, seed=args.seed, cache_dir=cache_dir, log=log, views=AB_VIEWS,
-                              layer=BLOCK_INPUT_LAYER)
+    cache = train.build_cache(split.train, seed=args.seed, cache_dir=cache_dir, log=log,
+                              views=VIEW_SETS[args.views], layer=BLOCK_INPUT_LAYER)
     if args.out is not None:
         return write_block_head(args, split, cache, log, t0, list(sys.argv[1:] if argv is None else argv))
     cfg = train.Config(seed=args.seed, map_steps=args.map_steps, val_every=10)

@@ -92,3 +92,27 @@ def test_a_cache_at_another_layer_has_its_shape_and_its_own_file(tmp_path) -> No
     head_input = train.build_cache(items, seed=0, cache_dir=tmp_path / "cache", log=lambda _m: None, views=views)
     assert head_input.maps.shape == (6, 7, 7, 320) and not head_input.reused
     assert len(list((tmp_path / "cache").glob("*.f16.npy"))) == 2
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], block_ab.AB_VIEWS), (["--views", "recipe"], train.VIEWS)])
+def test_the_command_caches_the_views_it_is_asked_for(monkeypatch, tmp_path, flag, expected) -> None:  # type: ignore[no-untyped-def]
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_cache(items, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(train, "list_items", lambda _d: train.Split(train=[], heldout=[]))
+    monkeypatch.setattr(train, "build_cache", fake_cache)
+    with pytest.raises(Stop):
+        block_ab.main([*flag, "--cache-dir", str(tmp_path)])
+    assert seen["views"] == expected and seen["layer"] == BLOCK_INPUT_LAYER
+
+
+def test_the_command_refuses_unknown_view_sets() -> None:
+    with pytest.raises(SystemExit) as exc:
+        block_ab.main(["--views", "double"])
+    assert exc.value.code == 2
