@@ -11,12 +11,15 @@ One seeded command, CPU only, one TensorFlow thread by default:
    in training.
 2. Views: for each training image its clean version, random chains of copy
    attacks (``augment.random_view``) and windows around it pasted into a
-   photo (``augment.paste_view``). The backbone is frozen up to
-   ``block15_project_conv``, so each view goes through it once; that map
-   (7x7x320, float16) is cached under ``$IMGPROTECT_DATA_DIR/cache/cnn_train``
-   keyed by a digest of the data list and the view recipe.
-3. Head (see :mod:`.head`): the backbone's last 1x1 convolution, fine-tuned,
-   GeM with learnt p, a projection to 256-d; trained with InfoNCE over
+   photo (``augment.paste_view``) and, for logos, the mark alone composited
+   into a photo (``augment.mark_view``). The backbone is frozen up to
+   ``block14_add``, so each view goes through it once; that map (7x7x192,
+   float16; ``block15_project_conv``'s 7x7x320 with ``--frozen-block``) is
+   cached under ``$IMGPROTECT_DATA_DIR/cache/cnn_train`` keyed by a digest of
+   the data list, the view recipe and the layer.
+3. Head (see ``matching/core/cnn/head.py``): the backbone's last MBConv block
+   ``block15`` and its last 1x1 convolution, both fine-tuned from their
+   ImageNet values, GeM with learnt p, a projection to 256-d; trained with InfoNCE over
    in-batch negatives and a KoLeo entropy term (the SSCD recipe) on pairs of
    views of the same image, in two phases (:class:`_Trainer`). Why these
    choices: ``docs/training/model_selection.md``.
@@ -45,7 +48,15 @@ import numpy as np
 from PIL import Image
 
 from matching.core.cnn.embedder import CORNER_THIRDS, THIRDS
-from matching.core.cnn.head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, HeadWeights, write_head
+from matching.core.cnn.head import (
+    BLOCK_INPUT_CHANNELS,
+    BLOCK_INPUT_LAYER,
+    DEFAULT_HEAD_PATH,
+    EMBEDDING_DIM,
+    FEATURE_LAYER,
+    HeadWeights,
+    write_head,
+)
 
 from . import augment
 from .data import DEFAULT_DATASETS, HOLDOUT_EVERY, SKIMAGE_TRAIN, Item, Split, list_items
@@ -56,6 +67,8 @@ DEFAULT_REPORT_DIR = REPO_ROOT / "docs" / "training"
 VIEWS = {"photo": (24, 3, 0), "logo": (10, 2, 4)}
 VIEW_RECIPE_VERSION = 2  # bump when augment.py or the view recipe changes: invalidates caches
 CLEAN, RANDOM, PASTE, MARK = 0, 1, 2, 3
+# The backbone's last MBConv block (input block14_add, output FEATURE_LAYER), fused convolutions.
+BLOCK_LAYERS = ("block15_expand_conv", "block15_dw_conv", "block15_project_conv")
 # Windows whose partial-copy recall the report measures (shares of width/height).
 _HALF = tuple((x / 4, y / 4, x / 4 + 0.5, y / 4 + 0.5) for y in range(3) for x in range(3))
 _QUARTERS = tuple((x / 2, y / 2, x / 2 + 0.5, y / 2 + 0.5) for y in range(2) for x in range(2))
@@ -104,8 +117,8 @@ def _views(item: Item, index: int, backgrounds: Sequence[Image.Image], seed: int
 
 def layer_maps(layer: str) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, ...]]:
     """(preprocessed batch -> the backbone's maps at ``layer``, their shape without the batch axis).
-    The embedder's own cut there (``embedder.truncated_backbone``; training/block_ab.py caches the
-    last block's input)."""
+    The embedder's own cut there (``embedder.truncated_backbone``; training caches the last block's
+    input, ``BLOCK_INPUT_LAYER``, unless the block stays frozen)."""
     from matching.core.cnn.embedder import feature_maps, truncated_backbone
 
     shape = truncated_backbone(None, layer).get_concrete_function().structured_outputs.shape[1:]
@@ -185,6 +198,9 @@ class Config:
     mlp_hidden: int = 0  # 0: projection only
     init: str = "lw"  # projection start: "lw" learned whitening, "pca" whitening, "random"
     train_conv: bool = True  # adapt the backbone's last 1x1 convolution too (phase 1 only)
+    # Fine-tune the backbone's last MBConv block, block15, in phase 1 too (the views' maps cached at
+    # its input, block14_add; docs/training/model_selection.md, "2026-12-07: the last block fine-tuned").
+    train_block: bool = True
     photo_share: float = 0.25  # of each batch; logos are 96 % of the images
     clean_share: float = 0.5  # pairs whose first view is the clean original (what the index stores)
     val_every: int = 0  # images held out of training for model selection (every n-th); 0: none
@@ -199,6 +215,17 @@ class History:
     p: list[float] = field(default_factory=list)
     phase1_steps: int = 0
     seconds: float = 0.0
+
+
+def block_weights() -> dict[str, np.ndarray]:
+    """``block15``'s fused ImageNet weights, named as a head stores them (``head.py``): expansion
+    (192, 1152), depthwise (3, 3, 1152, 1), projection (1152, 320), with their biases."""
+    from matching.core.cnn.backbone import load_backbone
+
+    full = load_backbone(None, fused=True)
+    (ek, eb), (dk, db), (pk, pb) = ([np.asarray(w) for w in full.get_layer(n).get_weights()] for n in BLOCK_LAYERS)
+    return {"block/expand_kernel": ek[0, 0], "block/expand_bias": eb, "block/dw_kernel": dk, "block/dw_bias": db,
+            "block/project_kernel": pk[0, 0], "block/project_bias": pb}
 
 
 def imagenet_conv() -> tuple[np.ndarray, np.ndarray]:
@@ -218,6 +245,10 @@ class _Trainer:
     activations to the power p, forward and backward. Phase 2 fixes p (and
     the convolution), pools every cached view once, and trains the projection
     (and MLP) on the 1280-d vectors for many cheap steps.
+
+    Maps cached at ``block14_add`` (192 channels) go through ``block15`` first
+    (``head.block_tf``), trained in phase 1 with ``train_block``, else at its
+    ImageNet values; the head then carries the block's arrays.
     """
 
     def __init__(self, cache: Cache, items: list[Item], cfg: Config, log: Callable[[str], None]) -> None:
@@ -228,6 +259,11 @@ class _Trainer:
         self.conv_k, self.conv_b = imagenet_conv()
         n = len(cache.owner)
         self.kinds = cache.kind
+        self.has_block = cache.maps.shape[-1] == BLOCK_INPUT_CHANNELS
+        if cfg.train_block and not self.has_block:
+            raise ValueError(f"training the block needs the maps cached at {BLOCK_INPUT_LAYER}")
+        if self.has_block and not cfg.train_conv:
+            raise ValueError(f"a frozen convolution needs the maps cached at {FEATURE_LAYER}")
         flat = np.asarray(cache.maps).reshape(n, 49, cache.maps.shape[-1])
         # A frozen convolution is applied once to every view and kept as uint8
         # (ReLU6 output in [0, 6], step 6/255): a step reads 4x fewer bytes
@@ -259,9 +295,20 @@ class _Trainer:
 
     # ---- model
 
+    def _block(self, x: Any) -> Any:
+        """``head.block_tf`` with this trainer's block, on cached maps flattened to (n, 49, 192)."""
+        import tensorflow as tf
+
+        from matching.core.cnn.head import block_tf
+
+        out = block_tf(tf.reshape(tf.cast(x, tf.float32), (-1, 7, 7, x.shape[-1])), self.block)
+        return tf.reshape(out, (-1, 49, out.shape[-1]))
+
     def _maps(self, x: Any, conv: tuple[Any, Any] | None = None) -> Any:
         import tensorflow as tf
 
+        if self.has_block:
+            x = self._block(x)
         if self.cfg.train_conv:
             k, b = conv if conv is not None else (self.v["conv/kernel"], self.v["conv/bias"])
             return tf.nn.relu6(tf.tensordot(tf.cast(x, tf.float32), k, 1) + b)
@@ -301,6 +348,7 @@ class _Trainer:
         keras.utils.set_random_seed(cfg.seed)
         tf.config.experimental.enable_op_determinism()
         width = self.conv_k.shape[1]
+        self.block = {k: tf.Variable(v) for k, v in block_weights().items()} if self.has_block else {}
         self.v: dict[str, Any] = {"gem/theta": tf.Variable(0.0, name="theta")}
         if cfg.train_conv:
             self.v["conv/kernel"] = tf.Variable(self.conv_k)
@@ -411,8 +459,9 @@ class _Trainer:
         start = time.perf_counter()
         head_vars = [v for k, v in self.v.items() if k.startswith(("proj/", "mlp/"))]
         conv_vars = [self.v["conv/kernel"], self.v["conv/bias"]] if cfg.train_conv else []
+        block_vars = list(self.block.values()) if cfg.train_block else []
         self._run_phase("phase 1 (maps)", cfg.map_steps, cfg.map_batch, self.x_all,
-                        [self.v["gem/theta"], *conv_vars, *head_vars],
+                        [self.v["gem/theta"], *conv_vars, *head_vars, *block_vars],
                         lambda x: self._project(self._gem(self._maps(x), self.p())))
         self.hist.phase1_steps = cfg.map_steps
         if cfg.steps > 0:
@@ -426,7 +475,11 @@ class _Trainer:
         arrays["gem/p"] = np.array(float(self.p()), np.float32)
         arrays.setdefault("conv/kernel", self.conv_k)
         arrays.setdefault("conv/bias", self.conv_b)
-        head = HeadWeights(arrays=arrays, meta={"config": asdict(cfg), "conv_trained": cfg.train_conv})
+        arrays.update({k: v.numpy() for k, v in self.block.items()})
+        meta: dict[str, Any] = {"config": asdict(cfg), "conv_trained": cfg.train_conv}
+        if self.has_block:
+            meta["block_trained"] = cfg.train_block
+        head = HeadWeights(arrays=arrays, meta=meta)
         metrics: dict[str, float] = {}
         if cfg.val_every:
             metrics = self.val_metrics()
@@ -668,8 +721,9 @@ def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: Histor
         "## Model and hyper-parameters",
         "",
         ("EfficientNet-Lite0 (ImageNet weights) frozen up to `block14_add` (7x7x192), then its last block "
-         "`block15` (expansion 192->1152, 3x3 depthwise, projection to 320, BatchNorm folded) fine-tuned in "
-         "phase 1 with the head (training/block_ab.py); the head is the "
+         "`block15` (expansion 192->1152, 3x3 depthwise, projection to 320, BatchNorm folded) "
+         + ("fine-tuned in phase 1 with the head" if head.meta.get("block_trained") else "at its ImageNet values")
+         + "; the head is the "
          if head.has_block else
          "EfficientNet-Lite0 (ImageNet weights) frozen up to `block15_project_conv` (7x7x320); the head is the ")
         + "backbone's last 1x1 convolution (320->1280, BatchNorm folded, "
@@ -677,7 +731,8 @@ def _report(path: Path, *, split: Split, cfg: Config, cache: Cache, hist: Histor
         + f"), ReLU6, GeM pooling with learnt p (start 3, final {head.p:.3f}), "
         + (f"residual MLP 1280-{cfg.mlp_hidden}-1280, " if cfg.mlp_hidden else "")
         + f"projection 1280->256 ({_INIT_NAMES[cfg.init]} initialisation), L2 normalisation. "
-        "Training has two phases: phase 1 learns p, the convolution and the projection on the cached maps "
+        "Training has two phases: phase 1 learns p, the convolution and the projection "
+        + ("(and the block) " if head.meta.get("block_trained") else "") + "on the cached maps "
         f"({cfg.map_steps} steps of {cfg.map_batch} image pairs); phase 2 fixes them, pools every view once "
         f"and trains the projection on the 1280-d vectors ({cfg.steps} steps of {cfg.batch} pairs). "
         "Why these choices (frozen vs fine-tuned convolution, MLP, initialisation, temperature, number of views): "
@@ -792,7 +847,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlp-hidden", type=int, default=Config.mlp_hidden)
     parser.add_argument("--init", choices=sorted(_INIT_NAMES), default=Config.init)
     parser.add_argument("--frozen-conv", action="store_true",
-                        help="keep the backbone's last 1x1 convolution at its ImageNet values")
+                        help="keep the backbone's last 1x1 convolution at its ImageNet values (needs --frozen-block)")
+    parser.add_argument("--frozen-block", action="store_true",
+                        help="keep the backbone's last block (block15) at its ImageNet values: the head takes "
+                             f"the maps at {FEATURE_LAYER}, as before 2026-12-07")
     parser.add_argument("--photo-share", type=float, default=Config.photo_share)
     parser.add_argument("--val-every", type=int, default=0,
                         help="model selection only: hold back every n-th training image and report on it; "
@@ -806,6 +864,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-limit", type=int, default=0,
                         help="smoke tests only: evaluate on the first N held-out photos and N logos")
     args = parser.parse_args(argv)
+    if args.frozen_conv and not args.frozen_block:
+        parser.error("--frozen-conv needs --frozen-block")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from matching.core.cnn.embedder import configure_tf_threads
@@ -820,11 +880,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(seed=args.seed, map_steps=args.map_steps, map_batch=args.map_batch, steps=args.steps,
                  batch=args.batch, p_lr_scale=args.p_lr_scale, lr=args.lr, temperature=args.temperature,
                  koleo=args.koleo, mlp_hidden=args.mlp_hidden, init=args.init,
-                 train_conv=not args.frozen_conv, photo_share=args.photo_share, val_every=args.val_every)
+                 train_conv=not args.frozen_conv, train_block=not args.frozen_block,
+                 photo_share=args.photo_share, val_every=args.val_every)
     split = list_items(args.datasets)
     log(f"data: {len(split.train)} training images, {len(split.heldout)} held out")
     cache_dir = args.cache_dir or Path(os.environ.get("IMGPROTECT_DATA_DIR") or "var") / "cache" / "cnn_train"
-    cache = build_cache(split.train, seed=args.seed, cache_dir=cache_dir, log=log)
+    cache = build_cache(split.train, seed=args.seed, cache_dir=cache_dir, log=log,
+                        layer=BLOCK_INPUT_LAYER if cfg.train_block else FEATURE_LAYER)
     previous = None
     if args.compare_previous and args.out.exists():
         from matching.core.cnn.head import read_head

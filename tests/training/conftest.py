@@ -11,3 +11,13 @@ def _isolated_data() -> Iterator[None]:
     """Overrides the Django-only autouse fixture of ``tests/conftest.py``: training touches no
     media directory or index registry."""
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _exact_features() -> None:
+    """Training learns and evaluates on float32 features (training/train.py); without this a test
+    that runs first on a bfloat16 CPU would let the engine's "auto" precision pick bfloat16 for the
+    whole process (once set, it stays)."""
+    from matching.core.cnn.embedder import configure_tf_threads
+
+    configure_tf_threads(precision="float32")

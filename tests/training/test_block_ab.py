@@ -1,5 +1,8 @@
-"""training.block_ab: the backbone's last block, applied to cached maps, and trained or not."""
+"""The backbone's last block in training (training/train.py), applied to cached maps and trained or
+not, and training.block_ab, the A/B of the two."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -26,32 +29,36 @@ def test_the_block_applied_to_its_input_gives_the_backbones_own_output(pictures:
     before, shape = train.layer_maps(BLOCK_INPUT_LAYER)
     after, after_shape = train.layer_maps(train.FEATURE_LAYER)
     assert shape == (7, 7, 192) and after_shape == (7, 7, 320)
-    trainer = block_ab.BlockTrainer.__new__(block_ab.BlockTrainer)
+    trainer = train._Trainer.__new__(train._Trainer)
     import tensorflow as tf
 
-    trainer.block = {k: tf.Variable(v) for k, v in block_ab.block_weights().items()}
+    trainer.block = {k: tf.Variable(v) for k, v in train.block_weights().items()}
     mine = trainer._block(before(pictures).reshape(3, 49, 192)).numpy()
     want = after(pictures).reshape(3, 49, 320)
     assert np.abs(mine - want).max() < 1e-3 * np.abs(want).max()
 
 
-def fake_cache(n_items: int, views: int) -> train.Cache:
+def fake_cache(n_items: int, views: int, channels: int = 192) -> train.Cache:
     rng = np.random.default_rng(3)
     n = n_items * views
-    maps = (rng.random((n, 7, 7, 192)) * 3).astype(np.float16)
+    maps = (rng.random((n, 7, 7, channels)) * 3).astype(np.float16)
     owner = np.repeat(np.arange(n_items, dtype=np.int32), views)
     kind = np.tile(np.array([train.CLEAN, train.RANDOM, train.PASTE, train.MARK], np.int8), n_items)
     return train.Cache(maps, owner, kind)
 
 
+ITEMS = [Item(f"logo:l{i}.png", "logo") for i in range(18)] + [Item(f"photo:p{i}.png", "photo") for i in range(6)]
+TINY = train.Config(seed=0, map_steps=3, map_batch=4, steps=2, batch=4, val_every=4, lr=1e-2)
+
+
 @pytest.mark.parametrize("arm", block_ab.ARMS)
 def test_only_the_block_arm_moves_the_blocks_weights(arm: str) -> None:
-    items = [Item(f"logo:l{i}.png", "logo") for i in range(18)] + [Item(f"photo:p{i}.png", "photo") for i in range(6)]
-    cfg = train.Config(seed=0, map_steps=3, map_batch=4, steps=2, batch=4, val_every=4, lr=1e-2)
-    start = block_ab.block_weights()
-    trainer = block_ab.BlockTrainer(fake_cache(len(items), 4), items, cfg, lambda _m: None, train_block=arm == "block")
+    cfg = replace(TINY, train_block=arm == "block")
+    start = train.block_weights()
+    trainer = train._Trainer(fake_cache(len(ITEMS), 4), ITEMS, cfg, lambda _m: None)
     head, _hist, metrics = trainer.train()
     assert head.has_block and head.feature_layer == BLOCK_INPUT_LAYER
+    assert head.meta["block_trained"] is (arm == "block")
     assert all(np.array_equal(head.arrays[k], v.numpy()) for k, v in trainer.block.items())
     moved = {k: not np.array_equal(v.numpy(), start[k]) for k, v in trainer.block.items()}
     assert all(moved.values()) if arm == "block" else not any(moved.values())
@@ -115,4 +122,26 @@ def test_the_command_caches_the_views_it_is_asked_for(monkeypatch, tmp_path, fla
 def test_the_command_refuses_unknown_view_sets() -> None:
     with pytest.raises(SystemExit) as exc:
         block_ab.main(["--views", "double"])
+    assert exc.value.code == 2
+
+
+def test_maps_after_the_block_train_a_head_without_one() -> None:
+    """--frozen-block: maps cached at FEATURE_LAYER, the head of before 2026-12-07 (no block arrays)."""
+    cfg = replace(TINY, train_block=False)
+    head, _hist, _metrics = train._Trainer(fake_cache(len(ITEMS), 4, 320), ITEMS, cfg, lambda _m: None).train()
+    assert not head.has_block and head.feature_layer == train.FEATURE_LAYER
+    assert "block_trained" not in head.meta
+
+
+def test_the_trainer_refuses_a_block_it_cannot_train_or_apply() -> None:
+    with pytest.raises(ValueError, match="block14_add"):
+        train._Trainer(fake_cache(len(ITEMS), 4, 320), ITEMS, TINY, lambda _m: None)
+    with pytest.raises(ValueError, match="frozen convolution"):
+        train._Trainer(fake_cache(len(ITEMS), 4), ITEMS, replace(TINY, train_block=False, train_conv=False),
+                       lambda _m: None)
+
+
+def test_train_refuses_a_frozen_convolution_under_a_trained_block() -> None:
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--frozen-conv"])
     assert exc.value.code == 2
