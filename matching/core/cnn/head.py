@@ -1,10 +1,10 @@
-"""The ranking head: EfficientNet-Lite0's last 1x1 convolution, GeM pooling and a
-projection to a 256-d L2-normalised embedding, trained for copy detection.
+"""The ranking head: EfficientNet-Lite0's last MBConv block and last 1x1 convolution, GeM
+pooling and a projection to a 256-d L2-normalised embedding, trained for copy detection.
 
-Input is the backbone cut before its last convolution: ``block15_project_conv``,
-a ``(7, 7, 320)`` map. The head owns that convolution (320 -> 1280, BatchNorm
-folded, ReLU6) so training may adapt it; ``conv_trained`` in the file's
-metadata says whether it did (otherwise it holds the ImageNet values). Then:
+Without a block, input is the backbone cut before its last convolution:
+``block15_project_conv``, a ``(7, 7, 320)`` map. The head owns that convolution
+(320 -> 1280, BatchNorm folded, ReLU6) so training may adapt it; ``conv_trained``
+in the file's metadata says whether it did (otherwise it holds the ImageNet values). Then:
 
     x = relu6(conv(map))                            (7, 7, 1280)
     g = mean_hw(max(x, eps) ** p) ** (1 / p)        GeM, learnt p (starts at 3)
@@ -13,7 +13,8 @@ metadata says whether it did (otherwise it holds the ImageNet values). Then:
 
 A head may also own the backbone's last MBConv block, ``block15`` (arrays ``block/...``: 1x1
 expansion 192 -> 1152, 3x3 depthwise, 1x1 projection to 320, BatchNorm folded), fine-tuned with
-it (``training/block_ab.py``). Its input is then the map before that block, ``block14_add``
+it (``training/train.py``'s default since 2026-12-07; the shipped head does, ``block_trained`` in
+its metadata). Its input is then the map before that block, ``block14_add``
 (``BLOCK_INPUT_LAYER``, ``(7, 7, 192)``), and the block runs first:
 
     m = relu6(E map + e); m = relu6(depthwise3x3(m) + d); map' = P m + q
@@ -217,7 +218,7 @@ def head_numpy(features: npt.NDArray[Any], head: HeadWeights) -> npt.NDArray[Any
 
 def block_tf(features: "tf.Tensor", a: dict[str, Any]) -> "tf.Tensor":
     """block15 in TensorFlow on ``(n, h, w, 192)`` maps, with ``a``'s ``block/...`` tensors
-    (constants in the embedding graph, variables in training/block_ab.py)."""
+    (constants in the embedding graph, variables in training/train.py)."""
     import tensorflow as tf
 
     m = tf.nn.relu6(tf.tensordot(features, a["block/expand_kernel"], 1) + a["block/expand_bias"])

@@ -218,8 +218,14 @@ def test_bfloat16_embeddings_agree_with_float32_and_still_rank_copies_first() ->
     assert agreement.min() >= 0.99, agreement  # measured: mean 0.999, min 0.995 on dataset photos
     assert fast["batch_drift"] <= 1e-5  # one image alone or in a batch: the same row
     n = len(PHOTOS)
-    scores = b[n:] @ b[:n].T  # copy i against every original
-    assert (scores.argmax(axis=1) == np.arange(n)).all(), scores
+    exact_scores, scores = a[n:] @ a[:n].T, b[n:] @ b[:n].T  # copy i against every original
+    # bfloat16 ranks every copy as float32 does.
+    assert (scores.argmax(axis=1) == exact_scores.argmax(axis=1)).all(), (scores, exact_scores)
+    # Five of the six copies first. The sixth, chelsea's face cropped, blurred hard and padded with
+    # red, is lost by the head that fine-tunes the backbone's last block (cosine about 0; the head
+    # before it ranked it first): the photos' weak rows of docs/training/report.md.
+    found = scores.argmax(axis=1) == np.arange(n)
+    assert found.sum() >= n - 1, scores
 
 
 def test_precision_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -553,7 +553,10 @@ def test_a_sure_mark_that_shows_no_detail_needs_the_cnn_to_confirm_it(monkeypatc
     def ask(inner: str) -> list:  # type: ignore[type-arg]
         mark = marks.extract_mark(_coin(inner))
         assert mark is not None
-        scene, _box = _composite(_photo("coffee"), mark.image, width_share=0.18, at=(0.3, 0.6))
+        # The look-alike must reach the mark search, whose candidates follow the CNN's ranking: on
+        # the coffee photo the head that fine-tunes the backbone's last block never proposes the
+        # ring coin for the bars' scene (nothing to refuse there); on the rocket it does.
+        scene, _box = _composite(_photo("rocket"), mark.image, width_share=0.18, at=(0.3, 0.6))
         outcome = check.match(load_image(encode(scene.convert("RGB"), "PNG")))
         return [d for d in outcome.decisions if d.reference_id == 31 and d.is_match]
 
