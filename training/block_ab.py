@@ -94,8 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
 
     split = train.list_items(args.datasets)
-    cache_dir = args.cache_dir or Path(os.environ.get("IMGPROTECT_DATA_DIR") or "var") / "cache" / "cnn_train"
-    cache = train.build_cache(split.train, seed=args.seed, cache_dir=cache_dir, log=log,
+    cache = train.build_cache(split.train, seed=args.seed, cache_dir=train.view_cache_dir(args.cache_dir), log=log,
                               views=VIEW_SETS[args.views], layer=BLOCK_INPUT_LAYER)
     cfg = train.Config(seed=args.seed, map_steps=args.map_steps, val_every=10)
     results = {arm: run_arm(arm, cache, split.train, cfg, log) for arm in arms}

@@ -125,6 +125,11 @@ def layer_maps(layer: str) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[in
     return (lambda batch: feature_maps(batch, layer=layer)), tuple(int(d) for d in shape)
 
 
+def view_cache_dir(given: Path | None) -> Path:
+    """``--cache-dir`` of the training commands, else ``$IMGPROTECT_DATA_DIR/cache/cnn_train``."""
+    return given or Path(os.environ.get("IMGPROTECT_DATA_DIR") or "var") / "cache" / "cnn_train"
+
+
 def build_cache(items: list[Item], *, seed: int, cache_dir: Path, log: Callable[[str], None],
                 views: dict[str, tuple[int, int, int]] | None = None, layer: str = FEATURE_LAYER) -> Cache:
     """Backbone maps (at ``layer``) of every training view (``views`` per kind, default ``VIEWS``),
@@ -884,8 +889,7 @@ def main(argv: list[str] | None = None) -> int:
                  photo_share=args.photo_share, val_every=args.val_every)
     split = list_items(args.datasets)
     log(f"data: {len(split.train)} training images, {len(split.heldout)} held out")
-    cache_dir = args.cache_dir or Path(os.environ.get("IMGPROTECT_DATA_DIR") or "var") / "cache" / "cnn_train"
-    cache = build_cache(split.train, seed=args.seed, cache_dir=cache_dir, log=log,
+    cache = build_cache(split.train, seed=args.seed, cache_dir=view_cache_dir(args.cache_dir), log=log,
                         layer=BLOCK_INPUT_LAYER if cfg.train_block else FEATURE_LAYER)
     previous = None
     if args.compare_previous and args.out.exists():

@@ -19,16 +19,7 @@ from matching.core.cnn.head import (
     write_head,
 )
 from matching.core.cnn.weights import WeightsError
-
-
-def imagenet_block() -> dict[str, np.ndarray]:
-    from matching.core.cnn.backbone import load_backbone
-
-    full = load_backbone(None, fused=True)
-    (ek, eb), (dk, db), (pk, pb) = ([np.asarray(w) for w in full.get_layer(f"block15_{n}_conv").get_weights()]
-                                    for n in ("expand", "dw", "project"))
-    return {"block/expand_kernel": ek[0, 0], "block/expand_bias": eb, "block/dw_kernel": dk, "block/dw_bias": db,
-            "block/project_kernel": pk[0, 0], "block/project_bias": pb}
+from training.train import block_weights as imagenet_block  # block15's fused ImageNet weights
 
 
 @pytest.fixture(scope="module")
