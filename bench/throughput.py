@@ -158,7 +158,9 @@ def write_references(refs: Path, store: Path, dest: Path, *, embedder: str = "au
                 "features": r["features_name"], "mark": r["mark_name"],
                 "mark_info": json.loads(r["mark_info"]) if r["mark_info"] else None}
                for i, r in zip(ids, rows, strict=True)]
-    return write_snapshot(dest, rows=records, indexes=indexes, thresholds=Thresholds.load())
+    models = {r["embedding_model"] for r in rows if r["embedding_model"]}
+    return write_snapshot(dest, rows=records, indexes=indexes, thresholds=Thresholds.load(),
+                          embedding_model=models.pop() if len(models) == 1 else None)
 
 
 def _with_mark_views(ids: Any, rows: list[dict[str, Any]]) -> tuple[Any, Any]:

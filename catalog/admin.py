@@ -110,11 +110,11 @@ class CollectionAdmin(admin.ModelAdmin):
 @admin.register(ProtectedImage)
 class ProtectedImageAdmin(admin.ModelAdmin):
     list_display = ["thumbnail", "key", "collection", "organisation", "status", "width", "height", "format", "created"]
-    list_filter = ["status", "format", "organisation", "collection"]
+    list_filter = ["status", "format", "organisation", "collection", "embedding_model"]
     search_fields = ["key", "sha256_bytes", "sha256_pixels"]
     readonly_fields = ["preview", "sha256_bytes", "sha256_pixels", "width", "height", "format", "size_bytes",
                        "signals", "phash", "status", "failure_reason", "indexed_at", "created", "file",
-                       "protection_flags", "keypoint_count"]
+                       "protection_flags", "keypoint_count", "embedding_model"]
     list_select_related = ["collection", "organisation"]
 
     def has_add_permission(self, request):

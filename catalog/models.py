@@ -210,6 +210,10 @@ class ProtectedImage(models.Model):
     pdq_quality = models.PositiveSmallIntegerField(default=0)
     # L2-normalised CNN embedding as float16 bytes (512 bytes for 256-d).
     embedding = models.BinaryField(null=True, blank=True, editable=False)
+    # Which network made ``embedding`` and ``mark_embeddings`` (``matching.core.cnn.embedder.model_id``;
+    # "" when unknown: rows embedded before it was recorded). Vectors of another network are left out of
+    # the CNN index until ``manage.py reembed`` computes them again (docs/training/embedder.md).
+    embedding_model = models.CharField(max_length=64, blank=True, default="", editable=False)
     # Local features for geometric verification (npz bytes), computed once at indexing.
     features = models.FileField(upload_to=features_upload_to, max_length=300, blank=True)
     # The mark alone when the picture is a logo on a flat background or has transparency: an RGBA

@@ -19,7 +19,7 @@ from django.core.files.storage import default_storage
 from django.db.models import Q
 
 from catalog.models import ProtectedImage
-from matching.core.cnn.config import CnnConfig
+from matching.cnn import cnn_config, cnn_enabled
 from matching.core.cnn.config import configure as configure_cnn
 from matching.core.cnn.embedder import get_embedder as load_embedder
 from matching.core.geometry import features_from_bytes
@@ -144,16 +144,6 @@ def collection_thresholds(base: Thresholds, phash_max_distance: int) -> Threshol
     share = min(1.0, phash_max_distance / base.phash_near_duplicate) if base.phash_near_duplicate else 0.0
     return base.tightened(phash_near_duplicate=phash_max_distance,
                           pdq_near_duplicate=int(base.pdq_near_duplicate * share))
-
-
-def cnn_enabled() -> bool:
-    return settings.IMGPROTECT_CNN_ENABLED
-
-
-def cnn_config() -> CnnConfig:
-    """The CNN's settings for this process, from imgprotect/settings.py."""
-    return CnnConfig(data_dir=settings.DATA_DIR, tf_threads=settings.IMGPROTECT_TF_THREADS,
-                     precision=settings.IMGPROTECT_CNN_PRECISION)
 
 
 def get_embedder() -> Any | None:

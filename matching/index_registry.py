@@ -33,6 +33,7 @@ from matching.core.marks import MARK_SLOTS, mark_vector_id, with_mark_views
 from matching.core.matcher import Indexes, VectorSearch
 from matching.core.snapshots import SnapshotError
 from matching.core.vectorindex import VectorIndex
+from matching.cnn import embedding_model
 from matching.encodings import embedding_from_bytes, embeddings_from_bytes
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class OrgIndexes:
     # Entries were dropped in place (``drop_ids``): the hash indexes hold tombstones, which a snapshot
     # would keep on disk, so the next reconciliation rebuilds them from the rows before saving.
     tombstoned: bool = False
+    # The network whose vectors ``indexes.vectors`` holds (``matching.cnn.embedding_model``).
+    model: str | None = None
 
 
 class IndexRegistry:
@@ -66,7 +69,7 @@ class IndexRegistry:
             return Indexes(phash=make_hash_index(1), pdq=make_hash_index(4), vectors=None)
         with self._lock:
             current = self._orgs.get(organisation_id) or self._load_snapshot(organisation_id)
-            if current is None or current.generation != generation:
+            if current is None or current.generation != generation or current.model != embedding_model():
                 current = self._reconcile(organisation_id, generation, current)
             self._orgs[organisation_id] = current
             return current.indexes
@@ -149,7 +152,12 @@ class IndexRegistry:
         if checkpoint.get("count") != len(_hashes(indexes.phash)):
             log.warning("index snapshot for org %s disagrees with its checkpoint; rebuilding", organisation_id)
             return None
-        return OrgIndexes(generation=int(checkpoint["generation"]), indexes=indexes)
+        if indexes.vectors is not None and checkpoint.get("embedding_model") != embedding_model():
+            # Its vectors were made by another network (a new head): not comparable with this one's.
+            log.info("index snapshot for org %s holds another network's vectors; rebuilding", organisation_id)
+            return None
+        return OrgIndexes(generation=int(checkpoint["generation"]), indexes=indexes,
+                          model=checkpoint.get("embedding_model"))
 
     def _save_snapshot(self, organisation_id: int, current: OrgIndexes) -> None:
         base = self._dir(organisation_id)
@@ -164,7 +172,7 @@ class IndexRegistry:
             checkpoint = {
                 "generation": current.generation, "count": len(phash),
                 "phash_kind": type(idx.phash).__name__, "pdq_kind": type(idx.pdq).__name__,
-                "vectors": idx.vectors is not None,
+                "vectors": idx.vectors is not None, "embedding_model": current.model,
             }
             tmp = base / "checkpoint.json.tmp"
             tmp.write_text(json.dumps(checkpoint))
@@ -178,8 +186,16 @@ class IndexRegistry:
         rows = list(
             ProtectedImage.objects.filter(
                 organisation_id=organisation_id, status=ProtectedImage.Status.INDEXED, phash__isnull=False
-            ).values_list("id", "phash", "pdq", "embedding", "mark_embeddings")
+            ).values_list("id", "phash", "pdq", "embedding", "mark_embeddings", "embedding_model")
         )
+        # Only vectors of the network this process embeds with are comparable with its queries; the
+        # others wait for ``manage.py reembed`` (docs/training/embedder.md).
+        model = embedding_model()
+        usable = [bool(r[3]) and (model is None or r[5] == model) for r in rows]
+        stale = sum(1 for r, ok in zip(rows, usable) if r[3] and not ok)
+        if stale:
+            log.warning("org %s: %d images hold vectors of another network than %s and are left out of the CNN "
+                        "index; `python manage.py reembed` computes them again", organisation_id, stale, model)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         indexes = current.indexes if current is not None else Indexes(
             phash=make_hash_index(1), pdq=make_hash_index(4), vectors=None
@@ -188,7 +204,8 @@ class IndexRegistry:
         have = phash_index.ids() if len(phash_index) else np.zeros(0, np.int64)
         gone = np.setdiff1d(have, ids, assume_unique=True)
         new = ~np.isin(ids, have, assume_unique=True)
-        rebuild = current is None or len(gone) + int(new.sum()) > max(1024, len(ids) // 5)
+        rebuild = (current is None or current.model != model
+                   or len(gone) + int(new.sum()) > max(1024, len(ids) // 5))
         # Hash indexes remove by tombstones, which a snapshot would keep on disk: after a deletion they
         # are rebuilt from the rows (cheap); the vector index removes for real, or is rebuilt too.
         rebuild_hashes = rebuild or len(gone) > 0 or (current is not None and current.tombstoned)
@@ -200,11 +217,17 @@ class IndexRegistry:
         with_pdq = [r for r in chosen if r[2]]
         pdq_ids = np.fromiter((r[0] for r in with_pdq), dtype=np.int64, count=len(with_pdq))
         pdq_codes = pdq_words([r[2] for r in with_pdq])
-        with_vec = [r for r in (rows if rebuild else added) if r[3]]
+        # Vectors are reconciled against what the vector index holds, not against the hashes: a
+        # picture re-embedded by a new network keeps its hashes and enters the vector index now.
+        vector_held = _vectors(indexes.vectors) if not rebuild else None
+        held = (np.isin(ids, vector_held.ids(), assume_unique=True) if vector_held is not None and len(vector_held)
+                else np.zeros(len(ids), bool))
+        with_vec = [r for r, ok, h in zip(rows, usable, held) if ok and not h]
+        unusable_held = np.fromiter((r[0] for r, ok, h in zip(rows, usable, held) if h and not ok), dtype=np.int64)
         vec_ids = np.fromiter((r[0] for r in with_vec), dtype=np.int64, count=len(with_vec))
         vectors = (np.stack([embedding_from_bytes(r[3] or b"") for r in with_vec]) if with_vec
                    else np.zeros((0, 0), np.float32))
-        vec_ids, vectors = _with_marks(vec_ids, vectors, [r for r in (rows if rebuild else added) if r[3] and r[4]])
+        vec_ids, vectors = _with_marks(vec_ids, vectors, [r for r in with_vec if r[4]])
 
         if rebuild:
             indexes = Indexes(
@@ -227,13 +250,18 @@ class IndexRegistry:
                     _hashes(indexes.phash).add(phash_ids, phash_codes.reshape(-1, 1))
                 if len(pdq_ids):
                     _hashes(indexes.pdq).add(pdq_ids, pdq_codes)
+            held_index = _vectors(indexes.vectors)
+            if len(unusable_held) and held_index is not None:  # another network's vectors leave
+                held_index.remove(_with_mark_view_ids(unusable_held))
+                if held_index.n_dead:  # HNSW tombstones
+                    held_index.rebuild()
             if len(vec_ids):
                 vector_index = _vectors(indexes.vectors)
                 if vector_index is None:
                     indexes.vectors = _new_vectors(vec_ids, vectors)
                 else:
                     vector_index.add(vec_ids, vectors)
-        result = OrgIndexes(generation=generation, indexes=indexes)
+        result = OrgIndexes(generation=generation, indexes=indexes, model=model)
         self._save_snapshot(organisation_id, result)
         log.info("indexes org=%s generation=%s size=%s %s in %.1f ms", organisation_id, generation, len(ids),
                  "rebuilt" if rebuild else "updated", (time.perf_counter() - started) * 1000)

@@ -482,6 +482,9 @@ class SuspectSignals(models.Model):
     # float16 CNN embeddings: the whole picture, and the partial-copy pass's tiles when it ran.
     embedding = models.BinaryField(null=True, blank=True)
     tile_embeddings = models.BinaryField(null=True, blank=True)
+    # Which network made them (``ProtectedImage.embedding_model``): a re-check compares them only with
+    # vectors of the same network; "" when unknown (kept before it was recorded).
+    embedding_model = models.CharField(max_length=64, blank=True, default="")
     width = models.PositiveIntegerField(default=0)
     height = models.PositiveIntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True)

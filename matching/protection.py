@@ -7,6 +7,7 @@ so they live here, on the matching side.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -24,7 +25,7 @@ from matching.core.errors import ImageError
 from matching.core.geometry import extract_features, features_to_bytes
 from matching.core.loading import LoadedImage, load_image
 from matching.core.protectability import Flag, pixel_flags
-from matching.core.marks import MARK_VIEWS, extract_mark, mark_info, mark_to_png, mark_views, vector_reference
+from matching.core.marks import MARK_VIEWS, Mark, extract_mark, mark_info, mark_to_png, mark_views, vector_reference
 from matching.core.signals import PDQ_MIN_QUALITY, compute_signals, from_hex64
 from matching.encodings import embedding_from_bytes, embedding_to_bytes, to_signed64
 from matching.engine import default_thresholds, get_embedder
@@ -119,27 +120,46 @@ class ReferenceSignals:
     mark_png: bytes | None = None
     mark_info: dict | None = None
     mark_embeddings: bytes | None = None
+    # The network that made the embeddings (``embedder.model_id``); "" without them.
+    embedding_model: str = ""
+
+
+@dataclass(frozen=True)
+class ReferenceEmbeddings:
+    """A protected picture's CNN vectors: the whole picture's, its mark views' (when it is a mark),
+    and the network that made them."""
+
+    embedding: bytes
+    mark_embeddings: bytes | None
+    model: str
+
+
+def reference_embeddings(loaded: LoadedImage, embedder: Any, mark: Mark | None) -> ReferenceEmbeddings:
+    """The vectors indexing stores for ``loaded`` (whose mark, if any, is ``mark``)."""
+    return ReferenceEmbeddings(
+        embedding=embedding_to_bytes(embedder.embed_one(loaded.image)),
+        mark_embeddings=embedding_to_bytes(embedder.embed(mark_views(mark))) if mark is not None else None,
+        model=embedder.model_id,
+    )
 
 
 def reference_signals(loaded: LoadedImage) -> ReferenceSignals:
     """Hashes, the CNN embedding (when enabled), local features for verification, and the mark
     with its views' embeddings when the picture is a mark on a flat background or transparent."""
     embedder = get_embedder()
-    embedding = embedding_to_bytes(embedder.embed_one(loaded.image)) if embedder is not None else None
     frame = (loaded.width, loaded.height)
     features = extract_features(loaded.image, frame=frame)
     mark = extract_mark(loaded.image, loaded.alpha, frame=frame)
-    mark_embeddings = None
-    if mark is not None and embedder is not None:
-        mark_embeddings = embedding_to_bytes(embedder.embed(mark_views(mark)))
+    vectors = reference_embeddings(loaded, embedder, mark) if embedder is not None else None
     return ReferenceSignals(
         signals=compute_signals(loaded),
-        embedding=embedding,
+        embedding=vectors.embedding if vectors else None,
         features=features_to_bytes(features),
         keypoints=len(features),
         mark_png=mark_to_png(mark) if mark is not None else None,
         mark_info=mark_info(mark) if mark is not None else None,
-        mark_embeddings=mark_embeddings,
+        mark_embeddings=vectors.mark_embeddings if vectors else None,
+        embedding_model=vectors.model if vectors else "",
     )
 
 
@@ -196,6 +216,7 @@ def apply_reference_signals(image: ProtectedImage, computed: ReferenceSignals) -
     image.pdq = signals.get("pdq", "") if signals.get("pdq_quality", 0) >= PDQ_MIN_QUALITY else ""
     image.pdq_quality = signals.get("pdq_quality", 0)
     image.embedding = computed.embedding
+    image.embedding_model = computed.embedding_model if computed.embedding else ""
     if computed.keypoints is not None:
         image.keypoint_count = computed.keypoints
     if computed.features is not None:
@@ -235,7 +256,8 @@ def protected_image_index(*, image_id: int) -> ProtectedImage | None:
         # Claim: only the delivery that moves pending -> indexed bumps the index.
         changed = ProtectedImage.objects.filter(pk=image_id, status=ProtectedImage.Status.PENDING).update(
             status=image.status, signals=image.signals, phash=image.phash, pdq=image.pdq,
-            pdq_quality=image.pdq_quality, embedding=image.embedding, features=image.features.name,
+            pdq_quality=image.pdq_quality, embedding=image.embedding, embedding_model=image.embedding_model,
+            features=image.features.name,
             mark=image.mark.name, mark_info=image.mark_info, mark_embeddings=image.mark_embeddings,
             indexed_at=image.indexed_at, failure_reason="", protection_flags=image.protection_flags,
             keypoint_count=image.keypoint_count,

@@ -33,6 +33,7 @@ from catalog.models import Collection, Organisation, ProtectedImage
 from imgprotect.dispatch import enqueue_on_commit
 from matching import services
 from matching.cases import cases_attach
+from matching.cnn import embedding_model
 from matching.core import retro as core
 from matching.core.errors import ImageError
 from matching.core.hashindex import make_hash_index
@@ -102,13 +103,18 @@ def _suspect_batches(organisation: Organisation, *, seen_before: datetime, dim: 
     with each suspect's collection scope."""
     rows = _kept_suspects(organisation, seen_before=seen_before)
     columns = _COLUMNS if dim else _COLUMNS[:5]
+    # A suspect's vectors are compared only when this process's network made them (a new head's are
+    # not comparable): the others are judged on their digests and hashes.
+    model = embedding_model() if dim else None
     last = 0
     while True:
-        chunk = list(rows.filter(pk__gt=last).order_by("pk").values_list(*columns, "collection_id")[:BATCH])
+        chunk = list(rows.filter(pk__gt=last).order_by("pk")
+                     .values_list(*columns, "embedding_model", "collection_id")[:BATCH])
         if not chunk:
             return
         last = chunk[-1][0]
-        decoded = [tuple(r[:len(columns)]) + (None,) * (len(_COLUMNS) - len(columns)) for r in chunk]
+        decoded = [tuple(r[:len(columns)]) + (None,) * (len(_COLUMNS) - len(columns)) if r[-2] == model
+                   else tuple(r[:5]) + (None,) * (len(_COLUMNS) - 5) for r in chunk]
         yield core.SuspectBatch.from_rows(decoded, dim), {r[0]: r[-1] for r in chunk}
 
 

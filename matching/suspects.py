@@ -13,6 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from catalog.models import Organisation
+from matching.cnn import embedding_model
 from matching.core import retro as core
 from matching.core.loading import LoadedImage, heavy_work
 from matching.core.matcher import MatchOutcome
@@ -57,6 +58,8 @@ def suspect_signals_keep(*, check: Check, outcome: MatchOutcome, loaded: LoadedI
         fields["embedding"] = core.embedding_bytes(whole)
     if tiles is not None and len(tiles):
         fields["tile_embeddings"] = core.embedding_bytes(tiles)
+    if "embedding" in fields or "tile_embeddings" in fields:  # made by this process's network
+        fields["embedding_model"] = embedding_model() or ""
     row, _ = SuspectSignals.objects.update_or_create(
         source_check=check, defaults={**fields, "organisation_id": check.organisation_id,
                                       "collection_id": check.collection_id})
@@ -77,6 +80,8 @@ def suspect_signals_keep_scan(*, organisation_id: int, collection_id: int | None
         vector = signals.get("embedding")
         rows.append(SuspectSignals(organisation_id=organisation_id, collection_id=collection_id, suspect_key=key,
                                    embedding=core.embedding_bytes(vector) if vector is not None else None,
+                                   embedding_model=str(signals.get("embedding_model") or "") if vector is not None
+                                   else "",
                                    **_hash_fields(signals)))
     before = SuspectSignals.objects.filter(organisation_id=organisation_id, source_check__isnull=True).count()
     SuspectSignals.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)

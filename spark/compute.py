@@ -64,6 +64,9 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("keypoints", "int"),
     # Index jobs: why copies of the picture may go unfound (JSON list, protectability.pixel_flags).
     ("flags", "string"),
+    # Index jobs: the network that made ``embedding`` and ``mark_embeddings`` (``embedder.model_id``;
+    # ``ProtectedImage.embedding_model``), so the service uses them only beside its own network's.
+    ("embedding_model", "string"),
 )
 SCHEMA_DDL = ", ".join(f"`{name}` {kind}" for name, kind in FIELDS)
 ERROR_INDEX = [name for name, _ in FIELDS].index("error_code")
@@ -194,6 +197,10 @@ class BackboneEmbedder:
     vectors are not comparable with the product embedder's.
     """
 
+    # What its rows record (``embedder_model``): never the product CNN's id, so the service leaves
+    # them out of its vector index.
+    model_id = "imagenet-pooled"
+
     def __init__(self) -> None:
         from matching.core.cnn.embedder import configure_tf_threads
 
@@ -244,6 +251,13 @@ def scan_matcher(options: JobOptions) -> Any:
             embedder = load_embedder(options.embedder, options.cnn_config())
             if not (hasattr(embedder, "embed_one") and hasattr(embedder, "embed_crops")):
                 log.warning("embedder %s cannot embed tiles; scanning without the CNN", options.embedder)
+                embedder = None
+            elif (snapshot.manifest.get("embedding_model")
+                  and embedder_model(embedder, options.embedder) != snapshot.manifest["embedding_model"]):
+                # Its vectors would be compared with another network's: no answer is better than noise.
+                log.warning("embedder %s makes vectors of %s, the references hold %s; scanning without the CNN",
+                            options.embedder, embedder_model(embedder, options.embedder),
+                            snapshot.manifest["embedding_model"])
                 embedder = None
         matcher = Matcher(store=snapshot.store, indexes=snapshot.indexes, thresholds=snapshot.thresholds,
                           embedder=embedder)
@@ -468,7 +482,14 @@ def _floats(vectors: Any) -> list[float]:
     return [round(float(x), 6) for x in np.asarray(vectors, dtype=np.float32).reshape(-1)]
 
 
-def _finish(row: dict[str, Any], embedding: Any = None, mark_vectors: Any = None) -> tuple[Any, ...]:
+def embedder_model(embedder: Any, spec: str) -> str:
+    """What the rows record as the network that embedded them: the product CNN's ``model_id``, else
+    the embedder's own ``model_id`` or, lacking one, its spec (never taken for the product's)."""
+    return str(getattr(embedder, "model_id", None) or f"spec:{spec}")[:64]
+
+
+def _finish(row: dict[str, Any], embedding: Any = None, mark_vectors: Any = None,
+            model: str | None = None) -> tuple[Any, ...]:
     signals = row.pop("_signals", None)
     row.pop("_mark", None)
     if mark_vectors is not None:
@@ -477,6 +498,7 @@ def _finish(row: dict[str, Any], embedding: Any = None, mark_vectors: Any = None
         if embedding is not None:
             vector = _floats(embedding)
             row["embedding"] = vector
+            row["embedding_model"] = model
             signals = {**signals, "embedding": vector}
         row["signals"] = json.dumps(signals, separators=(",", ":"))
     return _as_tuple(row)
@@ -487,6 +509,7 @@ def _embed_batch(batch: list[tuple[dict[str, Any], Any]], options: JobOptions) -
     from matching.core.marks import mark_views
 
     embedder = load_embedder(options.embedder, options.cnn_config())
+    model = embedder_model(embedder, options.embedder)
     views = [mark_views(row["_mark"]) if row.get("_mark") is not None else [] for row, _ in batch]
     try:
         vectors = embedder.embed([image for _, image in batch] + [v for vs in views for v in vs])
@@ -498,11 +521,11 @@ def _embed_batch(batch: list[tuple[dict[str, Any], Any]], options: JobOptions) -
             except ImageError as exc:
                 yield _as_tuple(_error(row["key"], row["size"], exc.code, exc.reason))
                 continue
-            yield _finish(row, found[0], found[1:] if its_views else None)
+            yield _finish(row, found[0], found[1:] if its_views else None, model)
         return
     at = len(batch)
     for n, ((row, _), its_views) in enumerate(zip(batch, views, strict=True)):
-        yield _finish(row, vectors[n], vectors[at:at + len(its_views)] if its_views else None)
+        yield _finish(row, vectors[n], vectors[at:at + len(its_views)] if its_views else None, model)
         at += len(its_views)
 
 

@@ -77,6 +77,7 @@ def write_snapshot(
     rows: Sequence[Mapping[str, Any]],
     indexes: Indexes,
     thresholds: Thresholds,
+    embedding_model: str | None = None,
 ) -> Path:
     """Write the snapshot for ``rows`` (dicts with id, sha256_bytes, sha256_pixels, phash (unsigned
     int or None), pdq (hex or None), pdq_quality, phash_max (int or None), file, features, and
@@ -114,7 +115,9 @@ def write_snapshot(
     if vectors:
         indexes.vectors.save(dest / "vectors.faiss")  # type: ignore[union-attr]
     manifest = {"format": FORMAT, "version": VERSION, "count": int(len(ids)), "thresholds": asdict(thresholds),
-                "phash_kind": type(phash).__name__, "pdq_kind": type(pdq).__name__, "vectors": vectors}
+                "phash_kind": type(phash).__name__, "pdq_kind": type(pdq).__name__, "vectors": vectors,
+                # The network that made the vectors: an executor embedding with another scans without them.
+                "embedding_model": embedding_model if vectors else None}
     # Written last: a directory without it is unfinished and never loaded.
     tmp = dest / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, sort_keys=True))

@@ -157,7 +157,9 @@ def _image(collection: Collection, row: dict[str, Any]) -> ProtectedImage:
     vector = signals.pop("embedding", None)
     embedding = embedding_to_bytes(np.asarray(vector, dtype=np.float32)) if vector is not None else None
     # The same columns the in-process path fills; the executors already stored the features file.
-    apply_reference_signals(image, ReferenceSignals(signals=signals, embedding=embedding, features=None))
+    # An output written before the network was recorded says "": its vectors wait for ``reembed``.
+    apply_reference_signals(image, ReferenceSignals(signals=signals, embedding=embedding, features=None,
+                                                    embedding_model=row.get("embedding_model") or ""))
     if row.get("features_name"):
         image.features.name = row["features_name"]
     if row.get("keypoints") is not None:  # absent from an output written before the column was

@@ -17,6 +17,7 @@ from matching.bulk.models import BulkJob
 from matching.encodings import to_unsigned64
 from matching.engine import default_thresholds
 from matching.index_registry import registry
+from matching.cnn import embedding_model
 from spark.references import write_snapshot
 
 __all__ = ["scan_references_write"]
@@ -41,4 +42,5 @@ def scan_references_write(*, job: BulkJob) -> Path:
             "id", "sha256_bytes", "sha256_pixels", "phash", "pdq", "pdq_quality",
             "collection__phash_max_distance", "file", "features", "mark", "mark_info").iterator(chunk_size=10000)
     ]
-    return write_snapshot(dest, rows=rows, indexes=indexes, thresholds=default_thresholds())
+    return write_snapshot(dest, rows=rows, indexes=indexes, thresholds=default_thresholds(),
+                          embedding_model=embedding_model())

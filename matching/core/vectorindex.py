@@ -271,6 +271,10 @@ class VectorIndex:
         return Checkpoint(count=len(self), last_id=self.last_id, generation=self.generation,
                           kind=self._kind, dim=self.dim)
 
+    def ids(self) -> IdArray:
+        """The live ids, sorted (a copy)."""
+        return self._live.copy()
+
     def __contains__(self, vector_id: object) -> bool:
         if not isinstance(vector_id, (int, np.integer)):
             return False

@@ -18,7 +18,9 @@ from matching.bulk import services
 from matching.bulk.models import BulkJob, BulkJobError
 from matching.core.loading import load_image
 from matching.core.signals import compute_signals
+from matching.cnn import embedding_model
 from matching.engine import find_candidates
+from matching.index_registry import registry
 from tests.bulk.folders import BAD, GOOD, MAX_BYTES, good_and_bad
 from tests.images import photo_png, resized_jpeg
 
@@ -132,6 +134,10 @@ def test_a_logo_indexed_through_spark_keeps_its_mark_and_is_found_in_a_scene(org
     wanted = embeddings_from_bytes(expected.mark_embeddings, dim)
     assert views.shape == (MARK_VIEWS, dim) and float((views * wanted).sum(axis=1).min()) > 0.99
     assert acme.keypoint_count == expected.keypoints
+    # The executors record the network that made the vectors, as the in-process path does: the
+    # service's CNN index takes them (docs/training/embedder.md).
+    assert acme.embedding_model == expected.embedding_model == embedding_model() != ""
+    assert registry.get(org.pk).vectors is not None and acme.pk in registry.get(org.pk).vectors
     assert acme.protection_flags == [f.as_json() for f in protection_flags(load_image(logo), expected)]
     assert not images["coffee.png"].mark and images["coffee.png"].mark_info is None
 

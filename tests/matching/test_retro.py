@@ -16,6 +16,7 @@ from bench.metrics import polygon_iou
 from catalog.models import Organisation
 from matching.bulk import services as bulk_services
 from matching.bulk.models import BulkJob
+from matching.cnn import embedding_model
 from matching.core.loading import load_image
 from matching.core.signals import query_signals
 from matching.models import Check, Match, RecheckMark, SuspectSignals
@@ -65,6 +66,7 @@ def test_a_suspect_checked_before_its_original_was_protected_is_found_retroactiv
     assert first["result"]["verdict"] == "none" and not first["matches"]
     kept = SuspectSignals.objects.get(source_check_id=first["id"])
     assert kept.organisation_id == org.pk and kept.embedding and kept.tile_embeddings  # partial pass ran
+    assert kept.embedding_model == embedding_model() != ""  # the network that made them
     assert len(kept.phash_variants) == 8 * 8 and mail.outbox == []
 
     image_id = protect(api, photos, "chelsea")
@@ -93,6 +95,21 @@ def test_a_suspect_checked_before_its_original_was_protected_is_found_retroactiv
     assert suspects_recheck(image_ids=[image_id]) == []
     assert RecheckMark.objects.get(organisation=org).until >= Match.objects.get(pk=match.pk).protected_image.indexed_at
     assert Match.objects.filter(organisation=org).count() == 1 and len(mail.outbox) == 1
+
+
+def test_a_suspects_vectors_made_by_another_network_are_not_compared(org, api, photos):
+    """The same cropped copy as above, its kept vectors recorded as another network's (a head changed
+    since the check): a new head's vectors are not comparable with them, so the re-check judges the
+    suspect on its digests and hashes alone, which do not find this copy (docs/training/embedder.md)."""
+    protect(api, photos, "coffee")
+    first = check(api, cropped_copy("chelsea"), "cat.jpg")
+    kept = SuspectSignals.objects.get(source_check_id=first["id"])
+    assert kept.embedding and kept.embedding_model == embedding_model()
+    SuspectSignals.objects.filter(pk=kept.pk).update(embedding_model="0123456789abcdef-57934424")
+
+    protect(api, photos, "chelsea")
+
+    assert not Match.objects.filter(source_check_id=first["id"]).exists() and mail.outbox == []
 
 
 def test_a_logos_mark_in_a_photo_checked_before_the_logo_was_protected_is_found_retroactively(org, api, photos,

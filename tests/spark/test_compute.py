@@ -169,6 +169,33 @@ def test_a_scan_embeds_whole_pictures_in_batches_and_decides_as_one_at_a_time(tm
     assert 2 in sizes  # a batch of two whole pictures (the pictures of the first pair)
 
 
+def test_a_scan_embeds_only_beside_references_its_own_network_embedded(tmp_path: Path, monkeypatch):
+    """The snapshot records the network that made its vectors; an executor whose embedder is another
+    (a new head on the workers, the references not re-embedded yet) scans without the CNN rather than
+    comparing vectors of two networks (docs/training/embedder.md)."""
+    import json as json_module
+
+    from bench.throughput import write_references
+
+    monkeypatch.setattr(compute, "_embedders", {})
+    monkeypatch.setattr(compute, "_matchers", {})
+    fake = "tests.spark.fake_embedder:FakeTileEmbedder"
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "coffee.png").write_bytes(photo_png("coffee"))
+    snapshot = write_references(tmp_path / "refs", tmp_path / "store", tmp_path / "snapshot", embedder=fake)
+    manifest = json_module.loads((snapshot / "manifest.json").read_text())
+    assert manifest["vectors"] and manifest["embedding_model"] == f"spec:{fake}"
+    options = JobOptions(source=str(tmp_path), kind="scan", embed=True, embedder=fake,
+                         store_root=f"file://{tmp_path / 'store'}", references=str(snapshot), evidence=False)
+    assert compute.scan_matcher(options).embedder is not None
+
+    manifest["embedding_model"] = "0123456789abcdef-57934424"
+    (snapshot / "manifest.json").write_text(json_module.dumps(manifest))
+    monkeypatch.setattr(compute, "_matchers", {})
+    monkeypatch.setattr("spark.references._cache", {})
+    assert compute.scan_matcher(options).embedder is None
+
+
 def test_the_throughput_benchmarks_snapshot_holds_the_logos_marks(tmp_path: Path, monkeypatch):
     """``bench.throughput`` scans against a snapshot written as a scan job writes one: a logo's
     mark and its views are in it, so the scan rows it reports pay for the mark search."""

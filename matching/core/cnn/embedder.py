@@ -33,7 +33,7 @@ from ..errors import ImageTooSmall
 from .config import PRECISIONS, current
 from .efficientnet_lite import INPUT_SHAPE
 from .head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, HeadWeights, head_tf, read_head
-from .weights import default_weights_path
+from .weights import PTH_SHA256, WeightsError, default_weights_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -51,6 +51,7 @@ __all__ = [
     "crop_boxes",
     "feature_maps",
     "get_embedder",
+    "model_id",
     "prepare",
 ]
 
@@ -267,6 +268,53 @@ def _to_litert(run: Any) -> bytes:
     return model
 
 
+def _npz_meta(path: Path) -> dict[str, Any]:
+    """The ``__meta__`` record of a weights or head file, without reading its arrays."""
+    import json
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["__meta__"]))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise WeightsError(f"{path} has no readable record of what it holds ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path} has no readable record of what it holds")
+    return meta
+
+
+def _backbone_source(weights_path: str | Path | None) -> str:
+    """The SHA-256 of the checkpoint the backbone's weights were converted from: the pinned one when
+    the converted file is not there yet (it is converted from that checkpoint on first use)."""
+    path = Path(weights_path or default_weights_path())
+    if weights_path is None and not path.exists():
+        return PTH_SHA256
+    return str(_npz_meta(path).get("source_sha256") or "unknown")
+
+
+_model_ids: dict[tuple[str, str, float, float], str] = {}
+
+
+def model_id(head_path: str | Path | None = None, weights_path: str | Path | None = None) -> str:
+    """Which network makes the vectors: ``"<head>-<backbone>"``, the first 16 hex digits of the head's
+    SHA-256 (of its arrays, as ``head.npz`` records it and docs/training/report.md quotes it) and the
+    first 8 of the backbone checkpoint's. Vectors made by different networks are not comparable: a
+    stored vector is used only beside a query vector of the same id (docs/training/embedder.md,
+    "Stored vectors and the network that made them"). Cheap (the files' records, not their arrays),
+    so callers that never embed can ask; :class:`Embedder` gives the same id for the same files."""
+    head = Path(head_path or DEFAULT_HEAD_PATH)
+    weights = Path(weights_path or default_weights_path())
+    key = (str(head.resolve()), str(weights.resolve()),
+           head.stat().st_mtime if head.exists() else 0.0, weights.stat().st_mtime if weights.exists() else 0.0)
+    found = _model_ids.get(key)
+    if found is None:
+        head_sha = str(_npz_meta(head).get("sha256") or "")
+        if len(head_sha) < 16:
+            raise WeightsError(f"ranking-head weights {head} have no SHA-256 record")
+        found = _model_ids[key] = f"{head_sha[:16]}-{_backbone_source(weights_path)[:8]}"
+    return found
+
+
 class Embedder:
     """Backbone + trained head, built once; use :func:`get_embedder` rather than constructing one."""
 
@@ -280,6 +328,8 @@ class Embedder:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         # Read the head first: a missing or corrupt file fails before TensorFlow starts.
         self.head: HeadWeights = read_head(Path(head_path) if head_path else None)
+        # What a stored vector records as the network that made it (``model_id``).
+        self.model_id = f"{self.head.sha256[:16]}-{_backbone_source(weights_path)[:8]}"
         cut = truncated_backbone(weights_path, self.head.feature_layer)
         import tensorflow as tf
 
