@@ -67,6 +67,11 @@ SEARCH_SIDE = 320  # the query is searched at this long side at most
 COLOUR_EDGES = True
 SCALES = 12        # template widths tried, geometric, between MIN_SHARE and MAX_SHARE of the query's width
 MIN_SHARE, MAX_SHARE = 0.07, 0.42
+# A mark is not looked for at a width where its long side would be under MIN_MARK_SIDE pixels of the
+# query as given: a template of 15-28 px correlates with a dot, a box or a letter of any logo (the
+# chained-edits suite's benchmark seed matched one reference's two-dot mark in six unrelated logos of
+# 200-360 px, at 14-28 px); the smallest marks, 8 % of a picture 400 px wide, are 32 px.
+MIN_MARK_SIDE = 30
 TILE_SHARES = (0.25, 0.9)  # of the width of the tile the CNN found the mark through
 PEAKS = 4  # best places whose colours are compared, at most
 # The quick look (``_quick_score``): before the search, the searched region at QUICK_SIDE px on its
@@ -565,8 +570,11 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
     # Upright at every scale, then the turns at the three best scales.
     upright = []
     low, high, base = (MIN_SHARE, MAX_SHARE, qw) if tile_width is None else (*TILE_SHARES, tile_width)
+    sx_frame = (frame or (qw, qh))[0] / qw  # query px -> frame px
     for i in range(SCALES):
         width = _width(low, high, i, SCALES, base, k)
+        if max(width, width * aspect) / k * sx_frame < MIN_MARK_SIDE:
+            continue
         place = attempt(width, 0.0)
         if place is not None:
             upright.append(place)

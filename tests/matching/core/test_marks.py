@@ -651,3 +651,28 @@ def test_a_sure_place_in_nearly_the_marks_colours_is_an_unsure_find() -> None:
     assert nearly is not None and not nearly.sure and nearly.score >= marks.MIN_SCORE
     assert marks.MAX_COLOUR_DE < nearly.colour_de <= marks.UNSURE_COLOUR_DE, nearly
     assert found["other"] is None, found["other"]
+
+
+def test_a_mark_is_not_looked_for_where_it_would_be_under_min_mark_side_pixels(monkeypatch: pytest.MonkeyPatch
+                                                                              ) -> None:
+    """A template of 15-28 px correlates with a dot, a box or a letter of any logo (the chained-edits
+    suite's look-alikes): widths where the mark's long side would be under MIN_MARK_SIDE pixels of the
+    query are not searched. The mark at 10 % of a 256-px picture (26 px wide) is found only without
+    the rule; at 8 % of a 400-px picture (32 px, the issue's smallest share) it is found with it."""
+    logo = transparent_logo()
+    mark = marks.extract_mark(logo.convert("RGB"), logo.getchannel("A"))
+    assert mark is not None
+    sprite = logo.crop((28, 18, 213, 225))
+
+    def find(side: int, share: float) -> marks.MarkMatch | None:
+        scene, _ = _composite(_photo("astronaut").resize((side, side)), sprite, width_share=share, at=(0.3, 0.7))
+        query = scene.convert("RGB")
+        return marks.verify_mark(query, None, mark, frame=query.size)
+
+    assert marks.MIN_MARK_SIDE == 30
+    assert find(256, 0.10) is None
+    found = find(400, 0.08)
+    assert found is not None and found.sure and found.edit.width_share == pytest.approx(0.08, abs=0.01)
+    monkeypatch.setattr(marks, "MIN_MARK_SIDE", 0)
+    small = find(256, 0.10)
+    assert small is not None and small.sure
