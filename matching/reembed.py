@@ -6,6 +6,10 @@ made out of the CNN index (its digests and hashes still match), and ``python man
 computes them again from the stored file and mark, with the network this process embeds with, as
 indexing would: the whole picture's vector and its mark views'. Hashes, local features and the mark
 itself are not touched. A picture indexed while the CNN was off (no vector) is embedded too.
+Kept suspects (``SuspectSignals``) whose vectors another network made are embedded again from the
+check's upload while it is stored, as the check embedded them (the whole picture, and the
+partial-copy pass's tiles when it ran); a scanned suspect, or one whose upload is gone, keeps being
+judged on its digests and hashes by the retroactive re-check.
 docs/training/embedder.md, "Stored vectors and the network that made them".
 """
 from __future__ import annotations
@@ -24,8 +28,11 @@ from matching.cnn import embedding_model
 from matching.core.errors import ImageError
 from matching.core.loading import load_image
 from matching.core.marks import Mark, mark_from_png
+from matching.core import retro as core_retro
 from matching.engine import get_embedder
+from matching.models import SuspectSignals
 from matching.protection import reference_embeddings
+from matching.retro import suspect_pixels
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +118,48 @@ def reembed(*, organisation_id: int | None = None, limit: int | None = None,
             index_generation_bump(organisation_id=organisation_id_done)
         pending.clear()
     return result
+
+
+@dataclass
+class SuspectsResult:
+    done: int = 0
+    without_pixels: int = 0  # scanned, or the check's upload no longer stored: judged on hashes
+
+
+def stale_suspects(*, organisation_id: int | None = None, model: str | None = None) -> QuerySet[SuspectSignals]:
+    """Kept suspects with vectors that another network made, oldest first."""
+    model = model if model is not None else embedding_model()
+    if model is None:
+        return SuspectSignals.objects.none()
+    rows = (SuspectSignals.objects.exclude(embedding_model=model)
+            .exclude(embedding__isnull=True, tile_embeddings__isnull=True))
+    if organisation_id is not None:
+        rows = rows.filter(organisation_id=organisation_id)
+    return rows.order_by("pk")
+
+
+def reembed_suspects(*, organisation_id: int | None = None) -> SuspectsResult:
+    """Embed again the kept suspects of ``stale_suspects`` whose check's upload is still stored."""
+    model = embedding_model()
+    if model is None:
+        raise RuntimeError("The CNN is disabled (IMGPROTECT_CNN_ENABLED): there is no network to embed with.")
+    embedder = get_embedder()
+    assert embedder is not None
+    result = SuspectsResult()
+    last = 0
+    while True:
+        batch = list(stale_suspects(organisation_id=organisation_id, model=model).filter(pk__gt=last)
+                     .select_related("source_check")[:BATCH])
+        if not batch:
+            return result
+        for suspect in batch:
+            last = suspect.pk
+            loaded = suspect_pixels(suspect.source_check)
+            if loaded is None:
+                result.without_pixels += 1
+                continue
+            whole = core_retro.embedding_bytes(embedder.embed_one(loaded.image))
+            tiles = (core_retro.embedding_bytes(embedder.embed_crops(loaded.image, whole=False)[1])
+                     if suspect.tile_embeddings else None)
+            result.done += SuspectSignals.objects.filter(pk=suspect.pk, embedding_model=suspect.embedding_model).update(
+                embedding=whole, tile_embeddings=tiles, embedding_model=model)

@@ -222,7 +222,7 @@ def _recheck_organisation(organisation: Organisation, images: list[ProtectedImag
     return created
 
 
-def _stored_pixels(check: Check | None) -> Any | None:
+def suspect_pixels(check: Check | None) -> Any | None:
     """The suspect's picture, when its upload is still stored (else None: judged on signals)."""
     if check is None or not check.file or not default_storage.exists(check.file.name):
         return None
@@ -246,7 +246,7 @@ def _judge(organisation: Organisation, suspect: SuspectSignals, ref_ids: set[int
     ``hashes``: a digest or hash points at one of them (else only the CNN does, which without the
     suspect's pixels can decide nothing)."""
     check = suspect.source_check
-    loaded = _stored_pixels(check)
+    loaded = suspect_pixels(check)
     if loaded is None and not hashes:
         return []
     store = DatabaseStore(organisation.pk, suspect.collection_id)

@@ -170,3 +170,17 @@ def test_pictures_indexed_without_the_cnn_are_embedded_when_it_is_on(org, settin
     assert "re-embedded 1 image(s)" in _run()
     image.refresh_from_db()
     assert image.embedding and image.embedding_model == embedding_model()
+
+
+def test_a_scanned_suspect_of_another_network_is_counted_and_left_to_its_hashes(org):
+    """A scanned suspect keeps no pixels: ``reembed`` cannot embed it again and says so."""
+    from matching.models import SuspectSignals
+
+    SuspectSignals.objects.create(organisation=org, suspect_key="crawl/a.jpg", phash_variants=bytes(64),
+                                  embedding=_noise(1, 4), embedding_model=OTHER)
+    SuspectSignals.objects.create(organisation=org, suspect_key="crawl/b.jpg", phash_variants=bytes(64),
+                                  embedding=_noise(1, 5), embedding_model=embedding_model())
+    assert "1 kept suspect(s) hold vectors of another network" in _run("--dry-run")
+    out = _run()
+    assert "re-embedded 0 suspect(s) from their stored uploads; 1 without stored pixels" in out
+    assert SuspectSignals.objects.get(suspect_key="crawl/a.jpg").embedding_model == OTHER

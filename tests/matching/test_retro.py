@@ -1,6 +1,7 @@
 """Retroactive re-checks: suspects seen before are searched again when images are protected later."""
 from __future__ import annotations
 
+import io
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.core import mail
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.utils import timezone
 
 from bench.metrics import polygon_iou
@@ -97,19 +99,34 @@ def test_a_suspect_checked_before_its_original_was_protected_is_found_retroactiv
     assert Match.objects.filter(organisation=org).count() == 1 and len(mail.outbox) == 1
 
 
-def test_a_suspects_vectors_made_by_another_network_are_not_compared(org, api, photos):
+def test_a_suspects_vectors_of_another_network_are_not_compared_until_reembed_embeds_them_again(org, api, photos):
     """The same cropped copy as above, its kept vectors recorded as another network's (a head changed
     since the check): a new head's vectors are not comparable with them, so the re-check judges the
-    suspect on its digests and hashes alone, which do not find this copy (docs/training/embedder.md)."""
+    suspect on its digests and hashes alone, which do not find this copy, until ``reembed`` embeds
+    it again from the stored upload (docs/training/embedder.md)."""
     protect(api, photos, "coffee")
     first = check(api, cropped_copy("chelsea"), "cat.jpg")
     kept = SuspectSignals.objects.get(source_check_id=first["id"])
-    assert kept.embedding and kept.embedding_model == embedding_model()
+    assert kept.embedding and kept.tile_embeddings and kept.embedding_model == embedding_model()
+    original = bytes(kept.embedding), bytes(kept.tile_embeddings)
     SuspectSignals.objects.filter(pk=kept.pk).update(embedding_model="0123456789abcdef-57934424")
 
-    protect(api, photos, "chelsea")
+    image_id = protect(api, photos, "chelsea")
 
     assert not Match.objects.filter(source_check_id=first["id"]).exists() and mail.outbox == []
+
+    # ``reembed`` embeds the suspect again from the check's stored upload, as the check did; the next
+    # re-check then finds the copy by its vectors.
+    out = io.StringIO()
+    call_command("reembed", stdout=out)
+    assert "re-embedded 1 suspect(s) from their stored uploads; 0 without stored pixels" in out.getvalue()
+    kept.refresh_from_db()
+    assert kept.embedding_model == embedding_model()
+    assert (bytes(kept.embedding), bytes(kept.tile_embeddings)) == original
+    RecheckMark.objects.filter(organisation=org).update(until=timezone.now() - timedelta(days=1))
+    assert suspects_recheck(image_ids=[image_id])
+    match = Match.objects.get(source_check_id=first["id"])
+    assert match.found_retroactively and match.protected_image_id == image_id
 
 
 def test_a_logos_mark_in_a_photo_checked_before_the_logo_was_protected_is_found_retroactively(org, api, photos,

@@ -14,7 +14,7 @@ from django.db.models import Count
 from catalog.management.database import database_ready
 from catalog.models import Organisation
 from matching.cnn import embedding_model
-from matching.reembed import reembed, stale_images
+from matching.reembed import reembed, reembed_suspects, stale_images, stale_suspects
 
 
 class Command(BaseCommand):
@@ -22,7 +22,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--org", default=None, help="only this organisation (slug)")
-        parser.add_argument("--limit", type=int, default=None, help="at most this many images")
+        parser.add_argument("--limit", type=int, default=None,
+                            help="at most this many images (kept suspects are left for a run without it)")
         parser.add_argument("--dry-run", action="store_true", help="count them per organisation, change nothing")
 
     def handle(self, *args, **opts):
@@ -45,7 +46,15 @@ class Command(BaseCommand):
         self.stdout.write(f"network {model}: {total} image(s) hold vectors of another network or none")
         for slug, n in sorted(counts.items()):
             self.stdout.write(f"  {slug}: {n}")
-        if opts["dry_run"] or not total:
+        suspects = stale_suspects(organisation_id=organisation_id, model=model).count()
+        self.stdout.write(f"{suspects} kept suspect(s) hold vectors of another network")
+        if opts["dry_run"]:
+            return
+        if suspects and opts["limit"] is None:
+            done = reembed_suspects(organisation_id=organisation_id)
+            self.stdout.write(f"re-embedded {done.done} suspect(s) from their stored uploads; {done.without_pixels} "
+                              "without stored pixels are judged on their digests and hashes")
+        if not total:
             return
         started = time.perf_counter()
         result = reembed(organisation_id=organisation_id, limit=opts["limit"])
