@@ -28,6 +28,7 @@ from matching.core.protectability import Flag, pixel_flags
 from matching.core.marks import MARK_VIEWS, Mark, extract_mark, mark_info, mark_to_png, mark_views, vector_reference
 from matching.core.signals import PDQ_MIN_QUALITY, compute_signals, from_hex64
 from matching.encodings import embedding_from_bytes, embedding_to_bytes, to_signed64
+from matching.cnn import embedding_model
 from matching.engine import default_thresholds, get_embedder
 from matching.index_registry import registry
 
@@ -271,3 +272,14 @@ def protected_image_index(*, image_id: int) -> ProtectedImage | None:
             transaction.on_commit(lambda: stored_files_delete(names))  # an earlier delivery won
     image.refresh_from_db()
     return image
+
+
+def cnn_searched(image: ProtectedImage, model: str | None = None) -> bool | None:
+    """Whether a check's CNN stage searches for ``image``: it is indexed, with vectors of the network
+    this process embeds with (``model``: ``matching.cnn.embedding_model()`` when not given). False: only
+    digests, hashes and local features find its copies until ``manage.py reembed`` runs (a new CNN head
+    since it was indexed, or the CNN was off; docs/training/embedder.md). None: the CNN is off."""
+    model = model if model is not None else embedding_model()
+    if model is None:
+        return None
+    return image.status == ProtectedImage.Status.INDEXED and bool(image.embedding) and image.embedding_model == model

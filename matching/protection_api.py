@@ -23,6 +23,7 @@ from imgprotect.api import IsoDateTimeFilter
 from imgprotect.errors import NotFound
 from imgprotect.schema import ErrorSerializer
 from matching import protection, selftest
+from matching.cnn import embedding_model
 from matching.models import SelfTest, Verdict
 from matching.uploads import read_and_validate
 
@@ -46,17 +47,28 @@ class ProtectedImageSerializer(serializers.ModelSerializer):
                   "transparency: its box [x0, y0, x1, y1] in the picture's pixels and its source "
                   "(\"alpha\" or \"background\"); checks also look for the mark alone. Null without one.")
 
+    cnn_searched = serializers.SerializerMethodField(
+        help_text="Whether checks' CNN stage searches for this image: it is indexed with vectors of the "
+                  "service's current network. False: only digests, hashes and local features find its copies "
+                  "until the operator runs `manage.py reembed` (a new CNN head since it was indexed, or the CNN "
+                  "was off then). Null when the service runs without the CNN.")
+
     class Meta:
         model = ProtectedImage
         fields = [
             "id", "collection", "collection_slug", "key", "status", "failure_reason", "width", "height", "format",
             "size_bytes", "sha256_bytes", "sha256_pixels", "signals", "mark", "created", "indexed_at", "file_url",
-            "protection_flags", "keypoint_count",
+            "protection_flags", "keypoint_count", "cnn_searched",
         ]
         read_only_fields = fields
 
     def get_file_url(self, obj: ProtectedImage) -> str:
         return self.context["request"].build_absolute_uri(f"/api/v1/images/{obj.pk}/file/")
+
+    def get_cnn_searched(self, obj: ProtectedImage) -> bool | None:
+        if not hasattr(self, "_model"):  # once per response (a list's rows share this serializer)
+            self._model = embedding_model()
+        return protection.cnn_searched(obj, self._model) if self._model is not None else None
 
 
 class SelfTestEditSerializer(serializers.Serializer):

@@ -184,3 +184,16 @@ def test_a_scanned_suspect_of_another_network_is_counted_and_left_to_its_hashes(
     out = _run()
     assert "re-embedded 0 suspect(s) from their stored uploads; 1 without stored pixels" in out
     assert SuspectSignals.objects.get(suspect_key="crawl/a.jpg").embedding_model == OTHER
+
+
+def test_the_api_says_whether_the_cnn_searches_for_an_image(org, api, settings):
+    image = _protect(CollectionFactory(organisation=org), "coffee.png", photo_png("coffee"))
+    detail = f"/api/v1/images/{image.pk}/"
+    assert api.get(detail).json()["cnn_searched"] is True
+    ProtectedImage.objects.filter(pk=image.pk).update(embedding_model=OTHER)
+    assert api.get(detail).json()["cnn_searched"] is False
+    assert [row["cnn_searched"] for row in api.get("/api/v1/images/").json()["results"]] == [False]
+    _run()
+    assert api.get(detail).json()["cnn_searched"] is True
+    settings.IMGPROTECT_CNN_ENABLED = False
+    assert api.get(detail).json()["cnn_searched"] is None

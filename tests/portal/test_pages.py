@@ -125,6 +125,26 @@ def test_the_image_page_shows_the_mark_extracted_from_a_transparent_logo(world, 
     assert client.get(reverse("portal:image-mark", args=["acme", world.image.pk])).status_code == 404
 
 
+def test_the_image_page_says_when_the_cnn_does_not_search_for_the_image_yet(world):
+    """An image whose vectors another network made (a new CNN head since it was indexed) is found by
+    its hashes only until ``reembed`` runs: the page says so, and no longer says nothing is wrong."""
+    from matching import protection
+    from matching.core.loading import load_image
+    from tests.images import photo_png
+
+    data = photo_png("rocket")
+    image = protection.protected_image_add(collection=world.collection, key="rocket-cnn.png", data=data,
+                                           loaded=load_image(data), index_now=True)
+    client = world.client(Role.VIEWER)
+    url = reverse("portal:image", args=["acme", image.pk])
+    assert protection.cnn_searched(image) is True
+    assert "not searched by the CNN yet" not in client.get(url).content.decode()
+    ProtectedImage.objects.filter(pk=image.pk).update(embedding_model="0123456789abcdef-57934424")
+    page = client.get(url).content.decode()
+    assert "not searched by the CNN yet" in page and "manage.py reembed" in page
+    assert "No protection problem found" not in page
+
+
 @pytest.mark.django_db(transaction=True)
 def test_portal_check_records_where_it_was_found(monkeypatch):
     """Through the view: JSON for the page's script, and the origin stored before matching runs."""

@@ -154,7 +154,7 @@ def image(request: PortalRequest, pk: int) -> HttpResponse:
     matches = selectors.matches_of(request.organisation).filter(protected_image=img).order_by("-created")[:50]
     latest = img.self_tests.order_by("-created", "-id").first()
     return page(request, "portal/image.html", {
-        "image": img, "matches": matches,
+        "image": img, "matches": matches, "cnn_searched": protection.cnn_searched(img),
         "licences": img.licences.select_related("created_by").order_by("-created"),
         "self_test": latest, "self_test_chart": self_test_chart(latest.results) if latest and latest.results else None,
     })
