@@ -220,8 +220,7 @@ class IndexRegistry:
         # Vectors are reconciled against what the vector index holds, not against the hashes: a
         # picture re-embedded by a new network keeps its hashes and enters the vector index now.
         vector_held = _vectors(indexes.vectors) if not rebuild else None
-        held = (np.isin(ids, vector_held.ids(), assume_unique=True) if vector_held is not None and len(vector_held)
-                else np.zeros(len(ids), bool))
+        held = vector_held.holds(ids) if vector_held is not None else np.zeros(len(ids), bool)
         with_vec = [r for r, ok, h in zip(rows, usable, held) if ok and not h]
         unusable_held = np.fromiter((r[0] for r, ok, h in zip(rows, usable, held) if h and not ok), dtype=np.int64)
         vec_ids = np.fromiter((r[0] for r in with_vec), dtype=np.int64, count=len(with_vec))

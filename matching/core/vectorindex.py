@@ -271,9 +271,12 @@ class VectorIndex:
         return Checkpoint(count=len(self), last_id=self.last_id, generation=self.generation,
                           kind=self._kind, dim=self.dim)
 
-    def ids(self) -> IdArray:
-        """The live ids, sorted (a copy)."""
-        return self._live.copy()
+    def holds(self, ids: Any) -> npt.NDArray[np.bool_]:
+        """Which of ``ids`` (unique) are live here. For many ids at once (an organisation's rows):
+        ``np.isin`` sorts them, faster than ``_member``'s searches then (1M ids among 4.5M live:
+        about 0.2 s against 0.7 s)."""
+        held: npt.NDArray[np.bool_] = np.isin(np.asarray(ids, dtype=np.int64), self._live, assume_unique=True)
+        return held
 
     def __contains__(self, vector_id: object) -> bool:
         if not isinstance(vector_id, (int, np.integer)):

@@ -235,3 +235,12 @@ def test_damaged_snapshots_raise_snapshot_error(tmp_path: Path) -> None:
         VectorIndex.load(path)
     with pytest.raises(SnapshotError):
         VectorIndex.load(tmp_path / "missing.faiss")
+
+
+def test_holds_tells_which_ids_are_live() -> None:
+    vectors = np.eye(4, 8, dtype=np.float32)
+    index = VectorIndex.build(np.array([1, 5, 9, 12]), vectors)
+    assert index.holds([5, 2, 9, 13]).tolist() == [True, False, True, False]
+    index.remove([5])
+    assert index.holds([5, 2, 9, 12]).tolist() == [False, False, True, True]
+    assert VectorIndex(dim=8).holds([1]).tolist() == [False]
