@@ -307,11 +307,16 @@ def test_inliers_bunched_in_a_corner_are_rejected() -> None:
 
 
 def test_aligned_pictures_that_do_not_look_alike_are_rejected(astronaut_features: Features) -> None:
-    # Perfect keypoint geometry, but the pixels under the region are another photo.
+    # Perfect keypoint geometry, but the pixels under the region are another photo: rejected while
+    # fewer than APPEARANCE_WAIVED inliers agree (a chance fit of look-alikes has a dozen or two;
+    # test_forty_agreeing_inliers_need_no_look_alike_check shows the waiver above it).
     q = Features(**{**astronaut_features.__dict__, "mirror": None})
     q.thumb = extract_features(photo("camera")).thumb
     n = len(q)
-    fit = geo._Fit(np.eye(3), "homography", np.ones(n, bool))
+    few = np.zeros(n, bool)
+    few[:: n // 30] = True  # about 30 inliers spread over the picture
+    assert 10 <= few.sum() < geo.APPEARANCE_WAIVED
+    fit = geo._Fit(np.eye(3), "homography", few)
     v = geo._judge(fit, q, astronaut_features, np.arange(n), np.arange(n), False, 10)
     assert not v.accepted
     assert v.reason.startswith("the aligned pictures do not look alike")
@@ -551,3 +556,17 @@ def test_the_low_resolution_look_rejects_another_word_mark_in_the_same_font(
     low_copy = geo.low_resolution_features(extract_features(shuffled, max_features=geo.DEFAULT_QUERY_MAX_FEATURES))
     assert low_copy is not None
     assert verify(low_copy, low_reference, min_inliers=12, min_appearance=geo.LOW_RES_APPEARANCE).accepted
+
+
+def test_forty_agreeing_inliers_need_no_look_alike_check(astronaut, astronaut_features, monkeypatch) -> None:
+    """The aligned thumbnails' correlation rejects chance fits of a dozen inliers; a fit that
+    APPEARANCE_WAIVED inliers or more agree on is a copy whatever a sticker or a texture did to
+    its thumbnail. Shown with a bar no copy reaches (0.999): the resized copy is accepted on its
+    inliers, and rejected by the check once the waiver is out of reach."""
+    query = astronaut.resize((400, 400))
+    features = extract_features(query, max_features=geo.DEFAULT_QUERY_MAX_FEATURES)
+    v = verify(features, astronaut_features, min_appearance=0.999)
+    assert v.accepted and v.inliers >= geo.APPEARANCE_WAIVED and v.appearance is not None and v.appearance < 0.999
+    monkeypatch.setattr(geo, "APPEARANCE_WAIVED", 10**6)
+    rejected = verify(features, astronaut_features, min_appearance=0.999)
+    assert not rejected.accepted and "do not look alike" in rejected.reason
