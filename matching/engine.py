@@ -125,16 +125,24 @@ class DatabaseStore:
     def mark(self, ref_id: int) -> Any | None:
         """The reference's mark (``marks.Mark``), read from storage; None without one."""
         row = self.rows.get(ref_id)
-        if row is None or not row.mark or not row.mark_info:
+        if row is None:
             return None
         try:
-            with default_storage.open(row.mark.name, "rb") as fh:
-                background = row.mark_info.get("background")
-                return mark_from_png(fh.read(), tuple(row.mark_info["box"]), row.mark_info["source"],
-                                     tuple(background) if background else None)
+            return stored_mark(row)
         except (OSError, ValueError, KeyError) as exc:  # a missing mark file only loses the mark check
             log.warning("reference mark %s unusable: %s", row.mark.name, exc)
             return None
+
+
+def stored_mark(image: ProtectedImage) -> Any | None:
+    """The picture's mark as indexing stored it (``marks.Mark``), None without one; a mark file that
+    cannot be read raises (OSError, ValueError, KeyError)."""
+    if not image.mark or not image.mark_info:
+        return None
+    with default_storage.open(image.mark.name, "rb") as fh:
+        background = image.mark_info.get("background")
+        return mark_from_png(fh.read(), tuple(image.mark_info["box"]), image.mark_info["source"],
+                             tuple(background) if background else None)
 
 
 def collection_thresholds(base: Thresholds, phash_max_distance: int) -> Thresholds:

@@ -27,9 +27,8 @@ from catalog.services import index_generation_bump
 from matching.cnn import embedding_model
 from matching.core.errors import ImageError
 from matching.core.loading import load_image
-from matching.core.marks import Mark, mark_from_png
 from matching.core import retro as core_retro
-from matching.engine import get_embedder
+from matching.engine import get_embedder, stored_mark
 from matching.models import SuspectSignals
 from matching.protection import reference_embeddings
 from matching.retro import suspect_pixels
@@ -61,17 +60,6 @@ def stale_images(*, organisation_id: int | None = None, model: str | None = None
     return rows.order_by("pk")
 
 
-def _stored_mark(image: ProtectedImage) -> Mark | None:
-    """The picture's mark as indexing stored it (not extracted again: the views embed what the
-    matcher verifies against)."""
-    if not image.mark or not image.mark_info:
-        return None
-    with default_storage.open(image.mark.name, "rb") as fh:
-        background = image.mark_info.get("background")
-        return mark_from_png(fh.read(), tuple(image.mark_info["box"]), image.mark_info["source"],
-                             tuple(background) if background else None)
-
-
 def reembed(*, organisation_id: int | None = None, limit: int | None = None,
             progress: Callable[[ProtectedImage], None] | None = None) -> ReembedResult:
     """Compute the vectors of every stale picture (``stale_images``) again; at most ``limit``.
@@ -101,7 +89,7 @@ def reembed(*, organisation_id: int | None = None, limit: int | None = None,
             try:
                 with default_storage.open(image.file.name, "rb") as fh:
                     loaded = load_image(fh.read())
-                vectors = reference_embeddings(loaded, embedder, _stored_mark(image))
+                vectors = reference_embeddings(loaded, embedder, stored_mark(image))
             except (ImageError, OSError, ValueError, KeyError) as exc:
                 why = exc.reason if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}"
                 log.warning("reembed: image %s (%s) skipped: %s", image.pk, image.key, why)

@@ -249,15 +249,14 @@ def scan_matcher(options: JobOptions) -> Any:
         embedder = None
         if options.embed and snapshot.manifest.get("vectors"):
             embedder = load_embedder(options.embedder, options.cnn_config())
+            held, made = snapshot.manifest.get("embedding_model"), embedder_model(embedder, options.embedder)
             if not (hasattr(embedder, "embed_one") and hasattr(embedder, "embed_crops")):
                 log.warning("embedder %s cannot embed tiles; scanning without the CNN", options.embedder)
                 embedder = None
-            elif (snapshot.manifest.get("embedding_model")
-                  and embedder_model(embedder, options.embedder) != snapshot.manifest["embedding_model"]):
+            elif held and made != held:
                 # Its vectors would be compared with another network's: no answer is better than noise.
                 log.warning("embedder %s makes vectors of %s, the references hold %s; scanning without the CNN",
-                            options.embedder, embedder_model(embedder, options.embedder),
-                            snapshot.manifest["embedding_model"])
+                            options.embedder, made, held)
                 embedder = None
         matcher = Matcher(store=snapshot.store, indexes=snapshot.indexes, thresholds=snapshot.thresholds,
                           embedder=embedder)

@@ -32,7 +32,7 @@ import numpy.typing as npt
 from ..errors import ImageTooSmall
 from .config import PRECISIONS, current
 from .efficientnet_lite import INPUT_SHAPE
-from .head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, HeadWeights, head_tf, read_head
+from .head import DEFAULT_HEAD_PATH, EMBEDDING_DIM, FEATURE_LAYER, META_KEY, HeadWeights, head_tf, read_head
 from .weights import PTH_SHA256, WeightsError, default_weights_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -275,7 +275,7 @@ def _npz_meta(path: Path) -> dict[str, Any]:
 
     try:
         with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["__meta__"]))
+            meta = json.loads(str(npz[META_KEY]))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise WeightsError(f"{path} has no readable record of what it holds ({exc})") from exc
     if not isinstance(meta, dict):
@@ -290,6 +290,11 @@ def _backbone_source(weights_path: str | Path | None) -> str:
     if weights_path is None and not path.exists():
         return PTH_SHA256
     return str(_npz_meta(path).get("source_sha256") or "unknown")
+
+
+def _network_id(head_sha256: str, weights_path: str | Path | None) -> str:
+    """``model_id``'s form: 16 hex digits of the head's SHA-256, a dash, 8 of the backbone checkpoint's."""
+    return f"{head_sha256[:16]}-{_backbone_source(weights_path)[:8]}"
 
 
 _model_ids: dict[tuple[str, str, float, float], str] = {}
@@ -311,7 +316,7 @@ def model_id(head_path: str | Path | None = None, weights_path: str | Path | Non
         head_sha = str(_npz_meta(head).get("sha256") or "")
         if len(head_sha) < 16:
             raise WeightsError(f"ranking-head weights {head} have no SHA-256 record")
-        found = _model_ids[key] = f"{head_sha[:16]}-{_backbone_source(weights_path)[:8]}"
+        found = _model_ids[key] = _network_id(head_sha, weights_path)
     return found
 
 
@@ -329,7 +334,7 @@ class Embedder:
         # Read the head first: a missing or corrupt file fails before TensorFlow starts.
         self.head: HeadWeights = read_head(Path(head_path) if head_path else None)
         # What a stored vector records as the network that made it (``model_id``).
-        self.model_id = f"{self.head.sha256[:16]}-{_backbone_source(weights_path)[:8]}"
+        self.model_id = _network_id(self.head.sha256, weights_path)
         cut = truncated_backbone(weights_path, self.head.feature_layer)
         import tensorflow as tf
 
