@@ -108,8 +108,9 @@ SURE_SEARCHES = 2
 PARTIAL_RESERVE = 1
 LATE_MIN_SCORE = 0.65
 MARK_CANDIDATE = 0.2  # CNN cosine of a tile to a mark's view at or above: the mark is looked for
-MAX_SHARE_AS_MARK = 0.6
-TILE_DELTA = 30.0  # RGB distance: a query pixel this close to the tile's background colour shows it  # as_mark: a mark wider than this share of the query is a copy of the picture
+MAX_SHARE_AS_MARK = 0.6  # as_mark: a mark wider than this share of the query is a copy of the picture
+TILE_OUTSIDE = 0.08  # _tile_pasted: the tile's outside looked at this share of its size beyond its outline
+TILE_DELTA = 30.0  # RGB distance: a query pixel this close to the tile's background colour shows it
 MIN_SCORE = 0.57   # combined correlation (edges, colour likeness, grey), less SIZE_PENALTY: the mark is there
 # A place scoring at least REFINE_FLOOR is aligned to the mark before it is judged (_refine): the
 # template search tries upright and +-8° turns at 12 widths, and a mark printed in perspective, turned
@@ -915,26 +916,47 @@ def crop_confirms(hits: Sequence[tuple[int, float]], ref_id: int) -> float | Non
 
 
 def _tile_pasted(query: Image.Image, h: npt.NDArray[np.float64], mark: Mark, frame: tuple[int, int]) -> bool:
-    """Whether the query shows the mark's flat background around it: points between the mark's
-    box and the picture's border, mapped by ``h``, mostly within TILE_DELTA of that colour."""
+    """Whether the query shows the mark's flat tile pasted around it: points between the mark's box
+    and the picture's border, mapped by ``h``, mostly within TILE_DELTA of the background colour,
+    and points just outside the tile's outline, at their median, TILE_DELTA farther from it than
+    those inside. Else the mark was printed on a surface of about that colour (white paper around
+    a mark on white) and the copy is the mark: the tile's outline is not in the query."""
     if mark.background is None:
         return False
     x0, y0, x1, y1 = mark.box
     rw, rh = x1 + x0, y1 + y0  # about the picture's size: the mark's margins mirrored
-    points = [((x0 + x) / 2, (y0 + y) / 2) for x in (0, rw) for y in (0, rh)]
-    points += [((x0 + x1) / 2, y0 / 2), ((x0 + x1) / 2, (y1 + rh) / 2), (x0 / 2, (y0 + y1) / 2),
+    inside = [((x0 + x) / 2, (y0 + y) / 2) for x in (0, rw) for y in (0, rh)]
+    inside += [((x0 + x1) / 2, y0 / 2), ((x0 + x1) / 2, (y1 + rh) / 2), (x0 / 2, (y0 + y1) / 2),
                ((x1 + rw) / 2, (y0 + y1) / 2)]
-    mapped = np.array([[x, y, 1.0] for x, y in points]) @ h.T
-    sx, sy = query.width / frame[0], query.height / frame[1]
+    mx, my = TILE_OUTSIDE * rw, TILE_OUTSIDE * rh
+    outside = [(x, y) for x in (-mx, rw + mx) for y in (-my, rh + my)]
+    outside += [(rw / 2, -my), (rw / 2, rh + my), (-mx, rh / 2), (rw + mx, rh / 2)]
     rgb = np.asarray(query.convert("RGB"), dtype=np.float32)
-    near = []
+    near = _background_distances(rgb, h, inside, mark, frame)
+    if len(near) < 4 or float(np.mean(near < TILE_DELTA)) < 0.75:
+        return False
+    beyond = _background_distances(rgb, h, outside, mark, frame)
+    return len(beyond) < 3 or float(np.median(beyond)) - float(np.median(near)) > TILE_DELTA
+
+
+def _background_distances(rgb: npt.NDArray[np.float32], h: npt.NDArray[np.float64],
+                          points: Sequence[tuple[float, float]], mark: Mark, frame: tuple[int, int]
+                          ) -> npt.NDArray[np.float32]:
+    """The RGB distances from the mark's background colour of the query's pixels (``rgb``) at the
+    reference's ``points`` that ``h`` maps inside it (``frame``: the pixels ``h`` maps to)."""
+    assert mark.background is not None
+    mapped = np.array([[x, y, 1.0] for x, y in points]) @ h.T
+    height, width = rgb.shape[:2]
+    sx, sy = width / frame[0], height / frame[1]
+    background = np.array(mark.background, np.float32)
+    found = []
     for px, py, pw in mapped:
         if pw <= 1e-9:
             continue
         qx, qy = int(px / pw * sx), int(py / pw * sy)
-        if 0 <= qx < query.width and 0 <= qy < query.height:
-            near.append(float(np.linalg.norm(rgb[qy, qx] - np.array(mark.background, np.float32))) < TILE_DELTA)
-    return len(near) >= 4 and float(np.mean(near)) >= 0.75
+        if 0 <= qx < width and 0 <= qy < height:
+            found.append(float(np.linalg.norm(rgb[qy, qx] - background)))
+    return np.array(found, np.float32)
 
 
 def as_mark(result: Verification, mark: Mark, *, frame: tuple[int, int], query: Image.Image | None = None
