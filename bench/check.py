@@ -2,7 +2,7 @@
 
     python -m bench.check --n 1000000 [--refs 60] [--unrelated 120] [--threads 1]
         [--cache var/bench-check] [--structure ivf|hnsw] [--partial background|auto|always|never]
-        [--datasets ../shared/datasets] [--seed 0] [--every K] [--explain N]
+        [--datasets ../shared/datasets] [--seed 0] [--every K] [--explain N] [--profile FILE]
 
 What a warm worker does for a check, timed per query: decode the upload
 (``load_image`` of PNG bytes), signals (digests, pHash and PDQ with their
@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the protected set as this benchmark built it before marks existed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--explain", type=int, default=0, help="print this many missed copies with their top hits")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write a cProfile of the partial-copy tasks to this file (pstats format)")
     parser.add_argument("--every", type=int, default=1, help="query every k-th copy only (a quicker look)")
     parser.add_argument("--reach", action="store_true",
                         help="only measure how often a whole-frame copy's reference is among the vector index's "
@@ -357,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     stages: dict[str, list[float]] = {}
     rank1: dict[str, list[bool]] = {}
     false_positives = 0
+    profile = None
+    if args.profile is not None:
+        import cProfile
+
+        profile = cProfile.Profile()
     for group, ref_id, data_bytes in queries:
         start = time.perf_counter()
         outcome = matcher.match(load_image(data_bytes), partial=first_mode)
@@ -367,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         if background and not outcome.positives:
             # What check_partial_run does on a worker after the answer: the cascade with the pass.
             start = time.perf_counter()
+            if profile is not None:
+                profile.enable()
             outcome = matcher.match(load_image(data_bytes), partial="auto")
+            if profile is not None:
+                profile.disable()
             later.setdefault(group, []).append(1000 * (time.perf_counter() - start))
         if ref_id is None:
             false_positives += bool(outcome.positives)
@@ -380,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"missed ({group}, {len(outcome.decisions)} candidates): top {outcome.decisions[:2]}; "
                       f"true {true}", flush=True)
 
+    if profile is not None:
+        profile.dump_stats(str(args.profile))
+        print(f"profile of the partial-copy tasks: {args.profile} (python -m pstats)", flush=True)
     everything = [v for values in times.values() for v in values]
     what = "the answer (no partial-copy pass)" if background else f"Matcher.match(partial={args.partial!r})"
     print(f"\ncheck latency, ms, one query at a time on {args.threads} thread(s), {args.n:,} protected images, "
