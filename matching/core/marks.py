@@ -159,6 +159,12 @@ DETAIL_HOLES = 0.04  # share of the shrunk hull that is holes, under which the s
 # (docs/matching.md, "A mark's detail, or the CNN").
 DETAIL_MIN = 0.55
 DETAIL_SURE = 0.8
+# An unsure place that scored under the search's bar (WEAK_SCORE-MIN_SCORE) must show this much of
+# the mark's inner detail before the CNN is asked (``vague``): on the marks suite's benchmark seed
+# three look-alike logos in unrelated pictures were confirmed by the CNN at details of 0.12-0.26,
+# while the true marks found so, over every suite and seed measured, showed 0.29-0.75
+# (docs/benchmarks.md section 7, "Vague unsure marks").
+WEAK_DETAIL_MIN = 0.27
 MARK_VIEWS = 4  # len(mark_views(...)): vectors a mark adds to the vector index
 
 
@@ -859,13 +865,22 @@ def mark_verification(query: Image.Image, mark: Mark, *, frame: tuple[int, int],
     :func:`crop_confirms`)."""
     found = verify_mark(query, box, mark, frame=frame, tile_width=tile_width, min_score=min_score,
                         weak_score=weak_score)
-    if found is None:
+    if found is None or vague(found, min_score):
         return None
     x0, y0, x1, y1 = mark.box
     return Verification(accepted=found.sure, reason="mark" if found.sure else UNSURE, inliers=0,
                         inlier_ratio=found.score, model="mark", appearance=found.detail,
                         query_polygon=found.query_polygon,
                         reference_polygon=[[x0, y0], [x1, y0], [x1, y1], [x0, y1]], edit=found.edit)
+
+
+def vague(found: MarkMatch, min_score: float = MIN_SCORE) -> bool:
+    """Whether an unsure place that scored under ``min_score`` (WEAK_SCORE and up) showed too
+    little of the mark's inner detail (under WEAK_DETAIL_MIN) to be put to the CNN: its outline
+    and colours alone correlated, as a look-alike's do. A mark with no detail to correlate (a
+    solid shape: detail None) is left to the CNN as before."""
+    return (not found.sure and found.score < min_score and found.detail is not None
+            and found.detail < WEAK_DETAIL_MIN)
 
 
 def indistinct(result: Verification) -> bool:

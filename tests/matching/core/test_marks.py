@@ -436,6 +436,30 @@ def test_an_unsure_place_is_returned_only_when_asked_for() -> None:
     assert marks.verify_mark(plain, None, mark, frame=plain.size, min_score=0.99, weak_score=marks.WEAK_SCORE) is None
 
 
+
+def test_an_unsure_place_that_shows_too_little_detail_is_not_put_to_the_cnn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unsure place under the search's bar is returned for the CNN only when the mark's inner
+    detail correlates there at WEAK_DETAIL_MIN or more (``marks.vague``); a sure one, or a mark
+    with no detail to correlate, is not held to it."""
+    mark = marks.extract_mark(transparent_logo().convert("RGB"), transparent_logo().getchannel("A"))
+    assert mark is not None
+    scene, _box = _composite(_photo("astronaut"), transparent_logo().crop((28, 18, 213, 225)), width_share=0.2,
+                             at=(0.3, 0.6))
+    scene = scene.convert("RGB")
+    unsure = marks.verify_mark(scene, None, mark, frame=scene.size, min_score=0.99, weak_score=marks.WEAK_SCORE)
+    assert unsure is not None and not unsure.sure and unsure.detail is not None
+    ask = dict(frame=scene.size, min_score=0.99, weak_score=marks.WEAK_SCORE)
+    monkeypatch.setattr(marks, "WEAK_DETAIL_MIN", unsure.detail - 0.01)
+    kept = marks.mark_verification(scene, mark, **ask)  # type: ignore[arg-type]
+    assert kept is not None and kept.reason == marks.UNSURE and kept.appearance == pytest.approx(unsure.detail, abs=1e-3)
+    monkeypatch.setattr(marks, "WEAK_DETAIL_MIN", unsure.detail + 0.01)
+    assert marks.mark_verification(scene, mark, **ask) is None  # type: ignore[arg-type]
+    # The rule's cases, one by one.
+    assert marks.vague(replace(unsure, detail=unsure.detail), 0.99)
+    assert not marks.vague(replace(unsure, detail=None), 0.99)  # a solid shape: the CNN decides
+    assert not marks.vague(replace(unsure, sure=True), 0.99)
+    assert not marks.vague(replace(unsure, score=0.995), 0.99)  # nearly the colours, over the bar
+
 def test_mark_crop_frames_the_place_as_the_views_do_and_refuses_small_places() -> None:
     query = Image.new("RGB", (400, 300))  # the working picture: half the picture's own 800x600
     crop = marks.mark_crop(query, [[300, 200], [400, 200], [400, 260], [300, 260]], frame=(800, 600))
