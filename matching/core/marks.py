@@ -162,8 +162,9 @@ DETAIL_SURE = 0.8
 # An unsure place that scored under the search's bar (WEAK_SCORE-MIN_SCORE) must show this much of
 # the mark's inner detail before the CNN is asked (``vague``): on the marks suite's benchmark seed
 # three look-alike logos in unrelated pictures were confirmed by the CNN at details of 0.12-0.26,
-# while the true marks found so, over every suite and seed measured, showed 0.29-0.75
-# (docs/benchmarks.md section 7, "Vague unsure marks").
+# while the true marks found so showed 0.29-0.75 over every suite and seed measured but for one
+# mirrored copy (0.08: the search does not mirror the mark) (docs/benchmarks.md section 7,
+# "Vague unsure marks").
 WEAK_DETAIL_MIN = 0.27
 MARK_VIEWS = 4  # len(mark_views(...)): vectors a mark adds to the vector index
 
