@@ -517,7 +517,16 @@ def test_a_check_accepts_an_unsure_mark_only_when_the_cnn_confirms_it(matcher, m
     sure_only = Matcher(store=matcher.store, indexes=matcher.indexes, thresholds=matcher.thresholds,
                         embedder=matcher.embedder, unsure_marks=False)
     assert not any(d.reference_id == 7 and d.is_match for d in sure_only.match(query).decisions)
-    monkeypatch.setattr(marks, "CROP_COSINE", 0.999)
+    # Under the search's bar (MIN_SCORE) a place needs WEAK_CROP_COSINE, CROP_COSINE above it.
+    assert scores["mark_crop_cosine"] >= marks.WEAK_CROP_COSINE
+    monkeypatch.setattr(marks, "WEAK_CROP_COSINE", scores["mark_crop_cosine"] + 0.001)
+    refused = matcher.match(query)
+    assert not any(d.reference_id == 7 and d.is_match for d in refused.decisions), refused.decisions[:3]
+    monkeypatch.setattr(marks, "WEAK_CROP_COSINE", scores["mark_crop_cosine"] - 0.001)
+    monkeypatch.setattr(marks, "CROP_COSINE", 0.999)  # the floor of sure places without detail: not this one's
+    kept = matcher.match(query)
+    assert any(d.reference_id == 7 and d.is_match for d in kept.decisions), kept.decisions[:3]
+    monkeypatch.setattr(marks, "WEAK_CROP_COSINE", 0.999)
     again = matcher.match(query)
     assert not any(d.reference_id == 7 and d.is_match for d in again.decisions), again.decisions[:3]
 
