@@ -897,6 +897,12 @@ def indistinct(result: Verification) -> bool:
     return result.model == "mark" and (result.appearance is None or result.appearance < DETAIL_MIN)
 
 
+def crop_floor(result: Verification) -> float:
+    """The crop cosine (:func:`crop_confirms`) at which the CNN confirms ``result``: WEAK_CROP_COSINE
+    for a place that scored under MIN_SCORE, CROP_COSINE for a sure place without detail."""
+    return WEAK_CROP_COSINE if result.inlier_ratio < MIN_SCORE else CROP_COSINE
+
+
 def detailed(result: Verification) -> bool:
     """Whether a mark found showed its inner detail as only the mark itself does (DETAIL_SURE):
     a late search's mark is then accepted without the CNN."""

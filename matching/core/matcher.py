@@ -747,9 +747,7 @@ class Matcher:
         if crop is None or self.embedder is None or vectors is None:
             return None
         hits = vectors.search(self.embedder.embed_one(crop)[None, :], 1)[0]
-        # A place under the search's bar needs the CNN surer than a sure place without detail does.
-        floor = marks.WEAK_CROP_COSINE if result.inlier_ratio < marks.MIN_SCORE else marks.CROP_COSINE
-        cosine = marks.crop_confirms(hits, ref_id, floor=floor)
+        cosine = marks.crop_confirms(hits, ref_id, floor=marks.crop_floor(result))
         if cosine is None:
             return None
         state.marks_confirmed[ref_id] = round(cosine, 4)

@@ -146,7 +146,6 @@ def test_a_geometric_copy_is_told_as_the_mark_unless_the_whole_tile_was_pasted()
                        scene.size) > 0.95
 
 
-
 def test_a_mark_printed_on_white_paper_is_told_as_the_mark_not_its_tile() -> None:
     """Paper about as white as the tile's background around a copy matched on the whole picture:
     the tile's outline is nowhere in the query (the paper goes on past it), so the copy is the mark
@@ -181,6 +180,7 @@ def test_a_mark_printed_on_white_paper_is_told_as_the_mark_not_its_tile() -> Non
     pasted.paste(tile.resize((round(k * tile.width), round(k * tile.height))), (dx, 300))
     lower = replace(found, transform=[[k, 0.0, dx], [0.0, k, 300], [0.0, 0.0, 1.0]])
     assert marks.as_mark(lower, mark, frame=pasted.size, query=pasted) is lower
+
 
 def _badge(fill: tuple[int, int, int]) -> Image.Image:
     """A plain mark: a rounded square with two round holes, on white (``fill`` its colour)."""
@@ -436,7 +436,6 @@ def test_an_unsure_place_is_returned_only_when_asked_for() -> None:
     assert marks.verify_mark(plain, None, mark, frame=plain.size, min_score=0.99, weak_score=marks.WEAK_SCORE) is None
 
 
-
 def test_an_unsure_place_that_shows_too_little_detail_is_not_put_to_the_cnn(monkeypatch: pytest.MonkeyPatch) -> None:
     """An unsure place under the search's bar is returned for the CNN only when the mark's inner
     detail correlates there at WEAK_DETAIL_MIN or more (``marks.vague``); a sure one, or a mark
@@ -459,6 +458,7 @@ def test_an_unsure_place_that_shows_too_little_detail_is_not_put_to_the_cnn(monk
     assert not marks.vague(replace(unsure, detail=None), 0.99)  # a solid shape: the CNN decides
     assert not marks.vague(replace(unsure, sure=True), 0.99)
     assert not marks.vague(replace(unsure, score=0.995), 0.99)  # nearly the colours, over the bar
+
 
 def test_mark_crop_frames_the_place_as_the_views_do_and_refuses_small_places() -> None:
     query = Image.new("RGB", (400, 300))  # the working picture: half the picture's own 800x600
