@@ -84,6 +84,12 @@ QUICK_SIDE = 160
 QUICK_SCALES = 6
 QUICK_FLOOR: float | None = 0.15
 ANGLES = (-8.0, 0.0, 8.0)  # upright first, then the turns at the best scales
+# The turns are tried only when the upright sweep's best place scores TURN_FLOOR or more: on the
+# development seed (1) of the marks and chained-edits suites, every place found turned (sure or
+# unsure) was at 0.29 or more upright, and no search whose upright best was under 0.22 (43-53 % of
+# all searches) found anything turned; a turn gained at most 0.31 over upright
+# (docs/benchmarks.md section 7, "Turns only where the upright sweep came near").
+TURN_FLOOR = 0.22
 MIN_TEMPLATE_PX = 12
 GREY_FLOOR = 12.0  # grey levels: a window flatter than this does not correlate (_ncc)
 EDGE_FLOOR = 10.0  # the same for the edge map
@@ -409,8 +415,12 @@ def _edges(plane: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     gx = cv2.Sobel(plane, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(plane, cv2.CV_32F, 0, 1, ksize=3)
     power = gx * gx + gy * gy
-    if power.ndim == 3:
-        power = power.mean(axis=2)
+    if power.ndim == 3:  # the planes' mean: numpy's mean over the last axis, in a thirtieth of its time
+        planes: npt.NDArray[np.float32] = np.asarray(power, dtype=np.float32)
+        mean = planes[..., 0] + planes[..., 1]
+        mean += planes[..., 2]
+        mean /= 3
+        power = mean
     return np.asarray(cv2.GaussianBlur(np.sqrt(power), (0, 0), EDGE_SIGMA), dtype=np.float32)
 
 
@@ -422,7 +432,7 @@ class _Template:
     rgb: npt.NDArray[np.float32]     # the mark's colours, turned like the rest
     alpha: npt.NDArray[np.float32]   # 0-255
 
-    @property
+    @functools.cached_property
     def grey_counts(self) -> bool:
         """The mark has inner contrast: its grey, masked, is a term of the score too."""
         return float(self.grey[self.mask > 0].std()) > 8.0
@@ -474,25 +484,32 @@ def _ncc(image: npt.NDArray[np.float32], squared: npt.NDArray[np.float32], templ
     if n < 16 or energy <= 1e-6:
         return np.full((1, 1), -1.0, np.float32)
     num = cv2.matchTemplate(image, centred, cv2.TM_CCORR)
+    # The element-wise float64 arithmetic below runs in OpenCV's kernels where it can (the same IEEE
+    # operations in the same order as numpy's, so the same values, in about 40 % of numpy's time
+    # over these strided views); the division by the scalar n stays numpy's (OpenCV would multiply
+    # by its reciprocal).
     if mask is None:  # window sums from summed-area tables: no correlation needed
         th, tw = template.shape
         ii, ii2 = integrals
-        s1 = ii[th:, tw:] - ii[:-th, tw:]
-        s1 -= ii[th:, :-tw]
-        s1 += ii[:-th, :-tw]
-        s2 = ii2[th:, tw:] - ii2[:-th, tw:]
-        s2 -= ii2[th:, :-tw]
-        s2 += ii2[:-th, :-tw]
+        s1 = np.asarray(cv2.subtract(ii[th:, tw:], ii[:-th, tw:]), dtype=np.float64)
+        cv2.subtract(s1, ii[th:, :-tw], dst=s1)
+        cv2.add(s1, ii[:-th, :-tw], dst=s1)
+        s2 = np.asarray(cv2.subtract(ii2[th:, tw:], ii2[:-th, tw:]), dtype=np.float64)
+        cv2.subtract(s2, ii2[th:, :-tw], dst=s2)
+        cv2.add(s2, ii2[:-th, :-tw], dst=s2)
     else:
         s1 = np.asarray(cv2.matchTemplate(image, mask, cv2.TM_CCORR), dtype=np.float64)
         s2 = np.asarray(cv2.matchTemplate(squared, mask, cv2.TM_CCORR), dtype=np.float64)
     # spread = max(s2 - s1^2 / n, n floor^2), then sqrt(spread * energy): in place, in that order.
-    s1 *= s1
+    cv2.multiply(s1, s1, dst=s1)
     s1 /= n
-    s2 -= s1
+    cv2.subtract(s2, s1, dst=s2)
     spread = np.maximum(s2, n * floor * floor, out=s2)
     spread *= energy
-    return np.asarray(num / np.sqrt(spread, out=spread), dtype=np.float32)
+    cv2.sqrt(spread, dst=spread)
+    ratio = num.astype(np.float64)
+    ratio /= spread
+    return np.asarray(ratio, dtype=np.float32)
 
 
 def _planes(rgb: npt.NDArray[np.float32], mark: Mark) -> "_Planes":
@@ -553,7 +570,8 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
                 max_colour_de: float = MAX_COLOUR_DE, tile_width: int | None = None,
                 weak_score: float | None = None) -> MarkMatch | None:
     """Find ``mark`` in ``query`` (the RGB working picture) within ``box`` (working pixels; None:
-    the whole picture), over SCALES template widths and the ANGLES turns: the places with the best
+    the whole picture), over SCALES template widths and the ANGLES turns (when the upright sweep
+    reached TURN_FLOOR): the places with the best
     mean of the masked grey correlation (when the mark has inner contrast) and the edge
     correlation, the first of which whose colours agree with the mark's (chromaticity distance
     at most ``max_colour_de``) is accepted at ``min_score``. The widths run between MIN_SHARE and
@@ -594,7 +612,7 @@ def verify_mark(query: Image.Image, box: tuple[int, int, int, int] | None, mark:
             upright.append(place)
     tried = sorted(upright, key=lambda f: -f[0])[:3]
     turned = [f for w in {f[1] for f in tried} for angle in ANGLES if angle
-              for f in [attempt(w, angle)] if f is not None]
+              for f in [attempt(w, angle)] if f is not None] if tried and tried[0][0] >= TURN_FLOOR else []
     # (score, colour distance, angle, width, warp, template) of the accepted place, and of the first
     # unsure one (weak_score); the peaks are tried best first.
     found: tuple[float, float, float, int, npt.NDArray[np.float32], _Template] | None = None

@@ -653,6 +653,68 @@ def test_the_one_placement_correlation_equals_the_sliding_one() -> None:
                 assert marks._ncc_here(patch, template, mask, floor) == pytest.approx(sliding, abs=1e-4)
 
 
+
+def test_the_summed_area_correlation_equals_the_masked_one() -> None:
+    """marks._ncc without a mask takes its window sums from summed-area tables (OpenCV's arithmetic
+    over float64 views): it gives what the all-ones mask's correlations give, at every placement,
+    for templates narrow and wide."""
+    rng = np.random.default_rng(11)
+    image = rng.uniform(0, 255, (90, 120)).astype(np.float32)
+    image[20:50, 30:80] = 40.0  # a flat patch: the floor decides there
+    tables = (marks._integral(image), marks._integral(image * image))
+    for shape in ((12, 16), (30, 55), (60, 20)):
+        template = rng.uniform(0, 255, shape).astype(np.float32)
+        for floor in (10.0, 200.0):
+            tabled = marks._ncc(image, image * image, template, None, floor, tables)
+            masked = marks._ncc(image, image * image, template, np.ones_like(template), floor)
+            assert tabled.shape == (91 - shape[0], 121 - shape[1])
+            np.testing.assert_allclose(tabled, masked, atol=1e-4)
+
+
+def test_a_colour_edge_map_is_the_mean_of_the_planes_gradients() -> None:
+    """marks._edges of an RGB picture: the root of the three planes' mean gradient power, blurred;
+    a grey picture given as three equal planes has the grey map."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    rgb = rng.uniform(0, 255, (40, 50, 3)).astype(np.float32)
+    gx = cv2.Sobel(rgb, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(rgb, cv2.CV_32F, 0, 1, ksize=3)
+    expected = cv2.GaussianBlur(np.sqrt((gx * gx + gy * gy).mean(axis=2)), (0, 0), marks.EDGE_SIGMA)
+    np.testing.assert_array_equal(marks._edges(rgb), expected)
+    grey = np.ascontiguousarray(rgb[..., 1])
+    np.testing.assert_allclose(marks._edges(np.repeat(grey[..., None], 3, axis=2)), marks._edges(grey), rtol=1e-5)
+
+
+def test_the_turns_are_tried_only_where_the_upright_sweep_came_near(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search tries the ANGLES turns at its three best widths only when the upright sweep's best
+    place scores TURN_FLOOR or more: a mark turned by 16° in a photo is near enough upright to be
+    turned, aligned and found; a scene with nothing of the mark is not turned at all."""
+    mark = marks.extract_mark(transparent_logo())
+    assert mark is not None
+    turns: list[float] = []
+    real = marks._template
+
+    def counted(image, width, angle):  # type: ignore[no-untyped-def]
+        if angle:
+            turns.append(angle)
+        return real(image, width, angle)
+
+    monkeypatch.setattr(marks, "_template", counted)
+    monkeypatch.setattr(marks, "QUICK_FLOOR", None)  # searched in full either way
+    scene, box = _composite(_photo("astronaut").resize((512, 512)), mark.image, width_share=0.2, at=(0.3, 0.7),
+                            angle=16.0)
+    found = marks.verify_mark(scene, None, mark, frame=scene.size)
+    assert found is not None and polygon_iou(found.query_polygon, box, scene.size) >= 0.5
+    assert len(turns) == 6  # both turns at the three best widths
+    turns.clear()
+    sky = Image.linear_gradient("L").resize((640, 480)).convert("RGB")
+    assert marks.verify_mark(sky, None, mark, frame=sky.size) is None
+    assert turns == []
+    monkeypatch.setattr(marks, "TURN_FLOOR", -1.0)
+    assert marks.verify_mark(sky, None, mark, frame=sky.size) is None
+    assert len(turns) == 6
+
 def _torii(fill: tuple[int, int, int]) -> Image.Image:
     """A gate of bars (a jinja kind of mark), all of one colour, on white."""
     tile = Image.new("RGB", (200, 200), (255, 255, 255))
