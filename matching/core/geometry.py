@@ -1347,7 +1347,7 @@ def _attempt(q: Features, r: Features, mirrored: bool, min_inliers: int, ratio: 
 
 def verify(query: Features, reference: Features, *, min_inliers: int | None = None,
            ratio: float | None = None, method: str = DEFAULT_METHOD,
-           min_appearance: float | None = None) -> Verification:
+           min_appearance: float | None = None, plain: Verification | None = None) -> Verification:
     """Is ``query`` (or part of it) a geometrically consistent copy of ``reference``?
 
     Tries the plain features and the mirrored ones (``query.mirror``, else
@@ -1356,7 +1356,10 @@ def verify(query: Features, reference: Features, *, min_inliers: int | None = No
     defaults per kind (``MIN_INLIERS``); ``ratio`` (Lowe's test, default per
     kind) and ``method`` ("magsac" or "ransac" for the homography) are there
     for benchmarks; ``min_appearance`` (default ``_MIN_APPEARANCE``) is the correlation the aligned
-    thumbnails need (a second look passes ``SECOND_LOOK_APPEARANCE``).
+    thumbnails need (a second look passes ``SECOND_LOOK_APPEARANCE``). ``plain``: what this call
+    without mirrored features gave (the same query features, reference and settings), when the
+    caller has it: only the mirrored orientation is tried then (the attempts are deterministic, so
+    the result is the one a full call gives).
     """
     appearance = _MIN_APPEARANCE if min_appearance is None else min_appearance
     if query.kind != reference.kind:
@@ -1369,7 +1372,8 @@ def verify(query: Features, reference: Features, *, min_inliers: int | None = No
         if len(f) < MIN_KEYPOINTS:
             return Verification(False, f"not enough detail: the {name} image has {len(f)} keypoints "
                                        f"(at least {MIN_KEYPOINTS} needed)")
-    plain = _attempt(query, reference, False, min_inliers, ratio, method, appearance)
+    if plain is None:
+        plain = _attempt(query, reference, False, min_inliers, ratio, method, appearance)
     if query.mirror is not None:
         flipped = _attempt(query.mirror, reference, True, min_inliers, ratio, method, appearance)
     elif reference.mirror is not None:

@@ -134,6 +134,33 @@ def test_mirrored_features_may_sit_on_the_reference_side(astronaut: Image.Image)
     assert v.accepted and v.edit is not None and v.edit.mirrored
 
 
+
+def test_a_known_plain_result_spares_that_half_of_a_mirrored_verification(astronaut: Image.Image,
+                                                                         astronaut_features: Features,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify(..., plain=) with what the plain call gave tries the mirrored orientation only, and
+    decides as the full call does: for a mirrored copy, a plain copy and an unrelated picture."""
+    attempts: list[bool] = []
+    real = geo._attempt
+
+    def counted(q, r, mirrored, *args, **kwargs):  # type: ignore[no-untyped-def]
+        attempts.append(mirrored)
+        return real(q, r, mirrored, *args, **kwargs)
+
+    monkeypatch.setattr(geo, "_attempt", counted)
+    flipped = astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((400, 400))
+    for query in (flipped, astronaut.rotate(5).resize((380, 380)), photo("coffee")):
+        whole = extract_features(query, max_features=2000)
+        plain = verify(whole, astronaut_features)
+        with_mirror = replace(whole, mirror=mirror_features(query, max_features=2000))
+        full = verify(with_mirror, astronaut_features)
+        attempts.clear()
+        spared = verify(with_mirror, astronaut_features, plain=plain)
+        assert attempts == [True]
+        assert (spared.accepted, spared.inliers, spared.reason, spared.transform) == (
+            full.accepted, full.inliers, full.reason, full.transform)
+    assert spared.accepted is False and full.accepted is False  # the coffee cup is no astronaut
+
 def test_centre_crop_keeping_60_percent(astronaut: Image.Image, astronaut_features: Features) -> None:
     side = round(512 * math.sqrt(0.6))
     x0 = (512 - side) // 2
