@@ -307,7 +307,7 @@ class _Judging:
     mirror_tried: set[int] = field(default_factory=set)
     # The whole query's verification in its plain orientation, per candidate: when the
     # partial-copy pass verifies a candidate again with the mirror image, that half is known
-    # (geometry.verify's ``plain``; about a tenth of the pass's verification time).
+    # (geometry.verify's ``plain``: it is not matched and fitted again).
     whole_plain: dict[int, Verification] = field(default_factory=dict)
     # Second looks (``geometry.second_look_features``) given so far: only the most promising
     # candidates that verification did not confirm get one, once each.

@@ -134,7 +134,6 @@ def test_mirrored_features_may_sit_on_the_reference_side(astronaut: Image.Image)
     assert v.accepted and v.edit is not None and v.edit.mirrored
 
 
-
 def test_a_known_plain_result_spares_that_half_of_a_mirrored_verification(astronaut: Image.Image,
                                                                          astronaut_features: Features,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,6 +159,7 @@ def test_a_known_plain_result_spares_that_half_of_a_mirrored_verification(astron
         assert (spared.accepted, spared.inliers, spared.reason, spared.transform) == (
             full.accepted, full.inliers, full.reason, full.transform)
     assert spared.accepted is False and full.accepted is False  # the coffee cup is no astronaut
+
 
 def test_centre_crop_keeping_60_percent(astronaut: Image.Image, astronaut_features: Features) -> None:
     side = round(512 * math.sqrt(0.6))

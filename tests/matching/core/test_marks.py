@@ -653,7 +653,6 @@ def test_the_one_placement_correlation_equals_the_sliding_one() -> None:
                 assert marks._ncc_here(patch, template, mask, floor) == pytest.approx(sliding, abs=1e-4)
 
 
-
 def test_the_summed_area_correlation_equals_the_masked_one() -> None:
     """marks._ncc without a mask takes its window sums from summed-area tables (OpenCV's arithmetic
     over float64 views): it gives what the all-ones mask's correlations give, at every placement,
@@ -714,6 +713,7 @@ def test_the_turns_are_tried_only_where_the_upright_sweep_came_near(monkeypatch:
     monkeypatch.setattr(marks, "TURN_FLOOR", -1.0)
     assert marks.verify_mark(sky, None, mark, frame=sky.size) is None
     assert len(turns) == 6
+
 
 def _torii(fill: tuple[int, int, int]) -> Image.Image:
     """A gate of bars (a jinja kind of mark), all of one colour, on white."""

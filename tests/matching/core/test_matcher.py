@@ -119,12 +119,13 @@ def test_a_mirrored_and_edited_copy_is_found_by_the_partial_copy_pass(matcher: M
     assert best.edit["mirrored"] is True and "cnn_tiles_ms" in complete.timings_ms
 
 
-
 def test_the_partial_copy_pass_does_not_verify_the_plain_orientation_again(matcher: Matcher,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The pass that follows the answer verifies the answer's candidates again with the mirror
     image: the plain orientation's half is the answer pass's own (geometry.verify's ``plain``), so
     no candidate is matched twice in it against the same features with the same settings."""
+    from PIL import ImageOps
+
     from matching.core import geometry
 
     attempts: list[tuple[int, int, bool, float]] = []
@@ -135,14 +136,13 @@ def test_the_partial_copy_pass_does_not_verify_the_plain_orientation_again(match
         return real(q, r, mirrored, min_inliers, ratio, *args, **kwargs)
 
     monkeypatch.setattr(geometry, "_attempt", counted)
-    from PIL import ImageOps
-
     # As in the test above: the answer's passes verify the plain orientation only, the pass the mirror.
     copy = ImageOps.mirror(_skimage("chelsea")).rotate(9, expand=True).crop((40, 40, 400, 300))
     outcome = matcher.match(_loaded(copy))
     assert "cnn_tiles_ms" in outcome.timings_ms and outcome.decisions[0].edit["mirrored"] is True
     plain = [a for a in attempts if not a[2]]
     assert len(plain) == len(set(plain)), "a plain attempt was repeated"
+
 
 def test_an_unrelated_photo_matches_nothing(matcher: Matcher) -> None:
     outcome = matcher.match(_loaded(_skimage("astronaut")))
