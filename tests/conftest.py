@@ -50,14 +50,38 @@ def requested_database_engine() -> str:
         "django.db.backends.sqlite3" if not url else f"unexpected DATABASE_URL scheme: {url.split(':', 1)[0]}")
 
 
+# The files that take longest (real worker processes, JVMs, a browser, mypy), longest first: scripts/test
+# hands the pytest-xdist workers whole files in collection order (--no-loadscope-reorder), so these
+# start at once and the short files fill in around them. xdist's own order (most tests first) ran the
+# one-test, three-minute worker-kill test last, alone, while the other worker sat idle. Seconds per file
+# from `--durations=0` of the PostgreSQL run (docs/testing.md, "Duration"); only the order matters.
+START_FIRST = (
+    "tests/integration/test_worker_killed.py",  # ~195 s: waits out the takeover of a killed worker's checks
+    "tests/test_api_fuzz.py",  # ~85 s
+    "tests/bulk/test_cluster_spark.py",  # ~80 s: a standalone master and three workers
+    "tests/bulk/test_scan_spark.py",  # ~65 s
+    "tests/bulk/test_worker_integration.py",  # ~55 s
+    "tests/bulk/test_resume_spark.py",  # ~40 s
+    "tests/bench/test_scan_vs_check.py",  # ~40 s
+    "tests/portal/test_browser.py",  # ~35 s
+    "tests/bulk/test_index_spark.py",  # ~30 s
+    "tests/test_types.py",  # ~30 s: mypy
+    "tests/bulk/test_watches.py",  # ~25 s
+    "tests/integration/test_postgres_redis_celery.py",  # ~25 s
+)
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m selects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    missing = [name for name in SQLITE_SUBSET if not (ROOT / name).is_file()]
+    missing = [name for name in (*SQLITE_SUBSET, *START_FIRST) if not (ROOT / name).is_file()]
     if missing:
-        raise pytest.UsageError(f"SQLITE_SUBSET in tests/conftest.py names files that are gone: {missing}")
+        raise pytest.UsageError(f"tests/conftest.py names test files that are gone: {missing}")
     for item in items:
         if item.path.relative_to(ROOT).as_posix() in SQLITE_SUBSET:
             item.add_marker(pytest.mark.sqlite_subset)
+    first = {name: n for n, name in enumerate(START_FIRST)}
+    # A stable sort: the named files first, in their order; every other test keeps its place.
+    items.sort(key=lambda item: first.get(item.path.relative_to(ROOT).as_posix(), len(first)))
 
 
 @pytest.fixture(scope="session")
