@@ -850,20 +850,28 @@ class Matcher:
         return max(sims)
 
     def _evidence_score(self, e: _Evidence) -> float:
-        """How far above chance the best signal of an undecided candidate lies, in [0, 1]:
-        0 at the signal's candidate threshold, 1 at a perfect match. Raw similarities do not
+        """How far above chance the signals of an undecided candidate lie, in [0, 1]: a signal's
+        level is 0 at its candidate threshold and 1 at a perfect match. Raw similarities do not
         compare across signals (two unrelated logos are often 16 pHash bits apart, a raw
         0.75, while the CNN gives a pasted copy a cosine of 0.5), so the ranking of what
-        no stage confirmed uses this instead."""
+        no stage confirmed uses this instead. The hashes (pHash and PDQ read the same
+        downscaled picture: their best level counts once) and the CNN are two independent
+        witnesses, combined as a noisy-or, 1 - (1 - hash)(1 - cnn): a candidate both find
+        above chance ranks above one only the CNN finds a little nearer (a pixel-shuffled
+        logo 8 pHash bits and a cosine of 0.48 from its original, against a look-alike logo
+        at a cosine of 0.54). With one witness it is that witness's level."""
         t = self.thresholds
-        levels = [0.0]
+        hashes = [0.0]
         if e.phash_variant is not None and t.phash_candidate > 0:
-            levels.append(1 - e.phash_variant / t.phash_candidate)
+            hashes.append(1 - e.phash_variant / t.phash_candidate)
         if e.pdq_variant is not None and t.pdq_candidate > 0:
-            levels.append(1 - e.pdq_variant / t.pdq_candidate)
+            hashes.append(1 - e.pdq_variant / t.pdq_candidate)
+        cnn = 0.0
         if e.cnn is not None and t.cnn_candidate < 1:
-            levels.append((float(e.cnn) - t.cnn_candidate) / (1 - t.cnn_candidate))
-        return round(max(0.0, min(1.0, max(levels))), 6)
+            cnn = (float(e.cnn) - t.cnn_candidate) / (1 - t.cnn_candidate)
+        hash_level = max(0.0, min(1.0, max(hashes)))
+        cnn_level = max(0.0, min(1.0, cnn))
+        return round(1 - (1 - hash_level) * (1 - cnn_level), 6)
 
     def _hash_score(self, e: _Evidence) -> float:
         sims = []

@@ -172,6 +172,22 @@ def test_undecided_candidates_rank_by_distance_from_chance() -> None:
     assert matcher._evidence_score(_Evidence()) == 0.0
 
 
+def test_hashes_and_the_cnn_above_chance_together_outrank_the_cnn_alone() -> None:
+    # The benchmark's case (chains suite, seed 0): a pixel-shuffled logo 8 pHash bits and a cosine of
+    # 0.48 from its original, under a look-alike logo the CNN alone puts at 0.54. Two independent
+    # witnesses combine as a noisy-or; pHash and PDQ read the same picture and count once.
+    matcher = Matcher(store=None, indexes=None, thresholds=Thresholds(phash_candidate=10, pdq_candidate=48, cnn_candidate=0.35))  # type: ignore[arg-type]
+    both = matcher._evidence_score(_Evidence(phash=8, phash_variant=8, cnn=0.48))
+    look_alike = matcher._evidence_score(_Evidence(cnn=0.54))
+    assert look_alike == pytest.approx(0.19 / 0.65, abs=1e-6)
+    assert both == pytest.approx(1 - 0.8 * (1 - 0.13 / 0.65), abs=1e-6) and both > look_alike
+    hashes = matcher._evidence_score(_Evidence(phash_variant=8, pdq_variant=24))
+    assert hashes == pytest.approx(0.5)  # the better hash only: 1 - 24/48, not a noisy-or with pHash's 0.2
+    # Under chance a witness adds nothing, and the score stays in [0, 1].
+    assert matcher._evidence_score(_Evidence(phash_variant=16, cnn=0.6)) == pytest.approx(0.25 / 0.65, abs=1e-6)
+    assert matcher._evidence_score(_Evidence(phash_variant=0, cnn=1.0)) == 1.0
+
+
 def test_region_features_are_in_the_whole_picture_frame() -> None:
     image = _skimage("astronaut")
     box = (100, 50, 300, 250)
