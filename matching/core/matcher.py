@@ -50,9 +50,10 @@ PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER = "auto", "always", "never"
 # "looks like it" into a verified copy, never a mere candidate into one. See
 # geometry.second_look_features and docs/geometry.md.
 SECOND_LOOKS = 2
-# Candidates per check that get a low-resolution look when verification did not confirm them,
-# the most promising first (any candidate verification takes: the look applies the usual rules,
-# only to blurred thumbnails of both pictures), in the partial-copy pass: off the answer's path,
+# Candidates per check that get a low-resolution look when verification did not confirm them:
+# the most promising when the partial-copy pass has its tiles' evidence, whichever the pass
+# verifies first (any candidate verification takes: the look applies the usual rules, only to
+# blurred thumbnails of both pictures), in the partial-copy pass: off the answer's path,
 # whose p95 at 1M references it took past 80 ms (docs/benchmarks.md section 4). See
 # geometry.low_resolution_features.
 LOW_RES_LOOKS = 3
@@ -312,9 +313,13 @@ class _Judging:
     # Second looks (``geometry.second_look_features``) given so far: only the most promising
     # candidates that verification did not confirm get one, once each.
     second_looked: set[int] = field(default_factory=set)
-    # Whether low-resolution looks are given (the partial-copy pass only), and the candidates given
-    # one -> whether it tried the mirror image too.
+    # Whether low-resolution looks are given (the partial-copy pass only); the candidates due one
+    # (the LOW_RES_LOOKS most promising not confirmed when the pass has its tiles' evidence, chosen
+    # then: the pass verifies the tiles' new candidates before the answer's, and a first-come
+    # budget gave the looks to weaker ones); the candidates given one -> whether it tried the
+    # mirror image too.
     low_res: bool = False
+    low_due: set[int] = field(default_factory=set)
     low_looked: dict[int, bool] = field(default_factory=dict)
     # The crop look (``geometry.crop_verification``) is still due to these: the CROP_LOOKS most
     # promising of the answer's candidates that verification did not confirm (the partial-copy
@@ -449,6 +454,10 @@ class Matcher:
                 self._cnn_stage(loaded, ev, top_k, tiles=True, keep=embeddings)
                 lap("cnn_tiles_ms")
                 state.mirror_all = state.low_res = True
+                open_ = sorted(((self._promise(e), i) for i, e in evidence.items()
+                                if (allowed is None or allowed(i))
+                                and not (i in state.decided and state.decided[i].is_match)), reverse=True)
+                state.low_due = {i for promise, i in open_[:LOW_RES_LOOKS] if promise > 0}
                 # The crop look is for the answer's own best candidates, found by the whole picture,
                 # chosen now: the tiles' evidence would otherwise reorder them.
                 unconfirmed = sorted(((self._promise(evidence[i]), i) for i, v in state.verifications.items()
@@ -457,8 +466,11 @@ class Matcher:
                 self._judge(evidence, allowed, state, loaded, verify=True)
                 # The whole-image candidates that pass 1 verified in the plain orientation only:
                 # a mirrored copy that was also cropped or turned has no hash to say it is flipped.
+                # And those still due a crop or low-resolution look that the tiles did not bring back.
                 again = [(self._promise(evidence[i]), i) for i, v in state.verifications.items()
-                         if not v.accepted and i not in state.mirror_tried and i in state.decided]
+                         if not v.accepted and i in state.decided and (
+                             i not in state.mirror_tried or i in state.crop_due
+                             or (i in state.low_due and i not in state.low_looked))]
                 self._verify_stage(state, again, evidence)
                 self._mark_stage(state, evidence, allowed)
                 lap("verify_ms")
@@ -598,7 +610,7 @@ class Matcher:
             whole_again = done is None or (not done.accepted and mirror and ref_id not in state.mirror_tried)
             # The partial-copy pass gives candidates the answer's passes left unconfirmed their
             # low-resolution look (kept off the answer's path: it costs ~20 ms a check).
-            low_due = state.low_res and ref_id not in state.low_looked and len(state.low_looked) < LOW_RES_LOOKS
+            low_due = state.low_res and ref_id in state.low_due and ref_id not in state.low_looked
             crop_due = ref_id in state.crop_due  # filled when the partial-copy pass starts
             if done is not None and (done.accepted or (not whole_again and not low_due and not crop_due and (
                     box is None or box in state.region_tried.get(ref_id, ())))):
@@ -674,17 +686,15 @@ class Matcher:
     def _low_resolution_look(state: "_Judging", ref_id: int, reference: Features, rt: Thresholds, *,
                              mirror: bool) -> Verification | None:
         """The query's and the reference's filtered thumbnails verified with the usual rules
-        (``geometry.low_resolution_features``: pixel shuffling, pixelation, heavy noise), for at
-        most ``LOW_RES_LOOKS`` candidates a check, once each (again when the mirror image is tried
-        after a plain look, as the whole query's verification is); the result when accepted."""
+        (``geometry.low_resolution_features``: pixel shuffling, pixelation, heavy noise), for the
+        candidates due one (``_Judging.low_due``: at most ``LOW_RES_LOOKS`` a check), once each
+        (again when the mirror image is tried after a plain look, as the whole query's verification
+        is); the result when accepted."""
         from matching.core import geometry
 
-        if not state.low_res:
+        if not state.low_res or ref_id not in state.low_due:
             return None
-        if ref_id in state.low_looked:
-            if state.low_looked[ref_id] or not mirror:
-                return None
-        elif len(state.low_looked) >= LOW_RES_LOOKS:
+        if ref_id in state.low_looked and (state.low_looked[ref_id] or not mirror):
             return None
         state.low_looked[ref_id] = mirror
         query, low = state.query.low_resolution(mirror=mirror), geometry.low_resolution_features(reference)

@@ -6,6 +6,8 @@ No database: ``index_references`` + ``MemoryStore``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -286,3 +288,47 @@ def test_a_pixel_shuffled_copy_is_verified_by_a_low_resolution_look_given_to_few
         other = EDITS["shuffle"](photo, np.random.default_rng(4), lambda rng: photo).rotate(20, expand=True)
         assert matcher.match(_loaded(other), partial="always").positives == [], name
         assert len(looked) <= 2 * (matcher_module.LOW_RES_LOOKS + 1)
+
+
+
+def test_the_low_resolution_looks_go_to_the_most_promising_candidates_not_the_first_verified(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The partial-copy pass verifies its tiles' new candidates before the answer's own; the looks
+    # used to go to whichever came first, so a weaker candidate the tiles raised took the only one
+    # and the shuffled copy the whole picture found never had it (the chains suite's development
+    # seed: a shuffled logo at a cosine of 0.72 unmatched, its looks given to candidates at
+    # 0.38-0.45).
+    from bench.chains import EDITS
+    from matching.core import matcher as matcher_module
+
+    astronaut = _skimage("astronaut")
+    embedder = get_embedder()
+    indexed = index_references([(0, astronaut), (1, _skimage("coffee")), (LOGO_ID, drawn_logo())],
+                               embedder=embedder)
+    matcher = Matcher(store=indexed.store, indexes=indexed.indexes(), thresholds=Thresholds.load(),
+                      embedder=embedder)
+    copy = EDITS["shuffle"](astronaut, np.random.default_rng(4), lambda rng: astronaut).rotate(
+        20, expand=True, resample=Image.Resampling.BICUBIC)
+
+    def cnn_stage(self: Matcher, loaded: object, ev: Any, top_k: int, *, tiles: bool, keep: object = None) -> None:
+        # The cosines set, not this small test head's (it scores such copies 0.1-0.5): the whole
+        # picture finds the astronaut (under the median look's 0.5, so only the low-resolution
+        # look can confirm it), the tiles then the coffee cup a little less near.
+        e = ev(1 if tiles else 0)
+        e.cnn, e.cnn_box, e.changed = (0.44, (0, 0, 64, 64), True) if tiles else (0.45, None, True)
+
+    monkeypatch.setattr(Matcher, "_cnn_stage", cnn_stage)
+    monkeypatch.setattr(matcher_module, "LOW_RES_LOOKS", 1)
+    looked: list[int] = []
+    real_look = Matcher._low_resolution_look
+
+    def spy(state: Any, ref_id: int, *args: Any, **kwargs: Any) -> Any:
+        found = real_look(state, ref_id, *args, **kwargs)
+        if ref_id in state.low_looked and ref_id not in looked:
+            looked.append(ref_id)
+        return found
+
+    monkeypatch.setattr(Matcher, "_low_resolution_look", staticmethod(spy))
+    best = matcher.match(_loaded(copy)).decisions[0]
+    assert looked == [0]
+    assert best.reference_id == 0 and best.verdict == "modified_copy", best
