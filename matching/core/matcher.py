@@ -814,6 +814,9 @@ class Matcher:
         ``scores`` gain the aligned pictures' correlation (for a mark, that of its inner detail) and
         the CNN's confirmation of a mark, and the decision carries the region and the edit."""
         assert result.edit is not None  # an accepted verification reports its edit
+        # An earlier attempt's failure (the answer's full-size verification, say) is no evidence of
+        # this copy: the portal would show "Geometric check: too few inliers" beside the match.
+        scores.pop("verification", None)
         if result.appearance is not None:
             scores["mark_detail" if result.model == "mark" else "appearance"] = round(result.appearance, 4)
         if ref_id in state.marks_confirmed:

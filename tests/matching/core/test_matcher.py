@@ -332,3 +332,5 @@ def test_the_low_resolution_looks_go_to_the_most_promising_candidates_not_the_fi
     best = matcher.match(_loaded(copy)).decisions[0]
     assert looked == [0]
     assert best.reference_id == 0 and best.verdict == "modified_copy", best
+    # The full-size verification's failure before the look is not reported as the match's evidence.
+    assert "verification" not in best.signal_scores and best.signal_scores["inliers"] >= 12
