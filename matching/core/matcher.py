@@ -51,9 +51,9 @@ PARTIAL_AUTO, PARTIAL_ALWAYS, PARTIAL_NEVER = "auto", "always", "never"
 # geometry.second_look_features and docs/geometry.md.
 SECOND_LOOKS = 2
 # Candidates per check that get a low-resolution look when verification did not confirm them:
-# the most promising when the partial-copy pass has its tiles' evidence, whichever the pass
-# verifies first (any candidate verification takes: the look applies the usual rules, only to
-# blurred thumbnails of both pictures), in the partial-copy pass: off the answer's path,
+# the most promising once the partial-copy pass has its tiles' evidence, not the first it verifies
+# (any candidate verification takes: the look applies the usual rules, only to blurred thumbnails
+# of both pictures), in the partial-copy pass only: off the answer's path,
 # whose p95 at 1M references it took past 80 ms (docs/benchmarks.md section 4). See
 # geometry.low_resolution_features.
 LOW_RES_LOOKS = 3
@@ -313,8 +313,9 @@ class _Judging:
     # Second looks (``geometry.second_look_features``) given so far: only the most promising
     # candidates that verification did not confirm get one, once each.
     second_looked: set[int] = field(default_factory=set)
-    # Whether low-resolution looks are given (the partial-copy pass only); the candidates due one
-    # (the LOW_RES_LOOKS most promising not confirmed when the pass has its tiles' evidence, chosen
+    # Whether the partial-copy pass is on (marks are then settled, Matcher._mark_stage); the
+    # candidates due a low-resolution look (the partial-copy pass only: the LOW_RES_LOOKS most
+    # promising not confirmed when the pass has its tiles' evidence, chosen
     # then: the pass verifies the tiles' new candidates before the answer's, and a first-come
     # budget gave the looks to weaker ones); the candidates given one -> whether it tried the
     # mirror image too.
@@ -610,7 +611,7 @@ class Matcher:
             whole_again = done is None or (not done.accepted and mirror and ref_id not in state.mirror_tried)
             # The partial-copy pass gives candidates the answer's passes left unconfirmed their
             # low-resolution look (kept off the answer's path: it costs ~20 ms a check).
-            low_due = state.low_res and ref_id in state.low_due and ref_id not in state.low_looked
+            low_due = ref_id in state.low_due and ref_id not in state.low_looked  # filled when the pass starts
             crop_due = ref_id in state.crop_due  # filled when the partial-copy pass starts
             if done is not None and (done.accepted or (not whole_again and not low_due and not crop_due and (
                     box is None or box in state.region_tried.get(ref_id, ())))):
@@ -692,7 +693,7 @@ class Matcher:
         is); the result when accepted."""
         from matching.core import geometry
 
-        if not state.low_res or ref_id not in state.low_due:
+        if ref_id not in state.low_due:  # empty before the partial-copy pass
             return None
         if ref_id in state.low_looked and (state.low_looked[ref_id] or not mirror):
             return None

@@ -290,7 +290,6 @@ def test_a_pixel_shuffled_copy_is_verified_by_a_low_resolution_look_given_to_few
         assert len(looked) <= 2 * (matcher_module.LOW_RES_LOOKS + 1)
 
 
-
 def test_the_low_resolution_looks_go_to_the_most_promising_candidates_not_the_first_verified(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The partial-copy pass verifies its tiles' new candidates before the answer's own; the looks
