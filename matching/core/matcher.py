@@ -681,7 +681,9 @@ class Matcher:
                     score = self._correlation_score(state, ref_id, e, result)
                 self._decide_copy(state, ref_id, score, scores, result)
             else:
-                state.decided[ref_id] = replace(current, signal_scores=dict(scores, verification=result.reason))
+                missed = self._evidence_score(e, result.inliers) if current.verdict == NONE else current.score
+                state.decided[ref_id] = replace(current, score=missed,
+                                                signal_scores=dict(scores, verification=result.reason))
 
     @staticmethod
     def _low_resolution_look(state: "_Judging", ref_id: int, reference: Features, rt: Thresholds, *,
@@ -863,7 +865,7 @@ class Matcher:
             sims.append(max(0.0, float(e.cnn)))
         return max(sims)
 
-    def _evidence_score(self, e: _Evidence) -> float:
+    def _evidence_score(self, e: _Evidence, inliers: int = 0) -> float:
         """How far above chance the signals of an undecided candidate lie, in [0, 1]: a signal's
         level is 0 at its candidate threshold and 1 at a perfect match. Raw similarities do not
         compare across signals (two unrelated logos are often 16 pHash bits apart, a raw
@@ -873,7 +875,15 @@ class Matcher:
         witnesses, combined as a noisy-or, 1 - (1 - hash)(1 - cnn): a candidate both find
         above chance ranks above one only the CNN finds a little nearer (a pixel-shuffled
         logo 8 pHash bits and a cosine of 0.48 from its original, against a look-alike logo
-        at a cosine of 0.54). With one witness it is that witness's level."""
+        at a cosine of 0.54). With one witness it is that witness's level.
+
+        A failed verification's agreeing ``inliers`` are a third witness when they reached the
+        ``min_inliers`` bar and a later rule turned the fit down (the appearance check, the
+        perspective bound): level 0 at the bar, 1 at twice the bar, which no unrelated pair of the
+        benchmarks reached (docs/geometry.md). Under the bar they add nothing: look-alikes reach
+        9-11 by chance. A turned copy in perspective that 18 inliers fit before the appearance
+        check turned it down ranks above a look-alike the CNN puts a little nearer with 5. It
+        orders what no stage confirmed; it decides nothing."""
         t = self.thresholds
         hashes = [0.0]
         if e.phash_variant is not None and t.phash_candidate > 0:
@@ -885,7 +895,8 @@ class Matcher:
             cnn = (float(e.cnn) - t.cnn_candidate) / (1 - t.cnn_candidate)
         hash_level = max(0.0, min(1.0, max(hashes)))
         cnn_level = max(0.0, min(1.0, cnn))
-        return round(1 - (1 - hash_level) * (1 - cnn_level), 6)
+        fit_level = max(0.0, min(1.0, inliers / t.min_inliers - 1)) if t.min_inliers > 0 else 0.0
+        return round(1 - (1 - hash_level) * (1 - cnn_level) * (1 - fit_level), 6)
 
     def _hash_score(self, e: _Evidence) -> float:
         sims = []

@@ -190,6 +190,50 @@ def test_hashes_and_the_cnn_above_chance_together_outrank_the_cnn_alone() -> Non
     assert matcher._evidence_score(_Evidence(phash_variant=0, cnn=1.0)) == 1.0
 
 
+def test_agreeing_inliers_of_a_failed_verification_count_as_a_third_witness() -> None:
+    # The development seed's case (chains suite, seed 1): a turned, recoloured copy in perspective
+    # whose verification found 18 agreeing inliers and then failed the appearance check, at a cosine
+    # of 0.54, under a look-alike at 0.58 that verification found 5 inliers in.
+    matcher = Matcher(store=None, indexes=None, thresholds=Thresholds(cnn_candidate=0.35, min_inliers=12))  # type: ignore[arg-type]
+    fitted = matcher._evidence_score(_Evidence(cnn=0.54), inliers=18)
+    look_alike = matcher._evidence_score(_Evidence(cnn=0.58), inliers=5)
+    assert look_alike == matcher._evidence_score(_Evidence(cnn=0.58)) == pytest.approx(0.23 / 0.65, abs=1e-6)
+    assert fitted == pytest.approx(1 - (1 - 0.19 / 0.65) * (1 - 6 / 12), abs=1e-6) and fitted > look_alike
+    # Under the bar (look-alikes reach 9-11 by chance) inliers add nothing; twice the bar, which no
+    # unrelated pair of the benchmarks reached, is the most they give.
+    for inliers in (5, 11, 12):
+        assert matcher._evidence_score(_Evidence(cnn=0.54), inliers=inliers) == matcher._evidence_score(_Evidence(cnn=0.54))
+    assert matcher._evidence_score(_Evidence(), inliers=24) == matcher._evidence_score(_Evidence(), inliers=300) == 1.0
+
+
+def test_a_candidate_turned_down_after_its_inliers_agreed_ranks_by_them(
+        matcher: Matcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    real = geometry.verify
+
+    def turned_down(*args: Any, **kwargs: Any) -> geometry.Verification:
+        result = real(*args, **kwargs)
+        return replace(result, accepted=False, reason="the aligned pictures do not look alike (correlation 0.30)")
+
+    monkeypatch.setattr(geometry, "verify", turned_down)
+    monkeypatch.setattr(geometry, "crop_verification", lambda *a, **k: None)
+    monkeypatch.setattr(geometry, "aligned_verification", lambda *a, **k: None)
+    unsure = Matcher(store=matcher.store, indexes=matcher.indexes, embedder=matcher.embedder,
+                     thresholds=replace(matcher.thresholds, cnn_similar=1.01))
+    chelsea = _skimage("chelsea")
+    decisions = unsure.match(_loaded(chelsea.resize((400, 300)).rotate(10)), partial="never").decisions
+    best = decisions[0]
+    assert best.reference_id == 0 and best.verdict == "none", best
+    inliers = best.signal_scores["inliers"]
+    assert inliers >= 24 and best.signal_scores["verification"].startswith("the aligned pictures")
+    scores = best.signal_scores
+    alone = unsure._evidence_score(_Evidence(cnn=scores["cnn_score"], phash_variant=scores.get("phash_variant_distance"),
+                                             pdq_variant=scores.get("pdq_variant_distance")))
+    assert alone < 1.0 and best.score == 1.0
+    assert all(d.score < best.score for d in decisions[1:])
+
+
 def test_region_features_are_in_the_whole_picture_frame() -> None:
     image = _skimage("astronaut")
     box = (100, 50, 300, 250)
