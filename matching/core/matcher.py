@@ -879,9 +879,10 @@ class Matcher:
 
         A failed verification's agreeing ``inliers`` are a third witness when they reached the
         ``min_inliers`` bar and a later rule turned the fit down (the appearance check, the
-        perspective bound): level 0 at the bar, 1 at twice the bar, which no unrelated pair of the
-        benchmarks reached (docs/geometry.md). Under the bar they add nothing: look-alikes reach
-        9-11 by chance. A turned copy in perspective that 18 inliers fit before the appearance
+        perspective bound): level 0 at the bar, 1 at twice the bar. Under the bar they add
+        nothing: look-alikes reach 9-11 by chance. Past it they are evidence, not proof: an
+        unrelated picture's best candidate can reach 15-30 agreeing inliers that the appearance
+        check then turns down (docs/benchmarks.md section 7, "A failed fit's inliers"). A turned copy in perspective that 18 inliers fit before the appearance
         check turned it down ranks above a look-alike the CNN puts a little nearer with 5. It
         orders what no stage confirmed; it decides nothing."""
         t = self.thresholds

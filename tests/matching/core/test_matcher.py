@@ -199,8 +199,8 @@ def test_agreeing_inliers_of_a_failed_verification_count_as_a_third_witness() ->
     look_alike = matcher._evidence_score(_Evidence(cnn=0.58), inliers=5)
     assert look_alike == matcher._evidence_score(_Evidence(cnn=0.58)) == pytest.approx(0.23 / 0.65, abs=1e-6)
     assert fitted == pytest.approx(1 - (1 - 0.19 / 0.65) * (1 - 6 / 12), abs=1e-6) and fitted > look_alike
-    # Under the bar (look-alikes reach 9-11 by chance) inliers add nothing; twice the bar, which no
-    # unrelated pair of the benchmarks reached, is the most they give.
+    # Under the bar (look-alikes reach 9-11 by chance) inliers add nothing; twice the bar is the most
+    # they give.
     for inliers in (5, 11, 12):
         assert matcher._evidence_score(_Evidence(cnn=0.54), inliers=inliers) == matcher._evidence_score(_Evidence(cnn=0.54))
     assert matcher._evidence_score(_Evidence(), inliers=24) == matcher._evidence_score(_Evidence(), inliers=300) == 1.0
