@@ -681,7 +681,8 @@ class Matcher:
                     score = self._correlation_score(state, ref_id, e, result)
                 self._decide_copy(state, ref_id, score, scores, result)
             else:
-                missed = self._evidence_score(e, result.inliers) if current.verdict == NONE else current.score
+                missed = (self._evidence_score(e, result.inliers, bar=rt.min_inliers)
+                          if current.verdict == NONE else current.score)
                 state.decided[ref_id] = replace(current, score=missed,
                                                 signal_scores=dict(scores, verification=result.reason))
 
@@ -865,7 +866,7 @@ class Matcher:
             sims.append(max(0.0, float(e.cnn)))
         return max(sims)
 
-    def _evidence_score(self, e: _Evidence, inliers: int = 0) -> float:
+    def _evidence_score(self, e: _Evidence, inliers: int = 0, *, bar: int | None = None) -> float:
         """How far above chance the signals of an undecided candidate lie, in [0, 1]: a signal's
         level is 0 at its candidate threshold and 1 at a perfect match. Raw similarities do not
         compare across signals (two unrelated logos are often 16 pHash bits apart, a raw
@@ -878,13 +879,14 @@ class Matcher:
         at a cosine of 0.54). With one witness it is that witness's level.
 
         A failed verification's agreeing ``inliers`` are a third witness when they reached the
-        ``min_inliers`` bar and a later rule turned the fit down (the appearance check, the
-        perspective bound): level 0 at the bar, 1 at twice the bar. Under the bar they add
-        nothing: look-alikes reach 9-11 by chance. Past it they are evidence, not proof: an
-        unrelated picture's best candidate can reach 15-30 agreeing inliers that the appearance
-        check then turns down (docs/benchmarks.md section 7, "A failed fit's inliers"). A turned copy in perspective that 18 inliers fit before the appearance
-        check turned it down ranks above a look-alike the CNN puts a little nearer with 5. It
-        orders what no stage confirmed; it decides nothing."""
+        ``bar`` that verification applied (its ``min_inliers``; the matcher's own by default) and a
+        later rule turned the fit down (the appearance check, the perspective bound): level 0 at
+        the bar, 1 at twice the bar. Under the bar they add nothing: look-alikes reach 9-11 by
+        chance. Past it they are evidence, not proof: an unrelated picture's best candidate can
+        reach 15-30 agreeing inliers that the appearance check then turns down (docs/benchmarks.md
+        section 7, "A failed fit's inliers"). A turned copy in perspective that 18 inliers fit
+        before the appearance check turned it down ranks above a look-alike the CNN puts a little
+        nearer with 5. It orders what no stage confirmed; it decides nothing."""
         t = self.thresholds
         hashes = [0.0]
         if e.phash_variant is not None and t.phash_candidate > 0:
@@ -896,7 +898,8 @@ class Matcher:
             cnn = (float(e.cnn) - t.cnn_candidate) / (1 - t.cnn_candidate)
         hash_level = max(0.0, min(1.0, max(hashes)))
         cnn_level = max(0.0, min(1.0, cnn))
-        fit_level = max(0.0, min(1.0, inliers / t.min_inliers - 1)) if t.min_inliers > 0 else 0.0
+        bar = t.min_inliers if bar is None else bar
+        fit_level = max(0.0, min(1.0, inliers / bar - 1)) if bar > 0 else 0.0
         return round(1 - (1 - hash_level) * (1 - cnn_level) * (1 - fit_level), 6)
 
     def _hash_score(self, e: _Evidence) -> float:

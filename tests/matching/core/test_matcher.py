@@ -204,6 +204,9 @@ def test_agreeing_inliers_of_a_failed_verification_count_as_a_third_witness() ->
     for inliers in (5, 11, 12):
         assert matcher._evidence_score(_Evidence(cnn=0.54), inliers=inliers) == matcher._evidence_score(_Evidence(cnn=0.54))
     assert matcher._evidence_score(_Evidence(), inliers=24) == matcher._evidence_score(_Evidence(), inliers=300) == 1.0
+    # The bar is the one the verification applied: a collection's own min_inliers of 20 leaves 15 under it.
+    assert matcher._evidence_score(_Evidence(cnn=0.54), inliers=15, bar=20) == matcher._evidence_score(_Evidence(cnn=0.54))
+    assert matcher._evidence_score(_Evidence(), inliers=30, bar=20) == pytest.approx(0.5)
 
 
 def test_a_candidate_turned_down_after_its_inliers_agreed_ranks_by_them(
@@ -225,9 +228,8 @@ def test_a_candidate_turned_down_after_its_inliers_agreed_ranks_by_them(
     decisions = unsure.match(_loaded(chelsea.resize((400, 300)).rotate(10)), partial="never").decisions
     best = decisions[0]
     assert best.reference_id == 0 and best.verdict == "none", best
-    inliers = best.signal_scores["inliers"]
-    assert inliers >= 24 and best.signal_scores["verification"].startswith("the aligned pictures")
     scores = best.signal_scores
+    assert scores["inliers"] >= 24 and scores["verification"].startswith("the aligned pictures")
     alone = unsure._evidence_score(_Evidence(cnn=scores["cnn_score"], phash_variant=scores.get("phash_variant_distance"),
                                              pdq_variant=scores.get("pdq_variant_distance")))
     assert alone < 1.0 and best.score == 1.0
